@@ -1,0 +1,34 @@
+# The journal's commands. `make journal` reruns every experiment; `make test` checks everything.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup journal test lab bench clean
+
+setup: $(STAMP)  ## create .venv and install torch (CPU), the pinned requirements and glassbox
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+journal: setup  ## execute every notebook in full mode (in place), render build/journal, update README
+	$(PY) -m glassbox.journal run
+	$(PY) -m glassbox.journal render --out build/journal
+	$(PY) -m glassbox.journal readme
+
+test: setup  ## unit tests + every notebook in smoke mode (into a temp folder)
+	$(PY) -m pytest
+
+lab: setup  ## JupyterLab on notebooks/
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup  ## train times and throughputs: printed table + build/bench.json
+	$(PY) tests/bench.py
+
+clean:
+	rm -rf build .pytest_cache

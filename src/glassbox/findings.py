@@ -1,0 +1,57 @@
+"""A notebook's headline numbers, recorded to JSON for the tests and the README table.
+
+`record("test_accuracy", 0.981)` prints the number and writes notebooks/findings/<stem>.json
+(full run) or the scratch copy (smoke run). `load(stem)` reads it back.
+"""
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from glassbox import notebook, paths
+
+_values: dict[str, Any] = {}
+
+
+def reset() -> None:
+    """Forget the values recorded so far (called by `glassbox.start`)."""
+    _values.clear()
+
+
+def to_json(value: Any) -> Any:
+    """Convert tensors, numpy values and tuples to plain JSON types; refuse NaN and infinities."""
+    if hasattr(value, "tolist"):  # torch.Tensor, numpy array or scalar
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"refusing to record a non-finite number ({value}); find where it came from")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot record a {type(value).__name__}; record numbers, strings, lists or dicts")
+
+
+def path_for(stem: str, directory: Path | None = None) -> Path:
+    """The findings file of notebook `stem`."""
+    return (directory or paths.FINDINGS_DIR) / f"{stem}.json"
+
+
+def record(key: str, value: Any) -> Any:
+    """Print `key = value` and save it in this run's findings file; returns the value."""
+    run = notebook.current()
+    if run is None:
+        raise RuntimeError("no notebook run: call glassbox.start(stem, smoke=SMOKE, seed=SEED) first")
+    _values[key] = to_json(value)
+    paths.atomic_write_text(path_for(run.stem, run.findings_dir), json.dumps(_values, indent=2) + "\n")
+    print(f"{key} = {_values[key]}")
+    return value
+
+
+def load(stem: str, directory: Path | None = None) -> dict[str, Any]:
+    """Read the findings of notebook `stem` (committed full run unless `directory` is given)."""
+    path = path_for(stem, directory)
+    if not path.is_file():
+        raise FileNotFoundError(f"no findings at {path}: run the notebook (make journal) to create them")
+    return json.loads(path.read_text())

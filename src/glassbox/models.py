@@ -1,0 +1,88 @@
+"""The models of the journal, each built from a config dict so a checkpoint card can rebuild it.
+
+`build(kind, config)` is what `checkpoints.load_model` calls; add a new kind to `BUILDERS`.
+"""
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+@dataclass
+class MLPConfig:
+    sizes: tuple[int, ...] = (784, 128, 64, 10)  # input pixels, hidden widths..., classes
+    pixel_mean: float = 0.1307  # MNIST training-set pixel mean (pixels in [0, 1])
+    pixel_std: float = 0.3081  # MNIST training-set pixel std
+
+
+class Normalize(nn.Module):
+    """Flatten images to (batch, pixels) and standardise them; the model's first step."""
+
+    def __init__(self, n_pixels: int, mean: float, std: float):
+        super().__init__()
+        self.n_pixels, self.mean, self.std = n_pixels, mean, std
+
+    def forward(self, x: Float[Tensor, "batch *pixels"]) -> Float[Tensor, "batch n_pixels"]:
+        x = x.reshape(len(x), -1)
+        if x.shape[1] != self.n_pixels:
+            raise ValueError(f"expected images of {self.n_pixels} pixels, e.g. (batch, 28, 28) or "
+                             f"(batch, 784) in [0, 1]; got a tensor of shape {tuple(x.shape)}")
+        return (x.float() - self.mean) / self.std
+
+
+class MLP(nn.Sequential):
+    """ReLU MLP on raw [0, 1] pixels. Modules: normalize, fc1, relu1, fc2, relu2, ..., out.
+
+    Hidden activations are reached by module name, e.g. `hooks.capture(model, "relu1")`.
+    """
+
+    def __init__(self, cfg: MLPConfig):
+        layers: list[tuple[str, nn.Module]] = [("normalize", Normalize(cfg.sizes[0], cfg.pixel_mean, cfg.pixel_std))]
+        for i, (d_in, d_out) in enumerate(zip(cfg.sizes[:-2], cfg.sizes[1:-1]), start=1):
+            layers += [(f"fc{i}", nn.Linear(d_in, d_out)), (f"relu{i}", nn.ReLU())]
+        layers.append(("out", nn.Linear(cfg.sizes[-2], cfg.sizes[-1])))
+        super().__init__(OrderedDict(layers))
+        self.cfg = cfg
+
+    @property
+    def hidden_names(self) -> list[str]:
+        """Names of the hidden activation modules, first layer first."""
+        return [name for name, m in self.named_children() if isinstance(m, nn.ReLU)]
+
+
+def _config(cls: type, config: dict):
+    """Build dataclass `cls` from a dict, with a clear error for keys it does not know."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}; known fields: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return cls(**values)
+
+
+def build_mlp(config: dict) -> MLP:
+    """An MLP from a config dict (see MLPConfig)."""
+    return MLP(_config(MLPConfig, config))
+
+
+BUILDERS: dict[str, Callable[[dict], nn.Module]] = {"mlp": build_mlp}
+
+
+def build(kind: str, config: dict) -> nn.Module:
+    """Build a model of a registered `kind` from its config dict."""
+    if kind not in BUILDERS:
+        raise KeyError(f"unknown model kind {kind!r}; registered kinds: {sorted(BUILDERS)}")
+    return BUILDERS[kind](config)
+
+
+def config_dict(cfg) -> dict:
+    """A dataclass config as a JSON-ready dict."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def n_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,112 @@
+"""Seeding, a small training loop with a progress bar and a recorded history, and accuracy."""
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+Batch = tuple[Tensor, Tensor]
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch so a run is reproducible from its seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class History:
+    """What happened during training: one dict per logged step, and the wall-clock seconds."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def column(self, key: str) -> list[float]:
+        """The values of `key` over the logged steps that have it."""
+        return [r[key] for r in self.records if key in r]
+
+    def last(self, key: str) -> float:
+        """The most recent logged value of `key`."""
+        values = self.column(key)
+        if not values:
+            raise KeyError(f"{key!r} was never logged; logged keys: {sorted({k for r in self.records for k in r})}")
+        return values[-1]
+
+
+def minibatches(x: Tensor, y: Tensor, batch_size: int, seed: int = 0) -> Iterator[Batch]:
+    """Endless shuffled minibatches of (x, y), a new permutation every epoch."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            yield x[idx], y[idx]
+
+
+def train(
+    model: nn.Module,
+    batches: Iterator[Batch],
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    loss_fn: Callable[[nn.Module, Batch], Tensor] | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 100,
+    warmup: int = 0,
+    desc: str = "train",
+) -> History:
+    """Train with AdamW and a cosine learning-rate decay; log loss (and `evaluate`) every `eval_every` steps.
+
+    `loss_fn(model, batch)` defaults to cross-entropy of `model(x)` against `y`.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    loss_fn = loss_fn or (lambda m, b: F.cross_entropy(m(b[0]), b[1]))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + np.cos(np.pi * s / steps)))
+    history, start = History(), time.perf_counter()
+    model.train()
+    bar = tqdm(range(steps), desc=desc, mininterval=1.0)
+    for step in bar:
+        loss = loss_fn(model, next(batches))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % eval_every == 0 or step == steps - 1:
+            row = {"step": step, "loss": loss.item()}
+            if evaluate is not None:
+                model.eval()
+                row |= evaluate(model)
+                model.train()
+            history.records.append(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
+    """Model outputs on `x`, computed in batches without gradients."""
+    return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Int[Tensor, "batch"], batch_size: int = 8192) -> float:
+    """Fraction of `x` whose argmax output equals `y`."""
+    return (predict(model, x, batch_size).argmax(-1) == y).float().mean().item()
+
+
+def per_class_accuracy(logits: Float[Tensor, "batch n_classes"], y: Int[Tensor, "batch"], n_classes: int | None = None) -> Float[Tensor, "n_classes"]:
+    """Accuracy of argmax(logits) within each true class."""
+    n = n_classes or logits.shape[-1]
+    hit = (logits.argmax(-1) == y).float()
+    return torch.zeros(n).index_add_(0, y, hit) / torch.bincount(y, minlength=n).clamp(min=1)

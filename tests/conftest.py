@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny CNN that glassbox did not build, and cached smoke runs of notebooks."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from glassbox import findings, journal
+
+
+class TinyCNN(nn.Module):
+    """A model glassbox knows nothing about: every glassbox method must work on it too."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 5 * 5, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x.reshape(len(x), 1, 28, 28)))
+
+
+@pytest.fixture
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture(scope="session")
+def smoke_dir(tmp_path_factory) -> Path:
+    """One scratch folder for every smoke run of this test session."""
+    return tmp_path_factory.mktemp("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_dir):
+    """`smoke_run(stem)` executes a notebook once with SMOKE=True and returns its findings."""
+    results: dict[str, dict | BaseException] = {}
+
+    def run(stem: str) -> dict:
+        if stem not in results:
+            (nb,) = journal.notebooks([stem])
+            try:
+                journal.execute(nb, smoke_dir / "executed" / nb.name, {"SMOKE": True}, smoke_dir=smoke_dir)
+                results[stem] = findings.load(nb.stem, smoke_dir / "findings")
+            except BaseException as err:  # cached, so a second test of the same notebook fails fast
+                results[stem] = err
+        if isinstance(results[stem], BaseException):
+            raise results[stem]
+        return results[stem]
+
+    yield run
+    os.environ.pop("GLASSBOX_SMOKE_DIR", None)
