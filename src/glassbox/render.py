@@ -34,6 +34,7 @@ def inline_plotly(nb: nbformat.NotebookNode, stem: str) -> int:
             data = output.get("data", {})
             if PLOTLY_MIME in data:
                 data["text/html"] = plotly_html(data.pop(PLOTLY_MIME), f"{stem}-fig{count}")
+                data.pop("image/png", None)  # the static copy is for GitHub; the page draws the live figure
                 count += 1
     return count
 
