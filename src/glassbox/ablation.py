@@ -1,0 +1,77 @@
+"""Switch neurons off and measure what breaks, for any `nn.Module` and any layer name.
+
+    mean = neurons.get_activations(model, "relu1", x_train).mean(0)
+    with ablation.ablate(model, "relu1", [3, 17], mean):   # mean-ablate neurons 3 and 17
+        logits = model(x)
+    drop = ablation.class_accuracy_drop(model, "relu1", x_test, y_test, mean)   # (class, neuron)
+
+Neurons are indexed along dim 1 of the layer's output (features, or conv channels: all positions
+of a channel are replaced together).
+"""
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from glassbox import hooks, training
+
+Neurons = Sequence[int] | Int[Tensor, "k"]
+
+
+def _index(neurons: Neurons, n_units: int) -> Tensor:
+    idx = torch.as_tensor(neurons, dtype=torch.long).reshape(-1)
+    bad = idx[(idx < 0) | (idx >= n_units)]
+    if len(bad):
+        raise IndexError(f"neurons {bad.tolist()} do not exist: this layer has neurons 0..{n_units - 1}")
+    return idx
+
+
+@contextmanager
+def ablate(model: nn.Module, layer: str, neurons: Neurons,
+           values: Float[Tensor, "neuron *spatial"] | None = None) -> Iterator[None]:
+    """Inside the block, `neurons` of `layer` output `values[neurons]` (e.g. their mean; default 0)."""
+
+    def replace(a: Tensor) -> Tensor:
+        idx = _index(neurons, a.shape[1])
+        if values is not None and values.shape != a.shape[1:]:
+            raise ValueError(f"values must have the shape of one input's activations {tuple(a.shape[1:])}, "
+                             f"got {tuple(values.shape)}; pass e.g. get_activations(...).mean(0)")
+        out = a.clone()
+        out[:, idx] = 0.0 if values is None else values[idx].to(a.dtype)
+        return out
+
+    with hooks.patch(model, {layer: replace}):
+        yield
+
+
+@torch.no_grad()
+def class_accuracy_drop(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "batch"],
+                        values: Float[Tensor, "neuron *spatial"] | None = None, *,
+                        neurons: Neurons | None = None, n_classes: int | None = None,
+                        batch_size: int = 8192) -> Float[Tensor, "n_classes neuron"]:
+    """Accuracy lost on each class when each neuron of `layer` alone is ablated to `values` (default 0).
+
+    Column j is for `neurons[j]` (default: every neuron of the layer). Positive = the class needs it.
+    """
+    logits = training.predict(model, x, batch_size)
+    n = n_classes or logits.shape[-1]
+    base = training.per_class_accuracy(logits, y, n)
+    if neurons is None:
+        with hooks.capture(model, layer) as acts:
+            model(x[:1])
+        neurons = range(acts[layer].shape[1])
+    drops = []
+    for neuron in neurons:
+        with ablate(model, layer, [int(neuron)], values):
+            drops.append(base - training.per_class_accuracy(training.predict(model, x, batch_size), y, n))
+    return torch.stack(drops, dim=1)
+
+
+@torch.no_grad()
+def flip_rate(model: nn.Module, layer: str, x: Tensor, target: int, neurons: Neurons,
+              values: Float[Tensor, "neuron *spatial"]) -> float:
+    """Fraction of `x` predicted as `target` when `neurons` of `layer` are set to `values[neurons]`."""
+    with ablate(model, layer, neurons, values):
+        return (training.predict(model, x).argmax(-1) == target).float().mean().item()

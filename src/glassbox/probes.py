@@ -1,0 +1,60 @@
+"""Linear probes (scikit-learn): how well a linear read-out of a layer predicts a label.
+
+    feats = probes.get_features(model, ["relu1", "relu2"], x)        # {"relu1": (batch, 128), ...}
+    acc = probes.probe_accuracies(feats_train, feats_test, labels_train, labels_test)
+    acc["digit"]["relu1"]                                             # test accuracy of that probe
+
+A probe is standardisation + L2-regularised logistic regression, fitted on one split and scored
+on another. High accuracy means the label is *linearly available* in the layer, not that the model
+uses it; compare against baselines (raw pixels, the same model at random initialisation).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from jaxtyping import Float, Int
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import Tensor, nn
+
+from glassbox.neurons import get_activations
+
+
+@dataclass
+class Probe:
+    accuracy: float  # accuracy on the test split
+    chance: float  # accuracy of always answering the most common training label, on the test split
+    model: Pipeline  # the fitted scaler + logistic regression
+
+
+def get_features(model: nn.Module, layers: list[str], x: Tensor, batch_size: int = 4096) -> dict[str, Float[Tensor, "batch d"]]:
+    """The flattened output of each named module of `model` for the inputs `x`."""
+    return {name: get_activations(model, name, x, batch_size).flatten(1) for name in layers}
+
+
+def fit_probe(features_train: Float[Tensor, "n_train d"], labels_train: Int[Tensor, "n_train"],
+              features_test: Float[Tensor, "n_test d"], labels_test: Int[Tensor, "n_test"], *,
+              C: float = 1.0, max_iter: int = 300) -> Probe:
+    """Fit a logistic-regression probe on the train split; score it on the test split."""
+    for name, f, y in (("train", features_train, labels_train), ("test", features_test, labels_test)):
+        if f.ndim != 2 or len(f) != len(y):
+            raise ValueError(f"{name} features must be (n, d) with one label each; got features {tuple(f.shape)} "
+                             f"and {len(y)} labels (flatten activations with .flatten(1))")
+    xtr, ytr = np.asarray(features_train, dtype=np.float64), np.asarray(labels_train)
+    if len(np.unique(ytr)) < 2:
+        raise ValueError(f"the training labels hold one class only ({np.unique(ytr).tolist()}): a probe needs two or more")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    probe.fit(xtr, ytr)
+    yte = np.asarray(labels_test)
+    accuracy = float((probe.predict(np.asarray(features_test, dtype=np.float64)) == yte).mean())
+    values, counts = np.unique(ytr, return_counts=True)
+    return Probe(accuracy=accuracy, chance=float((yte == values[counts.argmax()]).mean()), model=probe)
+
+
+def probe_accuracies(features_train: dict[str, Tensor], features_test: dict[str, Tensor],
+                     labels_train: dict[str, Tensor], labels_test: dict[str, Tensor],
+                     **probe_kwargs) -> dict[str, dict[str, float]]:
+    """Test accuracy of a probe for every (label, feature set): result[label][features]."""
+    return {label: {name: fit_probe(features_train[name], labels_train[label], features_test[name],
+                                    labels_test[label], **probe_kwargs).accuracy for name in features_train}
+            for label in labels_train}
