@@ -1,0 +1,331 @@
+"""Toy models of superposition (Elhage et al., 2022, https://transformer-circuits.pub/2022/toy_model/).
+
+n sparse features x are squeezed into m < n hidden dimensions and read back with the same matrix:
+
+    h = W x,    x' = ReLU(W^T h + b),    loss = mean over x of sum_i I_i (x_i - x'_i)^2
+
+Each feature is zero with probability S (its sparsity) and otherwise uniform in [0, 1]; I_i is its
+importance. `ToyModel` holds many independent instances at once (W: instances x hidden x features),
+so a whole sweep over sparsities, importances or seeds trains as one batched model on the CPU.
+
+    model = ToyModel(n_features=20, n_hidden=5, n_instances=6, feature_probability=1 - S, importance=0.7 ** i)
+    train_toy(model, steps=5_000)
+    x, h = sample_activations(model, 4096)      # ground-truth features and hidden activations (e.g. for an SAE)
+"""
+import math
+
+import einops
+import plotly.graph_objects as go
+import torch
+from jaxtyping import Float, Int
+from plotly.subplots import make_subplots
+from torch import Tensor, nn
+
+from glassbox import training
+
+Scalars = float | Tensor  # one value, or a tensor that broadcasts to (instances, features)
+
+# Dimensionalities where features "stick" in the paper (section "Feature Dimensionality"):
+# dedicated dimension, tetrahedron, triangle, antipodal pair, pentagon, square antiprism.
+STICKY_FRACTIONS = (1.0, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8)
+PHASES = ("not represented", "dedicated dimension", "superposition")  # codes 0, 1, 2 of the phase diagram
+
+
+def _per_feature(name: str, value: Scalars, n_instances: int, n_features: int) -> Float[Tensor, "instances features"]:
+    """Broadcast a scalar or tensor to (instances, features), with a clear error if it does not fit."""
+    t = torch.as_tensor(value, dtype=torch.float32)
+    try:
+        return t.expand(n_instances, n_features).clone()
+    except RuntimeError:
+        raise ValueError(f"{name} must be a number or broadcast to (instances, features) = ({n_instances}, {n_features}); "
+                         f"got shape {tuple(t.shape)}. Give one value per feature (shape ({n_features},)) or per "
+                         f"instance and feature (shape ({n_instances}, {n_features}))") from None
+
+
+class ToyModel(nn.Module):
+    """x' = ReLU(W^T W x + b) for `n_instances` independent models trained side by side.
+
+    W: (instances, hidden, features), column i is feature i's direction; b: (instances, features).
+    Buffers: feature_probability = 1 - S (instances, features) and importance (instances, features).
+    """
+
+    def __init__(self, n_features: int, n_hidden: int, n_instances: int = 1, *,
+                 feature_probability: Scalars = 1.0, importance: Scalars = 1.0):
+        super().__init__()
+        for name, v in (("n_features", n_features), ("n_hidden", n_hidden), ("n_instances", n_instances)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        p = _per_feature("feature_probability", feature_probability, n_instances, n_features)
+        imp = _per_feature("importance", importance, n_instances, n_features)
+        if not ((p > 0) & (p <= 1)).all():
+            raise ValueError(f"feature_probability (= 1 - sparsity) must lie in (0, 1], got values in "
+                             f"[{p.min().item():.3g}, {p.max().item():.3g}]; a sparsity S gives probability 1 - S")
+        if not (torch.isfinite(imp).all() and (imp >= 0).all()):
+            raise ValueError("importance must be finite and >= 0 (it weights each feature's squared error)")
+        self.n_features, self.n_hidden, self.n_instances = n_features, n_hidden, n_instances
+        self.W = nn.Parameter(torch.randn(n_instances, n_hidden, n_features) * math.sqrt(2 / (n_hidden + n_features)))
+        self.b = nn.Parameter(torch.zeros(n_instances, n_features))
+        self.register_buffer("feature_probability", p)
+        self.register_buffer("importance", imp)
+
+    def _check(self, x: Tensor) -> None:
+        want = (self.n_instances, self.n_features)
+        if x.ndim != 3 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"expected features of shape (batch, instances, features) = (batch, {want[0]}, {want[1]}); "
+                             f"got {tuple(x.shape)}. Draw them with sample_features(batch, model.feature_probability)")
+
+    def hidden(self, x: Float[Tensor, "batch instances features"]) -> Float[Tensor, "batch instances hidden"]:
+        """h = W x, the m-dimensional hidden activations."""
+        self._check(x)
+        return einops.einsum(self.W, x, "inst hid feat, batch inst feat -> batch inst hid")
+
+    def forward(self, x: Float[Tensor, "batch instances features"]) -> Float[Tensor, "batch instances features"]:
+        """x' = ReLU(W^T h + b)."""
+        h = self.hidden(x)
+        return torch.relu(einops.einsum(self.W, h, "inst hid feat, batch inst hid -> batch inst feat") + self.b)
+
+    def loss(self, x: Float[Tensor, "batch instances features"]) -> Float[Tensor, "instances"]:
+        """Importance-weighted squared error: mean over the batch of sum_i I_i (x_i - x'_i)^2, per instance."""
+        return ((self(x) - x) ** 2 * self.importance).sum(-1).mean(0)
+
+
+def sample_features(batch_size: int, feature_probability: Float[Tensor, "instances features"],
+                    generator: torch.Generator | None = None) -> Float[Tensor, "batch instances features"]:
+    """Features that are 0 with probability 1 - p and otherwise uniform in [0, 1], independently.
+
+    One uniform u per entry does both: the feature is on when u < p, and then u / p is uniform in [0, 1].
+    """
+    p = feature_probability
+    u = torch.rand(batch_size, *p.shape, generator=generator, device=p.device)
+    return torch.where(u < p, u / p, torch.zeros((), device=p.device))
+
+
+def sample_activations(model: ToyModel, batch_size: int, *, generator: torch.Generator | None = None,
+                       ) -> tuple[Float[Tensor, "batch instances features"], Float[Tensor, "batch instances hidden"]]:
+    """Ground-truth sparse features x, drawn with the model's feature probabilities, and hidden h = W x.
+
+    The true feature directions in hidden space are the columns of `model.W` (instances, hidden, features).
+    """
+    with torch.no_grad():
+        x = sample_features(batch_size, model.feature_probability, generator)
+        return x, model.hidden(x)
+
+
+def train_toy(model: ToyModel, *, steps: int, batch_size: int = 1024, lr: float = 1e-3, seed: int = 0,
+              threads: int | None = 1, desc: str = "toy model") -> training.History:
+    """Train every instance at once with Adam and a cosine decay on fresh samples; logs the summed loss.
+
+    `threads=1` by default: the tensors are small, and on a shared 2-core CPU two threads spin-wait for
+    each other (we measured a step 8x slower under load). None keeps torch's setting.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    gen = torch.Generator().manual_seed(seed)
+
+    def batches():
+        while True:
+            x = sample_features(batch_size, model.feature_probability, gen)
+            yield x, x
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        return training.train(model, batches(), steps=steps, lr=lr, loss_fn=lambda m, b: m.loss(b[0]).sum(),
+                              eval_every=max(steps // 10, 1), desc=desc)
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def evaluate_loss(model: ToyModel, n_samples: int = 65_536, seed: int = 1234) -> Float[Tensor, "instances"]:
+    """Per-instance loss on `n_samples` fresh samples (in chunks, so memory stays small)."""
+    gen = torch.Generator().manual_seed(seed)
+    chunk = max(1, min(n_samples, 2 ** 22 // (model.n_instances * model.n_features)))
+    total, done = torch.zeros(model.n_instances), 0
+    while done < n_samples:
+        k = min(chunk, n_samples - done)
+        total += model.loss(sample_features(k, model.feature_probability, gen)) * k
+        done += k
+    return total / n_samples
+
+
+def best_of_seeds(losses: Float[Tensor, "instances"], n_seeds: int) -> Int[Tensor, "conditions"]:
+    """Instances laid out as (seed, condition): the index of the lowest-loss seed of each condition."""
+    if losses.ndim != 1 or len(losses) % n_seeds:
+        raise ValueError(f"expected one loss per instance, n_seeds x conditions of them; got shape {tuple(losses.shape)} "
+                         f"with n_seeds={n_seeds}")
+    n_cond = len(losses) // n_seeds
+    return losses.reshape(n_seeds, n_cond).argmin(0) * n_cond + torch.arange(n_cond)
+
+
+# ---- geometry of the learned features -------------------------------------------------------------
+
+def feature_norms(W: Float[Tensor, "instances hidden features"]) -> Float[Tensor, "instances features"]:
+    """||W_i||: about 1 for a represented feature, about 0 for a dropped one."""
+    return W.norm(dim=-2)
+
+
+def superposition(W: Float[Tensor, "instances hidden features"]) -> Float[Tensor, "instances features"]:
+    """sum_{j != i} (W_i_hat . W_j)^2: how much the other features project onto feature i's direction."""
+    unit = W / W.norm(dim=-2, keepdim=True).clamp(min=1e-8)
+    overlap = einops.einsum(unit, W, "inst hid i, inst hid j -> inst i j") ** 2
+    return overlap.sum(-1) - overlap.diagonal(dim1=-2, dim2=-1)
+
+
+def feature_dimensionality(W: Float[Tensor, "instances hidden features"]) -> Float[Tensor, "instances features"]:
+    """D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2: the fraction of a dimension feature i gets (0 if dropped)."""
+    unit = W / W.norm(dim=-2, keepdim=True).clamp(min=1e-8)
+    denom = (einops.einsum(unit, W, "inst hid i, inst hid j -> inst i j") ** 2).sum(-1)
+    return W.norm(dim=-2) ** 2 / denom.clamp(min=1e-12)
+
+
+def dimensions_per_feature(W: Float[Tensor, "instances hidden features"]) -> Float[Tensor, "instances"]:
+    """D* = m / ||W||_F^2: hidden dimensions per (norm-weighted) represented feature."""
+    return W.shape[-2] / (W ** 2).sum((-2, -1))
+
+
+def count_represented(W: Float[Tensor, "instances hidden features"], threshold: float = 0.5) -> Int[Tensor, "instances"]:
+    """How many features have ||W_i|| > threshold."""
+    return (feature_norms(W) > threshold).sum(-1)
+
+
+def neighbour_angles(W: Float[Tensor, "2 features"]) -> Float[Tensor, "features"]:
+    """Angles (degrees) between neighbouring feature directions in a 2-d hidden space, going round the circle."""
+    if W.ndim != 2 or W.shape[0] != 2:
+        raise ValueError(f"expected one instance's W with a 2-d hidden space, shape (2, features); got {tuple(W.shape)}")
+    theta = torch.sort(torch.atan2(W[1], W[0])).values
+    gaps = torch.diff(torch.cat([theta, theta[:1] + 2 * math.pi]))
+    return torch.rad2deg(gaps)
+
+
+# ---- the phase change: one extra feature, one hidden dimension ------------------------------------
+
+def phase_sweep(relative_importance: Float[Tensor, "R"], density: Float[Tensor, "P"], n_seeds: int = 1,
+                ) -> tuple[Float[Tensor, "instances 2"], Float[Tensor, "instances 2"]]:
+    """Importance and feature probability for the n=2, m=1 phase diagram, instances laid out (seed, R, P).
+
+    Feature 0 has importance 1, feature 1 (the "extra" feature) importance r; both have density p.
+    """
+    r, p = torch.meshgrid(relative_importance.float(), density.float(), indexing="ij")
+    importance = torch.stack([torch.ones_like(r), r], -1).reshape(-1, 2).repeat(n_seeds, 1)
+    probability = torch.stack([p, p], -1).reshape(-1, 2).repeat(n_seeds, 1)
+    return importance, probability
+
+
+def classify_phase(W: Float[Tensor, "instances 1 2"], threshold: float = 0.5) -> Int[Tensor, "instances"]:
+    """Phase of the extra feature (index 1): 0 not represented, 1 dedicated dimension, 2 superposition."""
+    if W.ndim != 3 or W.shape[1:] != (1, 2):
+        raise ValueError(f"expected W of a 2-feature, 1-dimension model, shape (instances, 1, 2); got {tuple(W.shape)}")
+    norms = feature_norms(W)
+    extra, first = norms[:, 1] > threshold, norms[:, 0] > threshold
+    return torch.where(~extra, 0, torch.where(first, 2, 1))
+
+
+def theoretical_loss(relative_importance: Float[Tensor, "..."], density: Float[Tensor, "..."],
+                     ) -> Float[Tensor, "... 3"]:
+    """Expected loss of the three candidate solutions of the n=2, m=1 model (our derivation).
+
+    With v = p/3 - p^2/4 the variance of a feature of density p:
+    - not represented, W = [1, 0], b = [0, p/2]: feature 0 exact, feature 1 predicted by its mean: r v
+    - dedicated,       W = [0, 1], b = [p/2, 0]: the same with the roles swapped:               v
+    - superposition,   W = [1, -1], b = 0: exact unless both are on (probability p^2); then the
+      smaller one, m, is lost from both outputs, E[m^2] = 1/6:                                    p^2 (1 + r) / 6
+    """
+    r, p = torch.broadcast_tensors(torch.as_tensor(relative_importance, dtype=torch.float64),
+                                   torch.as_tensor(density, dtype=torch.float64))
+    v = p / 3 - p ** 2 / 4
+    return torch.stack([r * v, v, p ** 2 * (1 + r) / 6], -1)
+
+
+def theoretical_phase(relative_importance: Float[Tensor, "..."], density: Float[Tensor, "..."]) -> Int[Tensor, "..."]:
+    """The candidate with the lowest expected loss: 0 not represented, 1 dedicated, 2 superposition."""
+    return theoretical_loss(relative_importance, density).argmin(-1)
+
+
+def sticky_share(D: Float[Tensor, "..."], tolerance: float = 0.03) -> float:
+    """Fraction of the given dimensionalities within `tolerance` of one of the STICKY_FRACTIONS."""
+    near = (D.reshape(-1, 1) - torch.tensor(STICKY_FRACTIONS)).abs().min(-1).values <= tolerance
+    return near.float().mean().item()
+
+
+# ---- figures -------------------------------------------------------------------------------------
+
+def plot_feature_geometry(W: Float[Tensor, "k hidden features"], b: Float[Tensor, "k features"],
+                          titles: list[str]) -> go.Figure:
+    """For each of k models: the W^T W matrix (top) and per-feature norm bars coloured by superposition (bottom)."""
+    W, b = W.detach().cpu(), b.detach().cpu()
+    k, n = W.shape[0], W.shape[-1]
+    fig = make_subplots(rows=2, cols=k, subplot_titles=titles, vertical_spacing=0.08, horizontal_spacing=0.02)
+    WtW = einops.einsum(W, W, "k hid i, k hid j -> k i j")
+    sup, norms = superposition(W), feature_norms(W)
+    frac = (sup / (sup + norms ** 2).clamp(min=1e-8)).clamp(0, 1)  # 0: orthogonal to all, 1: only shares
+    for c in range(k):
+        fig.add_trace(go.Heatmap(z=WtW[c].numpy(), zmin=-1, zmax=1, colorscale="RdBu", showscale=c == 0,
+                                 colorbar=dict(title="W<sup>T</sup>W", len=0.45, y=0.78)), row=1, col=c + 1)
+        fig.add_trace(go.Bar(y=list(range(n)), x=norms[c].numpy(), orientation="h", showlegend=False,
+                             marker=dict(color=frac[c].numpy(), colorscale="Viridis", cmin=0, cmax=1,
+                                         colorbar=dict(title="superposed<br>share", len=0.45, y=0.22) if c == 0 else None,
+                                         showscale=c == 0)), row=2, col=c + 1)
+        fig.update_yaxes(autorange="reversed", showticklabels=c == 0, row=1, col=c + 1)
+        fig.update_yaxes(autorange="reversed", showticklabels=c == 0, row=2, col=c + 1)
+        fig.update_xaxes(showticklabels=False, row=1, col=c + 1)
+        fig.update_xaxes(range=[0, 1.3], row=2, col=c + 1)
+    fig.update_yaxes(title_text="feature (most important on top)", row=2, col=1)
+    fig.update_layout(height=560, margin=dict(t=50, l=60, r=20, b=40), bargap=0.15,
+                      title="W<sup>T</sup>W (top) and ||W<sub>i</sub>|| coloured by how much of it is shared (bottom)")
+    return fig
+
+
+def plot_polygon(W: Float[Tensor, "2 features"], title: str = "") -> go.Figure:
+    """The columns of a 2-d W drawn as arrows from the origin, joined in angular order."""
+    W = W.detach().cpu()
+    order = torch.argsort(torch.atan2(W[1], W[0]))
+    ring = torch.cat([order, order[:1]])
+    fig = go.Figure(go.Scatter(x=W[0, ring].numpy(), y=W[1, ring].numpy(), mode="lines",
+                               line=dict(color="lightgray", dash="dot"), showlegend=False))
+    for i in range(W.shape[1]):
+        fig.add_trace(go.Scatter(x=[0, W[0, i].item()], y=[0, W[1, i].item()], mode="lines+markers+text",
+                                 text=["", f"feature {i}"], textposition="top center", name=f"feature {i}"))
+    lim = 1.3 * W.norm(dim=0).max().item()
+    fig.update_layout(title=title, width=520, height=520, showlegend=False,
+                      xaxis=dict(range=[-lim, lim], zeroline=True), yaxis=dict(range=[-lim, lim], scaleanchor="x"))
+    return fig
+
+
+def plot_phase_diagram(empirical: Int[Tensor, "R P"], theory: Int[Tensor, "R P"],
+                       relative_importance: Tensor, density: Tensor) -> go.Figure:
+    """Trained (left) and theoretical (right) phase of the extra feature over importance x density."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["trained models", "theory (lowest-loss candidate)"],
+                        horizontal_spacing=0.08)
+    colors = [[0, "#d9d9d9"], [1 / 3, "#d9d9d9"], [1 / 3, "#4c78a8"], [2 / 3, "#4c78a8"], [2 / 3, "#f58518"], [1, "#f58518"]]
+    for c, z in enumerate([empirical, theory]):
+        fig.add_trace(go.Heatmap(z=z.numpy(), x=density.numpy(), y=relative_importance.numpy(), zmin=-0.5, zmax=2.5,
+                                 colorscale=colors, showscale=c == 0,
+                                 colorbar=dict(tickvals=[0, 1, 2], ticktext=list(PHASES)),
+                                 hovertemplate="density %{x:.3g}<br>importance %{y:.3g}<br>phase %{z}<extra></extra>"),
+                      row=1, col=c + 1)
+        fig.update_xaxes(type="log", title_text="feature density 1 - S", autorange="reversed", row=1, col=c + 1)
+        fig.update_yaxes(type="log", title_text="relative importance of the extra feature" if c == 0 else None,
+                         row=1, col=c + 1)
+    fig.update_layout(height=430, width=950, title="Phase of the extra feature in a 2-feature, 1-neuron model")
+    return fig
+
+
+def plot_dimensionality(inv_density: Float[Tensor, "instances"], D_star: Float[Tensor, "instances"],
+                        D_features: Float[Tensor, "instances features"], norms: Float[Tensor, "instances features"],
+                        threshold: float = 0.5) -> go.Figure:
+    """Dimensions per feature D* against 1/(1-S), with each represented feature's D_i as a dot."""
+    fig = go.Figure()
+    keep = norms > threshold
+    xs = inv_density.reshape(-1, 1).expand_as(D_features)[keep]
+    jitter = torch.exp(0.04 * torch.randn(len(xs), generator=torch.Generator().manual_seed(0)))
+    fig.add_trace(go.Scatter(x=(xs * jitter).numpy(), y=D_features[keep].numpy(), mode="markers", name="feature D<sub>i</sub>",
+                             marker=dict(size=4, color="rgba(76,120,168,0.35)")))
+    fig.add_trace(go.Scatter(x=inv_density.numpy(), y=D_star.numpy(), mode="lines+markers", name="model D* = m / ||W||<sub>F</sub><sup>2</sup>",
+                             line=dict(color="black", width=2)))
+    for f, label in zip(STICKY_FRACTIONS, ["1", "3/4", "2/3", "1/2", "2/5", "3/8"]):
+        fig.add_hline(y=f, line=dict(color="gray", dash="dot", width=1), annotation_text=label,
+                      annotation_position="right")
+    fig.update_layout(height=480, width=900, title="Dimensions per feature against 1/(1-S)",
+                      xaxis=dict(type="log", title="1 / (1 - S)"), yaxis=dict(title="dimensions per feature", range=[0, 1.1]))
+    return fig

@@ -1,0 +1,155 @@
+"""Unit tests of glassbox.superposition: the batched toy model, its data, its training and its geometry."""
+import math
+
+import pytest
+import torch
+
+from glassbox import superposition as sp
+
+
+def regular_polygon(k: int, radius: float = 1.0) -> torch.Tensor:
+    """W of shape (2, k): k unit vectors spaced evenly round the circle."""
+    theta = torch.arange(k) * 2 * math.pi / k
+    return radius * torch.stack([theta.cos(), theta.sin()])
+
+
+def test_shapes_of_model_samples_and_activations():
+    model = sp.ToyModel(n_features=7, n_hidden=3, n_instances=4, feature_probability=torch.tensor([0.1, 0.2, 0.5, 1.0]).reshape(4, 1))
+    assert model.W.shape == (4, 3, 7) and model.b.shape == (4, 7)
+    assert model.feature_probability.shape == (4, 7) and model.importance.shape == (4, 7)
+    x, h = sp.sample_activations(model, 32, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (32, 4, 7) and h.shape == (32, 4, 3)
+    assert model(x).shape == (32, 4, 7) and model.loss(x).shape == (4,)
+    manual_h = torch.stack([x[:, i] @ model.W[i].T for i in range(4)], 1)
+    assert torch.allclose(h, manual_h, atol=1e-6), "h must be W x for each instance separately"
+    manual_out = torch.relu(torch.stack([manual_h[:, i] @ model.W[i] for i in range(4)], 1) + model.b)
+    assert torch.allclose(model(x), manual_out, atol=1e-6), "did the ReLU or the bias go in the wrong place?"
+
+
+def test_sparsity_sets_how_often_each_feature_is_on_and_values_are_uniform():
+    p = torch.tensor([[1.0, 0.5, 0.1, 0.01]])
+    x = sp.sample_features(200_000, p, torch.Generator().manual_seed(0))
+    on = (x > 0).float().mean(0)[0]
+    assert torch.allclose(on, p[0], rtol=0.05), f"fraction of non-zero features {on.tolist()} should equal p {p[0].tolist()}"
+    assert x.min() >= 0 and x.max() <= 1
+    nonzero = x[..., 2][x[..., 2] > 0]
+    assert abs(nonzero.mean().item() - 0.5) < 0.01 and abs(nonzero.var().item() - 1 / 12) < 0.005, \
+        "an active feature must be uniform in [0, 1] (mean 1/2, variance 1/12)"
+    a, b = (sp.sample_features(8, p, torch.Generator().manual_seed(s)) for s in (1, 1))
+    assert torch.equal(a, b), "the same generator seed must give the same samples"
+
+
+def test_loss_weights_each_feature_by_its_importance():
+    model = sp.ToyModel(3, 2, 1, importance=torch.tensor([1.0, 10.0, 0.0]))
+    x = sp.sample_features(64, model.feature_probability, torch.Generator().manual_seed(0))
+    err = (model(x) - x) ** 2
+    expected = (err[..., 0] + 10 * err[..., 1]).mean()
+    assert torch.allclose(model.loss(x)[0], expected), "loss must be the mean over the batch of sum_i I_i (x_i - x'_i)^2"
+
+
+def test_importance_decides_which_feature_a_single_dense_dimension_keeps():
+    model = sp.ToyModel(2, 1, 2, importance=torch.tensor([[1.0, 0.1], [0.1, 1.0]]))
+    sp.train_toy(model, steps=600, batch_size=256, lr=2e-2)
+    norms = sp.feature_norms(model.W.detach())
+    assert norms[0, 0] > 0.9 > 0.2 > norms[0, 1], f"the important feature 0 should own the dimension, norms {norms[0].tolist()}"
+    assert norms[1, 1] > 0.9 > 0.2 > norms[1, 0], f"swapping importances should swap the kept feature, norms {norms[1].tolist()}"
+
+
+def test_sparsity_lets_two_features_share_one_dimension_antipodally():
+    # instances laid out (seed, condition): condition 0 dense, condition 1 sparse (p = 0.03); two seeds
+    model = sp.ToyModel(2, 1, 4, feature_probability=torch.tensor([1.0, 0.03, 1.0, 0.03]).reshape(4, 1),
+                        importance=torch.tensor([1.0, 0.7]))
+    sp.train_toy(model, steps=1500, batch_size=512, lr=2e-2, seed=1)
+    W = model.W.detach()[sp.best_of_seeds(sp.evaluate_loss(model), 2), 0]
+    assert W[0, 0].abs() > 0.9 > 0.2 > W[0, 1].abs(), f"dense: only feature 0 fits in one dimension, W = {W[0].tolist()}"
+    assert (W[1].abs() > 0.9).all() and W[1, 0] * W[1, 1] < 0, \
+        f"sparse: both features should be stored with opposite signs (W = [1, -1]), got {W[1].tolist()}"
+
+
+def test_a_model_with_as_many_dimensions_as_features_learns_the_identity():
+    model = sp.ToyModel(3, 3, 1, feature_probability=0.5)
+    sp.train_toy(model, steps=1500, batch_size=256, lr=1e-2)
+    WtW = model.W.detach()[0].T @ model.W.detach()[0]
+    assert torch.allclose(WtW, torch.eye(3), atol=0.05), f"known optimum W^T W = I, b = 0; got\n{WtW}"
+    assert sp.evaluate_loss(model, 8192).item() < 1e-3
+
+
+def test_theoretical_losses_match_the_candidate_models_sampled():
+    r, p = torch.tensor([0.5, 2.0]), torch.tensor([0.3, 0.8])
+    model = sp.ToyModel(2, 1, 6, feature_probability=p.repeat(3).reshape(6, 1),
+                        importance=torch.stack([torch.ones(2), r], -1).repeat(3, 1))
+    with torch.no_grad():
+        model.W[:] = torch.tensor([[1.0, 0.0]] * 2 + [[0.0, 1.0]] * 2 + [[1.0, -1.0]] * 2).unsqueeze(1)
+        model.b[:] = 0
+        model.b[0:2, 1], model.b[2:4, 0] = p / 2, p / 2
+    sampled = sp.evaluate_loss(model, 400_000).reshape(3, 2).T
+    theory = sp.theoretical_loss(r, p).float()
+    assert torch.allclose(sampled, theory, rtol=0.03), f"closed forms {theory.tolist()} vs sampled {sampled.tolist()}"
+    assert sp.theoretical_phase(torch.tensor(0.1), torch.tensor(1.0)).item() == 0, "dense + unimportant: dropped"
+    assert sp.theoretical_phase(torch.tensor(10.0), torch.tensor(1.0)).item() == 1, "dense + important: dedicated"
+    assert sp.theoretical_phase(torch.tensor(1.0), torch.tensor(0.01)).item() == 2, "sparse: superposition"
+
+
+def test_geometry_of_hand_built_arrangements():
+    pentagon = regular_polygon(5).unsqueeze(0)
+    assert torch.allclose(sp.feature_dimensionality(pentagon), torch.full((1, 5), 0.4), atol=1e-5), "a pentagon gives 2/5"
+    assert torch.allclose(sp.neighbour_angles(pentagon[0]), torch.full((5,), 72.0), atol=1e-4)
+    antipodal = torch.tensor([[[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]]])
+    assert torch.allclose(sp.feature_dimensionality(antipodal), torch.full((1, 4), 0.5)), "antipodal pairs give 1/2"
+    assert torch.allclose(sp.dimensions_per_feature(antipodal), torch.tensor([0.5]))
+    eye = torch.eye(3).unsqueeze(0)
+    assert torch.allclose(sp.feature_dimensionality(eye), torch.ones(1, 3)) and sp.superposition(eye).abs().max() < 1e-6
+    dropped = torch.tensor([[[1.0, 0.0, 0.0]]])
+    assert sp.count_represented(dropped).item() == 1 and sp.feature_dimensionality(dropped)[0, 1] == 0
+    assert sp.superposition(antipodal)[0, 0].item() == pytest.approx(1.0), "feature 0 shares with its antipode only"
+    assert sp.sticky_share(torch.tensor([1.0, 0.5, 0.41, 0.2])) == 0.75
+
+
+def test_phase_classification_and_sweep_layout():
+    W = torch.tensor([[[1.0, 0.0]], [[0.1, 0.95]], [[0.9, -1.0]]])
+    assert sp.classify_phase(W).tolist() == [0, 1, 2]
+    imp, prob = sp.phase_sweep(torch.tensor([0.1, 10.0]), torch.tensor([0.01, 0.1, 1.0]), n_seeds=2)
+    assert imp.shape == prob.shape == (12, 2)
+    assert imp[4].tolist() == pytest.approx([1.0, 10.0]) and prob[4].tolist() == pytest.approx([0.1, 0.1]), \
+        "instances are laid out (seed, importance, density)"
+    assert torch.equal(imp[:6], imp[6:]), "every seed repeats the same grid"
+    assert sp.best_of_seeds(torch.tensor([3.0, 1.0, 2.0, 5.0]), 2).tolist() == [2, 1]
+
+
+def test_geometry_works_on_any_weight_matrix(tiny_cnn):
+    W = tiny_cnn.head[1].weight.detach().unsqueeze(0)  # (1, 16, 200): 200 inputs as features in 16 dimensions
+    D = sp.feature_dimensionality(W)
+    assert D.shape == (1, 200) and (D >= 0).all() and (D <= 1 + 1e-5).all(), "D_i lies in [0, 1] for any W"
+    assert sp.superposition(W).shape == (1, 200) and sp.dimensions_per_feature(W).shape == (1,)
+
+
+def test_bad_parameters_give_clear_errors():
+    with pytest.raises(ValueError, match="n_hidden must be a positive int"):
+        sp.ToyModel(5, 0)
+    with pytest.raises(ValueError, match=r"feature_probability \(= 1 - sparsity\) must lie in \(0, 1\]"):
+        sp.ToyModel(5, 2, feature_probability=0.0)
+    with pytest.raises(ValueError, match="1 - S"):
+        sp.ToyModel(5, 2, feature_probability=1.5)
+    with pytest.raises(ValueError, match="importance must be finite and >= 0"):
+        sp.ToyModel(5, 2, importance=-1.0)
+    with pytest.raises(ValueError, match=r"broadcast to \(instances, features\) = \(2, 5\)"):
+        sp.ToyModel(5, 2, 2, importance=torch.ones(3))
+    model = sp.ToyModel(5, 2, 2)
+    with pytest.raises(ValueError, match=r"expected features of shape \(batch, instances, features\) = \(batch, 2, 5\)"):
+        model(torch.rand(8, 5))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        sp.train_toy(model, steps=1, batch_size=0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        sp.train_toy(model, steps=0)
+    with pytest.raises(ValueError, match=r"shape \(2, features\)"):
+        sp.neighbour_angles(torch.rand(3, 5))
+    with pytest.raises(ValueError, match=r"shape \(instances, 1, 2\)"):
+        sp.classify_phase(torch.rand(4, 2, 2))
+    with pytest.raises(ValueError, match="n_seeds x conditions"):
+        sp.best_of_seeds(torch.rand(5), 2)
+
+
+def test_train_restores_the_thread_setting():
+    before = torch.get_num_threads()
+    sp.train_toy(sp.ToyModel(2, 1), steps=2, batch_size=4)
+    assert torch.get_num_threads() == before, "train_toy must leave torch's thread count as it found it"
