@@ -1,0 +1,78 @@
+"""render: notebook outputs become offline HTML (plotly divs, circuitsvis from one local bundle)."""
+import json
+
+import circuitsvis as cv
+import nbformat
+import torch
+
+from glassbox import render, viz
+
+BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+         "(https://colab.research.google.com/github/glassbox-journal/journal/blob/main/notebooks/07_x.ipynb)")
+
+
+def notebook_with(*datas: dict) -> nbformat.NotebookNode:
+    cells = [nbformat.v4.new_markdown_cell(f"# 07 · X\n\n{BADGE}"), nbformat.v4.new_code_cell("import sys  # google.colab setup")]
+    code = nbformat.v4.new_code_cell("x")
+    code.outputs = [nbformat.v4.new_output("display_data", data=d) for d in datas]
+    return nbformat.v4.new_notebook(cells=[*cells, code])
+
+
+def view():
+    return cv.attention.attention_heads(attention=torch.eye(3)[None], tokens=["a", "b", "c"])
+
+
+def test_plotly_json_becomes_a_div_and_the_png_is_dropped():
+    figure = {"data": [{"type": "scatter", "y": [1, 2], "name": "</script><b>"}], "layout": {"height": 300}}
+    nb = notebook_with({render.PLOTLY_MIME: figure, "image/png": "iVBOR", "text/plain": "Figure"})
+    assert render.inline_plotly(nb, "07_x") == 1
+    data = nb.cells[2].outputs[0].data
+    assert render.PLOTLY_MIME not in data and "image/png" not in data, "the page draws the live figure, not the PNG"
+    html = data["text/html"]
+    assert 'id="07_x-fig0" class="plotly-figure"' in html and "height:300px" in html
+    assert html.count("</script>") == 1, "figure text must not close the script early"
+    payload = html[html.index("])(") + 3: html.rindex("), {responsive")]
+    assert json.loads(payload.replace("<\\/", "</"))["data"][0]["name"] == "</script><b>"
+
+
+def test_all_three_circuitsvis_forms_draw_from_the_page_bundle():
+    ours = viz.circuitsvis_html(view(), bundle=True)  # viz.show_circuitsvis
+    inlined, cdn = view().local_src, view().cdn_src  # circuitsvis's own HTML, offline and online
+    nb = notebook_with({"text/html": ours}, {"text/html": inlined}, {"text/html": cdn})
+    assert render.localise_circuitsvis(nb) == 3
+    pages = [o.data["text/html"] for o in nb.cells[2].outputs]
+    assert all(len(p) < 5_000 for p in pages), f"bundles must be stripped from the outputs: sizes {[len(p) for p in pages]}"
+    assert "const { render, AttentionHeads } = window.CircuitsVis;" in pages[2], "the CDN import must use the local bundle"
+    assert not any("unpkg.com/circuitsvis@1.43.3/dist/cdn/esm.js\";" in p for p in pages[1:])
+
+
+def test_outputs_without_circuitsvis_are_left_alone():
+    nb = notebook_with({"text/html": "<b>table</b>"})
+    assert render.localise_circuitsvis(nb) == 0 and nb.cells[2].outputs[0].data["text/html"] == "<b>table</b>"
+
+
+def test_the_web_page_drops_the_setup_cell_and_links_colab_in_text():
+    nb = notebook_with()
+    render.tidy_for_the_web(nb)
+    assert len(nb.cells) == 2 and "google.colab" not in nb.cells[1].source, "the Colab setup cell is noise on the web"
+    assert nb.cells[0].source.count('<a class="colab" href="https://colab.research.google.com/github/') == 1
+    assert "colab-badge.svg" not in nb.cells[0].source, "the badge image would be fetched from the internet"
+
+
+def test_journal_pages_link_in_order(tmp_path):
+    nbs = []
+    for stem in ["01_a", "02_b", "03_c"]:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {stem} title\n\n{BADGE}"),
+                                             nbformat.v4.new_code_cell("1")])
+        nbs.append(tmp_path / f"{stem}.ipynb")
+        nbformat.write(nb, nbs[-1])
+    out = tmp_path / "site"
+    (out / "00_stale.html").parent.mkdir()
+    (out / "00_stale.html").write_text("old")
+    index = render.render_journal(nbs, out).read_text()
+    assert [index.index(f'href="{p.stem}.html"') for p in nbs] == sorted(index.index(f'href="{p.stem}.html"') for p in nbs)
+    middle = (out / "02_b.html").read_text()
+    assert 'href="01_a.html">\u2190 01_a title' in middle and 'href="03_c.html">03_c title \u2192' in middle
+    assert not (out / "00_stale.html").exists(), "pages of notebooks that no longer exist must go"
+    assert {"plotly.min.js", "circuitsvis.js", "journal.css"} <= {p.name for p in out.iterdir()}
+    assert "cdnjs" not in middle and "require.min.js" not in middle, "no script may come from a CDN"

@@ -1,0 +1,189 @@
+"""The rendered journal in a real browser (headless Debian Chromium driven by Playwright).
+
+The journal is rendered from the committed notebooks plus a small fixture notebook (a plotly figure
+through `viz.show`, circuitsvis views through `viz.show_circuitsvis` and circuitsvis's own HTML)
+into a temporary folder and served from 127.0.0.1. Every page must load with no JavaScript error and
+no request leaving the machine, draw every plotly figure and fill every circuitsvis view. A
+screenshot of each page goes to build/screenshots/<page>.png for a person to look at.
+"""
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from glassbox import journal, paths
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = paths.ROOT / "build" / "screenshots"
+FIXTURE = "99_website_fixture"
+NOTEBOOKS = journal.notebooks()
+PAGES = ["index", *(nb.stem for nb in NOTEBOOKS), FIXTURE]
+
+FIXTURE_CELLS = [
+    ("md", f"# 99 · Website fixture\n\n[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+           f"(https://colab.research.google.com/github/glassbox-journal/journal/blob/main/notebooks/{FIXTURE}.ipynb)\n\n"
+           "Math in markdown: $W_{OV} = W_V W_O$ and $$\\sum_i x_i^2.$$"),
+    ("code", "import sys\nif 'google.colab' in sys.modules:  # stands for the Colab setup cell\n    pass"),
+    ("code", "import plotly.express as px\nfrom glassbox import viz\n"
+             "viz.show(px.line(x=[0, 1, 2], y=[1, 3, 2], title='a plotly figure (with its static PNG)'))"),
+    ("code", "import circuitsvis as cv\nimport torch\nfrom IPython.display import HTML, display\n"
+             "attn = torch.softmax(torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0)), -1)\n"
+             "viz.show_circuitsvis(cv.attention.attention_heads(attention=attn, tokens=list('abcd')))  # carries the bundle\n"
+             "viz.show_circuitsvis(cv.attention.attention_pattern(tokens=list('abcd'), attention=attn[0]))"),
+    ("code", "display(HTML(str(cv.attention.attention_pattern(tokens=list('abcd'), attention=attn[1]))))  # CDN form\n"
+             "cv.attention.attention_heads(attention=attn, tokens=list('abcd'))  # circuitsvis's own HTML"),
+]
+
+
+def expected_figures(nb: Path) -> tuple[int, int]:
+    """(plotly figures, circuitsvis views) among a notebook's outputs: what its page must draw."""
+    outputs = [o.get("data", {}) for c in nbformat.read(nb, as_version=4).cells for o in c.get("outputs", [])]
+    plotly = sum("application/vnd.plotly.v1+json" in d for d in outputs)
+    views = sum(len(re.findall(r'<div id="circuits-vis-', d.get("text/html", ""))) for d in outputs)
+    return plotly, views
+
+
+def execute_fixture(folder: Path) -> Path:
+    """Write and execute the fixture notebook in `folder`; returns its path."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [nbformat.v4.new_markdown_cell(s) if kind == "md" else nbformat.v4.new_code_cell(s) for kind, s in FIXTURE_CELLS]
+    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    path = folder / f"{FIXTURE}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, or a skip that says how to install it (a failure where CI requires it)."""
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "Playwright for Python is not installed (make setup installs it from requirements.txt)"
+    if CHROMIUM is None:
+        missing = "Chromium is not installed: `apt-get install chromium` (Debian/Ubuntu) to run the website's browser test"
+    if missing:
+        if os.environ.get("JOURNAL_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{missing}; JOURNAL_REQUIRE_BROWSER=1 (set by .ci/run) forbids skipping it")
+        pytest.skip(missing)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def site(browser, tmp_path_factory):
+    """The journal (committed notebooks + fixture) rendered and served from 127.0.0.1: (base URL, notebooks)."""
+    from glassbox import render
+
+    fixture = execute_fixture(tmp_path_factory.mktemp("fixture"))
+    out = tmp_path_factory.mktemp("journal")
+    nbs = [*NOTEBOOKS, fixture]
+    render.render_journal(nbs, out)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", {nb.stem: nb for nb in nbs}, out
+    server.shutdown()
+
+
+DRAWN = """() => ({
+  plotly: [...document.querySelectorAll('.plotly-figure')].map(d => d.querySelector('.main-svg') !== null),
+  views: [...document.querySelectorAll('[id^="circuits-vis-"]')].map(d =>
+    !d.classList.contains('circuitsvis-error') && [...d.children].some(c => c.tagName !== 'SCRIPT')
+    && d.getBoundingClientRect().height > 20),
+})"""
+
+
+def visit(browser, base: str, page_name: str) -> tuple[dict, list[str]]:
+    """Load one page; returns what drew and every problem seen (errors, failed or outside requests)."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda err: problems.append(f"JavaScript error: {err}"))
+    page.on("response", lambda r: problems.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
+
+    def offline(route):
+        if route.request.url.startswith((base, "data:", "blob:")):
+            route.continue_()
+        else:
+            problems.append(f"fetched from outside the machine (the journal must work offline): {route.request.url}")
+            route.abort()
+
+    page.route("**/*", offline)
+    page.goto(f"{base}/{page_name}.html", wait_until="load", timeout=30_000)
+    try:  # plotly draws synchronously; circuitsvis (React) and MathJax a moment later
+        page.wait_for_function(f"() => {{ const d = ({DRAWN})(); return d.views.every(Boolean) && d.plotly.every(Boolean); }}",
+                               timeout=15_000)
+    except Exception:  # reported below, figure by figure
+        pass
+    page.evaluate("() => window.MathJax && MathJax.Hub ? new Promise(done => MathJax.Hub.Queue(done)) : null")
+    page.wait_for_timeout(1000 if page.locator('[id^="circuits-vis-"]').count() else 0)  # circuitsvis charts animate in
+    drawn = page.evaluate(DRAWN)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{page_name}.png"), full_page=True)
+    page.close()
+    return drawn, problems
+
+
+@pytest.mark.parametrize("page_name", PAGES)
+def test_page_draws_every_figure_offline_without_errors(browser, site, page_name):
+    base, nbs, out = site
+    drawn, problems = visit(browser, base, page_name)
+    assert not problems, f"{page_name}.html: " + "\n".join(problems)
+    if page_name == "index":
+        links = set(re.findall(r'href="([^"]+\.html)"', (out / "index.html").read_text()))
+        assert links == {f"{stem}.html" for stem in nbs}, "the index must link every notebook page"
+        return
+    plotly, views = expected_figures(nbs[page_name])
+    assert len(drawn["plotly"]) == plotly, f"{page_name}: {plotly} plotly figures in the notebook, {len(drawn['plotly'])} on the page"
+    assert all(drawn["plotly"]), f"{page_name}: plotly figures {[i for i, ok in enumerate(drawn['plotly']) if not ok]} did not draw (no .main-svg)"
+    assert len(drawn["views"]) == views, f"{page_name}: {views} circuitsvis views in the notebook, {len(drawn['views'])} on the page"
+    assert all(drawn["views"]), f"{page_name}: circuitsvis views {[i for i, ok in enumerate(drawn['views']) if not ok]} stayed empty"
+
+
+def test_fixture_page_is_light_and_navigable(site):
+    base, nbs, out = site
+    assert expected_figures(nbs[FIXTURE]) == (1, 4), "the fixture notebook should hold 1 plotly figure and 4 circuitsvis views"
+    page = (out / f"{FIXTURE}.html").read_text()
+    assert "var CircuitsVis=" not in page and "circuitsvis-bundle" not in page, \
+        "inlined circuitsvis bundles must be replaced by the page's one circuitsvis.js"
+    assert not re.search(r'<script[^>]+src="https?:|from "https?:', page), "a page must not load scripts from a CDN"
+    assert not re.search(r'<img[^>]+src="data:image/png', page), "where the page draws the live plotly figure it drops the static PNG"
+    assert len(page) < 1_500_000, f"fixture page is {len(page) / 1e6:.1f} MB: bundles are meant to be shared files"
+    stems = list(nbs)
+    for prev, stem in zip(stems, stems[1:]):  # previous / next links, both ways
+        assert f'href="{stem}.html"' in (out / f"{prev}.html").read_text(), f"{prev} must link to the next page {stem}"
+        assert f'href="{prev}.html"' in (out / f"{stem}.html").read_text(), f"{stem} must link to the previous page {prev}"
+
+
+def test_notebook_outputs_draw_offline_on_their_own(browser, site):
+    """What `viz.show_circuitsvis` put in the notebook (before the website swaps bundles) draws offline."""
+    base, nbs, out = site
+    cell = nbformat.read(nbs[FIXTURE], as_version=4).cells[3]
+    htmls = [o["data"]["text/html"] for o in cell.outputs if "text/html" in o.get("data", {})]
+    assert len(htmls) == 2 and len(htmls[0]) < 700_000 and len(htmls[1]) < 50_000, \
+        f"the first view of a kernel carries the gzipped bundle once, later ones none: sizes {[len(h) for h in htmls]}"
+    (out / "notebook_outputs.html").write_text("<!doctype html><html><head><meta charset='utf-8'></head><body>"
+                                               + "\n".join(htmls) + "</body></html>", encoding="utf-8")
+    drawn, problems = visit(browser, base, "notebook_outputs")
+    assert not problems, "\n".join(problems)
+    assert len(drawn["views"]) == 2 and all(drawn["views"]), f"circuitsvis views drawn from the notebook's bundle: {drawn['views']}"
