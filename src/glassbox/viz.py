@@ -4,8 +4,12 @@ below; each returns a figure and leaves showing it to the caller."""
 import json
 import shutil
 import warnings
+from dataclasses import dataclass
 
 import plotly.graph_objects as go
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
 
 from glassbox import notebook
 
@@ -117,3 +121,193 @@ def show_circuitsvis(view, *, bundle: bool | None = None) -> None:
     display({"text/html": html,
              "text/plain": f"<circuitsvis {name} view: interactive, drawn in JupyterLab, Colab and the rendered journal>"},
             raw=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Neurons (notebook 01): image grids, a one-figure dashboard per neuron, the decision as a graph.
+
+def image_grid(images, titles: list[str] | None = None, *, ncols: int = 8, diverging: bool = False,
+               size: float = 1.1, suptitle: str | None = None):
+    """A matplotlib grid of 2-D images (batch, h, w); diverging=True: red +, blue -, zero white."""
+    import matplotlib.pyplot as plt
+
+    images = torch.as_tensor(images).detach().float()
+    if images.ndim != 3:
+        raise ValueError(f"expected images (batch, height, width), got shape {tuple(images.shape)}; "
+                         "reshape flat MNIST with x.reshape(-1, 28, 28)")
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * (1.25 if titles else 1)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            lim = images[i].abs().max().item() or 1.0
+            ax.imshow(images[i].numpy(), cmap="RdBu_r" if diverging else "gray_r",
+                      **({"vmin": -lim, "vmax": lim} if diverging else {"vmin": 0, "vmax": max(lim, 1e-6)}))
+            if titles:
+                ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _as_images(x: Tensor) -> Tensor:
+    """Inputs as (batch, h, w) images for display: (batch, h, w), (batch, 1, h, w) or square flat."""
+    if x.ndim == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    side = int(round(x[0].numel() ** 0.5))
+    if x.ndim == 3 or (x.ndim == 2 and side * side == x.shape[1]):
+        return x.reshape(len(x), side, -1) if x.ndim == 2 else x
+    raise ValueError(f"cannot show inputs of shape {tuple(x.shape)} as images; pass (batch, h, w) or square flat images")
+
+
+def neuron_dashboard(model: nn.Module, layer: str, neuron: int, x: Float[Tensor, "batch *input"],
+                     y: Int[Tensor, "batch"], *, drop: Float[Tensor, "n_classes"] | None = None, k: int = 8):
+    """One matplotlib figure about one neuron of any model whose inputs are images.
+
+    Panels: the input gradient of the neuron averaged over its top-k inputs (for a first Linear
+    layer, its weights); its top-k inputs; its mean activation per class (selectivity in the
+    title); the distribution of its activations; the accuracy each class loses without it (`drop`).
+    """
+    import matplotlib.pyplot as plt
+
+    from glassbox import hooks, neurons
+
+    acts = neurons.per_neuron(neurons.get_activations(model, layer, x))
+    top = neurons.top_activating(acts, neuron, k)
+    x_top = x[top].detach().clone().requires_grad_(True)
+    with hooks.capture(model, layer, detach=False) as cap:
+        model(x_top)
+    (grad,) = torch.autograd.grad(neurons.per_neuron(cap[layer])[:, neuron].sum(), x_top)
+    means = neurons.class_means(acts, y)
+    sel = neurons.class_selectivity(acts, y)[neuron].item()
+    fig = plt.figure(figsize=(12, 5))
+    outer = fig.add_gridspec(1, 2, width_ratios=[1, 3.2], wspace=0.1)
+    ax = fig.add_subplot(outer[0])
+    g = _as_images(grad.mean(0, keepdim=True))[0]
+    lim = g.abs().max().item() or 1.0
+    ax.imshow(g.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_title(f"input gradient, mean over top {k}\n(red: more ink there raises it)", fontsize=8)
+    ax.axis("off")
+    rows = outer[1].subgridspec(2, 1, height_ratios=[1, 1.1], hspace=0.35)
+    ncols = -(-k // 2)
+    tops = rows[0].subgridspec(2, ncols, hspace=0.3)
+    for i, (img, idx) in enumerate(zip(_as_images(x[top].detach()), top)):
+        a = fig.add_subplot(tops[i // ncols, i % ncols])
+        a.imshow(img.numpy(), cmap="gray_r")
+        a.set_title(f"y={int(y[idx])} a={acts[idx, neuron]:.1f}", fontsize=7)
+        a.axis("off")
+    charts = rows[1].subgridspec(1, 3, wspace=0.35)
+    a = fig.add_subplot(charts[0])
+    a.bar(range(len(means)), means[:, neuron].numpy(), color="tab:orange")
+    a.set_title(f"mean activation per class\n(selectivity {sel:.2f})", fontsize=8)
+    a.set_xticks(range(len(means)))
+    a = fig.add_subplot(charts[1])
+    a.hist(acts[:, neuron].numpy(), bins=40, color="tab:gray")
+    a.set_yscale("log")
+    a.set_title(f"activations, log count\n(nonzero on {(acts[:, neuron] > 0).float().mean():.0%} of inputs)", fontsize=8)
+    a = fig.add_subplot(charts[2])
+    if drop is not None:
+        a.bar(range(len(drop)), 100 * drop.detach().numpy(), color="tab:red")
+        a.set_xticks(range(len(drop)))
+        a.set_title("class accuracy lost\nwhen mean-ablated (%)", fontsize=8)
+    else:
+        a.axis("off")
+    fig.suptitle(f"{layer} neuron {neuron}", fontsize=11)
+    return fig
+
+
+LINEAR_STACK_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid,
+                            nn.Identity, nn.Dropout, nn.Flatten)
+
+
+@dataclass
+class NeuronGraph:
+    names: list[str]  # one per layer of nodes: "input", then the name of the Linear that produced it
+    activations: list[Float[Tensor, "width"]]  # node values: the input to each Linear, then the output
+    contributions: list[Float[Tensor, "width_out width_in"]]  # W[j, i] * a[i]: what node i adds to node j
+
+
+def _linear_stack(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The Linear layers of a model that is a stack of Linear layers, or a clear error."""
+    linears, seen_linear = [], False
+    for name, m in model.named_modules():
+        if list(m.children()):
+            continue
+        if isinstance(m, nn.Linear):
+            linears.append((name, m))
+            seen_linear = True
+        elif list(m.parameters(recurse=False)) or (seen_linear and not isinstance(m, LINEAR_STACK_ELEMENTWISE)):
+            raise TypeError(
+                f"neuron_graph draws stacks of nn.Linear layers with elementwise activations between them; "
+                f"{type(model).__name__} has a {type(m).__name__} at {name!r}. Draw a Linear part of it instead, "
+                "e.g. neuron_graph(model.head, activations_entering_the_head)")
+    if not linears:
+        raise TypeError(f"neuron_graph found no nn.Linear in {type(model).__name__}; it draws stacks of Linear layers")
+    return linears
+
+
+@torch.no_grad()
+def get_neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"]) -> NeuronGraph:
+    """Node values and edge contributions (weight x activation) of a Linear stack on one input."""
+    from glassbox import hooks
+
+    linears = _linear_stack(model)
+    if len(x) != 1:
+        raise ValueError(f"neuron_graph explains one input: pass it with its batch dimension, e.g. x[:1] "
+                         f"(got a batch of {len(x)})")
+    names = [n for n, _ in linears]
+    inputs: dict[str, Tensor] = {}
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: inputs.__setitem__(n, args[0].detach()))
+               for n, m in linears]
+    try:
+        with hooks.capture(model, names[-1]) as out:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    acts = [inputs[n].reshape(-1) for n in names] + [out[names[-1]].reshape(-1)]
+    contributions = [m.weight * a[None, :] for (_, m), a in zip(linears, acts)]
+    return NeuronGraph(names=["input", *names], activations=acts, contributions=contributions)
+
+
+def neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"], *, edges_per_layer: int = 24,
+                 max_nodes: int = 200, labels: list[str] | None = None) -> go.Figure:
+    """The decision on one input as a graph: neurons coloured by activation, the strongest
+    weight x activation edges between layers (red adds, blue subtracts). Any stack of nn.Linear."""
+    g = get_neuron_graph(model, x)
+    drawn = [len(a) <= max_nodes for a in g.activations]
+    fig = go.Figure()
+    pos = lambda layer, i: (layer, 1 - (i + 0.5) / len(g.activations[layer]))  # noqa: E731
+    for layer, c in enumerate(g.contributions):
+        if not (drawn[layer] and drawn[layer + 1]):
+            continue
+        flat = c.abs().flatten()
+        top = flat.topk(min(edges_per_layer, len(flat))).indices
+        scale = flat[top[0]].item() or 1.0
+        for idx in top.tolist():
+            j, i = divmod(idx, c.shape[1])
+            (x0, y0), (x1, y1) = pos(layer, i), pos(layer + 1, j)
+            value = c[j, i].item()
+            fig.add_trace(go.Scatter(
+                x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="text",
+                line={"width": 0.5 + 6 * abs(value) / scale, "color": "rgba(214,39,40,0.6)" if value > 0 else "rgba(31,119,180,0.6)"},
+                text=f"{g.names[layer]}[{i}] → {g.names[layer + 1]}[{j}]: {value:+.2f}"))
+    for layer, a in enumerate(g.activations):
+        if not drawn[layer]:
+            fig.add_annotation(x=layer, y=0.5, text=f"{g.names[layer]}<br>{len(a)} values<br>(not drawn)", showarrow=False)
+            continue
+        xs, ys = zip(*(pos(layer, i) for i in range(len(a))))
+        lim = a.abs().max().item() or 1.0
+        last = layer == len(g.activations) - 1
+        text = [f"{g.names[layer]}[{i}] = {v:.2f}" for i, v in enumerate(a.tolist())]
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="markers+text" if last else "markers", showlegend=False, hoverinfo="text", hovertext=text,
+            text=(labels or [str(i) for i in range(len(a))]) if last else None, textposition="middle right",
+            marker={"size": 9 if len(a) <= 64 else 6, "color": (a / lim).tolist(), "colorscale": "RdBu_r", "cmin": -1,
+                    "cmax": 1, "line": {"width": 0.5, "color": "gray"}}))
+    fig.update_layout(height=650, plot_bgcolor="white", margin={"l": 20, "r": 20, "t": 50, "b": 40},
+                      title=f"prediction {int(g.activations[-1].argmax())}: strongest {edges_per_layer} contributions per layer",
+                      xaxis={"tickvals": list(range(len(g.names))), "ticktext": g.names, "showgrid": False, "zeroline": False},
+                      yaxis={"visible": False})
+    return fig

@@ -1,0 +1,56 @@
+"""Concepts computed from the pixels of handwritten digits, as labels for probes.
+
+holes (closed loops: 0, 6, 8, 9, often 4), stroke thickness and slant. Each works on any batch of
+grey images (batch, height, width) with ink bright on a dark background, pixels in [0, 1].
+"""
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from scipy import ndimage
+from torch import Tensor
+
+
+def _check_images(images: Tensor) -> None:
+    if images.ndim != 3:
+        raise ValueError(f"expected a batch of images (batch, height, width) with pixels in [0, 1], got shape "
+                         f"{tuple(images.shape)}; reshape flat images with x.reshape(-1, 28, 28)")
+
+
+def count_holes(images: Float[Tensor, "batch h w"], threshold: float = 0.5, min_area: int = 2) -> Int[Tensor, "batch"]:
+    """Number of enclosed background regions (of at least `min_area` pixels) in each image.
+
+    Background is 4-connected (so ink touching diagonally closes a loop); a region is a hole when
+    it does not touch the image border.
+    """
+    _check_images(images)
+    counts = []
+    for img in (images < threshold).numpy():
+        labels, n = ndimage.label(img)  # default structure: 4-connectivity
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        areas = np.bincount(labels.ravel(), minlength=n + 1)
+        counts.append(sum(1 for i in range(1, n + 1) if i not in border and areas[i] >= min_area))
+    return torch.tensor(counts)
+
+
+def stroke_thickness(images: Float[Tensor, "batch h w"], threshold: float = 0.5) -> Float[Tensor, "batch"]:
+    """Mean stroke width in pixels: ink area / half its perimeter (a w x L stroke gives ~w)."""
+    _check_images(images)
+    ink = (images >= threshold).float()
+    padded = torch.nn.functional.pad(ink, (1, 1, 1, 1))
+    perimeter = padded.diff(dim=1).abs().sum((1, 2)) + padded.diff(dim=2).abs().sum((1, 2))
+    return ink.sum((1, 2)) / (perimeter / 2).clamp(min=1)
+
+
+def slant(images: Float[Tensor, "batch h w"]) -> Float[Tensor, "batch"]:
+    """Horizontal shift per row going up, from ink-weighted moments: > 0 leans right, 0 upright."""
+    _check_images(images)
+    h, w = images.shape[1:]
+    rows = torch.arange(h, dtype=images.dtype)[:, None].expand(h, w)
+    cols = torch.arange(w, dtype=images.dtype)[None, :].expand(h, w)
+    mass = images.sum((1, 2)).clamp(min=1e-6)
+    mean_r = (images * rows).sum((1, 2)) / mass
+    mean_c = (images * cols).sum((1, 2)) / mass
+    dr, dc = rows - mean_r[:, None, None], cols - mean_c[:, None, None]
+    cov = (images * dr * dc).sum((1, 2)) / mass
+    var_r = (images * dr**2).sum((1, 2)) / mass
+    return -cov / var_r.clamp(min=1e-6)  # rows grow downwards, so leaning right = negative row-col covariance
