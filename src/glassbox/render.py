@@ -20,6 +20,7 @@ CV_BUNDLE_SCRIPT = re.compile(r'<script class="circuitsvis-bundle">.*?</script>\
 CV_INLINED = re.compile(r'"use strict";var CircuitsVis=.*?//# sourceMappingURL=iife\.js\.map', re.S)  # circuitsvis offline
 CV_CDN_IMPORT = re.compile(r'import \{ render, (\w+) \} from "https://unpkg\.com/circuitsvis@[^"]*";')  # circuitsvis online
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)\s]+)\)")
+ICON = '<link rel="icon" href="data:,">'  # no favicon.ico request (a 404 in the console)
 MATHJAX_CONFIG = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 
 # nbconvert's lab template without require.js and mermaid (unused here, and from a CDN), with our
@@ -114,10 +115,13 @@ def exporter():
     """nbconvert's HTML exporter with the lab template, our additions, and the local MathJax."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
-    return HTMLExporter(template_name="lab", template_file="journal.html.j2",
-                        extra_loaders=[DictLoader({"journal.html.j2": TEMPLATE})],
-                        mathjax_url=f"mathjax/{MATHJAX_CONFIG}")
+    exporter = HTMLExporter(template_name="lab", template_file="journal.html.j2",
+                            extra_loaders=[DictLoader({"journal.html.j2": TEMPLATE})],
+                            mathjax_url=f"mathjax/{MATHJAX_CONFIG}")
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor, enabled=True)  # a progress bar: its last state only
+    return exporter
 
 
 def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, mathjax: bool = True,
@@ -125,11 +129,10 @@ def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, 
     """Render one notebook to `out/<stem>.html`."""
     nb = nbformat.read(path, as_version=4)
     tidy_for_the_web(nb)
-    inline_plotly(nb, path.stem)
-    scripts = '<script src="plotly.min.js"></script>'
+    scripts = '<script src="plotly.min.js"></script>' if inline_plotly(nb, path.stem) else ""
     if localise_circuitsvis(nb):
         scripts += '<script src="circuitsvis.js"></script>'
-    head = f'<link rel="stylesheet" href="journal.css">{scripts}'
+    head = f'{ICON}<link rel="stylesheet" href="journal.css">{scripts}'
     resources = {"metadata": {"name": path.stem}, "journal": {"head": head, "nav": nav(prev, nxt), "mathjax": mathjax}}
     body, _ = (html_exporter or exporter()).from_notebook_node(nb, resources=resources)
     target = out / f"{path.stem}.html"
@@ -159,7 +162,7 @@ def index_page(nbs: list[Path]) -> str:
         f"<td>{colab_cell(nb)}</td></tr>" for nb in nbs)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>The interpretability journal</title>
-<link rel="stylesheet" href="journal.css"></head><body class="index">
+{ICON}<link rel="stylesheet" href="journal.css"></head><body class="index">
 <h1>The interpretability journal</h1>
 <p>Numbered experiments that open up small neural networks we train ourselves: an MNIST MLP, a
 one-layer transformer that outputs the median of a list, toy models of superposition and sparse
