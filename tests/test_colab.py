@@ -70,6 +70,9 @@ def colab_requirements(requirements: Path) -> list[str]:
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
 def test_setup_cell_in_colab_clones_installs_and_moves_into_the_clone(nb, tmp_path):
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(nb)], cwd=paths.ROOT, capture_output=True)
+    if tracked.returncode:  # never in CI, which runs in a fresh clone
+        pytest.skip(f"{nb.name} is not committed yet, and Colab clones the committed repository")
     home = tmp_path / "journal"
     did = run_setup(nb, tmp_path, colab=True, home=home)
     pip = [did["executable"], "-m", "pip", "install", "-q"]
