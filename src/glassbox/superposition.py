@@ -242,6 +242,16 @@ def theoretical_phase(relative_importance: Float[Tensor, "..."], density: Float[
     return theoretical_loss(relative_importance, density).argmin(-1)
 
 
+STICKY_LABELS = ("1", "3/4", "2/3", "1/2", "2/5", "3/8")
+
+
+def count_sticky(D: Float[Tensor, "..."], tolerance: float = 0.03) -> dict[str, int]:
+    """How many of the given dimensionalities lie within `tolerance` of each sticky fraction (nearest one wins)."""
+    dist = (D.reshape(-1, 1) - torch.tensor(STICKY_FRACTIONS)).abs()
+    nearest = dist.argmin(-1)[dist.min(-1).values <= tolerance]
+    return {label: int((nearest == i).sum()) for i, label in enumerate(STICKY_LABELS)}
+
+
 def sticky_share(D: Float[Tensor, "..."], tolerance: float = 0.03) -> float:
     """Fraction of the given dimensionalities within `tolerance` of one of the STICKY_FRACTIONS."""
     near = (D.reshape(-1, 1) - torch.tensor(STICKY_FRACTIONS)).abs().min(-1).values <= tolerance
@@ -323,7 +333,7 @@ def plot_dimensionality(inv_density: Float[Tensor, "instances"], D_star: Float[T
                              marker=dict(size=4, color="rgba(76,120,168,0.35)")))
     fig.add_trace(go.Scatter(x=inv_density.numpy(), y=D_star.numpy(), mode="lines+markers", name="model D* = m / ||W||<sub>F</sub><sup>2</sup>",
                              line=dict(color="black", width=2)))
-    for f, label in zip(STICKY_FRACTIONS, ["1", "3/4", "2/3", "1/2", "2/5", "3/8"]):
+    for f, label in zip(STICKY_FRACTIONS, STICKY_LABELS):
         fig.add_hline(y=f, line=dict(color="gray", dash="dot", width=1), annotation_text=label,
                       annotation_position="right")
     fig.update_layout(height=480, width=900, title="Dimensions per feature against 1/(1-S)",
