@@ -54,16 +54,15 @@ def expected_figures(nb: Path) -> tuple[int, int]:
     return plotly, views
 
 
-def execute_fixture(folder: Path) -> Path:
-    """Write and execute the fixture notebook in `folder`; returns its path."""
+def execute_fixture(path: Path) -> None:
+    """Write the fixture notebook to `path`, then execute it in a kernel and write it again, executed."""
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nb.cells = [nbformat.v4.new_markdown_cell(s) if kind == "md" else nbformat.v4.new_code_cell(s) for kind, s in FIXTURE_CELLS]
-    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
-    path = folder / f"{FIXTURE}.ipynb"
     nbformat.write(nb, path)
-    return path
+    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    paths.atomic_write_text(path, nbformat.writes(nb))  # the renderer may be reading the unexecuted copy
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +90,19 @@ def site(browser, tmp_path_factory):
     """The journal (committed notebooks + fixture) rendered and served from 127.0.0.1: (base URL, notebooks)."""
     from glassbox import render
 
-    fixture = execute_fixture(tmp_path_factory.mktemp("fixture"))
-    out = tmp_path_factory.mktemp("journal")
-    nbs = [*NOTEBOOKS, fixture]
-    render.render_journal(nbs, out)
+    fixture = tmp_path_factory.mktemp("fixture") / f"{FIXTURE}.ipynb"
+    running = threading.Thread(target=execute_fixture, args=(fixture,))
+    running.start()
+    while not fixture.exists() and running.is_alive():
+        running.join(0.05)
+    out, copies = tmp_path_factory.mktemp("journal"), tmp_path_factory.mktemp("notebooks")
+    for nb in NOTEBOOKS:  # a snapshot: the page and the figures it must draw come from the same file
+        shutil.copyfile(nb, copies / nb.name)
+    nbs = [copies / nb.name for nb in NOTEBOOKS] + [fixture]
+    render.render_journal(nbs, out)  # meanwhile the kernel runs the fixture; its page is rendered again below
+    running.join()
+    assert nbformat.read(fixture, as_version=4).cells[2].execution_count, "the fixture notebook did not execute"
+    render.render_notebook(fixture, out, nbs[-2] if NOTEBOOKS else None, None)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
