@@ -81,9 +81,11 @@ def test_journal_pages_link_in_order(tmp_path):
 def test_a_progress_bar_shows_its_last_state_only(tmp_path):
     nb = notebook_with()
     nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stderr", text=t)
-                           for t in ["\rtrain:   0%| 0/9", "\rtrain:  50%| 4/9", "\rtrain: 100%| 9/9\n"]]
+                           for t in ["\rtrain:   0%| 0/9", "\rtrain:  50%| 4/9", "\rtrain: 100%| 9/9", "\n"]]
+    nb.cells[2].outputs.insert(3, nbformat.v4.new_output("stream", name="stdout", text="done\n"))
     nbformat.write(nb, tmp_path / "07_x.ipynb")
     render.render_journal([tmp_path / "07_x.ipynb"], tmp_path / "site")
     page = (tmp_path / "site" / "07_x.html").read_text()
     assert "train: 100%" in page and "train:   0%" not in page and "train:  50%" not in page, \
         "tqdm's updates (one stream output each) must collapse to the bar's final state"
+    assert page.count('jp-RenderedText jp-OutputArea-output') == 2, "the bar's closing newline must not leave an empty output"

@@ -102,6 +102,16 @@ def tidy_for_the_web(nb: nbformat.NotebookNode) -> None:
         nb.cells[0].source = COLAB_BADGE.sub(r'<a class="colab" href="\1">Open in Colab</a>', nb.cells[0].source)
 
 
+def tidy_streams(nb: nbformat.NotebookNode) -> None:
+    """Merge consecutive prints, keep only a progress bar's last state, drop what is left blank."""
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    CoalesceStreamsPreprocessor().preprocess(nb, {})
+    for cell in nb.cells:
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs if o.output_type != "stream" or o.text.strip()]
+
+
 def nav(prev: Path | None, nxt: Path | None) -> str:
     """Previous / index / next links for a notebook page, named by the notebooks' titles."""
     from glassbox.journal import title
@@ -115,13 +125,10 @@ def exporter():
     """nbconvert's HTML exporter with the lab template, our additions, and the local MathJax."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
-    exporter = HTMLExporter(template_name="lab", template_file="journal.html.j2",
-                            extra_loaders=[DictLoader({"journal.html.j2": TEMPLATE})],
-                            mathjax_url=f"mathjax/{MATHJAX_CONFIG}")
-    exporter.register_preprocessor(CoalesceStreamsPreprocessor, enabled=True)  # a progress bar: its last state only
-    return exporter
+    return HTMLExporter(template_name="lab", template_file="journal.html.j2",
+                        extra_loaders=[DictLoader({"journal.html.j2": TEMPLATE})],
+                        mathjax_url=f"mathjax/{MATHJAX_CONFIG}")
 
 
 def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, mathjax: bool = True,
@@ -129,6 +136,7 @@ def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, 
     """Render one notebook to `out/<stem>.html`."""
     nb = nbformat.read(path, as_version=4)
     tidy_for_the_web(nb)
+    tidy_streams(nb)
     scripts = '<script src="plotly.min.js"></script>' if inline_plotly(nb, path.stem) else ""
     if localise_circuitsvis(nb):
         scripts += '<script src="circuitsvis.js"></script>'
