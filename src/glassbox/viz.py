@@ -311,3 +311,46 @@ def neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"], *, edges_per_la
                       xaxis={"tickvals": list(range(len(g.names))), "ticktext": g.names, "showgrid": False, "zeroline": False},
                       yaxis={"visible": False})
     return fig
+
+
+# ---- feature dashboards: one SAE latent (or neuron) at a glance (notebook 04) ----------------------
+
+def feature_dashboard(acts: Float[Tensor, "n"], effect: Float[Tensor, "n_out"], labels: Int[Tensor, "n"], *,
+                      k: int = 50, out_names: list[str] | None = None, title: str = "") -> go.Figure:
+    """Three panels: the latent's activation histogram, the labels of its top-k inputs, and the outputs
+    its decoder direction promotes (`effect`, e.g. from `sae.logit_effect`)."""
+    from plotly.subplots import make_subplots
+
+    if len(acts) != len(labels):
+        raise ValueError(f"one label per input expected: {len(acts)} activations, {len(labels)} labels")
+    on = acts[acts != 0]
+    top = labels[acts.topk(min(k, len(acts))).indices]
+    names = out_names or [str(i) for i in range(len(effect))]
+    fig = make_subplots(1, 3, subplot_titles=[f"activations (non-zero on {len(on) / len(acts):.1%} of inputs)",
+                                              f"labels of its top {len(top)} inputs", "logit change from its direction"])
+    fig.add_trace(go.Histogram(x=on.tolist(), nbinsx=40, marker_color="gray", showlegend=False), 1, 1)
+    counts = torch.bincount(top, minlength=int(labels.max()) + 1)
+    fig.add_trace(go.Bar(x=list(range(len(counts))), y=counts.tolist(), marker_color="orange",
+                         showlegend=False), 1, 2)
+    fig.add_trace(go.Bar(x=names, y=effect.tolist(), showlegend=False,
+                         marker_color=["#d62728" if v < 0 else "#2ca02c" for v in effect.tolist()]), 1, 3)
+    fig.update_yaxes(type="log", title_text="inputs", row=1, col=1)
+    fig.update_xaxes(title_text="activation", row=1, col=1)
+    fig.update_xaxes(title_text="label", dtick=1 if len(counts) <= 10 else None, row=1, col=2)
+    fig.update_xaxes(title_text="output", type="category", row=1, col=3)
+    fig.update_layout(title=title, height=340, margin=dict(t=70, b=50, l=50, r=20))
+    return fig
+
+
+def top_inputs_table(tokens: Int[Tensor, "n pos"], acts: Float[Tensor, "n"], *, k: int = 10,
+                     answers: Int[Tensor, "n"] | None = None):
+    """The k inputs (token lists) on which a latent is most active, most active first, as a DataFrame."""
+    import pandas as pd
+
+    if tokens.ndim != 2 or len(tokens) != len(acts):
+        raise ValueError(f"expected tokens (n, pos) and one activation per input; got {tuple(tokens.shape)} and {tuple(acts.shape)}")
+    top = acts.topk(min(k, len(acts))).indices
+    table = pd.DataFrame({"activation": acts[top].numpy().round(2), "input": [" ".join(f"{t:2d}" for t in row) for row in tokens[top].tolist()]})
+    if answers is not None:
+        table["answer"] = answers[top].numpy()
+    return table

@@ -1,0 +1,266 @@
+"""Sparse autoencoders on the activations of any PyTorch model: the glue around SAELens.
+
+SAELens holds the SAE architectures and the trainer (`SAETrainer`, driven here by an iterator of
+activation batches: no language model, no ActivationsStore, no wandb). glassbox adds what the
+notebooks share: collecting activations, the metrics the field reports, and splicing an SAE into a
+forward pass.
+
+    acts = sae.collect_activations(model, "relu1", x_train)                 # (n, d_in)
+    trained, seconds = sae.train_sae(sae.make_sae("topk", 128, 512, k=16), acts, n_samples=500_000)
+    sae.evaluate_sae(trained, acts_test)                                     # l0, fvu, dead_fraction
+    with sae.splice(model, "relu1", trained):                                # reconstruction replaces relu1
+        logits = model(x_test)
+
+Shapes: `n` inputs, `d_in` activation width, `d_sae` latents. An SAE's latents are its encoder's
+outputs; its decoder rows `W_dec` (d_sae, d_in) are the feature directions.
+"""
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from sae_lens import SAE, LoggingConfig, SAETrainer, TrainingSAE
+from sae_lens.config import SAETrainerConfig
+from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+from sae_lens.saes.sae import SAEMetadata
+from torch import Tensor, nn
+
+from glassbox import hooks, neurons, training
+
+Edit = Callable[[Float[Tensor, "batch d_sae"]], Float[Tensor, "batch d_sae"]]
+
+
+def collect_activations(model: nn.Module, name: str, inputs: Tensor, *, position: int | None = None,
+                        batch_size: int = 4096) -> Float[Tensor, "n d_in"]:
+    """The output of module `name` on every input, one row per input (at `position` for sequences)."""
+    out = neurons.get_activations(model, name, inputs, batch_size)
+    if position is not None:
+        if out.ndim != 3:
+            raise ValueError(f"position={position} needs a (batch, pos, d) activation at {name!r}, got shape {tuple(out.shape)}")
+        out = out[:, position]
+    if out.ndim != 2:
+        raise ValueError(f"{name!r} gives activations of shape {tuple(out.shape)}; an SAE needs (n, d_in): "
+                         "pass position= for a (batch, pos, d) activation, or pick a flat layer")
+    return out.float()
+
+
+def activation_batches(acts: Float[Tensor, "n d_in"], batch_size: int, seed: int = 0) -> Iterator[Float[Tensor, "batch d_in"]]:
+    """Endless shuffled batches of rows of `acts`, all of size `batch_size`, a new order every epoch."""
+    if not 0 < batch_size <= len(acts):
+        raise ValueError(f"batch_size must be in 1..{len(acts)} (the number of activations), got {batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        for idx in torch.randperm(len(acts), generator=gen)[: len(acts) // batch_size * batch_size].split(batch_size):
+            yield acts[idx]
+
+
+def sampled_batches(sample: Callable[[int], Tensor], batch_size: int) -> Iterator[Float[Tensor, "batch d_in"]]:
+    """Endless batches drawn fresh by `sample(batch_size)` (e.g. from a toy model with known features)."""
+    while True:
+        yield sample(batch_size)
+
+
+def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None = None,
+             hook_name: str | None = None, **options) -> TrainingSAE:
+    """A fresh SAELens training SAE: "topk" (option k), "standard" (l1_coefficient), "jumprelu", ..."""
+    if architecture not in SAE_TRAINING_CLASS_REGISTRY:
+        raise KeyError(f"unknown SAE architecture {architecture!r}; SAELens has: {sorted(SAE_TRAINING_CLASS_REGISTRY)}")
+    sae_cls, cfg_cls = SAE_TRAINING_CLASS_REGISTRY[architecture]
+    try:
+        cfg = cfg_cls(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(model_name=model_name, hook_name=hook_name), **options)
+    except TypeError as err:
+        raise TypeError(f"{cfg_cls.__name__} rejected the options {sorted(options)}: {err}; "
+                        f"see the fields of sae_lens.{cfg_cls.__name__}") from None
+    return sae_cls(cfg)
+
+
+def _checked(batches: Iterator[Tensor], batch_size: int, d_in: int) -> Iterator[Tensor]:
+    """Pass batches through, refusing any whose shape is not (batch_size, d_in)."""
+    for batch in batches:
+        if batch.shape != (batch_size, d_in):
+            raise ValueError(f"activation batches must be (batch_size={batch_size}, d_in={d_in}), got {tuple(batch.shape)}")
+        yield batch
+
+
+def to_inference(sae: TrainingSAE) -> SAE:
+    """The inference SAE of a trained training SAE, exactly as `checkpoints.load_sae` will return it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sae.save_inference_model(tmp)
+        return SAE.load_from_disk(tmp).eval()
+
+
+def train_sae(sae: TrainingSAE, data: Float[Tensor, "n d_in"] | Iterator[Tensor], *, n_samples: int,
+              batch_size: int = 512, lr: float = 1e-3, seed: int = 0, dead_after_steps: int = 25) -> tuple[SAE, float]:
+    """Train `sae` with SAELens' SAETrainer on activations (a tensor or an iterator of batches).
+
+    The learning rate is constant, then decays linearly to 0 over the last 20% of steps. A latent
+    that has not fired for `dead_after_steps` steps counts as dead (TopK's auxiliary loss revives it).
+    Returns the inference SAE and the training seconds.
+    """
+    if n_samples < batch_size:
+        raise ValueError(f"n_samples ({n_samples}) must be at least one batch ({batch_size})")
+    torch.manual_seed(seed)
+    batches = activation_batches(data, batch_size, seed) if isinstance(data, Tensor) else iter(data)
+    steps = n_samples // batch_size
+    cfg = SAETrainerConfig(
+        total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr, lr_end=lr,
+        lr_decay_steps=steps // 5, dead_feature_window=dead_after_steps, feature_sampling_window=steps + 1,
+        logger=LoggingConfig(log_to_wandb=False), device="cpu")
+    start = time.perf_counter()
+    trained = SAETrainer(cfg=cfg, sae=sae, data_provider=_checked(batches, batch_size, sae.cfg.d_in)).fit()
+    return to_inference(trained), time.perf_counter() - start
+
+
+@torch.no_grad()
+def encode(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 8192) -> Float[Tensor, "n d_sae"]:
+    """The SAE's latent activations for every row of `acts`, computed in batches."""
+    if acts.ndim != 2 or acts.shape[1] != sae.cfg.d_in:
+        raise ValueError(f"expected activations (n, d_in={sae.cfg.d_in}), got shape {tuple(acts.shape)}")
+    return torch.cat([sae.encode(chunk) for chunk in acts.split(batch_size)])
+
+
+def l0(latents: Float[Tensor, "n d_sae"]) -> float:
+    """Mean number of latents that are non-zero on an input."""
+    return (latents != 0).float().sum(-1).mean().item()
+
+
+def fvu(x: Float[Tensor, "n d_in"], x_hat: Float[Tensor, "n d_in"]) -> float:
+    """Fraction of variance unexplained: sum |x - x_hat|^2 / sum |x - mean(x)|^2 over all rows."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
+    return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+
+
+def dead_fraction(latents: Float[Tensor, "n d_sae"]) -> float:
+    """Fraction of latents that are zero on every input."""
+    return (latents != 0).any(0).logical_not().float().mean().item()
+
+
+def mean_max_cosine_similarity(true: Float[Tensor, "n_true d"], learned: Float[Tensor, "n_learned d"]) -> float:
+    """For each true direction, its best cosine similarity with a learned one; averaged (1 = all found)."""
+    if true.ndim != 2 or learned.ndim != 2 or true.shape[1] != learned.shape[1]:
+        raise ValueError(f"expected (n_true, d) and (n_learned, d) directions, got {tuple(true.shape)} and {tuple(learned.shape)}")
+    cos = F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T
+    return cos.max(1).values.mean().item()
+
+
+@torch.no_grad()
+def evaluate_sae(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 8192) -> dict[str, float]:
+    """L0, fraction of variance unexplained and dead fraction of `sae` on `acts`."""
+    latents = encode(sae, acts, batch_size)
+    x_hat = torch.cat([sae.decode(chunk) for chunk in latents.split(batch_size)])
+    return {"l0": l0(latents), "fvu": fvu(acts, x_hat), "dead_fraction": dead_fraction(latents)}
+
+
+def ablate_latents(latents: Int[Tensor, "k"] | list[int]) -> Edit:
+    """An edit for `splice` that switches the given latents off (sets them to 0)."""
+    idx = torch.as_tensor(latents, dtype=torch.long)
+    return lambda f: f.index_fill(-1, idx, 0.0)
+
+
+def clamp_latent(latent: int, value: float) -> Edit:
+    """An edit for `splice` that holds one latent at `value` on every input."""
+    return lambda f: f.index_fill(-1, torch.tensor([latent]), value)
+
+
+def _reconstruct(sae: SAE, x: Tensor, edit: Edit | None, keep_error: bool) -> Tensor:
+    latents = sae.encode(x)
+    x_hat = sae.decode(edit(latents) if edit else latents)
+    return x_hat + (x - sae.decode(latents)) if keep_error else x_hat
+
+
+@contextmanager
+def splice(model: nn.Module, name: str, sae: SAE, *, position: int | None = None, edit: Edit | None = None,
+           keep_error: bool = False) -> Iterator[None]:
+    """Inside the block, module `name`'s output is replaced by the SAE's reconstruction of it.
+
+    `position` picks one position of a (batch, pos, d) output (others pass through). `edit` changes
+    the latents before decoding (e.g. `ablate_latents([3])`). `keep_error=True` adds back the SAE's
+    reconstruction error, so only the edit changes the forward pass.
+    """
+    def replace(out: Tensor) -> Tensor:
+        if position is None:
+            return _reconstruct(sae, out, edit, keep_error)
+        new = out.clone()
+        new[:, position] = _reconstruct(sae, out[:, position], edit, keep_error)
+        return new
+
+    with hooks.patch(model, {name: replace}):
+        yield
+
+
+def top_k_purity(acts: Float[Tensor, "n units"], labels: Int[Tensor, "n"], k: int = 50) -> Float[Tensor, "units"]:
+    """For each unit, the share of its k top-activating inputs that carry their most common label.
+
+    NaN for a unit that is positive on fewer than k inputs (too rare to judge).
+    """
+    if len(acts) != len(labels) or len(acts) < k:
+        raise ValueError(f"need one label per input and at least k={k} inputs; got {len(acts)} inputs, {len(labels)} labels")
+    values, idx = acts.topk(k, dim=0)  # (k, units)
+    top = labels[idx]
+    purity = top.mode(dim=0).values.eq(top).float().mean(0)
+    return purity.masked_fill(values[-1] <= 0, float("nan"))
+
+
+@torch.no_grad()
+def logit_effect(model: nn.Module, name: str, direction: Float[Tensor, "d"], inputs: Tensor, *,
+                 position: int | None = None, out_position: int | None = None) -> Float[Tensor, "n_out"]:
+    """Mean change of the model's outputs when `direction` is added to module `name`'s output.
+
+    `position` adds it at one sequence position only; `out_position` reads the outputs there.
+    """
+    def add(out: Tensor) -> Tensor:
+        if position is None:
+            return out + direction
+        new = out.clone()
+        new[:, position] += direction
+        return new
+
+    clean = model(inputs)
+    with hooks.patch(model, {name: add}):
+        steered = model(inputs)
+    diff = steered - clean
+    return (diff if out_position is None else diff[:, out_position]).mean(0)
+
+
+@torch.no_grad()
+def decoder_logit_effects(model: nn.Module, name: str, sae: SAE, inputs: Tensor, scales: Float[Tensor, "d_sae"], *,
+                          position: int | None = None, out_position: int | None = None) -> Float[Tensor, "d_sae n_out"]:
+    """`logit_effect` of every latent's decoder direction, each scaled by `scales` (e.g. its top activation)."""
+    W_dec = sae.W_dec.detach()
+    return torch.stack([logit_effect(model, name, W_dec[j] * scales[j], inputs, position=position, out_position=out_position)
+                        for j in range(len(W_dec))])
+
+
+def outputs(model: nn.Module, x: Tensor, out_position: int | None = None) -> Float[Tensor, "n n_out"]:
+    """The model's outputs on `x` (batched, no gradients), read at `out_position` for sequence outputs."""
+    out = training.predict(model, x)
+    return out if out_position is None else out[:, out_position]
+
+
+def spliced_accuracy(model: nn.Module, name: str, sae: SAE, x: Tensor, y: Int[Tensor, "n"], *,
+                     position: int | None = None, out_position: int | None = None) -> float:
+    """Accuracy of the model with the SAE's reconstruction in place of module `name`'s output."""
+    with splice(model, name, sae, position=position):
+        return (outputs(model, x, out_position).argmax(-1) == y).float().mean().item()
+
+
+def latent_intervention(model: nn.Module, name: str, sae: SAE, latent: int, target: int, x: Tensor, y: Int[Tensor, "n"], *,
+                        value: float, n_classes: int, position: int | None = None, out_position: int | None = None) -> dict:
+    """Switch `latent` off, then clamp it to `value`, keeping the SAE's error term; what moves?
+
+    Returns the per-class accuracy change when switched off, the drop on class `target`, the largest
+    change on any other class, and the share of inputs of other classes predicted `target` when clamped.
+    """
+    kw = dict(position=position, keep_error=True)
+    clean = training.per_class_accuracy(outputs(model, x, out_position), y, n_classes)
+    with splice(model, name, sae, edit=ablate_latents([latent]), **kw):
+        change = training.per_class_accuracy(outputs(model, x, out_position), y, n_classes) - clean
+    with splice(model, name, sae, edit=clamp_latent(latent, value), **kw):
+        clamped = outputs(model, x[y != target], out_position).argmax(-1)
+    others = torch.arange(n_classes) != target
+    return {"class_accuracy_change": change, "target_drop": -change[target].item(),
+            "max_other_change": change[others].abs().max().item(), "clamp_flip_rate": (clamped == target).float().mean().item()}
