@@ -68,7 +68,42 @@ def build_mlp(config: dict) -> MLP:
     return MLP(_config(MLPConfig, config))
 
 
-BUILDERS: dict[str, Callable[[dict], nn.Module]] = {"mlp": build_mlp}
+@dataclass
+class AttnOnlyConfig:
+    n_layers: int = 1  # transformer blocks
+    n_heads: int = 1  # attention heads per block
+    d_model: int = 32  # residual stream width
+    d_head: int = 32  # query / key / value width of each head
+    d_vocab: int = 50  # input tokens 0..d_vocab-1 (the list values), also the output classes
+    n_ctx: int = 7  # positions (the list length)
+    normalization_type: str | None = "LN"  # LayerNorm before attention and before the unembedding
+    seed: int = 0  # seeds the weight initialisation
+
+
+def build_attn_only_transformer(config: dict) -> nn.Module:
+    """An attention-only TransformerBridge (transformer_lens `boot_native`) taking int tokens (batch, pos)
+    and returning logits (batch, pos, d_vocab). Positional embeddings live at `model.pos_embed.W_pos`."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = _config(AttnOnlyConfig, config)
+    return TransformerBridge.boot_native(asdict(cfg) | {"attn_only": True, "act_fn": "relu"})
+
+
+class LastPosition(nn.Module):
+    """Wrap a sequence model so that it returns only the last position's logits: (batch, d_vocab)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model(tokens)[:, -1]
+
+
+BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
+    "mlp": build_mlp,
+    "attn_only_transformer": build_attn_only_transformer,
+}
 
 
 def build(kind: str, config: dict) -> nn.Module:

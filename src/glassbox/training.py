@@ -62,15 +62,18 @@ def train(
     eval_every: int = 100,
     warmup: int = 0,
     desc: str = "train",
+    betas: tuple[float, float] = (0.9, 0.999),
+    clip_grad: float | None = None,
 ) -> History:
     """Train with AdamW and a cosine learning-rate decay; log loss (and `evaluate`) every `eval_every` steps.
 
-    `loss_fn(model, batch)` defaults to cross-entropy of `model(x)` against `y`.
+    `loss_fn(model, batch)` defaults to cross-entropy of `model(x)` against `y`; `clip_grad` clips the
+    gradient norm.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     loss_fn = loss_fn or (lambda m, b: F.cross_entropy(m(b[0]), b[1]))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + np.cos(np.pi * s / steps)))
     history, start = History(), time.perf_counter()
     model.train()
@@ -79,6 +82,8 @@ def train(
         loss = loss_fn(model, next(batches))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
         sched.step()
         if step % eval_every == 0 or step == steps - 1:
@@ -110,3 +115,51 @@ def per_class_accuracy(logits: Float[Tensor, "batch n_classes"], y: Int[Tensor, 
     n = n_classes or logits.shape[-1]
     hit = (logits.argmax(-1) == y).float()
     return torch.zeros(n).index_add_(0, y, hit) / torch.bincount(y, minlength=n).clamp(min=1)
+
+
+def train_list_model(
+    task: str = "median",
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weights: dict[str, float] | None = None,
+    config: dict | None = None,
+    seed: int = 0,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 200,
+    warmup: int = 100,
+    betas: tuple[float, float] = (0.9, 0.98),
+    clip_grad: float | None = 1.0,
+) -> tuple[nn.Module, History]:
+    """Build an attention-only transformer and train it to output the median (or min) of a list at the last position.
+
+    Fresh lists every step from the mixture `weights` (default `data.TRAIN_WEIGHTS`); `config` overrides
+    `models.AttnOnlyConfig`. Returns the trained model (eval mode) and its history.
+    """
+    from glassbox import data, models
+
+    model = models.build("attn_only_transformer", {"seed": seed} | (config or {}))
+    cfg = model.cfg
+    batches = data.list_batches(batch_size, weights or data.TRAIN_WEIGHTS, task=task, length=cfg.n_ctx,
+                                vocab=cfg.d_vocab, seed=seed)
+    history = train(models.LastPosition(model), batches, steps=steps, lr=lr, evaluate=evaluate,
+                    eval_every=eval_every, warmup=warmup, desc=f"train {task}", betas=betas, clip_grad=clip_grad)
+    return model.eval(), history
+
+
+def list_accuracy(model: nn.Module, task: str = "median", *, n_uniform: int = 100_000, n_family: int = 20_000,
+                  seed: int = 0) -> dict:
+    """Accuracy of a list model's last-position answer on `n_uniform` fresh uniform lists and on `n_family`
+    lists of every family in `data.FAMILIES` (trained-on and held-out): {"uniform_accuracy", "family_accuracy"}."""
+    from glassbox import data, models
+
+    cfg = model.cfg
+    net = models.LastPosition(model)
+
+    def score(family: str, n: int, offset: int) -> float:
+        tokens = data.make_lists(n, length=cfg.n_ctx, vocab=cfg.d_vocab, family=family, seed=seed + offset)
+        return accuracy(net, tokens, data.list_targets(tokens, task))
+
+    return {"uniform_accuracy": score("uniform", n_uniform, 1),
+            "family_accuracy": {f: score(f, n_family, 2) for f in data.FAMILIES}}
