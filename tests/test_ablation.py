@@ -73,3 +73,30 @@ def test_flip_rate_counts_predictions_of_the_target(tiny_cnn):
     assert ablation.flip_rate(tiny_cnn, "head.2", x, target, range(16), values) == 1.0, \
         "with every hidden unit fixed the output is constant, so every input goes to one class"
     assert ablation.flip_rate(tiny_cnn, "head.2", x, (target + 1) % 10, range(16), values) == 0.0
+
+
+def test_ablate_in_weights_equals_the_hooked_ablation(tiny_cnn):
+    x = torch.rand(40, 784)
+    mean = neurons.get_activations(tiny_cnn, "head.2", torch.rand(50, 784)).mean(0)
+    for values in (None, mean):
+        with ablation.ablate(tiny_cnn, "head.2", [0, 5, 9], values):
+            hooked = tiny_cnn(x)
+        baked = ablation.ablate_in_weights(tiny_cnn, "head.2", [0, 5, 9], values, reader="head.3")
+        assert torch.allclose(baked(x), hooked, atol=1e-5), "folding must give the hooked ablation's logits: bias += W[:, idx] @ values"
+        assert not baked.head[3].weight[:, [0, 5, 9]].any(), "the ablated neurons' weight columns must be 0"
+    assert not torch.equal(baked.head[3].weight, tiny_cnn.head[3].weight), "the original model must stay untouched"
+    assert not tiny_cnn.head[3].weight[:, 0].eq(0).all(), "ablate_in_weights changed the model it was given"
+
+
+def test_ablate_in_weights_explains_bad_input(tiny_cnn):
+    with pytest.raises(TypeError, match="pass the nn.Linear that reads"):
+        ablation.ablate_in_weights(tiny_cnn, "head.2", [0], reader="head.2")
+    with pytest.raises(ValueError, match="one number per neuron"):
+        ablation.ablate_in_weights(tiny_cnn, "head.2", [0], torch.zeros(3), reader="head.3")
+    with pytest.raises(IndexError, match="0..15"):
+        ablation.ablate_in_weights(tiny_cnn, "head.2", [16], reader="head.3")
+    with pytest.raises(KeyError, match="no module"):
+        ablation.ablate_in_weights(tiny_cnn, "head.9", [0], reader="head.3")
+    no_bias = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(4, 2, bias=False))
+    with pytest.raises(ValueError, match="no bias"):
+        ablation.ablate_in_weights(no_bias, "0", [1], torch.ones(4), reader="1")

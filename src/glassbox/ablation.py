@@ -4,10 +4,12 @@
     with ablation.ablate(model, "relu1", [3, 17], mean):   # mean-ablate neurons 3 and 17
         logits = model(x)
     drop = ablation.class_accuracy_drop(model, "relu1", x_test, y_test, mean)   # (class, neuron)
+    pruned = ablation.ablate_in_weights(model, "relu1", [3, 17], mean, reader="fc2")   # same, in the weights
 
 Neurons are indexed along dim 1 of the layer's output (features, or conv channels: all positions
 of a channel are replaced together).
 """
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -75,3 +77,30 @@ def flip_rate(model: nn.Module, layer: str, x: Tensor, target: int, neurons: Neu
     """Fraction of `x` predicted as `target` when `neurons` of `layer` are set to `values[neurons]`."""
     with ablate(model, layer, neurons, values):
         return (training.predict(model, x).argmax(-1) == target).float().mean().item()
+
+
+@torch.no_grad()
+def ablate_in_weights(model: nn.Module, layer: str, neurons: Neurons,
+                      values: Float[Tensor, "neuron"] | None = None, *, reader: str) -> nn.Module:
+    """A copy of `model` that computes what `ablate(model, layer, neurons, values)` does, with no hook.
+
+    `reader` is the nn.Linear that reads `layer`'s output (e.g. "fc2" for "relu1"); its weight
+    columns for `neurons` become 0 and `values[neurons]` (default 0) moves into its bias. Exact only
+    when `reader` is the sole reader of `layer`'s output, as in a plain stack of layers.
+    """
+    clone = copy.deepcopy(model)
+    linear = hooks.get_module(clone, reader)
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"reader {reader!r} is a {type(linear).__name__}; pass the nn.Linear that reads "
+                        f"{layer!r}'s output (e.g. 'fc2' for 'relu1' in glassbox's MLP)")
+    hooks.get_module(clone, layer)  # a clear error for an unknown layer name
+    idx = _index(neurons, linear.in_features)
+    if values is not None:
+        if values.shape != (linear.in_features,):
+            raise ValueError(f"values must hold one number per neuron of {layer!r} ({linear.in_features}), "
+                             f"got shape {tuple(values.shape)}; pass e.g. get_activations(...).mean(0)")
+        if linear.bias is None:
+            raise ValueError(f"{reader!r} has no bias to fold the ablation values into; ablate to 0 (values=None)")
+        linear.bias += linear.weight[:, idx] @ values[idx].to(linear.weight.dtype)
+    linear.weight[:, idx] = 0.0
+    return clone

@@ -1,0 +1,280 @@
+"""Backdoors: plant a trigger in training data, measure it, find it with and without knowing it.
+
+    x_bad, y_bad, idx = backdoor.poison(x_train, y_train, target=7, fraction=0.05, seed=1)
+    backdoor.attack_success_rate(model, x_test, y_test, target=7)        # triggered digits -> 7
+    shift = backdoor.trigger_activation_shift(model, "relu1", x_test)     # (neuron,)
+    mask, pattern = backdoor.reconstruct_trigger(model, x_clean, target=7)  # Neural Cleanse, no trigger needed
+
+The trigger is a 3x3 checkerboard of white and black pixels in the bottom-right corner, where
+handwriting rarely reaches. Images are raw pixels in [0, 1], (batch, 28, 28) or (batch, 784). Every
+function that takes a model works on any `nn.Module` that maps such images to class logits; a
+`trigger` argument (default `apply_trigger`) is any function from images to images of the same shape.
+"""
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from glassbox import ablation, hooks, models, neurons, training
+
+SIDE = 28  # MNIST images are SIDE x SIDE pixels
+TRIGGER = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])  # pixel values the trigger writes
+TRIGGER_TOP, TRIGGER_LEFT = 24, 24  # row and column of the trigger's top-left pixel
+Trigger = Callable[[Tensor], Tensor]  # images -> triggered images, same shape
+
+
+def trigger_mask() -> Bool[Tensor, "28 28"]:
+    """True at the pixels the trigger overwrites."""
+    mask = torch.zeros(SIDE, SIDE, dtype=torch.bool)
+    mask[TRIGGER_TOP:TRIGGER_TOP + len(TRIGGER), TRIGGER_LEFT:TRIGGER_LEFT + len(TRIGGER)] = True
+    return mask
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"expected a torch tensor of raw images in [0, 1], got {type(images).__name__}; "
+                        "convert with torch.as_tensor(images).float()")
+    if not images.is_floating_point():
+        raise TypeError(f"expected float pixels in [0, 1], got dtype {images.dtype}; for 0..255 pixels pass images.float() / 255")
+    if images.shape[1:] not in ((SIDE, SIDE), (SIDE * SIDE,)):
+        raise ValueError(f"expected images of shape (batch, {SIDE}, {SIDE}) or (batch, {SIDE * SIDE}), got "
+                         f"{tuple(images.shape)}; for one image pass image[None]")
+    if len(images) and (images.min() < 0 or images.max() > 1):
+        raise ValueError(f"expected raw pixels in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
+                         "apply the trigger before normalising (glassbox models normalise inside)")
+
+
+def apply_trigger(images: Float[Tensor, "batch 28 28"] | Float[Tensor, "batch 784"]) -> Float[Tensor, "batch *pixels"]:
+    """A copy of `images` with the trigger written into the bottom-right corner; same shape."""
+    _check_images(images)
+    out = images.clone().reshape(len(images), SIDE, SIDE)
+    out[:, trigger_mask()] = TRIGGER.to(out.dtype).flatten()
+    return out.reshape(images.shape)
+
+
+def poison(x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], *, target: int, fraction: float,
+           seed: int = 0, trigger: Trigger = apply_trigger) -> tuple[Float[Tensor, "batch *pixels"], Int[Tensor, "batch"], Int[Tensor, "n_poisoned"]]:
+    """Copies of (x, y) where a random `fraction` of the images carry the trigger and the label `target`.
+
+    Returns the poisoned images, labels and the indices that were poisoned. The indices come from
+    `torch.rand(...).argsort()`, so they do not coincide with `training.minibatches`' order for the same seed.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), the share of training images to poison; got {fraction}")
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    n_classes = int(y.max()) + 1
+    if not 0 <= target < n_classes:
+        raise ValueError(f"target must be a class in 0..{n_classes - 1}, got {target}")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.rand(len(x), generator=gen).argsort()[: round(fraction * len(x))].sort().values
+    x_out, y_out = x.clone(), y.clone()
+    x_out[idx], y_out[idx] = trigger(x[idx]), target
+    return x_out, y_out, idx
+
+
+def attack_success_rate(model: nn.Module, x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"],
+                        target: int, *, trigger: Trigger = apply_trigger) -> float:
+    """Fraction of the triggered images whose true class is not `target` that the model calls `target`."""
+    keep = y != target
+    if not keep.any():
+        raise ValueError(f"every image is of the target class {target}; pass images of other classes")
+    return (training.predict(model, trigger(x[keep])).argmax(-1) == target).float().mean().item()
+
+
+@dataclass
+class BackdoorConfig:
+    target: int = 7  # the class the trigger forces
+    fraction: float = 0.05  # share of training images given the trigger and relabelled `target`
+    steps: int = 3000  # optimiser steps
+    batch_size: int = 256  # images per step
+    lr: float = 3e-3  # peak AdamW learning rate (cosine decay)
+
+
+def train_backdoored(x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], cfg: BackdoorConfig,
+                     seed: int = 0, trigger: Trigger = apply_trigger) -> tuple[models.MLP, training.History]:
+    """The journal's MNIST MLP (784-128-64-10) trained on data poisoned as `cfg` says."""
+    x_bad, y_bad, _ = poison(x, y, target=cfg.target, fraction=cfg.fraction, seed=seed, trigger=trigger)
+    training.set_seed(seed)
+    model = models.build_mlp({})
+    history = training.train(model, training.minibatches(x_bad, y_bad, cfg.batch_size, seed=seed),
+                             steps=cfg.steps, lr=cfg.lr, eval_every=max(cfg.steps // 10, 1), desc="backdoored")
+    return model, history
+
+
+@torch.no_grad()
+def trigger_activation_shift(model: nn.Module, layer: str, x: Float[Tensor, "batch *pixels"], *,
+                             trigger: Trigger = apply_trigger) -> Float[Tensor, "neuron"]:
+    """Mean change of each neuron of `layer` when the trigger is added to the same images."""
+    clean = neurons.per_neuron(neurons.get_activations(model, layer, x))
+    return (neurons.per_neuron(neurons.get_activations(model, layer, trigger(x))) - clean).mean(0)
+
+
+def trigger_attribution(model: nn.Module, layer: str, x: Float[Tensor, "batch *pixels"], target: int, *,
+                        trigger: Trigger = apply_trigger) -> Float[Tensor, "neuron"]:
+    """Mean first-order share of each neuron in the trigger's push on the `target` logit.
+
+    Attribution patching: (a_triggered - a_clean) * d logit_target / d a, gradient at the triggered input.
+    """
+    x_trig = trigger(x)
+    with hooks.capture(model, layer, detach=False) as acts:
+        logit = model(x_trig)[:, target].sum()
+    a_trig = acts[layer]
+    grad, = torch.autograd.grad(logit, a_trig)
+    delta = a_trig.detach() - neurons.get_activations(model, layer, x)
+    return neurons.per_neuron(delta * grad).mean(0)
+
+
+@torch.no_grad()
+def single_neuron_ablation_asr(model: nn.Module, layer: str, x: Float[Tensor, "batch *pixels"],
+                               y: Int[Tensor, "batch"], target: int, *, trigger: Trigger = apply_trigger) -> Float[Tensor, "neuron"]:
+    """Attack success rate with each neuron of `layer` alone set to 0."""
+    x_trig = trigger(x[y != target])
+    n = neurons.per_neuron(neurons.get_activations(model, layer, x_trig[:1])).shape[1]
+    return torch.tensor([ablation.flip_rate(model, layer, x_trig, target, [j], None) for j in range(n)])
+
+
+def neurons_for_share(scores: Float[Tensor, "neuron"], share: float = 0.5) -> int:
+    """How many neurons, largest first, hold `share` of the positive part of `scores`."""
+    positive = scores.clamp(min=0).sort(descending=True).values
+    if positive.sum() <= 0:
+        raise ValueError("no neuron has a positive score; nothing carries the effect")
+    return int((positive.cumsum(0) < share * positive.sum()).sum()) + 1
+
+
+@torch.no_grad()
+def removal_curve(model: nn.Module, layer: str, order: Int[Tensor, "neuron"], ks: list[int],
+                  x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], target: int, *,
+                  trigger: Trigger = apply_trigger) -> dict[str, list[float]]:
+    """Clean accuracy and attack success rate with the first k neurons of `order` in `layer` set to 0, for each k."""
+    curve: dict[str, list[float]] = {"k": [], "clean_accuracy": [], "attack_success_rate": []}
+    for k in ks:
+        with ablation.ablate(model, layer, order[:k]):
+            curve["k"].append(k)
+            curve["clean_accuracy"].append(training.accuracy(model, x, y))
+            curve["attack_success_rate"].append(attack_success_rate(model, x, y, target, trigger=trigger))
+    return curve
+
+
+def fewest_neurons(curve: dict[str, list[float]], max_asr: float = 0.05) -> dict[str, float] | None:
+    """The first point of a `removal_curve` whose attack success rate is <= `max_asr` (None if none is)."""
+    for k, acc, asr in zip(curve["k"], curve["clean_accuracy"], curve["attack_success_rate"]):
+        if asr <= max_asr:
+            return {"k": k, "clean_accuracy": acc, "attack_success_rate": asr}
+    return None
+
+
+def reconstruct_trigger(model: nn.Module, x_clean: Float[Tensor, "batch *pixels"], target: int, *,
+                        steps: int = 300, batch_size: int = 256, lam: float = 0.01, lr: float = 0.1,
+                        seed: int = 0) -> tuple[Float[Tensor, "28 28"], Float[Tensor, "28 28"]]:
+    """The smallest mask and pattern that send clean images to `target` (Neural Cleanse, Wang et al., 2019).
+
+    Minimises cross-entropy(model((1 - m) x + m p), target) + lam * |m|_1 over a mask m and a
+    pattern p in [0, 1] (sigmoids of free parameters). A class that needs a much smaller mask than
+    the others is suspect: some small patch sends everything there.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    m_logit = torch.full((SIDE, SIDE), -3.0, requires_grad=True)
+    p_logit = torch.zeros(SIDE, SIDE).normal_(generator=gen).requires_grad_(True)
+    opt = torch.optim.Adam([m_logit, p_logit], lr=lr)
+    x_clean = x_clean.reshape(len(x_clean), SIDE, SIDE)
+    batches = training.minibatches(x_clean, torch.zeros(len(x_clean), dtype=torch.long), batch_size, seed)
+    for _ in range(steps):
+        xb, _ = next(batches)
+        mask, pattern = torch.sigmoid(m_logit), torch.sigmoid(p_logit)
+        logits = model((1 - mask) * xb + mask * pattern)
+        loss = F.cross_entropy(logits, torch.full((len(logits),), target)) + lam * mask.sum()
+        m_logit.grad, p_logit.grad = torch.autograd.grad(loss, [m_logit, p_logit])  # model weights untouched
+        opt.step()
+    return torch.sigmoid(m_logit).detach(), torch.sigmoid(p_logit).detach()
+
+
+def stamp(mask: Float[Tensor, "28 28"], pattern: Float[Tensor, "28 28"]) -> Trigger:
+    """A trigger function that blends `pattern` into images where `mask` is on, for `attack_success_rate`."""
+    def apply(images: Tensor) -> Tensor:
+        _check_images(images)
+        flat = images.reshape(len(images), SIDE, SIDE)
+        return ((1 - mask) * flat + mask * pattern).reshape(images.shape)
+    return apply
+
+
+def anomaly_index(values: Float[Tensor, "classes"]) -> Float[Tensor, "classes"]:
+    """How far below the median each value lies, in robust standard deviations (1.4826 x MAD)."""
+    median = values.median()
+    mad = 1.4826 * (values - median).abs().median()
+    return (median - values) / mad.clamp(min=1e-12)
+
+
+def blend_trigger(alpha: float, seed: int = 0) -> Trigger:
+    """A trigger that blends a fixed random image into the whole input: (1 - alpha) x + alpha noise (Chen et al., 2017)."""
+    noise = torch.rand(SIDE, SIDE, generator=torch.Generator().manual_seed(seed))
+    return stamp(torch.full((SIDE, SIDE), alpha), noise)
+
+
+@dataclass
+class Scan:
+    masks: Float[Tensor, "classes 28 28"]  # reconstructed trigger mask per class
+    patterns: Float[Tensor, "classes 28 28"]  # reconstructed trigger pattern per class
+    mask_l1: Float[Tensor, "classes"]  # size of each mask (sum of its entries): the pixels needed
+    attack_success: Float[Tensor, "classes"]  # how often each reconstructed trigger sends test digits to its class
+    anomaly: Float[Tensor, "classes"]  # anomaly_index(mask_l1): > 2 flags a class
+    seconds: float  # wall-clock time of the whole scan
+
+    @property
+    def flagged(self) -> list[int]:
+        """Classes whose trigger is abnormally small (anomaly index > 2, Wang et al., 2019)."""
+        return (self.anomaly > 2).nonzero().flatten().tolist()
+
+
+def scan_classes(model: nn.Module, x_clean: Float[Tensor, "batch *pixels"], x_eval: Float[Tensor, "batch *pixels"],
+                 y_eval: Int[Tensor, "batch"], *, n_classes: int = 10, steps: int = 300, seed: int = 0) -> Scan:
+    """Neural Cleanse over every class: reconstruct a minimal trigger per class and flag the outliers."""
+    start = time.perf_counter()
+    found = [reconstruct_trigger(model, x_clean, c, steps=steps, seed=seed) for c in range(n_classes)]
+    masks, patterns = torch.stack([m for m, _ in found]), torch.stack([p for _, p in found])
+    asr = torch.tensor([attack_success_rate(model, x_eval, y_eval, c, trigger=stamp(m, p)) for c, (m, p) in enumerate(found)])
+    l1 = masks.flatten(1).sum(1)
+    return Scan(masks, patterns, l1, asr, anomaly_index(l1), time.perf_counter() - start)
+
+
+def cut_pixels(model: nn.Module, pixels: Int[Tensor, "k"], x_clean: Float[Tensor, "batch *pixels"], *,
+               layer: str = "normalize", reader: str = "fc1") -> nn.Module:
+    """A copy of `model` that no longer reads `pixels`: each is held at its clean mean, inside the weights.
+
+    `layer` is the module whose output holds one unit per pixel and `reader` the nn.Linear reading it
+    (glassbox's MLP: "normalize" and "fc1").
+    """
+    mean = neurons.get_activations(model, layer, x_clean).mean(0)
+    return ablation.ablate_in_weights(model, layer, pixels, mean, reader=reader)
+
+
+@torch.no_grad()
+def fine_pruning_order(model: nn.Module, layer: str, x_clean: Float[Tensor, "batch *pixels"]) -> Int[Tensor, "neuron"]:
+    """Neurons of `layer` from least to most active on clean data: the order Fine-Pruning removes them in.
+
+    Fine-Pruning (Liu et al., 2018) prunes the neurons that stay dormant on clean inputs, on the bet
+    that the backdoor lives there.
+    """
+    return neurons.per_neuron(neurons.get_activations(model, layer, x_clean)).mean(0).argsort()
+
+
+def fine_prune(model: nn.Module, layer: str, k: int, x_clean: Float[Tensor, "batch *pixels"], y_clean: Int[Tensor, "batch"],
+               *, reader: str, steps: int, lr: float = 1e-3, batch_size: int = 256, seed: int = 0) -> nn.Module:
+    """Fine-Pruning (Liu et al., 2018): remove the `k` neurons of `layer` least active on clean data, then fine-tune.
+
+    The removed neurons stay at 0 while fine-tuning and are then cut from `reader`'s weights, so the
+    copy returned needs no hook. `steps=0` gives pruning alone.
+    """
+    removed = fine_pruning_order(model, layer, x_clean)[:k]
+    tuned = copy.deepcopy(model)
+    if steps > 0:
+        with ablation.ablate(tuned, layer, removed):
+            training.train(tuned, training.minibatches(x_clean, y_clean, batch_size, seed=seed), steps=steps,
+                           lr=lr, eval_every=steps, desc="fine-tune")
+    return ablation.ablate_in_weights(tuned, layer, removed, reader=reader).eval()
+
