@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns without ipywidgets and its widgets do not survive on GitHub
 
 Batch = tuple[Tensor, Tensor]
 
