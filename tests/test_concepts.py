@@ -48,3 +48,17 @@ def test_slant_sign_follows_the_lean():
     assert abs(s[0]) < 1e-6, "an upright bar has slant 0"
     assert s[1] == pytest.approx(1 / 3, abs=0.05) and s[2] == pytest.approx(-1 / 3, abs=0.05), \
         "slant is the column shift per row going up: 1/3 for this bar (check the sign of the row axis)"
+
+
+def test_binary_labels_threshold_at_the_reference_median():
+    thin, thick, ring_img = canvas(), canvas(), ring(canvas(), 4, 8, 14)
+    thin[4:24, 13:15] = 1.0
+    thick[4:24, 11:17] = 1.0
+    images = torch.stack([thin, thick, ring_img])
+    labels = concepts.binary_labels(images)
+    assert labels["has_loop"].tolist() == [0, 0, 1]
+    assert labels["thick_stroke"].tolist() == [0, 1, 0], "above the median thickness (the ring's) is thick"
+    ref = torch.stack([thick, thick, thick])
+    assert concepts.binary_labels(images, ref)["thick_stroke"].tolist() == [0, 0, 0], \
+        "thresholds must come from the reference images when given"
+    assert set(labels) == {"has_loop", "thick_stroke", "leans_right"}

@@ -20,7 +20,7 @@ def stack() -> nn.Module:
 def test_get_neuron_graph_edges_are_weight_times_activation(stack):
     x = torch.randn(1, 2, 3)
     g = viz.get_neuron_graph(stack, x)
-    assert g.names == ["input", "1", "3", "5"]
+    assert g.names == ["input", "1", "3", "5"], "names: input, then the Linear that produced each layer"
     a1 = torch.relu(stack[1](x.flatten(1)))[0]
     a2 = torch.tanh(stack[3](a1[None]))[0]
     assert torch.allclose(g.activations[1], a1) and torch.allclose(g.activations[2], a2), \

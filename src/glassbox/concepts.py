@@ -54,3 +54,12 @@ def slant(images: Float[Tensor, "batch h w"]) -> Float[Tensor, "batch"]:
     cov = (images * dr * dc).sum((1, 2)) / mass
     var_r = (images * dr**2).sum((1, 2)) / mass
     return -cov / var_r.clamp(min=1e-6)  # rows grow downwards, so leaning right = negative row-col covariance
+
+
+def binary_labels(images: Float[Tensor, "batch h w"], reference: Float[Tensor, "ref h w"] | None = None) -> dict[str, Int[Tensor, "batch"]]:
+    """The concepts as 0/1 labels for probes: has_loop (a hole), thick_stroke and leans_right (above
+    the median of `reference`, e.g. the probes' training images; default: `images` themselves)."""
+    reference = images if reference is None else reference
+    return {"has_loop": (count_holes(images) > 0).long(),
+            "thick_stroke": (stroke_thickness(images) > stroke_thickness(reference).median()).long(),
+            "leans_right": (slant(images) > slant(reference).median()).long()}

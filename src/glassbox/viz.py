@@ -141,7 +141,7 @@ def image_grid(images, titles: list[str] | None = None, *, ncols: int = 8, diver
         ax.axis("off")
         if i < len(images):
             lim = images[i].abs().max().item() or 1.0
-            ax.imshow(images[i].numpy(), cmap="RdBu_r" if diverging else "gray_r",
+            ax.imshow(images[i].numpy(), interpolation="nearest", cmap="RdBu_r" if diverging else "gray_r",
                       **({"vmin": -lim, "vmax": lim} if diverging else {"vmin": 0, "vmax": max(lim, 1e-6)}))
             if titles:
                 ax.set_title(titles[i], fontsize=7)
@@ -186,7 +186,7 @@ def neuron_dashboard(model: nn.Module, layer: str, neuron: int, x: Float[Tensor,
     ax = fig.add_subplot(outer[0])
     g = _as_images(grad.mean(0, keepdim=True))[0]
     lim = g.abs().max().item() or 1.0
-    ax.imshow(g.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.imshow(g.numpy(), interpolation="nearest", cmap="RdBu_r", vmin=-lim, vmax=lim)
     ax.set_title(f"input gradient, mean over top {k}\n(red: more ink there raises it)", fontsize=8)
     ax.axis("off")
     rows = outer[1].subgridspec(2, 1, height_ratios=[1, 1.1], hspace=0.35)
@@ -308,7 +308,8 @@ def neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"], *, edges_per_la
                     "cmax": 1, "line": {"width": 0.5, "color": "gray"}}))
     fig.update_layout(height=650, plot_bgcolor="white", margin={"l": 20, "r": 20, "t": 50, "b": 40},
                       title=f"prediction {int(g.activations[-1].argmax())}: strongest {edges_per_layer} contributions per layer",
-                      xaxis={"tickvals": list(range(len(g.names))), "ticktext": g.names, "showgrid": False, "zeroline": False},
+                      xaxis={"tickvals": list(range(len(g.names))), "showgrid": False, "zeroline": False,
+                             "ticktext": ["input", *(f"{n} + activation" for n in g.names[1:-1]), f"{g.names[-1]} (outputs)"]},
                       yaxis={"visible": False})
     return fig
 
