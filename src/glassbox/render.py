@@ -49,6 +49,7 @@ nav.journal { display: flex; justify-content: space-between; gap: 1rem; padding:
 main > nav.journal:last-child { margin-top: 2rem; border-top: 1px solid #d0d7de; border-bottom: none; }
 .jp-InputPrompt, .jp-OutputPrompt { display: none; }
 .jp-Cell { padding: .3rem 0; }
+.jp-InputArea-editor { overflow-x: auto; }  /* long code lines scroll instead of being cut */
 .jp-RenderedHTMLCommon h1 { font-size: 2rem; margin-top: .5rem; }
 .jp-RenderedImage img, .jp-OutputArea-output img { max-width: 100%; height: auto; }
 .plotly-figure { width: 100%; }
