@@ -1,0 +1,170 @@
+"""Remove hidden neurons from any `nn.Module`, chosen by how much the model needs them.
+
+    scores = {"relu1": pruning.ablation_scores(model, "relu1", x, y), ...}     # one score per neuron
+    removed = pruning.lowest(scores, 0.5)                                         # half of each layer
+    with pruning.remove(model, removed):
+        acc = training.accuracy(model, x_test, y_test)
+
+Removing a neuron sets its output to 0 (`ablation.ablate` with no values), which computes exactly
+what the network would with that neuron's weights deleted. Four ways to score a neuron, least
+needed first:
+- ablation: the loss gained when the neuron alone is removed (measured, one forward pass each);
+- attribution: mean |activation x d loss / d activation| (captum; the first-order Taylor estimate
+  of the same loss change, Molchanov et al., 2017, "Pruning Convolutional Neural Networks for
+  Resource Efficient Inference"), one backward pass for all neurons;
+- magnitude: the L2 norm of the neuron's incoming weights (a baseline that never looks at data);
+- random: a seeded random number (the baseline every method must beat).
+"""
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+from captum.attr import LayerGradientXActivation
+from jaxtyping import Float, Int
+from plotly.colors import qualitative
+from torch import Tensor, nn
+
+from glassbox import ablation, hooks, training
+
+METHODS = ("ablation", "attribution", "magnitude", "random")
+COLORS = qualitative.D3
+Scores = Mapping[str, Float[Tensor, "neuron"]]
+Removed = Mapping[str, Int[Tensor, "k"] | Sequence[int]]
+
+
+@contextmanager
+def remove(model: nn.Module, removed: Removed) -> Iterator[None]:
+    """Inside the block, the neurons `removed[layer]` of each layer output 0 (deleted)."""
+    with ExitStack() as stack:
+        for layer, neurons in removed.items():
+            stack.enter_context(ablation.ablate(model, layer, neurons))
+        yield
+
+
+@torch.no_grad()
+def ablation_scores(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "batch"],
+                    batch_size: int = 8192) -> Float[Tensor, "neuron"]:
+    """Cross-entropy gained on (x, y) when each neuron of `layer` alone is removed (zero-ablated)."""
+    base = F.cross_entropy(training.predict(model, x, batch_size), y).item()
+    with hooks.capture(model, layer) as acts:
+        model(x[:1])
+    scores = []
+    for neuron in range(acts[layer].shape[1]):
+        with ablation.ablate(model, layer, [neuron]):
+            scores.append(F.cross_entropy(training.predict(model, x, batch_size), y).item() - base)
+    return torch.tensor(scores)
+
+
+def attribution_scores(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "batch"],
+                       batch_size: int = 2048) -> Float[Tensor, "neuron"]:
+    """Mean over inputs of |sum over positions of activation x d loss / d activation| per neuron."""
+    per_input_loss = lambda inputs, labels: F.cross_entropy(model(inputs), labels, reduction="none")
+    method = LayerGradientXActivation(per_input_loss, hooks.get_module(model, layer))
+    total = None
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        attr = method.attribute(xb, additional_forward_args=(yb,)).detach()
+        part = attr.flatten(2).sum(-1).abs().sum(0) if attr.ndim > 2 else attr.abs().sum(0)
+        total = part if total is None else total + part
+    return total / len(x)
+
+
+def magnitude_scores(model: nn.Module, weight_layer: str) -> Float[Tensor, "neuron"]:
+    """L2 norm of each output unit's incoming weights in `weight_layer` (a Linear or Conv module)."""
+    module = hooks.get_module(model, weight_layer)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor) or weight.ndim < 2:
+        raise TypeError(f"{weight_layer!r} is a {type(module).__name__} without a (out, in, ...) weight; pass the "
+                        "Linear or Conv layer that feeds the neurons (e.g. 'fc1' for 'relu1')")
+    return weight.detach().flatten(1).norm(dim=1)
+
+
+def random_scores(n_neurons: int, seed: int) -> Float[Tensor, "neuron"]:
+    """A seeded random score per neuron: removing the lowest removes a random subset."""
+    return torch.rand(n_neurons, generator=torch.Generator().manual_seed(seed))
+
+
+def score_neurons(model: nn.Module, method: str, weight_layers: Mapping[str, str], x: Tensor,
+                  y: Int[Tensor, "batch"], seed: int = 0) -> dict[str, Float[Tensor, "neuron"]]:
+    """Scores of every neuron of each layer in `weight_layers` ({activation layer: layer holding its
+    incoming weights}, e.g. {"relu1": "fc1"}) by one of METHODS; (x, y) are the scoring data."""
+    if method not in METHODS:
+        raise ValueError(f"unknown scoring method {method!r}; choose one of {METHODS}")
+    if method == "ablation":
+        return {layer: ablation_scores(model, layer, x, y) for layer in weight_layers}
+    if method == "attribution":
+        return {layer: attribution_scores(model, layer, x, y) for layer in weight_layers}
+    magnitude = {layer: magnitude_scores(model, w) for layer, w in weight_layers.items()}
+    if method == "magnitude":
+        return magnitude
+    return {layer: random_scores(len(m), seed + i) for i, (layer, m) in enumerate(magnitude.items())}
+
+
+def lowest(scores: Scores, fraction: float) -> dict[str, Int[Tensor, "k"]]:
+    """The round(fraction * n) lowest-scoring neurons of each layer (the same fraction everywhere)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1] (the share of each layer's neurons to remove), got {fraction}")
+    return {layer: s.argsort()[:round(fraction * len(s))] for layer, s in scores.items()}
+
+
+def accuracy_curve(model: nn.Module, scores: Scores, fractions: Sequence[float], x: Tensor,
+                   y: Int[Tensor, "batch"]) -> Float[Tensor, "fraction"]:
+    """Accuracy on (x, y) after removing the lowest-scoring `fraction` of every layer, for each fraction."""
+    accs = []
+    for fraction in fractions:
+        with remove(model, lowest(scores, fraction)):
+            accs.append(training.accuracy(model, x, y))
+    return torch.tensor(accs)
+
+
+def fine_tuned_accuracy(model: nn.Module, removed: Removed, batches: Iterator[training.Batch], x: Tensor,
+                        y: Int[Tensor, "batch"], *, steps: int, lr: float) -> float:
+    """Accuracy on (x, y) of a copy of `model` fine-tuned for `steps` with the `removed` neurons held at 0."""
+    pruned = copy.deepcopy(model)
+    with remove(pruned, removed):
+        training.train(pruned, batches, steps=steps, lr=lr, desc="fine-tune")
+        return training.accuracy(pruned, x, y)
+
+
+def largest_fraction_within(fractions: Sequence[float], accuracies: Float[Tensor, "fraction"],
+                            base: float, tolerance: float = 0.01) -> float:
+    """Largest fraction up to which every accuracy stays within `tolerance` of `base` (fractions ascending)."""
+    if len(fractions) != len(accuracies):
+        raise ValueError(f"one accuracy per fraction expected, got {len(fractions)} fractions and {len(accuracies)} accuracies")
+    best = 0.0
+    for fraction, acc in zip(fractions, accuracies.tolist()):
+        if acc < base - tolerance:
+            break
+        best = fraction
+    return best
+
+
+def removable_fraction(model: nn.Module, scores: Scores, fractions: Sequence[float], x: Tensor,
+                       y: Int[Tensor, "batch"], tolerance: float = 0.01) -> float:
+    """Largest of `fractions` (ascending) up to which removing the lowest-scoring neurons costs at most
+    `tolerance` accuracy on (x, y); stops at the first fraction that costs more (cheaper than a full curve)."""
+    base, best = training.accuracy(model, x, y), 0.0
+    for fraction in fractions:
+        with remove(model, lowest(scores, fraction)):
+            if training.accuracy(model, x, y) < base - tolerance:
+                break
+        best = fraction
+    return best
+
+
+def band_figure(x: Sequence[float], curves: Mapping[str, Float[Tensor, "seed point"]], *, title: str,
+                xaxis: str, yaxis: str, hline: float | None = None) -> go.Figure:
+    """One line per curve (mean over seeds) inside a band from the lowest to the highest seed."""
+    fig = go.Figure()
+    for i, (name, ys) in enumerate(curves.items()):
+        color = COLORS[i % len(COLORS)]
+        lo, hi = ys.min(0).values.tolist(), ys.max(0).values.tolist()
+        fig.add_scatter(x=list(x) + list(x)[::-1], y=hi + lo[::-1], mode="lines", fill="toself", fillcolor=color, opacity=0.2,
+                        line_width=0, hoverinfo="skip", showlegend=False, legendgroup=name)
+        fig.add_scatter(x=list(x), y=ys.mean(0).tolist(), name=f"{name} (n={len(ys)})", line_color=color,
+                        mode="lines+markers", marker_size=4, legendgroup=name)
+    if hline is not None:
+        fig.add_hline(y=hline, line_dash="dot", line_color="gray")
+    return fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, template="plotly_white", height=450)

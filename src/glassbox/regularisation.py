@@ -1,0 +1,93 @@
+"""Regularisers as loss functions for `training.train`, and how readable they leave the neurons.
+
+    loss_fn = regularisation.dropout_loss(["relu1", "relu2"], p=0.2)            # or l1_activation_loss
+    training.train(model, batches, steps=3000, lr=3e-3, loss_fn=loss_fn)      # weight decay: weight_decay=...
+    regularisation.neuron_report(model, ["relu1", "relu2"], x, y)             # selectivity, dead, classes per neuron
+
+Both losses reach the hidden layers through hooks, so they work on any `nn.Module` by layer name,
+without a dropout module or an auxiliary output built into the model.
+"""
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from glassbox import hooks, neurons, training
+
+LossFn = Callable[[nn.Module, training.Batch], Tensor]
+
+
+def dropout_loss(layers: Sequence[str], p: float) -> LossFn:
+    """Cross-entropy with dropout (probability `p`, inverted scaling) on the outputs of `layers`."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
+
+    def loss_fn(model: nn.Module, batch: training.Batch) -> Tensor:
+        with hooks.patch(model, {layer: lambda a: F.dropout(a, p, training=True) for layer in layers}):
+            return F.cross_entropy(model(batch[0]), batch[1])
+    return loss_fn
+
+
+def l1_activation_loss(layers: Sequence[str], strength: float) -> LossFn:
+    """Cross-entropy + `strength` x mean |activation| over every unit of `layers` (sparse activity)."""
+    if strength < 0:
+        raise ValueError(f"the L1 strength must be >= 0, got {strength}")
+
+    def loss_fn(model: nn.Module, batch: training.Batch) -> Tensor:
+        with hooks.capture(model, list(layers), detach=False) as acts:
+            logits = model(batch[0])
+        penalty = sum(acts[layer].abs().mean() for layer in layers)
+        return F.cross_entropy(logits, batch[1]) + strength * penalty
+    return loss_fn
+
+
+def dead_neurons(acts: Float[Tensor, "batch neuron *spatial"]) -> Bool[Tensor, "neuron"]:
+    """True for each neuron that is never positive on any input of `acts` (a ReLU that never fires)."""
+    return neurons.per_neuron(acts).amax(0) <= 0
+
+
+def classes_per_neuron(acts: Float[Tensor, "batch neuron *spatial"], y: Int[Tensor, "batch"],
+                       threshold: float = 0.5, n_classes: int | None = None) -> Int[Tensor, "neuron"]:
+    """Polysemanticity: how many classes have a mean activation >= `threshold` x the neuron's top class mean.
+
+    1 = the neuron answers to one class (nameable: "a 3-detector"); 10 = to every digit alike;
+    0 for dead neurons. Meant for non-negative activations (after a ReLU).
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold is a fraction of the top class mean, in (0, 1]; got {threshold}")
+    means = neurons.class_means(acts, y, n_classes)
+    top = means.max(0).values
+    return ((means >= threshold * top) & (top > 0)).sum(0)
+
+
+def class_profile(acts: Float[Tensor, "batch neuron *spatial"], y: Int[Tensor, "batch"],
+                  n_classes: int | None = None) -> Float[Tensor, "n_classes live_neuron"]:
+    """Class means of the live neurons, each scaled to a top of 1, ordered by preferred class (for a heatmap)."""
+    means = neurons.class_means(acts, y, n_classes)[:, ~dead_neurons(acts)]
+    means = means / means.max(0).values.clamp(min=1e-12)
+    order = sorted(range(means.shape[1]), key=lambda j: (int(means[:, j].argmax()), float(means[:, j].sum())))
+    return means[:, order]
+
+
+def neuron_report(model: nn.Module, layers: Sequence[str], x: Tensor, y: Int[Tensor, "batch"],
+                  threshold: float = 0.5) -> dict[str, float]:
+    """Readability of the neurons of `layers` on (x, y), pooled over layers.
+
+    selectivity: mean class selectivity of live neurons; dead: count of never-firing neurons;
+    classes_per_neuron: mean polysemanticity of live neurons; one_class_fraction: share of live
+    neurons that answer to a single class.
+    """
+    sel, poly, dead = [], [], 0
+    for layer in layers:
+        acts = neurons.get_activations(model, layer, x)
+        live = ~dead_neurons(acts)
+        dead += int((~live).sum())
+        sel.append(neurons.class_selectivity(acts, y)[live])
+        poly.append(classes_per_neuron(acts, y, threshold)[live].float())
+    sel, poly = torch.cat(sel), torch.cat(poly)
+    if len(sel) == 0:
+        raise ValueError(f"every neuron of {list(layers)} is dead on these inputs: nothing to read (lower the regulariser)")
+    return {"selectivity": sel.mean().item(), "dead": dead, "classes_per_neuron": poly.mean().item(),
+            "one_class_fraction": (poly == 1).float().mean().item()}

@@ -1,0 +1,148 @@
+"""Unit tests of glassbox.pruning on a model glassbox did not build (tiny_cnn)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glassbox import hooks, pruning, training
+
+
+@pytest.fixture
+def data(tiny_cnn):
+    torch.manual_seed(1)
+    x = torch.rand(300, 784)
+    y = training.predict(tiny_cnn, x).argmax(-1)  # the model's own answers: base accuracy 1
+    y[::5] = torch.randint(0, 10, (60,))  # and some wrong labels, so the loss is not ~0
+    return x, y
+
+
+def delete_head_neurons(model, keep):
+    """tiny_cnn with hidden units of its head not in `keep` deleted from the weights (a smaller network)."""
+    fc_in, fc_out = model.head[1], model.head[3]
+    small_in, small_out = nn.Linear(fc_in.in_features, len(keep)), nn.Linear(len(keep), fc_out.out_features)
+    with torch.no_grad():
+        small_in.weight.copy_(fc_in.weight[keep]), small_in.bias.copy_(fc_in.bias[keep])
+        small_out.weight.copy_(fc_out.weight[:, keep]), small_out.bias.copy_(fc_out.bias)
+    return lambda x: small_out(F.relu(small_in(model.features(x.reshape(len(x), 1, 28, 28)).flatten(1))))
+
+
+def test_remove_equals_deleting_the_neurons_weights(tiny_cnn, data):
+    x, _ = data
+    removed = [0, 5, 9, 15]
+    keep = [i for i in range(16) if i not in removed]
+    with pruning.remove(tiny_cnn, {"head.2": torch.tensor(removed)}):
+        got = tiny_cnn(x)
+    assert torch.allclose(got, delete_head_neurons(tiny_cnn, keep)(x), atol=1e-5), \
+        "removing a neuron must compute what the network computes with its weights deleted (set to 0, not to its mean)"
+    assert not tiny_cnn.head[2]._forward_hooks, "remove left a hook behind"
+
+
+def test_remove_several_layers_at_once(tiny_cnn, data):
+    x, _ = data
+    with pruning.remove(tiny_cnn, {"features.1": [1], "head.2": [3]}), hooks.capture(tiny_cnn, ["features.1", "head.2"]) as acts:
+        tiny_cnn(x)
+    assert (acts["features.1"][:, 1] == 0).all() and (acts["head.2"][:, 3] == 0).all(), "every listed layer must be pruned"
+    assert (acts["features.1"][:, 0] != 0).any(), "only the listed channels may be zeroed"
+
+
+def test_ablation_scores_are_the_loss_gained_by_removing_each_neuron(tiny_cnn, data):
+    x, y = data
+    scores = pruning.ablation_scores(tiny_cnn, "head.2", x, y, batch_size=64)
+    assert scores.shape == (16,)
+    base = F.cross_entropy(tiny_cnn(x), y)
+    for j in (2, 11):
+        with pruning.remove(tiny_cnn, {"head.2": [j]}):
+            expected = F.cross_entropy(tiny_cnn(x), y) - base
+        assert scores[j].item() == pytest.approx(expected.item(), abs=1e-5), f"score of neuron {j} is not its loss increase"
+    assert pruning.ablation_scores(tiny_cnn, "features.1", x, y).shape == (4,), "conv channels are neurons too"
+
+
+def test_attribution_scores_match_activation_times_gradient(tiny_cnn, data):
+    x, y = data
+    with hooks.capture(tiny_cnn, ["features.1", "head.2"], detach=False) as acts:
+        loss = F.cross_entropy(tiny_cnn(x), y, reduction="sum")  # sum: per-input gradients
+    a_conv, a_fc = acts["features.1"], acts["head.2"]
+    g_conv, g_fc = torch.autograd.grad(loss, [a_conv, a_fc])
+    fc = pruning.attribution_scores(tiny_cnn, "head.2", x, y, batch_size=70)
+    assert torch.allclose(fc, (a_fc * g_fc).abs().mean(0), atol=1e-6), "mean over inputs of |a * dloss/da| expected"
+    conv = pruning.attribution_scores(tiny_cnn, "features.1", x, y)
+    assert torch.allclose(conv, (a_conv * g_conv).flatten(2).sum(-1).abs().mean(0), atol=1e-6), \
+        "a channel's score sums a * dloss/da over its positions before the absolute value"
+
+
+def test_magnitude_scores_are_incoming_weight_norms(tiny_cnn):
+    assert torch.allclose(pruning.magnitude_scores(tiny_cnn, "head.1"), tiny_cnn.head[1].weight.norm(dim=1))
+    conv = pruning.magnitude_scores(tiny_cnn, "features.0")
+    assert conv.shape == (4,) and torch.allclose(conv[2], tiny_cnn.features[0].weight[2].norm())
+    with pytest.raises(TypeError, match="Linear or Conv layer that feeds"):
+        pruning.magnitude_scores(tiny_cnn, "head.2")
+
+
+def test_score_neurons_dispatches_and_refuses_unknown_methods(tiny_cnn, data):
+    x, y = data
+    layers = {"features.1": "features.0", "head.2": "head.1"}
+    for method in pruning.METHODS:
+        s = pruning.score_neurons(tiny_cnn, method, layers, x, y, seed=3)
+        assert {k: v.shape for k, v in s.items()} == {"features.1": (4,), "head.2": (16,)}, method
+    r1, r2 = (pruning.score_neurons(tiny_cnn, "random", layers, x, y, seed=s)["head.2"] for s in (3, 4))
+    assert not torch.equal(r1, r2), "the random order must change with the seed"
+    assert torch.equal(r1, pruning.score_neurons(tiny_cnn, "random", layers, x, y, seed=3)["head.2"]), "and be reproducible"
+    with pytest.raises(ValueError, match="unknown scoring method 'taylor'.*ablation"):
+        pruning.score_neurons(tiny_cnn, "taylor", layers, x, y)
+
+
+def test_lowest_takes_the_same_fraction_of_every_layer():
+    scores = {"a": torch.tensor([5.0, 1, 3, 2]), "b": torch.arange(10.0).flip(0)}
+    got = pruning.lowest(scores, 0.5)
+    assert set(got["a"].tolist()) == {1, 3}, "the lowest scores go first"
+    assert set(got["b"].tolist()) == {5, 6, 7, 8, 9}
+    assert [len(v) for v in pruning.lowest(scores, 0.0).values()] == [0, 0]
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*got 1.5"):
+        pruning.lowest(scores, 1.5)
+
+
+def test_accuracy_curve_and_removable_fraction_agree(tiny_cnn, data):
+    x, y = data
+    scores = pruning.score_neurons(tiny_cnn, "magnitude", {"head.2": "head.1"}, x, y)
+    fractions = [0.0, 0.25, 0.5, 0.75, 1.0]
+    curve = pruning.accuracy_curve(tiny_cnn, scores, fractions, x, y)
+    assert curve[0] == pytest.approx(training.accuracy(tiny_cnn, x, y)), "removing nothing must give the model's accuracy"
+    constant = tiny_cnn.head[3].bias.argmax()  # every hidden unit removed: the output is the last bias
+    assert curve[-1] == pytest.approx((y == constant).float().mean().item()), "removing everything leaves the bias only"
+    for tol in (0.0, 0.05, 0.2, 1.0):
+        expected = pruning.largest_fraction_within(fractions, curve, curve[0].item(), tol)
+        assert pruning.removable_fraction(tiny_cnn, scores, fractions, x, y, tol) == expected, f"tolerance {tol}"
+
+
+def test_largest_fraction_within_stops_at_the_first_failure():
+    fractions = [0.0, 0.1, 0.2, 0.3, 0.4]
+    accs = torch.tensor([0.98, 0.975, 0.96, 0.975, 0.5])
+    assert pruning.largest_fraction_within(fractions, accs, 0.98) == 0.1, "0.2 loses 2 points: the answer is 0.1"
+    assert pruning.largest_fraction_within(fractions, accs, 0.98, tolerance=0.03) == 0.3
+    assert pruning.largest_fraction_within(fractions, accs, 0.999) == 0.0
+    with pytest.raises(ValueError, match="one accuracy per fraction"):
+        pruning.largest_fraction_within(fractions, accs[:3], 0.98)
+
+
+def test_fine_tuned_accuracy_keeps_the_neurons_removed_and_the_model_intact(tiny_cnn):
+    torch.manual_seed(2)
+    x, removed = torch.rand(200, 784), {"head.2": list(range(8))}
+    with torch.no_grad():
+        tiny_cnn.head[3].weight[:, :8] *= 20  # the units we remove dominate the unpruned output
+    with pruning.remove(tiny_cnn, removed):
+        y = training.predict(tiny_cnn, x).argmax(-1)  # the pruned model's own answers
+    unpruned = training.accuracy(tiny_cnn, x, y)
+    before = [p.clone() for p in tiny_cnn.parameters()]
+    got = pruning.fine_tuned_accuracy(tiny_cnn, removed, training.minibatches(x, y, 32, seed=0), x, y, steps=5, lr=1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_cnn.parameters())), "fine-tuning must work on a copy"
+    assert unpruned < 0.5 < got, (f"got {got:.2f}, and {unpruned:.2f} with the neurons restored: they must stay removed "
+                                  "while training and while scoring")
+
+
+def test_band_figure_draws_the_mean_inside_the_seed_range():
+    curves = {"a": torch.tensor([[1.0, 0.5], [0.8, 0.3], [0.9, 0.4]]), "b": torch.tensor([[0.2, 0.1], [0.4, 0.3]])}
+    fig = pruning.band_figure([0.0, 0.5], curves, title="t", xaxis="x", yaxis="y", hline=0.9)
+    bands, lines = fig.data[0::2], fig.data[1::2]
+    assert [t.name for t in lines] == ["a (n=3)", "b (n=2)"]
+    assert list(lines[0].y) == pytest.approx([0.9, 0.4]), "the line is the mean over seeds"
+    assert list(bands[0].y) == pytest.approx([1.0, 0.5, 0.3, 0.8]), "the band runs along the max, then back along the min"

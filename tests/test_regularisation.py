@@ -1,0 +1,93 @@
+"""Unit tests of glassbox.regularisation on hand-made activations and a model glassbox did not build (tiny_cnn)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glassbox import hooks, neurons, regularisation, training
+
+LAYERS = ["features.1", "head.2"]
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    return torch.rand(64, 784), torch.randint(0, 10, (64,))
+
+
+def test_dropout_loss_is_cross_entropy_at_p0_and_random_above(tiny_cnn, batch):
+    x, y = batch
+    plain = F.cross_entropy(tiny_cnn(x), y)
+    assert regularisation.dropout_loss(LAYERS, 0.0)(tiny_cnn, batch).item() == pytest.approx(plain.item(), abs=1e-6)
+    loss_fn = regularisation.dropout_loss(LAYERS, 0.5)
+    with hooks.capture(tiny_cnn, "head.2") as acts:
+        a, b = loss_fn(tiny_cnn, batch), loss_fn(tiny_cnn, batch)
+    assert a.item() != b.item(), "dropout must draw a new mask on every call"
+    zero_share = (acts["head.2"] == 0).float().mean().item()
+    assert zero_share > 0.4, f"half the units should be dropped (plus the ReLU's own zeros), got {zero_share:.2f}"
+    assert torch.allclose(tiny_cnn(x), tiny_cnn(x)), "the dropout hook outlived the loss"
+    with pytest.raises(ValueError, match=r"\[0, 1\), got 1.0"):
+        regularisation.dropout_loss(LAYERS, 1.0)
+
+
+def test_l1_activation_loss_adds_the_mean_absolute_activation(tiny_cnn, batch):
+    x, y = batch
+    with hooks.capture(tiny_cnn, LAYERS) as acts:
+        logits = tiny_cnn(x)
+    expected = F.cross_entropy(logits, y) + 0.3 * (acts["features.1"].abs().mean() + acts["head.2"].abs().mean())
+    loss = regularisation.l1_activation_loss(LAYERS, 0.3)(tiny_cnn, batch)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    loss.backward()
+    grad_l1 = tiny_cnn.features[0].weight.grad.clone()
+    tiny_cnn.zero_grad()
+    F.cross_entropy(tiny_cnn(x), y).backward()
+    assert not torch.allclose(grad_l1, tiny_cnn.features[0].weight.grad), \
+        "the penalty must reach the weights (were the activations captured with detach=True?)"
+    with pytest.raises(ValueError, match=">= 0"):
+        regularisation.l1_activation_loss(LAYERS, -1.0)
+
+
+def test_l1_training_makes_activations_sparser(tiny_cnn, batch):
+    x, y = batch
+    before = neurons.get_activations(tiny_cnn, "head.2", x).mean().item()
+    training.train(tiny_cnn, training.minibatches(x, y, 32), steps=15, lr=2e-2,
+                   loss_fn=regularisation.l1_activation_loss(["head.2"], 1.0))
+    after = neurons.get_activations(tiny_cnn, "head.2", x).mean().item()
+    assert after < 0.5 * before, f"a strong L1 penalty should shrink the activations, {before:.3f} -> {after:.3f}"
+
+
+def test_dead_neurons_and_classes_per_neuron_on_known_activations():
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    acts = torch.tensor([[4.0, 1, 0, 2], [2, 1, 0, 2], [0, 1, 0, 1.2], [0, 1, 0, 1.2], [0, 1, 0, 0], [0, 1, 0, 0]])
+    assert regularisation.dead_neurons(acts).tolist() == [False, False, True, False]
+    # class means: n0 (3, 0, 0) -> 1 class; n1 (1, 1, 1) -> 3; n2 dead -> 0; n3 (2, 1.2, 0) -> 2 at 0.5, 1 at 0.7
+    assert regularisation.classes_per_neuron(acts, y).tolist() == [1, 3, 0, 2]
+    assert regularisation.classes_per_neuron(acts, y, threshold=0.7).tolist() == [1, 3, 0, 1]
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        regularisation.classes_per_neuron(acts, y, threshold=0.0)
+
+
+def test_class_profile_scales_and_orders_live_neurons():
+    y = torch.tensor([0, 1, 2])
+    acts = torch.tensor([[0.0, 1, 0, 4], [2, 1, 0, 0], [0, 1, 0, 0]])  # favourites: 1, (tie) 0, dead, 0
+    profile = regularisation.class_profile(acts, y)
+    assert profile.shape == (3, 3), "dead neurons must be left out"
+    assert torch.allclose(profile.max(0).values, torch.ones(3)), "each column scaled to a top of 1"
+    assert profile.argmax(0).tolist() == [0, 0, 1], "columns sorted by favourite class"
+    assert profile[:, 0].sum() < profile[:, 1].sum(), "within a class, the most selective neuron first"
+
+
+def test_neuron_report_on_a_model_glassbox_did_not_build(tiny_cnn, batch):
+    x, y = batch
+    report = regularisation.neuron_report(tiny_cnn, LAYERS, x, y)
+    acts = neurons.get_activations(tiny_cnn, "head.2", x)
+    live = ~regularisation.dead_neurons(acts)
+    conv = neurons.get_activations(tiny_cnn, "features.1", x)
+    n_dead = int(regularisation.dead_neurons(conv).sum() + (~live).sum())
+    assert report["dead"] == n_dead
+    sel = torch.cat([neurons.class_selectivity(conv, y)[~regularisation.dead_neurons(conv)], neurons.class_selectivity(acts, y)[live]])
+    assert report["selectivity"] == pytest.approx(sel.mean().item(), abs=1e-6), "selectivity is averaged over live neurons only"
+    assert 1 <= report["classes_per_neuron"] <= 10 and 0 <= report["one_class_fraction"] <= 1
+    with torch.no_grad():
+        tiny_cnn.head[1].bias.fill_(-1e6)  # every unit of head.2 dead
+    with pytest.raises(ValueError, match="every neuron of \\['head.2'\\] is dead"):
+        regularisation.neuron_report(tiny_cnn, ["head.2"], x, y)
