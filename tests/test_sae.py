@@ -79,7 +79,16 @@ def test_make_sae_names_the_architectures_and_options():
         sae.make_sae("topk", 8, 16, l1_coefficient=1.0)
 
 
-def test_train_sae_recovers_a_known_dictionary():
+@pytest.fixture
+def one_thread():
+    """Small matmuls: one thread, as the notebook uses (two are ~20x slower on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_sae_recovers_a_known_dictionary(one_thread):
     torch.manual_seed(0)
     true = torch.linalg.qr(torch.randn(16, 16)).Q[:8]  # 8 orthonormal directions in 16-d
 
@@ -87,7 +96,7 @@ def test_train_sae_recovers_a_known_dictionary():
         return torch.rand(n, 1) * true[torch.randint(0, 8, (n,))]
 
     trained, seconds = sae.train_sae(sae.make_sae("topk", 16, 16, k=1), sae.sampled_batches(sample, 256),
-                                     n_samples=100_000, batch_size=256, lr=1e-2)
+                                     n_samples=60_000, batch_size=256, lr=1e-2)
     assert sae.mean_max_cosine_similarity(true, trained.W_dec.detach()) > 0.95, "the SAE did not find the 8 planted directions"
     assert seconds > 0 and not trained.training and type(trained).__name__ == "TopKSAE", "train_sae returns the inference SAE"
     with pytest.raises(ValueError, match=r"\(batch_size=256, d_in=16\)"):
@@ -137,6 +146,17 @@ def test_edits_and_logit_effect_match_hand_computation():
     effect = sae.logit_effect(model, "1", d, torch.randn(10, 5))
     assert torch.allclose(effect, model[2].weight @ d, atol=1e-5), "through a linear readout the effect is W @ direction"
 
+
+
+def test_class_contributions_weigh_the_logit_effect_by_the_activation_on_each_class():
+    latents = torch.tensor([[2.0, 0], [4, 1], [0, 3]])  # latent 0: mean 3 on class 0, 0 on class 1
+    labels = torch.tensor([0, 0, 1])
+    effects = torch.tensor([[10.0, -10], [1, 1]])  # at scale 5 and 1
+    out = sae.class_contributions(latents, labels, effects, torch.tensor([5.0, 1]))
+    assert torch.allclose(out, torch.tensor([[3 * 2.0, 0 * -2], [0.5 * 1, 3 * 1]])), \
+        "contribution[j, c] = mean activation of j on class c x effect[j, c] / scale[j]"
+    with pytest.raises(ValueError, match="expected latents"):
+        sae.class_contributions(latents, labels[:2], effects, torch.ones(2))
 
 def test_latent_intervention_on_a_dead_latent_changes_nothing(tiny_cnn):
     x, y = torch.rand(40, 28, 28), torch.randint(0, 10, (40,))

@@ -102,7 +102,6 @@ def train_sae(sae: TrainingSAE, data: Float[Tensor, "n d_in"] | Iterator[Tensor]
     """
     if n_samples < batch_size:
         raise ValueError(f"n_samples ({n_samples}) must be at least one batch ({batch_size})")
-    torch.manual_seed(seed)
     batches = activation_batches(data, batch_size, seed) if isinstance(data, Tensor) else iter(data)
     steps = n_samples // batch_size
     cfg = SAETrainerConfig(
@@ -234,6 +233,21 @@ def decoder_logit_effects(model: nn.Module, name: str, sae: SAE, inputs: Tensor,
     return torch.stack([logit_effect(model, name, W_dec[j] * scales[j], inputs, position=position, out_position=out_position)
                         for j in range(len(W_dec))])
 
+
+
+def class_contributions(latents: Float[Tensor, "n d_sae"], labels: Int[Tensor, "n"], effects: Float[Tensor, "d_sae n_out"],
+                        scales: Float[Tensor, "d_sae"]) -> Float[Tensor, "d_sae n_out"]:
+    """How much each latent pushes each output's logit on the inputs of that output's class:
+    its mean activation on the class times its logit effect per unit of activation (`effects / scales`).
+
+    A first-order estimate of what switching the latent off costs that class.
+    """
+    n_out = effects.shape[1]
+    if len(latents) != len(labels) or latents.shape[1] != len(effects) or len(scales) != len(effects):
+        raise ValueError(f"expected latents (n, d_sae), labels (n,), effects (d_sae, n_out), scales (d_sae,); got "
+                         f"{tuple(latents.shape)}, {tuple(labels.shape)}, {tuple(effects.shape)}, {tuple(scales.shape)}")
+    mean_on_class = latents.T @ F.one_hot(labels, n_out).float() / torch.bincount(labels, minlength=n_out).clamp(min=1)
+    return mean_on_class * effects / scales.clamp(min=1e-9)[:, None]
 
 def outputs(model: nn.Module, x: Tensor, out_position: int | None = None) -> Float[Tensor, "n n_out"]:
     """The model's outputs on `x` (batched, no gradients), read at `out_position` for sequence outputs."""
