@@ -71,6 +71,13 @@ def test_full_findings_equal_the_committed_sae_cards():
     assert seconds["total"] < 180, "SAE training should take well under the 6-minute notebook budget"
 
 
+@pytest.mark.parametrize("name, model", [("sae_mnist_relu1", "mnist_mlp"), ("sae_mnist_relu2", "mnist_mlp"),
+                                         ("sae_median_resid", "median")])
+def test_committed_saes_belong_to_the_committed_models(name, model):
+    assert checkpoints.load_sae_card(name)["config"]["model_sha256"] == checkpoints.load_card(model)["weights_sha256"], \
+        f"{model} was retrained after {name} was: rerun notebooks/04_sparse_autoencoders.ipynb (make journal)"
+
+
 def test_committed_relu1_sae_reproduces_its_card():
     """Differential: load the committed SAE, recompute its metrics from scratch, compare with the card."""
     card = checkpoints.load_sae_card("sae_mnist_relu1")
