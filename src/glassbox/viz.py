@@ -21,6 +21,16 @@ def _browser() -> str | None:
     return next(filter(None, (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome"))), None)
 
 
+def _to_png(fig: go.Figure, width: int, height: int) -> bytes:
+    """PNG bytes of `fig` via one kaleido browser kept running for the kernel (~0.2 s a figure, not ~3 s)."""
+    import kaleido
+
+    kaleido.start_sync_server(silence_warnings=True)  # a no-op once the server runs
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+        return fig.to_image(format="png", width=width, height=height)
+
+
 def show(fig: go.Figure, *, static: bool = True, width: int = 900, height: int | None = None) -> None:
     """Display `fig`: interactive plotly JSON plus a PNG copy (full runs, when a browser is installed)."""
     from IPython.display import display
@@ -31,7 +41,7 @@ def show(fig: go.Figure, *, static: bool = True, width: int = 900, height: int |
             warnings.warn("no Chromium found: figure shown without its static PNG (apt-get install chromium)")
         fig.show()
         return
-    png = fig.to_image(format="png", width=width, height=height or fig.layout.height or 500)
+    png = _to_png(fig, width, height or fig.layout.height or 500)
     display({PLOTLY_MIME: json.loads(fig.to_json()), "image/png": png}, raw=True)
 
 
