@@ -175,7 +175,8 @@ TASKS = ("median", "min")
 
 def _check_int(name: str, value, minimum: int) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}); pass e.g. {name}={max(minimum, 7)}")
+        example = {"n": 1000, "length": 7, "vocab": 50}.get(name, 0)
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}); pass e.g. {name}={example}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
