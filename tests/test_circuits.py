@@ -1,0 +1,189 @@
+"""glassbox.circuits on transformers glassbox did not build: randomly initialised TransformerLens bridges (built
+directly with boot_native) and a HookedTransformer, with odd sizes so a swapped dimension shows."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from glassbox import circuits, data
+
+torch.set_grad_enabled(False)
+
+
+def bridge(n_heads: int = 1, n_layers: int = 1, seed: int = 0):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = TransformerBridge.boot_native(dict(n_layers=n_layers, n_heads=n_heads, d_model=16, d_head=8, d_vocab=11,
+                                               n_ctx=5, attn_only=True, normalization_type="LN", seed=seed, act_fn="relu"))
+    for p in model.parameters():  # larger than the default init, so that attention is far from uniform
+        p.normal_(0, 0.4, generator=torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+def hooked_transformer():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, d_vocab=11, n_ctx=5, attn_only=True,
+                                  normalization_type="LN", seed=0, act_fn="relu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = HookedTransformer(cfg)
+    for p in model.parameters():
+        p.normal_(0, 0.4, generator=torch.Generator().manual_seed(1))
+    return model.eval()
+
+
+MODELS = {"bridge 1 head": lambda: bridge(1), "bridge 2 heads": lambda: bridge(2), "HookedTransformer": hooked_transformer}
+TOKENS = torch.randint(0, 11, (64, 5), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_logit_components_add_up_to_the_logits(make):
+    model = make()
+    parts, labels = circuits.get_logit_components(model, TOKENS)
+    assert parts.shape == (len(labels), len(TOKENS), 11) and labels[-1] == "bias"
+    assert torch.allclose(parts.sum(0), model(TOKENS)[:, -1], atol=1e-4), \
+        "components must add up to the logits: is the final LayerNorm's centring, scale or bias missing?"
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_qk_table_reproduces_the_attention_of_the_last_position(make):
+    model = make()
+    _, cache = model.run_with_cache(TOKENS)
+    for head in range(model.cfg.n_heads):
+        S = circuits.get_qk_table(model, head=head)
+        assert S.shape == (11, 11, 5)
+        pattern = S[TOKENS[:, -1:], TOKENS, torch.arange(5)].softmax(-1)
+        assert torch.allclose(pattern, cache["blocks.0.attn.hook_pattern"][:, head, -1], atol=1e-5), \
+            "QK table disagrees with the model: LN1 per (token, position)? divided by sqrt(d_head)? the right head?"
+    assert pattern.std() > 0.05, "test model attends almost uniformly: the check above would be too weak"
+
+
+def test_ov_table_is_what_each_value_writes():
+    model = bridge(1)
+    T = circuits.get_ov_table(model)
+    assert T.shape == (11, 5, 11)
+    parts, _ = circuits.get_logit_components(model, TOKENS)
+    logits, cache = model.run_with_cache(TOKENS)
+    a, s = cache["blocks.0.attn.hook_pattern"][:, 0, -1], cache["ln_final.hook_scale"][:, -1]
+    for j in range(5):
+        assert torch.allclose(parts[j], a[:, j:j + 1] * T[TOKENS[:, j], j] / s, atol=1e-4), \
+            f"position {j}: the OV table times attention / scale must equal the value's logit contribution"
+
+
+def test_pattern_hooks_replace_the_pattern():
+    model = bridge(2)
+    logits, cache = model.run_with_cache(TOKENS)
+    own = model.run_with_hooks(TOKENS, fwd_hooks=circuits.set_pattern_hooks(cache["blocks.0.attn.hook_pattern"]))
+    assert torch.allclose(own, logits, atol=1e-5), "putting the model's own pattern back must change nothing"
+    uniform = model.run_with_hooks(TOKENS, fwd_hooks=circuits.set_pattern_hooks(circuits.uniform_causal_pattern(5)))
+    zero_q = model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.attn.hook_q", lambda q, hook: torch.zeros_like(q))])
+    assert torch.allclose(uniform, zero_q, atol=1e-5), "a uniform pattern must equal attention with zero queries"
+    assert not torch.allclose(uniform, logits, atol=1e-3)
+    with pytest.raises(ValueError, match=r"pattern must be \[batch head q k\]"):
+        model.run_with_hooks(TOKENS, fwd_hooks=circuits.set_pattern_hooks(torch.ones(3, 5, 5)))
+
+
+def test_editing_hook_pattern_alone_does_not_reach_the_output_of_a_native_bridge():
+    """Why set_pattern_hooks exists. If this fails, TransformerLens now honours hook_pattern edits: the helper still
+    works, but its docstring's caveat (and the notebook's remark) can go."""
+    model = bridge(1)
+    logits = model(TOKENS)
+    edited = model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.attn.hook_pattern", lambda p, hook: torch.zeros_like(p))])
+    assert torch.allclose(edited, logits)
+
+
+def test_ablate_hooks():
+    model = bridge(1)
+    _, cache = model.run_with_cache(TOKENS)
+    v = cache["blocks.0.attn.hook_v"]
+    zero = model.run_with_hooks(TOKENS, fwd_hooks=circuits.ablate_hooks("blocks.0.attn.hook_v", "zero", v))
+    by_hand = model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.attn.hook_v", lambda a, hook: a * 0)])
+    assert torch.allclose(zero, by_hand)
+    seen = {}
+    keep = ("blocks.0.attn.hook_v", lambda a, hook: seen.setdefault("v", a))
+    model.run_with_hooks(TOKENS, fwd_hooks=circuits.ablate_hooks("blocks.0.attn.hook_v", "mean", v, dim=1) + [keep])
+    assert torch.allclose(seen["v"], v.mean(1, keepdim=True).expand_as(v)), "mean along dim 1 = mean over positions"
+    resampled = model.run_with_hooks(TOKENS, fwd_hooks=circuits.ablate_hooks("blocks.0.attn.hook_pattern", "resample",
+                                                                             cache["blocks.0.attn.hook_pattern"], seed=3))
+    perm = torch.randperm(len(TOKENS), generator=torch.Generator().manual_seed(3))
+    pattern = cache["blocks.0.attn.hook_pattern"][perm]
+    assert torch.allclose(resampled, model.run_with_hooks(TOKENS, fwd_hooks=circuits.set_pattern_hooks(pattern)))
+    with pytest.raises(ValueError, match="how must be one of"):
+        circuits.ablate_hooks("blocks.0.attn.hook_v", "random", v)
+    with pytest.raises(ValueError, match="pass the clean activation of the same lists"):
+        model.run_with_hooks(TOKENS[:10], fwd_hooks=circuits.ablate_hooks("blocks.0.attn.hook_v", "zero", v))
+
+
+def test_patch_by_position_restores_exactly_the_changed_position():
+    model = bridge(1)
+    corrupt = TOKENS.clone()
+    corrupt[:, 2] = (corrupt[:, 2] + 5) % 11
+    _, clean_cache = model.run_with_cache(TOKENS)
+    metric = lambda logits: logits[:, -1].sum()
+    grid = circuits.patch_by_position(model, corrupt, clean_cache, ["hook_embed", "blocks.0.attn.hook_k"], metric)
+    clean, dirty = metric(model(TOKENS)), metric(model(corrupt))
+    assert grid.shape == (2, 5)
+    assert torch.isclose(grid[0, 2], clean, rtol=1e-4), "patching the clean embedding of the changed token = clean run"
+    assert torch.allclose(grid[0, [0, 1, 3, 4]], dirty.expand(4), rtol=1e-4), "unchanged positions: patching is a no-op"
+    with pytest.raises(ValueError, match="clean cache holds"):
+        circuits.patch_by_position(model, corrupt[:3], clean_cache, ["hook_embed"], metric)
+
+
+def test_tent_fit_recovers_a_planted_tent_and_rejects_bad_input():
+    torch.manual_seed(0)
+    table = circuits.tent_table(20, c=3.0, bonus=5.0) + torch.randn(20, 1) * 10 + torch.randn(20, 20) * 0.01
+    fit = circuits.fit_tent(table, bonus=True)
+    assert fit.c == pytest.approx(3.0, abs=0.01) and fit.bonus == pytest.approx(5.0, abs=0.05) and fit.r2 > 0.999
+    plain = circuits.fit_tent(table)
+    assert plain.bonus == 0 and plain.r2 < fit.r2, "without the bonus feature the fit must be worse on a bonus table"
+    assert circuits.fit_tent(torch.randn(20, 20)).r2 < 0.05, "noise is not a tent"
+    with pytest.raises(ValueError, match="square"):
+        circuits.fit_tent(torch.zeros(3, 4))
+
+
+def test_averaging_tent_model_computes_the_median_of_any_list():
+    model = circuits.AveragingModel(circuits.tent_table(50))
+    for family in data.FAMILIES:
+        tokens, medians = data.make_median_data(2000, family=family, seed=1)
+        assert torch.equal(model(tokens)[:, -1].argmax(-1), medians), f"argmax of summed tents != median on {family}"
+    with pytest.raises(TypeError, match="expected int tokens"):
+        model(torch.zeros(2, 7))
+
+
+def test_local_slopes_of_a_tent_are_its_slope():
+    assert torch.allclose(circuits.get_local_slopes(circuits.tent_table(12, c=2.5), window=3), torch.full((12,), 2.5))
+    with pytest.raises(ValueError, match="window >= 1"):
+        circuits.get_local_slopes(torch.zeros(4, 4), window=0)
+
+
+@pytest.mark.parametrize("task", ["median", "min"])
+def test_flip_pairs_change_one_value_and_the_answer(task):
+    tokens = data.make_lists(500, seed=2)
+    corrupt = circuits.make_flip_pairs(tokens, 3, 50, task=task, seed=0)
+    changed = data.list_targets(corrupt, task) != data.list_targets(tokens, task)
+    trials = tokens[:, None].repeat(1, 50, 1)
+    trials[:, :, 3] = torch.arange(50)
+    possible = (data.list_targets(trials.reshape(-1, 7), task).reshape(500, 50) != data.list_targets(tokens, task)[:, None]).any(1)
+    assert torch.equal(changed, possible), "every list whose answer one value at position 3 can move must be moved"
+    assert possible.float().mean() > 0.85
+    assert torch.equal((corrupt != tokens).sum(1), changed.long()), "exactly the changed lists differ, at one place"
+    assert torch.equal((corrupt != tokens).nonzero()[:, 1].unique(), torch.tensor([3]))
+
+
+def test_attention_statistics():
+    assert torch.allclose(circuits.get_attention_entropy(torch.full((2, 7), 1 / 7)), torch.full((2,), math.log(7)))
+    assert circuits.get_attention_entropy(torch.eye(4)).abs().max() < 1e-6
+    values, tokens = torch.tensor([[0.2, 0.4], [0.6, 0.8]]), torch.tensor([[1, 2], [1, 1]])
+    mean = circuits.mean_by_token(values, tokens, 4)
+    assert torch.allclose(mean[1:3], torch.tensor([(0.2 + 0.6 + 0.8) / 3, 0.4])) and mean[[0, 3]].isnan().all()
+    with pytest.raises(ValueError, match="same shape"):
+        circuits.mean_by_token(values, tokens[:1], 4)
+
+
+def test_clear_errors_for_models_the_tables_do_not_fit(tiny_cnn):
+    with pytest.raises(TypeError, match="expected a TransformerLens model"):
+        circuits.get_ov_table(tiny_cnn)
+    with pytest.raises(ValueError, match="1-layer attention-only"):
+        circuits.get_qk_table(bridge(1, n_layers=2))
