@@ -52,3 +52,10 @@ def smoke_run(smoke_dir):
 
     yield run
     os.environ.pop("GLASSBOX_SMOKE_DIR", None)
+
+
+def pytest_collection_finish(session):
+    """A test module that switches autograd off at import breaks every test collected after it."""
+    if not torch.is_grad_enabled():
+        raise pytest.UsageError("autograd is off after collecting the tests: a test module called "
+                                "torch.set_grad_enabled(False) at import; use a fixture with torch.no_grad() instead")

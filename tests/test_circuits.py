@@ -8,7 +8,13 @@ import torch
 
 from glassbox import circuits, data
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    """These tests only read models; grad off for them alone (a module-level switch leaks into every test file)."""
+    with torch.no_grad():
+        yield
 
 
 def bridge(n_heads: int = 1, n_layers: int = 1, seed: int = 0):
