@@ -149,3 +149,10 @@ def test_notebook_parameters_are_type_checked_before_running(tmp_path):
         journal.check_parameters(path, {"SMOKE": "True"})
     with pytest.raises(ValueError, match="no parameter 'STEPS'"):
         journal.check_parameters(path, {"STEPS": 3})
+
+
+def test_progress_bars_update_once_a_second_for_people_and_only_at_the_end_for_the_runner(monkeypatch):
+    monkeypatch.delenv("GLASSBOX_BATCH", raising=False)
+    assert training.progress_interval() == 1.0
+    monkeypatch.setenv("GLASSBOX_BATCH", "1")
+    assert training.progress_interval() == float("inf"), "journal runs would save hundreds of bar updates"

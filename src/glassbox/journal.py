@@ -58,6 +58,7 @@ def execute(notebook: Path, output: Path, params: dict, smoke_dir: Path | None =
 
     check_parameters(notebook, params)
     output.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["GLASSBOX_BATCH"] = "1"  # the kernel inherits it: progress bars keep only their final state
     if smoke_dir is not None:
         os.environ["GLASSBOX_SMOKE_DIR"] = str(smoke_dir)
     start = time.perf_counter()
