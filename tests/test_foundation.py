@@ -156,3 +156,11 @@ def test_progress_bars_update_once_a_second_for_people_and_only_at_the_end_for_t
     assert training.progress_interval() == 1.0
     monkeypatch.setenv("GLASSBOX_BATCH", "1")
     assert training.progress_interval() == float("inf"), "journal runs would save hundreds of bar updates"
+
+
+def test_command_line_parameters_are_literals_and_malformed_ones_are_refused():
+    assert journal.parse_param("N_STEPS=500") == ("N_STEPS", 500)
+    assert journal.parse_param("SMOKE=True") == ("SMOKE", True)
+    assert journal.parse_param("NAME=relu1") == ("NAME", "relu1")
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        journal.parse_param("N_STEPS")

@@ -8,6 +8,7 @@ A full run executes each notebook into build/executed/ and copies it over the co
 only when it succeeded, so a failing run never leaves a half-executed notebook behind.
 """
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -67,17 +68,33 @@ def execute(notebook: Path, output: Path, params: dict, smoke_dir: Path | None =
     return time.perf_counter() - start
 
 
-def run(names: list[str] | None, smoke: bool, out: Path | None) -> dict[str, float]:
+def run(names: list[str] | None, smoke: bool, out: Path | None, params: dict | None = None) -> dict[str, float]:
     """Execute the notebooks in order. Full runs replace the committed copies only on success."""
-    seconds = {}
-    for nb in notebooks(names):
+    seconds, chosen = {}, notebooks(names)
+    for nb in chosen:  # refuse a bad parameter before the first (long) run, not after
+        try:
+            check_parameters(nb, {"SMOKE": smoke, **(params or {})})
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
+    for nb in chosen:
         target = (out or BUILD / "executed") / nb.name
         print(f"running {nb.name} ({'smoke' if smoke else 'full'}) ...", flush=True)
-        seconds[nb.stem] = execute(nb, target, {"SMOKE": smoke}, smoke_dir=(out or BUILD) / "smoke" if smoke else None)
+        seconds[nb.stem] = execute(nb, target, {"SMOKE": smoke, **(params or {})}, smoke_dir=(out or BUILD) / "smoke" if smoke else None)
         if not smoke and out is None:
             shutil.copyfile(target, nb)
         print(f"  {nb.stem}: {seconds[nb.stem]:.0f} s", flush=True)
     return seconds
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` from the command line, VALUE a Python literal; a bare word stays a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise SystemExit(f"parameters look like NAME=VALUE (e.g. -p N_STEPS=500), got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
 
 
 def headline(stem: str) -> str:
@@ -128,12 +145,14 @@ def main(argv: list[str] | None = None) -> None:
     p_run.add_argument("names", nargs="*", help="notebooks to run (default: all, in order)")
     p_run.add_argument("--smoke", action="store_true", help="SMOKE=True: tiny sizes, scratch outputs")
     p_run.add_argument("--out", type=Path, help="write executed notebooks here instead of in place")
+    p_run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a parameter, VALUE a Python literal (e.g. -p N_STEPS=500); checked before running")
     p_render = sub.add_parser("render", help="render the journal as HTML")
     p_render.add_argument("--out", type=Path, default=BUILD / "journal")
     sub.add_parser("readme", help="update the findings table in README.md")
     args = parser.parse_args(argv)
     if args.command == "run":
-        seconds = run(args.names, args.smoke, args.out)
+        seconds = run(args.names, args.smoke, args.out, dict(map(parse_param, args.param)))
         print(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=2))
     elif args.command == "render":
         print(f"journal rendered: {render(args.out)}")
