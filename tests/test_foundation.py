@@ -151,16 +151,21 @@ def test_notebook_parameters_are_type_checked_before_running(tmp_path):
         journal.check_parameters(path, {"STEPS": 3})
 
 
-def test_progress_bars_update_once_a_second_for_people_and_only_at_the_end_for_the_runner(monkeypatch):
-    monkeypatch.delenv("GLASSBOX_BATCH", raising=False)
-    assert training.progress_interval() == 1.0
-    monkeypatch.setenv("GLASSBOX_BATCH", "1")
-    assert training.progress_interval() == float("inf"), "journal runs would save hundreds of bar updates"
-
-
 def test_command_line_parameters_are_literals_and_malformed_ones_are_refused():
     assert journal.parse_param("N_STEPS=500") == ("N_STEPS", 500)
     assert journal.parse_param("SMOKE=True") == ("SMOKE", True)
     assert journal.parse_param("NAME=relu1") == ("NAME", "relu1")
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         journal.parse_param("N_STEPS")
+
+
+def test_a_full_run_commits_each_progress_bar_at_its_final_state(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"\rtrain: {p}%") for p in (0, 50, 100)]
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="acc = 0.98\n"))
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    journal.commit_executed(tmp_path / "executed.ipynb", tmp_path / "01_x.ipynb")
+    outputs = nbformat.read(tmp_path / "01_x.ipynb", as_version=4).cells[0].outputs
+    assert [(o.name, o.text.strip()) for o in outputs] == [("stderr", "train: 100%"), ("stdout", "acc = 0.98")]

@@ -11,7 +11,6 @@ import argparse
 import ast
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,13 +58,24 @@ def execute(notebook: Path, output: Path, params: dict, smoke_dir: Path | None =
 
     check_parameters(notebook, params)
     output.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["GLASSBOX_BATCH"] = "1"  # the kernel inherits it: progress bars keep only their final state
     if smoke_dir is not None:
         os.environ["GLASSBOX_SMOKE_DIR"] = str(smoke_dir)
     start = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(output), parameters=params, cwd=str(notebook.parent),
                                kernel_name="python3", progress_bar=False)
     return time.perf_counter() - start
+
+
+def commit_executed(executed: Path, notebook: Path) -> None:
+    """Copy a successful execution over the committed notebook, each progress bar kept at its final
+    state (one output, not hundreds of updates, on GitHub)."""
+    import nbformat
+
+    from glassbox.render import tidy_streams
+
+    nb = nbformat.read(executed, as_version=4)
+    tidy_streams(nb)
+    paths.atomic_write_text(notebook, nbformat.writes(nb) + "\n")
 
 
 def run(names: list[str] | None, smoke: bool, out: Path | None, params: dict | None = None) -> dict[str, float]:
@@ -81,7 +91,7 @@ def run(names: list[str] | None, smoke: bool, out: Path | None, params: dict | N
         print(f"running {nb.name} ({'smoke' if smoke else 'full'}) ...", flush=True)
         seconds[nb.stem] = execute(nb, target, {"SMOKE": smoke, **(params or {})}, smoke_dir=(out or BUILD) / "smoke" if smoke else None)
         if not smoke and out is None:
-            shutil.copyfile(target, nb)
+            commit_executed(target, nb)
         print(f"  {nb.stem}: {seconds[nb.stem]:.0f} s", flush=True)
     return seconds
 

@@ -1,5 +1,4 @@
 """Seeding, a small training loop with a progress bar and a recorded history, and accuracy."""
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -20,13 +19,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def progress_interval() -> float:
-    """Seconds between progress-bar updates: 1 when a person watches; when the journal runner
-    executes the notebook (GLASSBOX_BATCH set), only the first and final state, so the saved
-    notebook keeps one line per bar instead of hundreds of stream outputs."""
-    return float("inf") if os.environ.get("GLASSBOX_BATCH") else 1.0
 
 
 @dataclass
@@ -85,7 +77,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + np.cos(np.pi * s / steps)))
     history, start = History(), time.perf_counter()
     model.train()
-    bar = tqdm(range(steps), desc=desc, mininterval=progress_interval())
+    bar = tqdm(range(steps), desc=desc, mininterval=1.0)
     for step in bar:
         loss = loss_fn(model, next(batches))
         opt.zero_grad(set_to_none=True)
