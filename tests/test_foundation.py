@@ -169,3 +169,12 @@ def test_a_full_run_commits_each_progress_bar_at_its_final_state(tmp_path):
     journal.commit_executed(tmp_path / "executed.ipynb", tmp_path / "01_x.ipynb")
     outputs = nbformat.read(tmp_path / "01_x.ipynb", as_version=4).cells[0].outputs
     assert [(o.name, o.text.strip()) for o in outputs] == [("stderr", "train: 100%"), ("stdout", "acc = 0.98")]
+
+
+def test_findings_print_four_significant_digits_but_store_every_digit(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GLASSBOX_SMOKE_DIR", str(tmp_path))
+    run = glassbox.start("99_test", smoke=True, seed=0)
+    findings.record("sweep", [{"fvu": 0.053848661, "l0": 32.0, "name": "k=32"}])
+    assert "sweep = [{'fvu': 0.05385, 'l0': 32.0, 'name': 'k=32'}]" in capsys.readouterr().out
+    assert findings.load("99_test", run.findings_dir)["sweep"][0]["fvu"] == 0.053848661
+    monkeypatch.setattr(notebook, "_current", None)

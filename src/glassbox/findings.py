@@ -1,10 +1,12 @@
 """A notebook's headline numbers, recorded to JSON for the tests and the README table.
 
-`record("test_accuracy", 0.981)` prints the number and writes notebooks/findings/<stem>.json
+`record("test_accuracy", 0.981)` prints the number (floats to 4 significant digits; the file keeps
+them whole) and writes notebooks/findings/<stem>.json
 (full run) or the scratch copy (smoke run). `load(stem)` reads it back.
 """
 import json
 import math
+import pprint
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,18 @@ def record(key: str, value: Any) -> Any:
         raise RuntimeError("no notebook run: call glassbox.start(stem, smoke=SMOKE, seed=SEED) first")
     _values[key] = to_json(value)
     paths.atomic_write_text(path_for(run.stem, run.findings_dir), json.dumps(_values, indent=2) + "\n")
-    print(f"{key} = {_values[key]}")
+    print(f"{key} = {pprint.pformat(rounded(_values[key]), width=110, sort_dicts=False)}")
+    return value
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """A copy of a JSON value with floats cut to `digits` significant digits, for printing only."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
     return value
 
 
