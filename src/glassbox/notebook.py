@@ -61,14 +61,6 @@ def current() -> Run | None:
     return _current
 
 
-def check_param(name: str, value, expected: type | tuple[type, ...]) -> None:
-    """Raise a TypeError naming the notebook parameter when `value` is not of the expected type."""
-    ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, float))
-    if not ok:
-        want = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-        raise TypeError(f"notebook parameter {name} must be {want}, got {value!r} ({type(value).__name__})")
-
-
 def _set_plotly_renderer() -> None:
     """Plotly figures as JSON in the notebook (small, rendered by JupyterLab and by our HTML
     journal); in Colab, the colab renderer (Colab does not draw the plotly mime type)."""
