@@ -68,3 +68,17 @@ def load(stem: str, directory: Path | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no findings at {path}: run the notebook (make journal) to create them")
     return json.loads(path.read_text())
+
+
+def markdown(template: str):
+    """Show `template` as Markdown with `{key}` fields filled from this run's recorded values
+    (format specs and indexing work: `{test_accuracy:.2%}`, `{probe_accuracy[digit][relu2]:.1%}`),
+    so prose about results quotes the recorded numbers and never goes stale."""
+    from IPython.display import Markdown
+
+    if notebook.current() is None:
+        raise RuntimeError("no notebook run: call glassbox.start(stem, smoke=SMOKE, seed=SEED) first")
+    try:
+        return Markdown(template.format_map(_values))
+    except KeyError as err:
+        raise KeyError(f"the template names {err}, which this run has not recorded; recorded: {sorted(_values)}") from None

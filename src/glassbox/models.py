@@ -89,6 +89,29 @@ def build_attn_only_transformer(config: dict) -> nn.Module:
     return TransformerBridge.boot_native(asdict(cfg) | {"attn_only": True, "act_fn": "relu"})
 
 
+@dataclass
+class TransformerConfig:
+    n_layers: int = 2  # transformer blocks
+    n_heads: int = 4  # attention heads per block
+    d_model: int = 128  # residual stream width
+    d_head: int = 32  # query / key / value width of each head
+    d_mlp: int = 512  # MLP hidden width (ignored when attn_only)
+    d_vocab: int = 65  # tokens (Tiny Shakespeare has 65 distinct characters)
+    n_ctx: int = 128  # positions
+    attn_only: bool = False  # True: no MLPs
+    act_fn: str = "gelu"  # the MLP's non-linearity ("relu", "gelu", "solu_ln", ...)
+    normalization_type: str | None = "LN"  # LayerNorm before attention, MLP and unembedding
+    seed: int = 0  # seeds the weight initialisation
+
+
+def build_transformer(config: dict) -> nn.Module:
+    """A TransformerBridge (transformer_lens `boot_native`) from a TransformerConfig dict: int tokens
+    (batch, pos) in, logits (batch, pos, d_vocab) out; the language models of notebooks 07-09."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_native(asdict(_config(TransformerConfig, config)))
+
+
 class LastPosition(nn.Module):
     """Wrap a sequence model so that it returns only the last position's logits: (batch, d_vocab)."""
 
@@ -103,6 +126,7 @@ class LastPosition(nn.Module):
 BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "mlp": build_mlp,
     "attn_only_transformer": build_attn_only_transformer,
+    "transformer": build_transformer,
 }
 
 

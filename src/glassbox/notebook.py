@@ -28,7 +28,7 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def start(stem: str, *, smoke: bool, seed: int = 0) -> Run:
+def start(stem: str, *, smoke: bool, seed: int = 0, threads: int | None = None) -> Run:
     """Begin a notebook run: check the parameters, seed everything, choose output folders."""
     global _current
     if not isinstance(stem, str) or not stem:
@@ -42,6 +42,9 @@ def start(stem: str, *, smoke: bool, seed: int = 0) -> Run:
     from glassbox.training import set_seed
 
     set_seed(seed)
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
     _set_plotly_renderer()
     scratch = paths.smoke_dir()
     _current = Run(
@@ -67,3 +70,10 @@ def _set_plotly_renderer() -> None:
     import plotly.io as pio
 
     pio.renderers.default = "colab" if in_colab() else "plotly_mimetype"
+
+
+def finish() -> None:
+    """End a notebook run (its last cell): the run reached its end, so its outputs may be kept."""
+    if _current is None:
+        raise RuntimeError("no notebook run: call glassbox.start(stem, smoke=SMOKE, seed=SEED) first")
+    print(f"{_current.stem}: finished")
