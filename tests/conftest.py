@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny CNN that glassbox did not build, and cached smoke runs of notebooks."""
+"""Shared fixtures: a tiny CNN that glassbox did not build, and cached smoke runs of notebooks
+(executed by the journal runner, with a guard in every kernel that refuses network connections)."""
 import os
 from pathlib import Path
 
@@ -6,7 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from glassbox import findings, journal
+from glassbox import findings
+from glassbox.journal import catalogue, runner
+
+OFFLINE_GUARD = Path(__file__).parent / "offline"
 
 
 class TinyCNN(nn.Module):
@@ -29,20 +33,33 @@ def tiny_cnn() -> nn.Module:
 
 @pytest.fixture(scope="session")
 def smoke_dir(tmp_path_factory) -> Path:
-    """One scratch folder for every smoke run of this test session."""
+    """One folder for every smoke run of this test session (notebooks, findings, checkpoints, stage)."""
     return tmp_path_factory.mktemp("smoke")
 
 
 @pytest.fixture(scope="session")
-def smoke_run(smoke_dir):
-    """`smoke_run(stem)` executes a notebook once with SMOKE=True and returns its findings."""
+def offline_log(smoke_dir) -> Path:
+    """Kernels started from now on refuse non-loopback connections and log each attempt here."""
+    log = smoke_dir / "network-attempts.log"
+    log.touch()
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "GLASSBOX_OFFLINE_LOG")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OFFLINE_GUARD), saved["PYTHONPATH"]]))
+    os.environ["GLASSBOX_OFFLINE_LOG"] = str(log)
+    yield log
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_dir, offline_log):
+    """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings."""
     results: dict[str, dict | BaseException] = {}
 
     def run(stem: str) -> dict:
         if stem not in results:
-            (nb,) = journal.notebooks([stem])
+            (nb,) = catalogue.notebooks([stem])
             try:
-                journal.execute(nb, smoke_dir / "executed" / nb.name, {"SMOKE": True}, smoke_dir=smoke_dir)
+                runner.run([nb.stem], smoke=True, out=smoke_dir)
                 results[stem] = findings.load(nb.stem, smoke_dir / "findings")
             except BaseException as err:  # cached, so a second test of the same notebook fails fast
                 results[stem] = err
@@ -50,8 +67,7 @@ def smoke_run(smoke_dir):
             raise results[stem]
         return results[stem]
 
-    yield run
-    os.environ.pop("GLASSBOX_SMOKE_DIR", None)
+    return run
 
 
 def pytest_collection_finish(session):

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from glassbox import journal, paths
+from glassbox import paths
+from glassbox.journal import catalogue
 
 REPO_URL = "https://github.com/glassbox-journal/journal"
 COLAB_URL = "https://colab.research.google.com/github/glassbox-journal/journal/blob/main/notebooks/{name}"
-NOTEBOOKS = journal.notebooks()
+NOTEBOOKS = catalogue.notebooks()
 ids = [nb.stem for nb in NOTEBOOKS]
 
 # Runs the setup cell (argv[1]); argv[2] == "colab" fakes Colab. Prints what the cell did as JSON.

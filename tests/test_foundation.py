@@ -1,4 +1,5 @@
-"""Unit tests of glassbox's foundations: seeding, training, checkpoints, findings, data, hooks."""
+"""Unit tests of glassbox's foundations: seeding, training, checkpoints, data, hooks (the run contract and
+the runner: tests/test_run_contract.py)."""
 import json
 
 import nbformat
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 import glassbox
-from glassbox import checkpoints, data, findings, hooks, journal, models, notebook, paths, training
+from glassbox import checkpoints, data, hooks, models, training
 
 
 def test_set_seed_makes_runs_repeat():
@@ -69,33 +70,25 @@ def test_checkpoint_errors_say_what_to_do(tmp_path):
         checkpoints.load_model("nope", tmp_path)
     card = json.loads((tmp_path / "m.json").read_text())
     (tmp_path / "m.json").write_text(json.dumps(card | {"config": {"sizes": [784, 32, 10]}}))
+    with pytest.raises(ValueError, match="m.json was edited after saving"):
+        checkpoints.load_model("m", tmp_path)
+    edited = {"sizes": [784, 32, 10]}
+    (tmp_path / "m.json").write_text(json.dumps(card | {"config": edited,
+                                                        "recipe_sha256": checkpoints.recipe_sha256("mlp", edited)}))
     with pytest.raises(ValueError, match="do not fit"):
         checkpoints.load_model("m", tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps(card)[:40])
+    with pytest.raises(ValueError, match="m.json is not valid JSON"):
+        checkpoints.load_model("m", tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps({k: v for k, v in card.items() if k != "weights_sha256"}))
+    with pytest.raises(ValueError, match=r"m.json lacks \['weights_sha256'\]"):
+        checkpoints.load_model("m", tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps(card))
     (tmp_path / "m.pt").write_bytes(b"tampered")
     with pytest.raises(ValueError, match="does not match its card"):
         checkpoints.load_model("m", tmp_path)
     with pytest.raises(KeyError, match="unknown model kind"):
         checkpoints.save_model(model, "x", kind="nope", config={}, metrics={}, seed=0, train_seconds=0, directory=tmp_path)
-
-
-def test_findings_go_to_scratch_in_smoke_runs_and_refuse_bad_values(tmp_path, monkeypatch):
-    monkeypatch.setattr(notebook, "_current", None)
-    with pytest.raises(RuntimeError, match="glassbox.start"):
-        findings.record("x", 1)
-    monkeypatch.setenv("GLASSBOX_SMOKE_DIR", str(tmp_path))
-    run = glassbox.start("99_test", smoke=True, seed=0)
-    assert run.findings_dir == tmp_path / "findings" and run.checkpoint_dir == tmp_path / "checkpoints"
-    findings.record("acc", torch.tensor(0.25))
-    findings.record("per_class", {0: np.float32(0.5)})
-    assert findings.load("99_test", run.findings_dir) == {"acc": 0.25, "per_class": {"0": 0.5}}
-    assert not (paths.FINDINGS_DIR / "99_test.json").exists(), "a smoke run wrote into notebooks/findings"
-    with pytest.raises(ValueError, match="non-finite"):
-        findings.record("bad", float("nan"))
-    with pytest.raises(TypeError, match="SMOKE must be True or False"):
-        glassbox.start("99_test", smoke="yes", seed=0)
-    with pytest.raises(TypeError, match="SEED must be an int"):
-        glassbox.start("99_test", smoke=True, seed=1.5)
-    monkeypatch.setattr(notebook, "_current", None)
 
 
 def test_load_mnist_checks_shapes_and_checksum(tmp_path):
@@ -137,44 +130,49 @@ def test_patch_changes_outputs_and_always_removes_its_hooks(tiny_cnn):
             pass
 
 
-def test_notebook_parameters_are_type_checked_before_running(tmp_path):
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
-    params = nbformat.v4.new_code_cell("SMOKE = False\nN_STEPS = 10\nLR = 0.1")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# t"), params]
-    path = tmp_path / "00_t.ipynb"
-    nbformat.write(nb, path)
-    journal.check_parameters(path, {"SMOKE": True, "N_STEPS": 3, "LR": 1})
-    with pytest.raises(TypeError, match="SMOKE must be bool"):
-        journal.check_parameters(path, {"SMOKE": "True"})
-    with pytest.raises(ValueError, match="no parameter 'STEPS'"):
-        journal.check_parameters(path, {"STEPS": 3})
 
 
-def test_command_line_parameters_are_literals_and_malformed_ones_are_refused():
-    assert journal.parse_param("N_STEPS=500") == ("N_STEPS", 500)
-    assert journal.parse_param("SMOKE=True") == ("SMOKE", True)
-    assert journal.parse_param("NAME=relu1") == ("NAME", "relu1")
-    with pytest.raises(SystemExit, match="NAME=VALUE"):
-        journal.parse_param("N_STEPS")
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", "x/../../y"])
+def test_checkpoint_names_are_confined_to_the_checkpoint_folder(tmp_path, name):
+    model = models.build_mlp({"sizes": [784, 4, 10]})
+    with pytest.raises(ValueError, match="plain file names"):
+        checkpoints.save_model(model, name, kind="mlp", config={}, metrics={}, seed=0, train_seconds=0, directory=tmp_path)
+    with pytest.raises(ValueError, match="plain file names"):
+        checkpoints.load_model(name, tmp_path)
+    assert not list(tmp_path.parent.glob("x*")), "nothing may be written outside the folder"
 
 
-def test_a_full_run_commits_each_progress_bar_at_its_final_state(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("train()")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"\rtrain: {p}%") for p in (0, 50, 100)]
-    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="acc = 0.98\n"))
-    nb.cells = [cell]
-    nbformat.write(nb, tmp_path / "executed.ipynb")
-    journal.commit_executed(tmp_path / "executed.ipynb", tmp_path / "01_x.ipynb")
-    outputs = nbformat.read(tmp_path / "01_x.ipynb", as_version=4).cells[0].outputs
-    assert [(o.name, o.text.strip()) for o in outputs] == [("stderr", "train: 100%"), ("stdout", "acc = 0.98")]
+def test_an_sae_whose_config_was_edited_is_refused(tmp_path):
+    import shutil
+
+    shutil.copytree(checkpoints.paths.CHECKPOINT_DIR / "sae_toy_topk", tmp_path / "sae_toy_topk")
+    checkpoints.load_sae("sae_toy_topk", tmp_path)
+    cfg = tmp_path / "sae_toy_topk" / "cfg.json"
+    cfg.write_text(cfg.read_text().replace('"k": ', '"k": 1') )
+    with pytest.raises(ValueError, match="cfg.json does not match"):
+        checkpoints.load_sae("sae_toy_topk", tmp_path)
+    card = tmp_path / "sae_toy_topk" / "card.json"
+    card.write_text(card.read_text()[:30])
+    with pytest.raises(ValueError, match="card.json is not valid JSON"):
+        checkpoints.load_sae("sae_toy_topk", tmp_path)
 
 
-def test_findings_print_four_significant_digits_but_store_every_digit(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("GLASSBOX_SMOKE_DIR", str(tmp_path))
-    run = glassbox.start("99_test", smoke=True, seed=0)
-    findings.record("sweep", [{"fvu": 0.053848661, "l0": 32.0, "name": "k=32"}])
-    assert "sweep = [{'fvu': 0.05385, 'l0': 32.0, 'name': 'k=32'}]" in capsys.readouterr().out
-    assert findings.load("99_test", run.findings_dir)["sweep"][0]["fvu"] == 0.053848661
-    monkeypatch.setattr(notebook, "_current", None)
+def test_an_empty_batch_is_an_error_that_says_so():
+    model = models.build_mlp({"sizes": [784, 4, 10]})
+    with pytest.raises(ValueError, match="empty"):
+        model(torch.rand(0, 28, 28))
+
+
+@pytest.mark.parametrize("bad", [["fc9", "relu1"], ["relu1", "fc9"]])
+def test_a_bad_module_name_anywhere_in_the_list_leaves_no_hook_behind(tiny_cnn, bad):
+    names = [n.replace("relu1", "features.1") for n in bad]
+    x = torch.rand(2, 784)
+    clean = tiny_cnn(x)
+    with pytest.raises(KeyError, match="fc9"):
+        with hooks.capture(tiny_cnn, names):
+            pass
+    with pytest.raises(KeyError, match="fc9"):
+        with hooks.patch(tiny_cnn, {n: lambda a: a * 0 for n in names}):
+            pass
+    assert not any(m._forward_hooks for m in tiny_cnn.modules()), "a hook was left attached"
+    assert torch.equal(tiny_cnn(x), clean)

@@ -5,9 +5,10 @@ import re
 
 import pytest
 
-from glassbox import findings, journal, paths
+from glassbox import findings, paths
+from glassbox.journal import catalogue
 
-NOTEBOOKS = journal.notebooks()
+NOTEBOOKS = catalogue.notebooks()
 ids = [nb.stem for nb in NOTEBOOKS]
 
 
@@ -37,6 +38,10 @@ def test_notebook_follows_the_conventions(nb):
     assert re.search(r"^SMOKE = False\b", source(params[0]), re.M), "the parameters cell must set SMOKE = False"
     assert any(f'glassbox.start("{nb.stem}"' in source(c) for c in cs), f'call glassbox.start("{nb.stem}", ...)'
     assert any(c["cell_type"] == "markdown" and source(c).startswith("## Findings") for c in cs), "end with ## Findings"
+    assert cs[-1]["cell_type"] == "code" and source(cs[-1]).strip() == "glassbox.finish()", \
+        "the last cell must be glassbox.finish(): the runner keeps a run's outputs only when it got there"
+    threads = [i for i, c in enumerate(cs) if c["cell_type"] == "code" and "set_num_threads" in source(c)]
+    assert not threads, f"cells {threads} set torch's threads: the run contract does (glassbox.start(..., threads=N))"
     long = [i for i, c in enumerate(cs) if c["cell_type"] == "code" and len(source(c).splitlines()) > 40]
     assert not long, f"code cells {long} are over 40 lines: move the code to glassbox"
 
@@ -53,16 +58,30 @@ def test_committed_notebook_is_executed_light_and_has_findings(nb):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
-def test_notebook_runs_in_smoke_mode_without_touching_committed_files(nb, smoke_run):
-    committed = [nb, paths.FINDINGS_DIR / f"{nb.stem}.json", *sorted(paths.CHECKPOINT_DIR.iterdir())]
+def test_notebook_runs_in_smoke_mode_offline_without_touching_committed_files(nb, smoke_run, offline_log):
+    committed = [nb, paths.FINDINGS_DIR / f"{nb.stem}.json", *sorted(paths.CHECKPOINT_DIR.rglob("*"))]
     before = {p: p.read_bytes() for p in committed if p.is_file()}
     result = smoke_run(nb.stem)
     assert "headline" in result, "the smoke run must record a headline"
     changed = [p.name for p, b in before.items() if not p.is_file() or p.read_bytes() != b]
     assert not changed, f"a smoke run changed committed files: {changed}"
+    attempts = offline_log.read_text()
+    assert not attempts, f"a notebook tried to reach the network (refused by the offline guard):\n{attempts}"
 
 
 def test_every_notebook_has_its_own_test_file():
     tests = {p.name for p in (paths.ROOT / "tests").glob("test_nb*.py")}
     missing = [nb.stem for nb in NOTEBOOKS if f"test_nb{nb.stem}.py" not in tests]
     assert not missing, f"add tests/test_nb<stem>.py asserting the findings of: {missing}"
+
+
+def test_the_readme_table_is_the_generated_one():
+    readme = (paths.ROOT / "README.md").read_text()
+    assert catalogue.readme_with_table(readme) == readme, \
+        "README.md's findings table differs from the committed findings: run `python -m glassbox.journal readme`"
+
+
+def test_headlines_quote_no_wall_clock_seconds():
+    timed = {nb.stem: h for nb in NOTEBOOKS if re.search(r"\b\d+(\.\d+)? ?(s|sec|seconds|min|minutes)\b",
+                                                        h := catalogue.headline(nb.stem))}
+    assert not timed, f"headlines must not quote run times (a rerun would change them; times belong to make bench): {timed}"

@@ -5,7 +5,8 @@ import circuitsvis as cv
 import nbformat
 import torch
 
-from glassbox import render, viz
+from glassbox import viz
+from glassbox.journal import render
 
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
          "(https://colab.research.google.com/github/glassbox-journal/journal/blob/main/notebooks/07_x.ipynb)")

@@ -7,7 +7,8 @@ import IPython.display
 import pytest
 import torch
 
-from glassbox import notebook, viz
+from glassbox import viz
+from glassbox.journal import contract as notebook
 
 
 @pytest.fixture

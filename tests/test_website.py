@@ -17,7 +17,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from glassbox import journal, paths
+from glassbox import paths
+from glassbox.journal import catalogue
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +28,7 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgro
                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # no host but this one resolves
 SCREENSHOTS = paths.ROOT / "build" / "screenshots"
 FIXTURE = "99_website_fixture"
-NOTEBOOKS = journal.notebooks()
+NOTEBOOKS = catalogue.notebooks()
 PAGES = ["index", *(nb.stem for nb in NOTEBOOKS), FIXTURE]
 
 FIXTURE_CELLS = [
@@ -88,7 +89,7 @@ def browser():
 @pytest.fixture(scope="module")
 def site(browser, tmp_path_factory):
     """The journal (committed notebooks + fixture) rendered and served from 127.0.0.1: (base URL, notebooks)."""
-    from glassbox import render
+    from glassbox.journal import render
 
     fixture = tmp_path_factory.mktemp("fixture") / f"{FIXTURE}.ipynb"
     running = threading.Thread(target=execute_fixture, args=(fixture,))

@@ -94,6 +94,10 @@ def ablate_in_weights(model: nn.Module, layer: str, neurons: Neurons,
         raise TypeError(f"reader {reader!r} is a {type(linear).__name__}; pass the nn.Linear that reads "
                         f"{layer!r}'s output (e.g. 'fc2' for 'relu1' in glassbox's MLP)")
     hooks.get_module(clone, layer)  # a clear error for an unknown layer name
+    following = _next_linear(clone, layer)
+    if following != reader:
+        raise ValueError(f"reader {reader!r} does not read {layer!r}: the first nn.Linear after {layer!r} is "
+                         f"{following!r}; pass that one (ablate_in_weights is exact only in a plain stack of layers)")
     idx = _index(neurons, linear.in_features)
     if values is not None:
         if values.shape != (linear.in_features,):
@@ -104,3 +108,11 @@ def ablate_in_weights(model: nn.Module, layer: str, neurons: Neurons,
         linear.bias += linear.weight[:, idx] @ values[idx].to(linear.weight.dtype)
     linear.weight[:, idx] = 0.0
     return clone
+
+
+def _next_linear(model: nn.Module, layer: str) -> str | None:
+    """The name of the first nn.Linear registered after module `layer` (its reader in a plain stack)."""
+    names = [name for name, _ in model.named_modules()]
+    after = names[names.index(layer) + 1:]
+    modules = dict(model.named_modules())
+    return next((n for n in after if isinstance(modules[n], nn.Linear) and not n.startswith(layer + ".")), None)

@@ -45,12 +45,8 @@ def capture(model: nn.Module, names: str | list[str], *, detach: bool = True) ->
             parts[name].append(output.detach() if detach else output)
         return hook
 
-    handles = [get_module(model, n).register_forward_hook(hook_for(n)) for n in parts]
-    try:
+    with _hooked(model, {n: hook_for(n) for n in parts}):
         yield Captured(parts)
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class Captured(Mapping):
@@ -86,8 +82,19 @@ def patch(model: nn.Module, patches: dict[str, Patch]) -> Iterator[None]:
             return new
         return hook
 
-    handles = [get_module(model, n).register_forward_hook(hook_for(n, fix)) for n, fix in patches.items()]
+    with _hooked(model, {n: hook_for(n, fix) for n, fix in patches.items()}):
+        yield
+
+
+@contextmanager
+def _hooked(model: nn.Module, hooks: dict[str, Callable]) -> Iterator[None]:
+    """Forward hooks on the named modules for the duration of the block. Every name is resolved before
+    any hook is attached, and every attached hook is removed on exit, whatever raised where."""
+    modules = {name: get_module(model, name) for name in hooks}  # a bad name raises here, nothing attached
+    handles = []
     try:
+        for name, hook in hooks.items():
+            handles.append(modules[name].register_forward_hook(hook))
         yield
     finally:
         for h in handles:

@@ -1,6 +1,7 @@
 """Figures. `show(fig)` displays a plotly figure interactively and, in full runs, also as a static
 PNG so the notebook reads on GitHub (which runs no JavaScript). Add plotting functions by concept
 below; each returns a figure and leaves showing it to the caller."""
+import itertools
 import json
 import shutil
 import warnings
@@ -11,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from glassbox import notebook
+from glassbox.journal import contract as notebook
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
@@ -77,14 +78,15 @@ def _parse_circuitsvis(view) -> tuple[str, str, str]:
     return name, props.strip(), url
 
 
+_view_numbers = itertools.count()
+
+
 def circuitsvis_html(view, *, bundle: bool) -> str:
     """HTML that draws `view` (a circuitsvis result) from a global `CircuitsVis`, carrying the bundle if asked."""
     import base64
     import gzip
-    import uuid
-
     name, props, url = _parse_circuitsvis(view)
-    div = f"circuits-vis-{uuid.uuid4().hex[:12]}"
+    div = f"circuits-vis-{next(_view_numbers)}"  # numbered, not random: a rerun writes the same bytes
     head = ""
     if bundle:  # unzipped in the browser, then run as a classic script so `CircuitsVis` is global
         packed = base64.b64encode(gzip.compress(circuitsvis_bundle().encode(), 9, mtime=0)).decode()

@@ -1,8 +1,8 @@
 """A notebook's headline numbers, recorded to JSON for the tests and the README table.
 
 `record("test_accuracy", 0.981)` prints the number (floats to 4 significant digits; the file keeps
-them whole) and writes notebooks/findings/<stem>.json
-(full run) or the scratch copy (smoke run). `load(stem)` reads it back.
+them whole) and writes <stem>.json in the run's staging folder; the run contract promotes it to
+notebooks/findings/ when the whole notebook has run. `load(stem)` reads the committed copy back.
 """
 import json
 import math
@@ -10,14 +10,7 @@ import pprint
 from pathlib import Path
 from typing import Any
 
-from glassbox import notebook, paths
-
-_values: dict[str, Any] = {}
-
-
-def reset() -> None:
-    """Forget the values recorded so far (called by `glassbox.start`)."""
-    _values.clear()
+from glassbox.journal import contract, paths
 
 
 def to_json(value: Any) -> Any:
@@ -42,13 +35,20 @@ def path_for(stem: str, directory: Path | None = None) -> Path:
 
 def record(key: str, value: Any) -> Any:
     """Print `key = value` and save it in this run's findings file; returns the value."""
-    run = notebook.current()
+    run = _run()
+    if not isinstance(key, str) or not key.isidentifier():
+        raise ValueError(f"a finding's key must be a Python identifier (it is read back as {{key}}), got {key!r}")
+    run.values[key] = to_json(value)
+    paths.atomic_write_text(path_for(run.stem, run.findings_dir), json.dumps(run.values, indent=2) + "\n")
+    print(f"{key} = {pprint.pformat(rounded(run.values[key]), width=110, sort_dicts=False)}")
+    return value
+
+
+def _run() -> contract.Run:
+    run = contract.current()
     if run is None:
         raise RuntimeError("no notebook run: call glassbox.start(stem, smoke=SMOKE, seed=SEED) first")
-    _values[key] = to_json(value)
-    paths.atomic_write_text(path_for(run.stem, run.findings_dir), json.dumps(_values, indent=2) + "\n")
-    print(f"{key} = {pprint.pformat(rounded(_values[key]), width=110, sort_dicts=False)}")
-    return value
+    return run
 
 
 def rounded(value: Any, digits: int = 4) -> Any:
@@ -67,7 +67,10 @@ def load(stem: str, directory: Path | None = None) -> dict[str, Any]:
     path = path_for(stem, directory)
     if not path.is_file():
         raise FileNotFoundError(f"no findings at {path}: run the notebook (make journal) to create them")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"findings file {path} is not valid JSON ({err}); restore it from git or rerun the notebook") from None
 
 
 def markdown(template: str):
@@ -76,9 +79,18 @@ def markdown(template: str):
     so prose about results quotes the recorded numbers and never goes stale."""
     from IPython.display import Markdown
 
-    if notebook.current() is None:
-        raise RuntimeError("no notebook run: call glassbox.start(stem, smoke=SMOKE, seed=SEED) first")
+    values = _run().values
     try:
-        return Markdown(template.format_map(_values))
+        return Markdown(template.format_map(_Fields(values)))
     except KeyError as err:
-        raise KeyError(f"the template names {err}, which this run has not recorded; recorded: {sorted(_values)}") from None
+        raise KeyError(f"the template names {err}, which this run has not recorded; recorded: {sorted(values)}") from None
+
+
+class _Fields(dict):
+    """Recorded values for str.format_map: `{per_class[0]}` finds the key "0" (JSON keys are strings)."""
+
+    def __getitem__(self, key):
+        value = super().__getitem__(str(key))
+        if isinstance(value, dict):
+            return _Fields(value)
+        return [(_Fields(v) if isinstance(v, dict) else v) for v in value] if isinstance(value, list) else value

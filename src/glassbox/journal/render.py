@@ -15,6 +15,8 @@ from pathlib import Path
 
 import nbformat
 
+from glassbox.journal.catalogue import headline, title
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 CV_BUNDLE_SCRIPT = re.compile(r'<script class="circuitsvis-bundle">.*?</script>\n?', re.S)  # viz.show_circuitsvis
 CV_INLINED = re.compile(r'"use strict";var CircuitsVis=.*?//# sourceMappingURL=iife\.js\.map', re.S)  # circuitsvis offline
@@ -115,8 +117,6 @@ def tidy_streams(nb: nbformat.NotebookNode) -> None:
 
 def nav(prev: Path | None, nxt: Path | None) -> str:
     """Previous / index / next links for a notebook page, named by the notebooks' titles."""
-    from glassbox.journal import title
-
     left = f'<a href="{prev.stem}.html">&larr; {html.escape(title(prev))}</a>' if prev else '<span></span>'
     right = f'<a href="{nxt.stem}.html">{html.escape(title(nxt))} &rarr;</a>' if nxt else '<span></span>'
     return f'<nav class="journal">{left}<a href="index.html">journal index</a>{right}</nav>'
@@ -163,8 +163,6 @@ def colab_cell(nb: Path) -> str:
 
 def index_page(nbs: list[Path]) -> str:
     """The journal's front page: what it is, and each notebook in order with its headline finding."""
-    from glassbox.journal import headline, title
-
     rows = "".join(
         f'<tr><td><a href="{nb.stem}.html">{html.escape(title(nb))}</a></td>'
         f"<td>{html.escape(headline(nb.stem) or '(not run yet)')}</td>"

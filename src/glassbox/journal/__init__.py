@@ -1,0 +1,12 @@
+"""The machinery that runs and renders the journal's notebooks. Nothing here is needed to use
+glassbox's tools on your own model.
+
+    paths      where the repository keeps data, checkpoints, notebooks and findings; atomic writes
+    contract   the run contract: `start` / `finish`, seeds, threads, the run's staging folder
+    findings   `record` a notebook's numbers; `load` them back; `markdown` prose from them
+    catalogue  the numbered notebooks, their titles and headlines, the README table
+    render     the offline HTML journal
+    runner     `python -m glassbox.journal run | render | readme`: papermill, all or nothing
+
+Imports only go down this list (no cycles).
+"""
