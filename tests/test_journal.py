@@ -85,3 +85,64 @@ def test_headlines_quote_no_wall_clock_seconds():
     timed = {nb.stem: h for nb in NOTEBOOKS if re.search(r"\b\d+(\.\d+)? ?(s|sec|seconds|min|minutes)\b",
                                                         h := catalogue.headline(nb.stem))}
     assert not timed, f"headlines must not quote run times (a rerun would change them; times belong to make bench): {timed}"
+
+
+NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?%?")
+
+
+def numeric_leaves(value) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    keys = [float(k) for k in value if re.fullmatch(r"\d+(\.\d+)?", k)] if isinstance(value, dict) else []
+    return keys + [x for v in items for x in numeric_leaves(v)]
+
+
+def shows(token: str, values: list[float]) -> bool:
+    """True if `token` (e.g. "98.18%", "0.992", "1,250") is one of `values` as printed at its precision."""
+    digits = token.rstrip("%").replace(",", "")
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    number = float(digits)
+    scales = (100,) if token.endswith("%") else (1, 100)  # "51 points" of accuracy is 0.51 x 100
+    return any(abs(v * s - number) <= 0.5 * 10 ** -decimals + 1e-9 for v in values for s in scales)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
+def test_every_number_in_the_headline_is_a_recorded_finding_or_a_parameter(nb):
+    recorded = findings.load(nb.stem)
+    params = [c for c in cells(nb) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    literals = [float(n.value) for n in ast.walk(ast.parse(source(params[0])))
+                if isinstance(n, ast.Constant) and type(n.value) in (int, float)]
+    values = numeric_leaves({k: v for k, v in recorded.items() if k != "headline"}) + literals
+    unbacked = [t for t in NUMBER.findall(recorded["headline"]) if float(t.rstrip("%").replace(",", "")) > 10
+                and not shows(t, values)]
+    assert not unbacked, (f"{nb.stem}: the headline quotes {unbacked}, which no finding or parameter holds; "
+                          "record the number the headline is built from (a cited paper's number too)")
+
+
+GLOSSARY = paths.NOTEBOOK_DIR / "GLOSSARY.md"
+
+
+def test_every_glossary_link_resolves_and_every_entry_is_used():
+    entries = {anchor for anchor, _, _ in catalogue.glossary_entries(GLOSSARY.read_text())}
+    links = {nb.stem: catalogue.glossary_links(nb) for nb in NOTEBOOKS}
+    broken = {stem: sorted(set(found) - entries) for stem, found in links.items() if set(found) - entries}
+    assert not broken, f"links to glossary entries that do not exist: {broken}"
+    unused = entries - {a for found in links.values() for a in found}
+    assert not unused, f"glossary entries no notebook links to (link the term's first use): {sorted(unused)}"
+
+
+def test_the_glossary_usage_lines_are_the_generated_ones():
+    text = GLOSSARY.read_text()
+    assert catalogue.glossary_with_usage(text) == text, \
+        "GLOSSARY.md's 'Used in' lines differ from the notebooks' links: run `python -m glassbox.journal readme`"
+
+
+def test_every_notebook_is_on_the_reading_path():
+    missing = [nb.stem for nb in NOTEBOOKS if nb.stem[:2] not in catalogue.READING_PATH]
+    assert not missing, f"add these notebooks to catalogue.READING_PATH (prerequisites, what a learner can do): {missing}"
+    numbers = {nb.stem[:2] for nb in NOTEBOOKS}
+    later = {n: [p for p in needs if p >= n or p not in numbers] for n, (needs, _) in catalogue.READING_PATH.items()}
+    assert not any(later.values()), f"a notebook can only need earlier, existing ones: {later}"

@@ -29,13 +29,14 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgro
 SCREENSHOTS = paths.ROOT / "build" / "screenshots"
 FIXTURE = "99_website_fixture"
 NOTEBOOKS = catalogue.notebooks()
-PAGES = ["index", *(nb.stem for nb in NOTEBOOKS), FIXTURE]
+PAGES = ["index", "glossary", *(nb.stem for nb in NOTEBOOKS), FIXTURE]
 
 FIXTURE_CELLS = [
     ("md", f"# 99 · Website fixture\n\n[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
            f"(https://colab.research.google.com/github/glassbox-journal/journal/blob/main/notebooks/{FIXTURE}.ipynb)\n\n"
            "Math in markdown: $W_{OV} = W_V W_O$ and $$\\sum_i x_i^2.$$"),
     ("code", "import sys\nif 'google.colab' in sys.modules:  # stands for the Colab setup cell\n    pass"),
+    ("md", "## A first section\n\nThe [residual stream](GLOSSARY.md#residual-stream) is defined in the glossary."),
     ("code", "import plotly.express as px\nfrom glassbox import viz\n"
              "viz.show(px.line(x=[0, 1, 2], y=[1, 3, 2], title='a plotly figure (with its static PNG)'))"),
     ("code", "import circuitsvis as cv\nimport torch\nfrom IPython.display import HTML, display\n"
@@ -102,7 +103,7 @@ def site(browser, tmp_path_factory):
     nbs = [copies / nb.name for nb in NOTEBOOKS] + [fixture]
     render.render_journal(nbs, out)  # meanwhile the kernel runs the fixture; its page is rendered again below
     running.join()
-    assert nbformat.read(fixture, as_version=4).cells[2].execution_count, "the fixture notebook did not execute"
+    assert nbformat.read(fixture, as_version=4).cells[3].execution_count, "the fixture notebook did not execute"
     render.render_notebook(fixture, out, nbs[-2] if NOTEBOOKS else None, None)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -153,8 +154,10 @@ def test_page_draws_every_figure_offline_without_errors(browser, site, page_name
     drawn, problems = visit(browser, base, page_name)
     assert not problems, f"{page_name}.html: " + "\n".join(problems)
     if page_name == "index":
-        links = set(re.findall(r'href="([^"]+\.html)"', (out / "index.html").read_text()))
-        assert links == {f"{stem}.html" for stem in nbs}, "the index must link every notebook page"
+        links = set(re.findall(r'href="([^"#]+\.html)"', (out / "index.html").read_text()))
+        assert links == {f"{stem}.html" for stem in nbs} | {"glossary.html"}, "the index must link every notebook page"
+        return
+    if page_name == "glossary":
         return
     plotly, views = expected_figures(nbs[page_name])
     assert len(drawn["plotly"]) == plotly, f"{page_name}: {plotly} plotly figures in the notebook, {len(drawn['plotly'])} on the page"
@@ -181,7 +184,7 @@ def test_fixture_page_is_light_and_navigable(site):
 def test_notebook_outputs_draw_offline_on_their_own(browser, site):
     """What `viz.show_circuitsvis` put in the notebook (before the website swaps bundles) draws offline."""
     base, nbs, out = site
-    cell = nbformat.read(nbs[FIXTURE], as_version=4).cells[3]
+    cell = nbformat.read(nbs[FIXTURE], as_version=4).cells[4]
     htmls = [o["data"]["text/html"] for o in cell.outputs if "text/html" in o.get("data", {})]
     assert len(htmls) == 2 and len(htmls[0]) < 700_000 and len(htmls[1]) < 50_000, \
         f"the first view of a kernel carries the gzipped bundle once, later ones none: sizes {[len(h) for h in htmls]}"
@@ -191,3 +194,41 @@ def test_notebook_outputs_draw_offline_on_their_own(browser, site):
     drawn, problems = visit(browser, base, "notebook_outputs")
     assert not problems, "\n".join(problems)
     assert len(drawn["views"]) == 2 and all(drawn["views"]), f"circuitsvis views drawn from the notebook's bundle: {drawn['views']}"
+
+
+def test_code_toggle_hides_code_and_the_contents_follow_the_reader(browser, site):
+    base, nbs, out = site
+    page = browser.new_page(viewport={"width": 1500, "height": 700})
+    page.goto(f"{base}/{NOTEBOOKS[0].stem if NOTEBOOKS else FIXTURE}.html", wait_until="load")
+    code = page.locator(".jp-CodeCell .jp-Cell-inputWrapper").first
+    assert code.is_visible(), "code is shown by default"
+    page.click("#toggle-code")
+    assert not code.is_visible() and page.locator("#toggle-code").inner_text() == "Show code", "the toggle must hide code"
+    page.reload(wait_until="load")
+    assert not code.is_visible(), "the choice is remembered across pages"
+    page.click("#toggle-code")
+    assert code.is_visible()
+    links = page.locator("nav.toc a")
+    heads = page.locator(".jp-MarkdownCell h1[id], .jp-MarkdownCell h2[id], .jp-MarkdownCell h3[id]")
+    assert links.count() == heads.count() >= 3, f"one contents link per heading: {links.count()} vs {heads.count()}"
+    middle = heads.count() // 2  # the last headings sit too near the end of the page to reach the top
+    links.nth(middle).click()
+    page.wait_for_timeout(300)
+    top = heads.nth(middle).evaluate("h => h.getBoundingClientRect().top")
+    assert page.evaluate("window.scrollY") > 500 and -5 < top < 100, f"the link must scroll its heading into view (top {top})"
+    assert "current" in (links.nth(middle).get_attribute("class") or ""), "the contents must follow the reader"
+    page.close()
+
+
+def test_glossary_links_resolve_on_every_page(site):
+    base, nbs, out = site
+    glossary = (out / "glossary.html").read_text()
+    anchors = set(re.findall(r'<dt id="([^"]+)"', glossary))
+    assert len(anchors) >= 30, "the glossary page lists its entries"
+    for page in out.glob("*.html"):
+        wanted = set(re.findall(r'href="glossary\.html#([^"]+)"', page.read_text()))
+        assert wanted <= anchors, f"{page.name} links to missing glossary entries {sorted(wanted - anchors)}"
+        assert "GLOSSARY.md" not in page.read_text(), f"{page.name}: a link to GLOSSARY.md was not rewritten"
+    assert 'href="glossary.html#residual-stream"' in (out / f"{FIXTURE}.html").read_text()
+    index = (out / "index.html").read_text()
+    assert index.count('<li><a href="') == len(nbs) and 'href="glossary.html"' in index, "the index shows the reading path"

@@ -1,10 +1,25 @@
 """The journal's numbered notebooks, their titles and headline findings, and the README table."""
 import json
+import re
 from pathlib import Path
 
 from glassbox.journal import findings, paths
 
 README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"
+
+# For the index's reading path: the notebooks to read first, and what a learner can do afterwards.
+READING_PATH: dict[str, tuple[tuple[str, ...], str]] = {
+    "00": ((), "explain superposition with a toy model you train yourself, and read the three papers' claims critically"),
+    "01": ((), "probe, attribute, ablate and steer the neurons of a network you trained, with controls that can fail"),
+    "02": ((), "train a small TransformerLens model on an algorithmic task and test it on data it never chose"),
+    "03": (("02",), "reverse-engineer a one-head transformer from its QK and OV circuits and test the story by intervention"),
+    "04": (("00", "01", "03"), "train sparse autoencoders with SAELens, measure them (L0, FVU, splice) and use a feature"),
+    "05": (("01",), "find a planted backdoor blind, switch it off, and compare with a published defence done properly"),
+    "06": (("01",), "use interpretability scores to prune and regularise a model, against baselines that do something"),
+    "07": (("02", "03"), "train a character-level language model, read it with the logit lens and find induction heads"),
+    "08": (("04", "07"), "reproduce Towards Monosemanticity small: SAE features on a language model's MLP, measured"),
+    "09": (("02", "03"), "watch a transformer grok modular addition and see the Fourier mechanism form before it does"),
+}
 
 
 def notebooks(names: list[str] | None = None) -> list[Path]:
@@ -57,3 +72,46 @@ def update_readme() -> None:
     """Rewrite the findings table between the markers in README.md."""
     readme = paths.ROOT / "README.md"
     paths.atomic_write_text(readme, readme_with_table(readme.read_text()))
+
+
+def slug(term: str) -> str:
+    """GitHub's anchor for a markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", term.strip().lower()).replace(" ", "-")
+
+
+def glossary_entries(markdown_text: str) -> list[tuple[str, str, str]]:
+    """(anchor, term, definition) for each `### Term` section of the glossary's markdown."""
+    parts = re.split(r"^### +(.+?) *$", markdown_text, flags=re.M)
+    return [(slug(term), term, text.strip()) for term, text in zip(parts[1::2], parts[2::2])]
+
+
+GLOSSARY_LINK = re.compile(r"\(GLOSSARY\.md#([\w-]+)\)")
+USED_IN = re.compile(r"\n\*Used in:\*[^\n]*", re.M)
+
+
+def glossary_links(notebook: Path) -> list[str]:
+    """The glossary anchors a notebook's markdown links to, in order of first use."""
+    cells = json.loads(notebook.read_text())["cells"]
+    found = GLOSSARY_LINK.findall(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"))
+    return list(dict.fromkeys(found))
+
+
+def glossary_with_usage(markdown_text: str) -> str:
+    """The glossary with each entry's closing "Used in:" line rebuilt from the notebooks' links to it."""
+    users: dict[str, list[Path]] = {}
+    for nb in notebooks():
+        for anchor in glossary_links(nb):
+            users.setdefault(anchor, []).append(nb)
+    parts = re.split(r"(^### +.+? *$)", USED_IN.sub("", markdown_text), flags=re.M)
+    out = [parts[0]]
+    for heading, text in zip(parts[1::2], parts[2::2]):
+        used = users.get(slug(heading.removeprefix("###")), [])
+        line = "*Used in:* " + ", ".join(f"[{nb.stem[:2]}]({nb.name})" for nb in used) if used else ""
+        out += [heading, text.rstrip("\n") + (f"\n{line}" if line else "") + "\n\n"]
+    return "".join(out).rstrip("\n") + "\n"
+
+
+def update_glossary() -> None:
+    """Rewrite the "Used in:" lines of notebooks/GLOSSARY.md from the notebooks' links."""
+    path = paths.NOTEBOOK_DIR / "GLOSSARY.md"
+    paths.atomic_write_text(path, glossary_with_usage(path.read_text()))

@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def start(stem: str, *, smoke: bool, seed: int = 0, threads: int | None = None) 
         stage = Path(tempfile.mkdtemp(prefix=f"glassbox-{stem}-"))
     stage.mkdir(parents=True, exist_ok=True)
     threads = threads or DEFAULT_THREADS
+    # tqdm.auto (imported by TransformerLens) warns without ipywidgets, printing a path of this machine
+    warnings.filterwarnings("ignore", message="IProgress not found")
     set_seed(seed)
     set_threads(threads)
     _set_plotly_renderer()

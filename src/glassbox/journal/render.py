@@ -24,6 +24,24 @@ CV_CDN_IMPORT = re.compile(r'import \{ render, (\w+) \} from "https://unpkg\.com
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)\s]+)\)")
 ICON = '<link rel="icon" href="data:,">'  # no favicon.ico request (a 404 in the console)
 MATHJAX_CONFIG = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+GLOSSARY_LINK = re.compile(r'href="(?:\./)?GLOSSARY\.md#')  # notebooks link terms to notebooks/GLOSSARY.md
+
+# The table of contents (filled from the page's headings, the one being read highlighted) and the
+# button that hides and shows the code, remembered across pages.
+TOC = """<nav class="toc" aria-label="contents"><button type="button" id="toggle-code">Hide code</button></nav>
+<script>document.addEventListener("DOMContentLoaded", () => {
+  const toc = document.querySelector("nav.toc"), button = document.getElementById("toggle-code");
+  const show = hidden => { document.body.classList.toggle("hide-code", hidden); button.textContent = hidden ? "Show code" : "Hide code"; };
+  show(localStorage.getItem("journal-hide-code") === "1");
+  button.addEventListener("click", () => { const hidden = !document.body.classList.contains("hide-code");
+    localStorage.setItem("journal-hide-code", hidden ? "1" : "0"); show(hidden); });
+  const heads = [...document.querySelectorAll(".jp-MarkdownCell h1[id], .jp-MarkdownCell h2[id], .jp-MarkdownCell h3[id]")];
+  const links = heads.map(h => { const a = document.createElement("a"); a.href = "#" + encodeURIComponent(h.id);
+    a.textContent = h.textContent.replace(/¶$/, ""); a.className = h.tagName.toLowerCase(); toc.appendChild(a); return a; });
+  const follow = () => { let i = heads.findLastIndex(h => h.getBoundingClientRect().top < 120); i = Math.max(i, 0);
+    links.forEach((a, j) => a.classList.toggle("current", j === i)); };
+  document.addEventListener("scroll", follow, {passive: true}); follow();
+});</script>"""
 
 # nbconvert's lab template without require.js and mermaid (unused here, and from a CDN), with our
 # nav and style. MathJax is jupyter-server-mathjax's MathJax 2, which ships the STIX-Web fonts only;
@@ -37,11 +55,29 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
   imageFont: null, preferredFont: null, styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"}}}});
 </script>{% endif %}{% endblock %}
 {% block html_head_css %}{{ resources.journal.head }}{% endblock %}
-{% block body_header %}{{ super() }}{{ resources.journal.nav }}{% endblock %}
+{% block body_header %}{{ super() }}{{ resources.journal.nav }}{{ resources.journal.toc }}{% endblock %}
 {% block body_footer %}{{ resources.journal.nav }}{{ super() }}{% endblock %}
 """
 
 PAGE_CSS = """
+body.jp-Notebook { padding-left: 15rem; }
+@media (max-width: 1400px) { body.jp-Notebook { padding-left: 1.5rem; } nav.toc { display: none; } }
+nav.toc { position: fixed; top: 1rem; left: 1rem; width: 13rem; max-height: calc(100vh - 2rem); overflow-y: auto;
+  font-size: .85rem; line-height: 1.35; border-right: 1px solid #d0d7de; padding-right: .6rem; }
+nav.toc a { display: block; padding: .15rem .3rem; color: #57606a; border-radius: 3px; }
+nav.toc a.h3 { padding-left: 1rem; }
+nav.toc a.current { background: #ddf4ff; color: #0b5cad; font-weight: 600; }
+nav.toc button { margin: 0 0 .6rem; font: inherit; padding: .2rem .6rem; border: 1px solid #d0d7de; border-radius: 4px;
+  background: #f6f8fa; cursor: pointer; }
+body.hide-code .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
+.celltag_parameters .jp-Cell-inputWrapper::before, .celltag_injected-parameters .jp-Cell-inputWrapper::before {
+  display: block; font-size: .8rem; color: #57606a; margin: .2rem 0; }
+.celltag_parameters .jp-Cell-inputWrapper::before { content: "Parameters: the defaults (a full run)"; }
+.celltag_injected-parameters .jp-Cell-inputWrapper::before {
+  content: "Parameters given to this run by the journal runner (papermill), overriding the defaults above"; }
+body.glossary dt { font-weight: 600; margin-top: 1.2rem; } body.glossary dd { margin-left: 1.2rem; }
+body.glossary :target { background: #fff8c5; }
+ol.path li { margin: .4rem 0; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; background: #fff; }
 body.index, body.jp-Notebook { max-width: 1000px; margin: 0 auto; padding: 0 1.5rem 3rem; line-height: 1.55; }
 body.jp-Notebook { --jp-content-font-size1: 15px; --jp-content-font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
@@ -142,8 +178,10 @@ def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, 
     if localise_circuitsvis(nb):
         scripts += '<script src="circuitsvis.js"></script>'
     head = f'{ICON}<link rel="stylesheet" href="journal.css">{scripts}'
-    resources = {"metadata": {"name": path.stem}, "journal": {"head": head, "nav": nav(prev, nxt), "mathjax": mathjax}}
+    resources = {"metadata": {"name": path.stem},
+                 "journal": {"head": head, "nav": nav(prev, nxt), "toc": TOC, "mathjax": mathjax}}
     body, _ = (html_exporter or exporter()).from_notebook_node(nb, resources=resources)
+    body = GLOSSARY_LINK.sub('href="glossary.html#', body)
     target = out / f"{path.stem}.html"
     target.write_text(body, encoding="utf-8")
     return target
@@ -171,15 +209,52 @@ def index_page(nbs: list[Path]) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>The interpretability journal</title>
 {ICON}<link rel="stylesheet" href="journal.css"></head><body class="index">
 <h1>The interpretability journal</h1>
-<p>Numbered experiments that open up small neural networks we train ourselves: an MNIST MLP, a
-one-layer transformer that outputs the median of a list, toy models of superposition and sparse
-autoencoders. Each entry states a question, runs the experiment, and records its findings as numbers
+<p>Numbered experiments that open up small neural networks we train ourselves: toy models of
+superposition, an MNIST MLP, a one-layer transformer that outputs the median of a list, sparse
+autoencoders, a planted backdoor, character-level language models on Tiny Shakespeare, and a
+transformer that groks modular addition. Each entry states a question, runs the experiment, and records its findings as numbers
 that the test suite checks. Read them in order; every figure is interactive, and each notebook opens
 in Colab to be rerun.</p>
 <table class="findings"><thead><tr><th>notebook</th><th>what it found</th><th></th></tr></thead>
 <tbody>{rows}</tbody></table>
+<h2>A reading path</h2>
+<p>What each entry needs first, and what you will be able to do after it. Terms of art are defined in
+the <a href="glossary.html">glossary</a>.</p>
+<ol class="path">{reading_path(nbs)}</ol>
 <footer>Rendered from the executed notebooks by <code>make journal</code>; works offline.</footer>
 </body></html>"""
+
+
+def reading_path(nbs: list[Path]) -> str:
+    """The index's list items: each notebook, the notebooks to read before it, what it teaches you to do."""
+    from glassbox.journal.catalogue import READING_PATH
+
+    items = []
+    for nb in nbs:
+        needs, skill = READING_PATH.get(nb.stem[:2], ((), ""))
+        before = ", ".join(f'<a href="{p.stem}.html">{p.stem[:2]}</a>' for p in nbs if p.stem[:2] in needs)
+        items.append(f'<li><a href="{nb.stem}.html">{html.escape(title(nb))}</a>'
+                     f'{f" (after {before})" if before else ""}: {html.escape(skill)}</li>')
+    return "".join(items)
+
+
+def glossary_page(markdown_text: str) -> str:
+    """The glossary (notebooks/GLOSSARY.md: `### Term` headings, each followed by its definition) as a
+    page whose entries carry the same anchors as on GitHub."""
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+    from glassbox.journal.catalogue import glossary_entries
+
+    entries = "".join(f'<dt id="{slug}">{html.escape(term)}</dt><dd>{markdown2html_mistune(text)}</dd>'
+                      for slug, term, text in glossary_entries(markdown_text))
+    entries = re.sub(r'href="(?:\.\./)?notebooks/([0-9]{2}_[a-z0-9_]+)\.ipynb', r'href="\1.html', entries)
+    entries = re.sub(r'href="([0-9]{2}_[a-z0-9_]+)\.ipynb', r'href="\1.html', entries)
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Glossary · The interpretability journal</title>
+{ICON}<link rel="stylesheet" href="journal.css"></head><body class="index glossary">
+<nav class="journal"><span></span><a href="index.html">journal index</a><span></span></nav>
+<h1>Glossary</h1><p>The terms of art the notebooks use, each with where it is first used.</p>
+<dl>{entries}</dl></body></html>"""
 
 
 def copy_assets(out: Path) -> bool:
@@ -207,6 +282,10 @@ def render_journal(nbs: list[Path], out: Path) -> Path:
     for i, nb in enumerate(nbs):
         render_notebook(nb, out, nbs[i - 1] if i else None, nbs[i + 1] if i + 1 < len(nbs) else None,
                         mathjax, html_exporter)
+    from glassbox.journal import paths
+
+    glossary = paths.NOTEBOOK_DIR / "GLOSSARY.md"
+    (out / "glossary.html").write_text(glossary_page(glossary.read_text() if glossary.is_file() else ""), encoding="utf-8")
     index = out / "index.html"
     index.write_text(index_page(nbs), encoding="utf-8")
     return index

@@ -2,7 +2,7 @@
 
     python -m glassbox.journal run [--smoke] [--out DIR] [-p NAME=VALUE ...] [NOTEBOOK ...]
     python -m glassbox.journal render [--out build/journal]
-    python -m glassbox.journal readme
+    python -m glassbox.journal readme      # README's findings table, the glossary's 'Used in' lines
 
 `run` executes each notebook with papermill, all or nothing: the notebook writes its findings and
 checkpoints to a staging folder (build/stage/<stem>/, or DIR/stage/<stem>/), and only a run that
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="set a parameter, VALUE a Python literal (e.g. -p N_STEPS=500); checked before running")
     p_render = sub.add_parser("render", help="render the journal as HTML")
     p_render.add_argument("--out", type=Path, default=paths.BUILD_DIR / "journal")
-    sub.add_parser("readme", help="update the findings table in README.md")
+    sub.add_parser("readme", help="update the findings table in README.md and the glossary's 'Used in' lines")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"journal rendered: {paths.shown(render.render_journal(catalogue.notebooks(), args.out))}")
         else:
             catalogue.update_readme()
-            print("README.md findings table updated")
+            catalogue.update_glossary()
+            print("README.md findings table and the glossary's 'Used in' lines updated")
     except (RunFailed, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
