@@ -70,6 +70,14 @@ def smoke_run(smoke_dir, offline_log):
     return run
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that executes a notebook carries the `notebook` marker (`pytest -m "not notebook"` skips them)."""
+    unmarked = [item.nodeid for item in items if "smoke_run" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("notebook") is None]
+    if unmarked:
+        raise pytest.UsageError(f"tests that run a notebook must be marked @pytest.mark.notebook: {unmarked}")
+
+
 def pytest_collection_finish(session):
     """A test module that switches autograd off at import breaks every test collected after it."""
     if not torch.is_grad_enabled():

@@ -146,3 +146,11 @@ def test_every_notebook_is_on_the_reading_path():
     numbers = {nb.stem[:2] for nb in NOTEBOOKS}
     later = {n: [p for p in needs if p >= n or p not in numbers] for n, (needs, _) in catalogue.READING_PATH.items()}
     assert not any(later.values()), f"a notebook can only need earlier, existing ones: {later}"
+
+
+def test_no_test_asserts_a_duration():
+    """Durations belong to `make bench`: a timed assertion fails on a busy machine and passes on a broken one."""
+    timed = re.compile(r"^\s*assert\b[^\n]*(seconds|duration|elapsed|wall_s)[^\n]*[<>]=?\s*(?!0\b)\d")
+    found = [f"{p.name}:{i}" for p in sorted((paths.ROOT / "tests").glob("test_*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if timed.search(line)]
+    assert not found, f"tests asserting a duration: {found}"
