@@ -1,0 +1,325 @@
+"""Features of a character-level language model, read without a person in the loop: simple rules over
+the characters, how well the best rule predicts when a unit fires, and text dashboards.
+
+    book = RuleBook.from_text(train_text)                  # rules: "char 'e'", "after '\\n'", "bigram 'th'", ...
+    codes = book.codes(val_text)                           # (n, n_vars) int codes, one row per character
+    fit = fit_rules(acts_val, book, codes)                 # best rule and threshold per unit, on validation
+    f1 = score_rules(acts_test, book, book.codes(test_text), fit)   # their F1 on test text, once
+    display(HTML(contexts_html(test_text, acts_test[:, j])))        # top contexts, each character shaded
+
+A *unit* is anything with one activation per character: a neuron, an SAE latent, a random direction.
+Activations are read at the character itself (position t sees characters 0..t), so the rules describe
+the character and what precedes it. Shapes: `n` characters, `units` units, `rules` rules.
+"""
+import html
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+CLASSES = {  # character classes a rule can name (besides single characters)
+    "lowercase": str.islower, "uppercase": str.isupper, "letter": str.isalpha, "digit": str.isdigit,
+    "space": lambda c: c == " ", "newline": lambda c: c == "\n", "punctuation": lambda c: c in ".,;:!?'-&$",
+    "vowel": lambda c: c.lower() in "aeiou",
+}
+VARIABLES = ("char", "prev", "bigram", "trigram", "word_position", "speaker_line", "caps_word")
+SIZES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5)  # predicted-set sizes tried, as shares of n
+
+
+def _show(c: str) -> str:
+    return {"\n": "\\n", " ": "␣"}.get(c, c)
+
+
+@dataclass
+class RuleBook:
+    """Named binary rules over characters, each a set of values of one categorical variable (see VARIABLES).
+
+    tables[k] is a (values of variable k, rules on k) boolean table; rule names are in `names`, grouped by variable.
+    """
+
+    chars: str  # the vocabulary (token id i is chars[i])
+    bigrams: list[str]  # bigrams (previous, current) with a rule of their own
+    trigrams: list[str]  # trigrams with a rule of their own
+    tables: list[Bool[Tensor, "values rules"]]
+    names: list[str]
+
+    @classmethod
+    def from_text(cls, text: str, chars: str | None = None, n_bigrams: int = 300, n_trigrams: int = 300) -> "RuleBook":
+        """The rule book: every character and class, as current or previous character, the most frequent
+        bigrams and trigrams of `text`, position in a word (1, 2, 3, 4+), inside a speaker's name line, inside an all-caps word."""
+        chars = chars or "".join(sorted(set(text)))
+        bigrams = [b for b, _ in Counter(text[i:i + 2] for i in range(len(text) - 1)).most_common(n_bigrams)]
+        trigrams = [t for t, _ in Counter(text[i:i + 3] for i in range(len(text) - 2)).most_common(n_trigrams)]
+        tables, names = [], []
+        for prefix, values in (("char", list(chars)), ("after", list(chars) + [""])):
+            single = torch.eye(len(values), len(chars), dtype=torch.bool)
+            classes = torch.tensor([[bool(c) and f(c) for f in CLASSES.values()] for c in values])
+            tables.append(torch.cat([single, classes], 1))
+            names += [f"{prefix} '{_show(c)}'" for c in chars] + [f"{prefix} {k}" for k in CLASSES]
+        for kind, grams in (("bigram", bigrams), ("trigram", trigrams)):
+            tables.append(torch.eye(len(grams) + 1, len(grams), dtype=torch.bool))  # last value: any other
+            names += [f"{kind} '{''.join(map(_show, g))}'" for g in grams]
+        tables.append(torch.eye(5, dtype=torch.bool)[:, 1:])  # word position 0 (not in a word), 1, 2, 3, 4+
+        names += ["1st letter of a word", "2nd letter of a word", "3rd letter of a word", "4th+ letter of a word"]
+        for name in ("in a speaker's name line", "in an all-caps word"):
+            tables.append(torch.tensor([[False], [True]]))
+            names.append(name)
+        return cls(chars, bigrams, trigrams, tables, names)
+
+    @property
+    def n_rules(self) -> int:
+        return len(self.names)
+
+    def codes(self, text: str) -> Int[Tensor, "n n_vars"]:
+        """Each character's value of every variable (columns in the order of VARIABLES)."""
+        index = {c: i for i, c in enumerate(self.chars)}
+        char = torch.tensor([index[c] for c in text])
+        prev = torch.cat([torch.tensor([len(self.chars)]), char[:-1]])
+        big, tri = {g: i for i, g in enumerate(self.bigrams)}, {g: i for i, g in enumerate(self.trigrams)}
+        bigram = torch.tensor([big.get(text[max(i - 1, 0):i + 1], len(big)) if i >= 1 else len(big) for i in range(len(text))])
+        trigram = torch.tensor([tri.get(text[i - 2:i + 1], len(tri)) if i >= 2 else len(tri) for i in range(len(text))])
+        return torch.stack([char, prev, bigram, trigram, _word_positions(text), _speaker_lines(text), _caps_words(text)], 1)
+
+    def matrix(self, codes: Int[Tensor, "n n_vars"]) -> Bool[Tensor, "n rules"]:
+        """Which rules hold at each character."""
+        return torch.cat([table[codes[:, k]] for k, table in enumerate(self.tables)], 1)
+
+    def counts(self, codes: Int[Tensor, "n n_vars"]) -> Int[Tensor, "rules"]:
+        """On how many characters each rule holds."""
+        return torch.cat([torch.bincount(codes[:, k], minlength=len(t)).float() @ t.float() for k, t in enumerate(self.tables)]).long()
+
+
+def _word_positions(text: str) -> Int[Tensor, "n"]:
+    """0 outside a word, else the letter's position in its word (1, 2, 3, capped at 4)."""
+    out, run = [], 0
+    for c in text:
+        run = run + 1 if c.isalpha() else 0
+        out.append(min(run, 4))
+    return torch.tensor(out)
+
+
+def _speaker_lines(text: str) -> Int[Tensor, "n"]:
+    """1 on the characters of a line that is a speaker's name ("ROMEO:", "First Citizen:"), newline excluded."""
+    out = []
+    for line in text.split("\n"):
+        is_name = line.endswith(":") and 1 < len(line) <= 40 and line[0].isupper()
+        out += [int(is_name)] * len(line) + [0]
+    return torch.tensor(out[: len(text)])
+
+
+def _caps_words(text: str) -> Int[Tensor, "n"]:
+    """1 on the letters of a word of two or more letters that are all upper case."""
+    out, i = [0] * len(text), 0
+    while i < len(text):
+        j = i
+        while j < len(text) and text[j].isalpha():
+            j += 1
+        if j - i >= 2 and text[i:j].isupper():
+            out[i:j] = [1] * (j - i)
+        i = max(j, i + 1)
+    return torch.tensor(out)
+
+
+@dataclass
+class RuleFit:
+    """Per unit: its best rule (index into RuleBook.names), the activation threshold, and the F1 where chosen."""
+
+    rule: Int[Tensor, "units"]
+    threshold: Float[Tensor, "units"]
+    f1: Float[Tensor, "units"]
+
+
+def _sizes(n: int, sizes: tuple[float, ...]) -> Int[Tensor, "n_sizes"]:
+    """Predicted-set sizes in characters; the last, n, stands for "every positive activation"."""
+    return torch.tensor(sorted({max(1, round(s * n)) for s in sizes} | {n}))
+
+
+@torch.no_grad()
+def fit_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor, "n n_vars"], *,
+              sizes: tuple[float, ...] = SIZES, chunk: int | None = None) -> RuleFit:
+    """For every unit, the rule and threshold that best predict where it fires (F1 of "activation >= threshold"
+    against "rule holds"), searching every rule and the thresholds that keep the top s of the characters
+    (s in `sizes`, only positive activations) or every positive activation. A unit positive nowhere gets rule -1, F1 0."""
+    n, units = acts.shape
+    if len(codes) != n:
+        raise ValueError(f"one row of codes per activation expected: {n} activations, {len(codes)} code rows")
+    size = _sizes(n, sizes)
+    chunk = chunk or max(16, 2**21 // n)  # units per block: about two million (unit, character) pairs
+    n_rule = book.counts(codes).float()
+    rules, thresholds, f1s = [], [], []
+    for block in acts.T.split(chunk):
+        values, order = block.sort(dim=1, descending=True)  # (u, n)
+        n_pos = (values > 0).sum(1)
+        bucket = torch.searchsorted(size, torch.arange(n), right=True)  # rank r is in the top s_j for j >= bucket[r]
+        bucket = torch.where(values > 0, bucket, len(size))  # (u, n): non-positive never predicted
+        tp = []
+        for k, table in enumerate(book.tables):
+            v = codes[order, k]  # (u, n): the variable's value at each ranked character
+            flat = (torch.arange(len(block))[:, None] * (len(size) + 1) + bucket) * len(table) + v
+            hist = torch.bincount(flat.flatten(), minlength=len(block) * (len(size) + 1) * len(table))
+            hist = hist.view(len(block), len(size) + 1, len(table))[:, :-1].float().cumsum(1)
+            tp.append(hist @ table.float())  # (u, sizes, rules on k)
+        tp = torch.cat(tp, 2)
+        n_pred = torch.minimum(size[None], n_pos[:, None]).float()  # (u, sizes)
+        f1 = 2 * tp / (n_pred[:, :, None] + n_rule[None, None]).clamp(min=1)
+        best, idx = f1.flatten(1).max(1)
+        s_idx, r_idx = idx // book.n_rules, idx % book.n_rules
+        rank = (torch.minimum(size[s_idx], n_pos) - 1).clamp(min=0)
+        thresholds.append(torch.where(n_pos > 0, values.gather(1, rank[:, None])[:, 0], torch.inf))
+        rules.append(torch.where(n_pos > 0, r_idx, -1))
+        f1s.append(torch.where(n_pos > 0, best, 0.0))
+    return RuleFit(torch.cat(rules), torch.cat(thresholds), torch.cat(f1s))
+
+
+@torch.no_grad()
+def score_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor, "n n_vars"], fit: RuleFit,
+                chunk: int = 256) -> dict[str, Float[Tensor, "units"]]:
+    """F1, precision and recall of each unit's fitted rule and threshold on other text (e.g. the test split)."""
+    if acts.shape[1] != len(fit.rule):
+        raise ValueError(f"the fit has {len(fit.rule)} units, the activations {acts.shape[1]}")
+    truth_all = book.matrix(codes)  # (n, rules)
+    out = {"f1": [], "precision": [], "recall": []}
+    for cols in torch.arange(acts.shape[1]).split(chunk):
+        pred = (acts[:, cols] >= fit.threshold[cols]) & (acts[:, cols] > 0)
+        truth = truth_all[:, fit.rule[cols].clamp(min=0)] & (fit.rule[cols] >= 0)
+        tp = (pred & truth).sum(0).float()
+        out["f1"].append(2 * tp / (pred.sum(0) + truth.sum(0)).clamp(min=1))
+        out["precision"].append(tp / pred.sum(0).clamp(min=1))
+        out["recall"].append(tp / truth.sum(0).clamp(min=1))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def f1_score(pred: Bool[Tensor, "n"], truth: Bool[Tensor, "n"]) -> float:
+    """F1 of a binary prediction (2 TP / (predicted + true)); 0 when both are empty."""
+    tp = (pred & truth).sum().item()
+    return 2 * tp / max(pred.sum().item() + truth.sum().item(), 1)
+
+
+def greedy_cover(acts: Float[Tensor, "n"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.05,
+                 n_rules: int = 3) -> list[tuple[int, float]]:
+    """Which specific rules (holding on at most `max_base_rate` of characters) explain the unit's top-k
+    characters: repeatedly the rule covering most of the still unexplained ones. Returns (rule, share of the
+    top k it newly covers) pairs, largest first: one big share is a monosemantic unit, several are not."""
+    top = acts.topk(k).indices
+    allowed = truth.float().mean(0) <= max_base_rate
+    left = torch.ones(k, dtype=torch.bool)
+    out = []
+    for _ in range(n_rules):
+        gain = (truth[top] & left[:, None]).sum(0).masked_fill(~allowed, -1)
+        r = int(gain.argmax())
+        if gain[r] <= 0:
+            break
+        out.append((r, gain[r].item() / k))
+        left &= ~truth[top, r]
+    return out
+
+
+# ---- text dashboards: activations drawn on the characters (plain HTML, no script: works offline everywhere) ----
+
+def _shade(value: float, top: float) -> str:
+    a = max(0.0, min(1.0, value / top)) if top > 0 else 0.0
+    return f"rgba(255,120,0,{a:.2f})" if value >= 0 else f"rgba(0,110,255,{min(1.0, -value / top):.2f})"
+
+
+def context_html(text: str, acts: Float[Tensor, "n"], center: int, *, left: int = 40, right: int = 8,
+                 top: float | None = None) -> str:
+    """One line of HTML: the characters around `center`, each shaded by its activation, `center` boxed."""
+    lo, hi = max(0, center - left), min(len(text), center + right + 1)
+    top = float(top if top is not None else acts[lo:hi].abs().max().clamp(min=1e-9))
+    spans = []
+    for i in range(lo, hi):
+        c = "↵" if text[i] == "\n" else html.escape(text[i])
+        box = "outline:1px solid #000;" if i == center else ""
+        spans.append(f'<span title="{acts[i].item():.2f}" style="background:{_shade(acts[i].item(), top)};{box}">{c}</span>')
+    return "".join(spans)
+
+
+def contexts_html(text: str, acts: Float[Tensor, "n"], *, k: int = 10, title: str = "", left: int = 40,
+                  right: int = 8, positions: Int[Tensor, "m"] | None = None) -> str:
+    """An HTML table of the unit's k top-activating characters (or the given `positions`) in context."""
+    if len(text) != len(acts):
+        raise ValueError(f"one activation per character expected: {len(text)} characters, {len(acts)} activations")
+    pos = acts.topk(k).indices if positions is None else positions
+    top = acts.max().item()
+    rows = "".join(f'<tr><td style="text-align:right;padding-right:8px">{acts[p].item():.2f}</td>'
+                   f'<td style="font-family:monospace;white-space:pre;text-align:left">'
+                   f'{context_html(text, acts, int(p), left=left, right=right, top=top)}</td></tr>' for p in pos)
+    head = f"<div style='font-weight:600;margin:6px 0 2px'>{html.escape(title)}</div>" if title else ""
+    return f"{head}<table style='border-collapse:collapse;font-size:13px'>{rows}</table>"
+
+
+def direct_logit_effect(direction: Float[Tensor, "d_model"], W_U: Float[Tensor, "d_model d_vocab"],
+                        ln_weight: Float[Tensor, "d_model"] | None = None) -> Float[Tensor, "d_vocab"]:
+    """The logits a residual-stream direction pushes through the final LayerNorm's centring and weight and
+    the unembedding, centred over the vocabulary (LayerNorm's positive scale changes only the size)."""
+    d = direction - direction.mean()
+    if ln_weight is not None:
+        d = d * ln_weight
+    logits = d @ W_U
+    return logits - logits.mean()
+
+
+def random_topk_latents(acts: Float[Tensor, "n d_in"], d_sae: int, k: int, *, center: Float[Tensor, "d_in"] | None = None,
+                        seed: int = 0) -> tuple[Float[Tensor, "n d_sae"], Float[Tensor, "d_sae d_in"]]:
+    """A control dictionary: `d_sae` random unit directions, encoded like a TopK SAE (the k largest positive
+    projections of the centred activations kept, the rest zero). Returns the latents and the directions."""
+    gen = torch.Generator().manual_seed(seed)
+    directions = F.normalize(torch.randn(d_sae, acts.shape[1], generator=gen), dim=1)
+    proj = (acts - (acts.mean(0) if center is None else center)) @ directions.T
+    values, idx = proj.topk(k, dim=1)
+    return torch.zeros_like(proj).scatter_(1, idx, values.clamp(min=0)), directions
+
+
+@torch.no_grad()
+def generate(model, prompts: Int[Tensor, "batch pos"], n_new: int, *, n_ctx: int, fwd_hooks: list | None = None,
+             temperature: float = 1.0, seed: int = 0) -> Int[Tensor, "batch n_new"]:
+    """`n_new` sampled tokens after each prompt, with TransformerLens `fwd_hooks` active at every step
+    (e.g. one that adds a feature's direction): the steered continuation."""
+    gen = torch.Generator().manual_seed(seed)
+    tokens = prompts.clone()
+    for _ in range(n_new):
+        logits = model.run_with_hooks(tokens[:, -n_ctx:], fwd_hooks=fwd_hooks or [])[:, -1]
+        probs = F.softmax(logits / max(temperature, 1e-6), -1)
+        tokens = torch.cat([tokens, torch.multinomial(probs, 1, generator=gen)], 1)
+    return tokens[:, prompts.shape[1]:]
+
+
+def dashboard_figure(acts: Float[Tensor, "n"], effect: Float[Tensor, "d_vocab"], chars: str, *, n_chars: int = 8,
+                     title: str = ""):
+    """Two panels of a text feature dashboard: the histogram of the unit's non-zero activations, and the
+    `n_chars` next characters its logit effect promotes most and suppresses most."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if len(effect) != len(chars):
+        raise ValueError(f"one logit effect per character expected: {len(effect)} effects, {len(chars)} characters")
+    on = acts[acts > 0]
+    order = effect.argsort(descending=True)
+    picked = torch.cat([order[:n_chars], order[-n_chars:]])
+    fig = make_subplots(1, 2, subplot_titles=[f"activations (non-zero on {len(on) / len(acts):.2%} of characters)",
+                                              "logit effect: next characters promoted / suppressed"])
+    fig.add_trace(go.Histogram(x=on.tolist(), nbinsx=40, marker_color="gray", showlegend=False), 1, 1)
+    fig.add_trace(go.Bar(x=[repr(chars[i])[1:-1] or "?" for i in picked.tolist()], y=effect[picked].tolist(), showlegend=False,
+                         marker_color=["#2ca02c" if v >= 0 else "#d62728" for v in effect[picked].tolist()]), 1, 2)
+    fig.update_xaxes(title_text="activation", row=1, col=1)
+    fig.update_yaxes(title_text="characters", row=1, col=1)
+    fig.update_xaxes(type="category", row=1, col=2)
+    fig.update_layout(title=title, height=320, margin=dict(t=70, b=40, l=50, r=20))
+    return fig
+
+
+@torch.no_grad()
+def top_rule_share(acts: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, k: int = 100,
+                   max_base_rate: float = 0.05, chunk: int = 256) -> Float[Tensor, "units"]:
+    """For each unit, the largest share of its k top-activating characters that one specific rule (true on at
+    most `max_base_rate` of characters) covers: the first step of `greedy_cover`. NaN for a unit positive on fewer than k."""
+    if len(acts) != len(truth):
+        raise ValueError(f"one row of rules per activation expected: {len(acts)} activations, {len(truth)} rows")
+    allowed = truth.float().mean(0) <= max_base_rate
+    specific = truth[:, allowed]
+    values, top = acts.topk(k, dim=0)  # (k, units)
+    shares = torch.cat([specific[idx].sum(0).amax(1) for idx in top.split(chunk, dim=1)]).float() / k
+    return shares.masked_fill(values[-1] <= 0, float("nan"))

@@ -1,0 +1,150 @@
+"""glassbox.features: character rules, best-rule fitting (checked against brute force), dashboards."""
+import pytest
+import torch
+
+from glassbox import features
+
+TEXT = "ROMEO:\nBut soft, what light?\n\nJULIET:\nAy me. The rose THE end.\nthe\n"
+
+
+@pytest.fixture(scope="module")
+def book():
+    return features.RuleBook.from_text(TEXT * 3, n_bigrams=20, n_trigrams=20)
+
+
+def rule(book, name):
+    return book.names.index(name)
+
+
+def test_codes_read_the_character_itself_and_the_one_before(book):
+    truth = book.matrix(book.codes(TEXT))
+    i = TEXT.index("soft")  # the 's'
+    assert truth[i, rule(book, "char 's'")] and not truth[i, rule(book, "char 'o'")], "char rules must read position t, not t+1"
+    assert truth[i, rule(book, "after '␣'")] and truth[i + 1, rule(book, "after 's'")], "after rules must read position t-1"
+    assert truth[i, rule(book, "1st letter of a word")] and truth[i + 3, rule(book, "4th+ letter of a word")]
+    assert not truth[0, rule(book, "after '␣'")], "the first character has no previous character"
+    assert truth[i + 1, rule(book, "bigram 'so'")] and not truth[i, rule(book, "bigram 'so'")], "a bigram ends at t"
+
+
+def test_speaker_lines_and_caps_words(book):
+    truth = book.matrix(book.codes(TEXT))
+    speaker, caps = rule(book, "in a speaker's name line"), rule(book, "in an all-caps word")
+    marked = "".join(c for c, s in zip(TEXT, truth[:, speaker]) if s)
+    assert marked == "ROMEO:JULIET:", f"speaker lines should be the name lines without their newline, got {marked!r}"
+    assert "".join(c for c, s in zip(TEXT, truth[:, caps]) if s) == "ROMEOJULIETTHE", "all-caps words of 2+ letters"
+
+
+def test_counts_equal_the_matrix_column_sums(book):
+    codes = book.codes(TEXT)
+    assert torch.equal(book.counts(codes), book.matrix(codes).sum(0))
+    assert book.matrix(codes).shape == (len(TEXT), book.n_rules) == (len(TEXT), len(book.names))
+
+
+def brute_force_best_f1(acts, truth, n_sizes):
+    best = torch.zeros(acts.shape[1])
+    for u in range(acts.shape[1]):
+        order = acts[:, u].argsort(descending=True)
+        n_pos = int((acts[:, u] > 0).sum())
+        for s in n_sizes:
+            pred = torch.zeros(len(acts), dtype=torch.bool)
+            pred[order[: min(s, n_pos)]] = True
+            tp = (pred[:, None] & truth).sum(0).float()
+            best[u] = max(best[u], (2 * tp / (pred.sum() + truth.sum(0)).clamp(min=1)).max())
+    return best
+
+
+def test_fit_rules_finds_the_planted_rule_and_agrees_with_brute_force(book):
+    codes = book.codes(TEXT)
+    truth = book.matrix(codes)
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.rand(len(TEXT), 6, generator=gen)
+    planted = [rule(book, "char 'e'"), rule(book, "after '\\n'"), rule(book, "in a speaker's name line")]
+    for u, r in enumerate(planted):
+        acts[:, u] = truth[:, r].float() * (1 + acts[:, u])  # fires exactly where the rule holds, zero elsewhere
+    acts[:, 3] = -acts[:, 3]  # never positive
+    sizes = (0.2, 0.5)  # no size below the rules' counts: the planted rule is then the only perfect one
+    fit = features.fit_rules(acts, book, codes, sizes=sizes, chunk=4)
+    for u, r in enumerate(planted):
+        assert truth[:, fit.rule[u]].equal(truth[:, r]), f"unit {u}: found {book.names[fit.rule[u]]!r}, planted {book.names[r]!r}"
+        assert fit.f1[u] == pytest.approx(1.0), "a unit that is exactly a rule has F1 1 (is 'every positive activation' a candidate?)"
+    assert fit.rule[3] == -1 and fit.f1[3] == 0, "a unit that is never positive has no rule"
+    sizes_n = features._sizes(len(TEXT), sizes).tolist()
+    assert torch.allclose(fit.f1, brute_force_best_f1(acts, truth, sizes_n), atol=1e-6), "fit_rules disagrees with brute force"
+
+
+def test_score_rules_uses_the_threshold_on_new_text(book):
+    codes = book.codes(TEXT)
+    truth = book.matrix(codes)
+    r = rule(book, "char 'e'")
+    fit = features.RuleFit(rule=torch.tensor([r, r]), threshold=torch.tensor([0.5, 2.0]), f1=torch.zeros(2))
+    acts = torch.stack([truth[:, r].float(), truth[:, r].float()], 1)
+    scores = features.score_rules(acts, book, codes, fit)
+    assert scores["f1"][0] == 1.0 and scores["precision"][0] == 1.0 and scores["recall"][0] == 1.0
+    assert scores["f1"][1] == 0.0, "a threshold above every activation predicts nothing: F1 0"
+
+
+def test_greedy_cover_splits_a_two_pattern_unit(book):
+    codes = book.codes(TEXT * 4)
+    truth = book.matrix(codes)
+    e, nl = rule(book, "char 'e'"), rule(book, "char '\\n'")
+    acts = truth[:, e].float() * 2 + truth[:, nl].float()  # 'e' strongest, newlines second
+    k = int(truth[:, e].sum() + truth[:, nl].sum())
+    cover = features.greedy_cover(acts, truth, k=k, max_base_rate=0.2)
+    names = [book.names[r] for r, _ in cover]
+    bigger = "char 'e'" if truth[:, e].sum() > truth[:, nl].sum() else "char '\\n'"
+    assert set(names[:2]) == {"char 'e'", "char '\\n'"} and names[0] == bigger, \
+        f"the cover should take the pattern covering most of the top k first, then the other; got {names}"
+    assert sum(s for _, s in cover[:2]) == pytest.approx(1.0) and len(cover) == 2, "nothing is left after both patterns"
+    narrow = features.greedy_cover(acts, truth, k=k, max_base_rate=0.01)
+    assert all(truth[:, r].float().mean() <= 0.01 for r, _ in narrow), "rules above max_base_rate are not allowed"
+
+
+def test_contexts_html_marks_the_top_character():
+    acts = torch.zeros(len(TEXT))
+    acts[TEXT.index("?")] = 3.0
+    page = features.contexts_html(TEXT, acts, k=1, title="t<x>")
+    assert "outline" in page and ">?</span>" in page.split("outline")[1][:80], "the top character must be the boxed one"
+    assert "t&lt;x&gt;" in page and "3.00" in page and "↵" in page, "escape the title, print the value, draw newlines"
+    with pytest.raises(ValueError, match="one activation per character"):
+        features.contexts_html(TEXT, acts[:-1])
+
+
+def test_direct_logit_effect_is_centred_and_follows_the_unembedding():
+    W_U = torch.zeros(4, 3)
+    W_U[0, 2] = 1.0  # residual dimension 0 writes to token 2
+    effect = features.direct_logit_effect(torch.tensor([1.0, 0, 0, 0]), W_U)
+    assert effect.argmax() == 2 and effect.sum().abs() < 1e-6
+    assert features.direct_logit_effect(torch.tensor([1.0, 0, 0, 0]), W_U, torch.tensor([-1.0, 1, 1, 1])).argmin() == 2, \
+        "a negative LayerNorm weight flips the direction"
+
+
+def test_random_topk_latents_keep_k_positive_projections():
+    acts = torch.randn(50, 8)
+    latents, directions = features.random_topk_latents(acts, 32, 3, seed=1)
+    assert latents.shape == (50, 32) and directions.norm(dim=1).allclose(torch.ones(32))
+    assert ((latents > 0).sum(1) <= 3).all() and (latents >= 0).all()
+    proj = (acts - acts.mean(0)) @ directions.T
+    assert torch.allclose(latents.max(1).values, proj.max(1).values.clamp(min=0)), "the largest projection must be kept"
+
+
+def test_dashboard_figure_orders_promoted_then_suppressed():
+    effect = torch.tensor([0.5, -2.0, 3.0, 0.0])
+    fig = features.dashboard_figure(torch.tensor([0.0, 1.0, 2.0]), effect, "ab\nc", n_chars=1)
+    bar = fig.data[1]
+    assert list(bar.x) == ["\\n", "b"] and list(bar.y) == [3.0, -2.0], "most promoted first, most suppressed last"
+    assert "66.67%" in fig.layout.annotations[0].text, "density counts non-zero activations over all characters"
+
+
+def test_top_rule_share_matches_the_first_greedy_step(book):
+    codes = book.codes(TEXT * 4)
+    truth = book.matrix(codes)
+    gen = torch.Generator().manual_seed(1)
+    acts = torch.rand(len(truth), 5, generator=gen) + 0.01
+    acts[:, 0] = truth[:, rule(book, "char 'e'")].float() + 0.01 * acts[:, 0]  # its top k are all e's
+    acts[:, 4] = -1.0  # never positive: NaN
+    k = int(truth[:, rule(book, "char 'e'")].sum())
+    shares = features.top_rule_share(acts, truth, k=k, max_base_rate=0.2, chunk=2)
+    assert shares[0] == 1.0, "a unit whose top k all satisfy one rule has share 1"
+    for u in range(1, 4):
+        assert shares[u] == pytest.approx(features.greedy_cover(acts[:, u], truth, k=k, max_base_rate=0.2, n_rules=1)[0][1])
+    assert shares[4].isnan()
