@@ -81,8 +81,8 @@ def test_the_readme_table_is_the_generated_one():
         "README.md's findings table differs from the committed findings: run `python -m glassbox.journal readme`"
 
 
-def test_headlines_quote_no_wall_clock_seconds():
-    timed = {nb.stem: h for nb in NOTEBOOKS if re.search(r"\b\d+(\.\d+)? ?(s|sec|seconds|min|minutes)\b",
+def test_headlines_quote_no_wall_clock_seconds():  # "12 s" or "3 minutes"; "3s into 8s" are digits
+    timed = {nb.stem: h for nb in NOTEBOOKS if re.search(r"\b\d+(\.\d+)? (s|sec|seconds|min|minutes)\b",
                                                         h := catalogue.headline(nb.stem))}
     assert not timed, f"headlines must not quote run times (a rerun would change them; times belong to make bench): {timed}"
 
