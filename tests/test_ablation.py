@@ -100,3 +100,60 @@ def test_ablate_in_weights_explains_bad_input(tiny_cnn):
     no_bias = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(4, 2, bias=False))
     with pytest.raises(ValueError, match="no bias"):
         ablation.ablate_in_weights(no_bias, "0", [1], torch.ones(4), reader="1")
+
+
+def linear_model() -> torch.nn.Sequential:
+    """out = relu(x)[0] - relu(x)[1] + 0 * relu(x)[2], so which neuron is ablated, and to what, decides the class."""
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]))
+        model[2].bias.zero_()
+    return model.eval()
+
+
+def test_class_accuracy_drop_uses_the_values_and_n_classes_on_a_hand_built_model():
+    model = linear_model()
+    x = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.5, 0.0]])
+    y = torch.tensor([0, 1, 0])  # all correct
+    zero = ablation.class_accuracy_drop(model, "1", x, y)
+    # zeroing neuron 0 sends every input to class 1 (class 0 loses all), zeroing neuron 1 sends all to class 0
+    assert torch.equal(zero, torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])), "rows are classes, columns neurons"
+    high = torch.tensor([0.0, 5.0, 0.0])
+    held = ablation.class_accuracy_drop(model, "1", x, y, high, neurons=[1])
+    assert torch.equal(held, torch.tensor([[1.0], [0.0]])), "neuron 1 held at 5 must send everything to class 1"
+    wide = ablation.class_accuracy_drop(model, "1", x, y, neurons=[2], n_classes=4)
+    assert wide.shape == (4, 1) and not wide.any(), "n_classes sets the rows; neuron 2 is read by nothing"
+
+
+def test_ablate_refuses_negative_neurons():
+    model = linear_model()
+    with pytest.raises(IndexError, match=r"neurons \[-1\] do not exist"), ablation.ablate(model, "1", [-1]):
+        model(torch.ones(1, 3))
+    with pytest.raises(IndexError, match=r"\[-1\]"):
+        ablation.ablate_in_weights(model, "1", [-1], reader="2")
+
+
+def test_flip_rate_is_the_share_sent_to_the_target():
+    model = linear_model()
+    x = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    values = torch.tensor([0.0, 2.5, 0.0])
+    # neuron 1 held at 2.5: class 1 wins where x0 < 2.5, i.e. inputs 0, 1 and 3 of 4
+    assert ablation.flip_rate(model, "1", x, 1, [1], values) == 0.75
+    assert ablation.flip_rate(model, "1", x, 0, [1], values) == 0.25
+
+
+@pytest.mark.parametrize("values", [None, torch.tensor([0.5, -1.0, 2.0, 3.0])])
+def test_ablate_in_weights_finds_the_reader_past_nested_blocks_and_elementwise_layers(values):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU()), torch.nn.Dropout(0.0),
+                                torch.nn.Linear(4, 2)).eval()
+    x = torch.randn(5, 3)
+    with ablation.ablate(model, "0", [1, 3], values):
+        hooked = model(x)
+    assert torch.allclose(ablation.ablate_in_weights(model, "0", [1, 3], values, reader="2")(x), hooked, atol=1e-6)
+    with pytest.raises(ValueError, match="does not read '0'"):
+        ablation.ablate_in_weights(model, "0", [1], reader="0.0")
+    stack = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))  # a Linear read by the next Linear
+    with ablation.ablate(stack, "0", [2]):
+        hooked = stack(x)
+    assert torch.allclose(ablation.ablate_in_weights(stack, "0", [2], reader="1")(x), hooked, atol=1e-6)

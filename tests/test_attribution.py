@@ -68,3 +68,87 @@ def test_trained_vs_random_sanity_check_can_fail(tiny_cnn):
     # not near 0: strided convolutions reach some pixels more often than others, whatever the weights
     # (Adebayo et al. saw such architecture-only structure too); but well below the 1 of a model with itself
     assert attribution.rank_correlation(same, other).mean() < 0.8, "randomize_weights did not change the model"
+
+
+class Counting(torch.nn.Module):
+    """logits = x.flatten(1) @ W, counting the rows it is called on."""
+
+    def __init__(self, n_in):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.randn(n_in, 3, generator=torch.Generator().manual_seed(0)))
+        self.rows = 0
+
+    def forward(self, x):
+        self.rows += len(x)
+        return x.flatten(1) @ self.W
+
+
+def test_integrated_gradients_takes_n_steps_on_a_path_from_zero():
+    model = Counting(4)
+    x = torch.rand(2, 4)
+    a = attribution.attribute(model, x, 1, "integrated_gradients", n_steps=5)
+    assert model.rows == 2 * 5, "n_steps points on the path for each input"
+    assert torch.allclose(a, x * model.W[:, 1], atol=1e-5), "a linear model's IG from 0 is x * w"
+
+
+def brute_force_occlusion(model, x, target, window, stride):
+    """Mean drop of the target logit over every window position covering each pixel (patch set to 0)."""
+    (h, w), (wh, ww), (sh, sw) = x.shape[1:], window, stride
+    total, count = torch.zeros_like(x), torch.zeros_like(x)
+    base = model(x)[:, target]
+    for top in range(0, h - wh + 1, sh):
+        for left in range(0, w - ww + 1, sw):
+            hidden = x.clone()
+            hidden[:, top:top + wh, left:left + ww] = 0
+            total[:, top:top + wh, left:left + ww] += (base - model(hidden)[:, target])[:, None, None]
+            count[:, top:top + wh, left:left + ww] += 1
+    return total / count.clamp(min=1)
+
+
+def test_occlusion_matches_a_brute_force_loop_over_windows_and_strides():
+    torch.manual_seed(0)
+    model = Counting(5 * 7)
+    x = torch.rand(2, 5, 7)
+    for window, stride in (((2, 3), (1, 2)), ((3, 2), (2, 1))):
+        got = attribution.attribute(model, x, 2, "occlusion", window=window, stride=stride)
+        assert torch.allclose(got, brute_force_occlusion(model, x, 2, window, stride), atol=1e-5), \
+            f"occlusion with window {window} and stride {stride} differs from the brute-force loop"
+
+
+def test_randomize_weights_is_reproducible_from_its_seed(tiny_cnn):
+    a, b = attribution.randomize_weights(tiny_cnn, seed=3), attribution.randomize_weights(tiny_cnn, seed=3)
+    c = attribution.randomize_weights(tiny_cnn, seed=4)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict()), "same seed, same weights"
+    assert not torch.equal(a.head[3].weight, c.head[3].weight)
+    assert not a.training, "the copy comes back in eval mode"
+
+
+def test_randomize_weights_refuses_a_model_no_layer_can_redraw():
+    class Holder(torch.nn.Module):  # parameters, but no reset_parameters
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+    class Resettable(torch.nn.Module):  # reset_parameters, but no parameters of its own
+        def __init__(self):
+            super().__init__()
+            self.inner = Holder()
+
+        def reset_parameters(self):
+            pass
+
+    with pytest.raises(ValueError, match="nothing to randomise"):
+        attribution.randomize_weights(Resettable())
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
+def test_rank_correlation_compares_absolute_values_by_default_and_gives_0_for_a_flat_map():
+    torch.manual_seed(1)
+    a = torch.randn(3, 4, 4)
+    assert torch.allclose(attribution.rank_correlation(a, -a), torch.ones(3)), "by default |values| are ranked"
+    flat = attribution.rank_correlation(torch.zeros(3, 4, 4), a)
+    assert torch.equal(flat, torch.zeros(3)), "a constant map has no ranking: correlation 0, not NaN"
+    rho = attribution.rank_correlation(a[:1], a[:1] ** 3 + a[:1], absolute=False)
+    assert rho.item() == pytest.approx(1.0), "Spearman depends only on the ranks"
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert attribution.rank_correlation(x, torch.tensor([[1.0, 3.0, 2.0, 4.0]])).item() == pytest.approx(0.8)

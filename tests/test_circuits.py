@@ -193,3 +193,124 @@ def test_clear_errors_for_models_the_tables_do_not_fit(tiny_cnn):
         circuits.get_ov_table(tiny_cnn)
     with pytest.raises(ValueError, match="1-layer attention-only"):
         circuits.get_qk_table(bridge(1, n_layers=2))
+
+
+def test_ov_table_of_each_head_with_two_heads():
+    model = bridge(2)
+    tables = [circuits.get_ov_table(model, head=h) for h in range(2)]
+    assert not torch.allclose(tables[0], tables[1]), "head must select the head's W_V and W_O"
+    parts, _ = circuits.get_logit_components(model, TOKENS)
+    _, cache = model.run_with_cache(TOKENS)
+    a, s = cache["blocks.0.attn.hook_pattern"][:, :, -1], cache["ln_final.hook_scale"][:, -1]
+    for j in range(5):
+        written = sum(a[:, h, j:j + 1] * tables[h][TOKENS[:, j], j] for h in range(2)) / s
+        assert torch.allclose(parts[j], written, atol=1e-4), f"position {j}: the heads' OV tables must add up to the value part"
+
+
+def test_tables_and_components_at_an_earlier_position():
+    model = bridge(2)
+    logits, cache = model.run_with_cache(TOKENS)
+    parts, labels = circuits.get_logit_components(model, TOKENS, pos=2)
+    assert torch.allclose(parts.sum(0), logits[:, 2], atol=1e-4), "pos picks the position whose logits are split"
+    with pytest.raises(ValueError, match="1-layer attention-only"):
+        circuits.get_logit_components(bridge(1, n_layers=2), TOKENS)
+    S = circuits.get_qk_table(model, head=1, query_pos=2)
+    q, k = cache["blocks.0.attn.hook_q"][:, 2, 1], cache["blocks.0.attn.hook_k"][:, :3, 1]  # batch (pos) d_head
+    scores = torch.einsum("bd,bkd->bk", q, k) / math.sqrt(model.cfg.d_head)
+    assert torch.allclose(S[TOKENS[:, 2:3], TOKENS[:, :3], torch.arange(3)], scores, atol=1e-4), \
+        "the table holds the raw scores (key bias included), not only scores up to a softmax-invariant shift"
+    pattern = S[TOKENS[:, 2:3], TOKENS[:, :3], torch.arange(3)].softmax(-1)  # keys 0..2: the causal mask
+    assert torch.allclose(pattern, cache["blocks.0.attn.hook_pattern"][:, 1, 2, :3], atol=1e-5), \
+        "query_pos picks the query position (keys after it are masked by the model)"
+    assert torch.equal(circuits.predict_last(model, TOKENS), logits[:, -1].argmax(-1))
+    zero_v = [("blocks.0.attn.hook_v", lambda v, hook: v * 0)]
+    assert torch.equal(circuits.predict_last(model, TOKENS, zero_v), model.run_with_hooks(TOKENS, fwd_hooks=zero_v)[:, -1].argmax(-1))
+
+
+def test_attention_scale_follows_the_config():
+    from types import SimpleNamespace as NS
+
+    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16))) == 4.0
+    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=True, attn_scale=2.5))) == 2.5
+    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=True, attn_scale=-1.0))) == 4.0
+    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=False, attn_scale=2.5))) == 1.0
+    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=True, attn_scale=0.0))) == 4.0, "0 means unset"
+    with pytest.raises(TypeError, match="expected a TransformerLens model"):
+        circuits.get_ov_table(NS(cfg=NS(n_layers=1, attn_only=True)))  # a cfg but no W_E
+
+
+def test_small_tables_and_patterns_by_hand():
+    assert torch.equal(circuits.tent_table(3, c=2.0, bonus=1.0), torch.tensor([[1.0, -2, -4], [-2, 1, -2], [-4, -2, 1]]))
+    assert torch.allclose(circuits.uniform_causal_pattern(3), torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]]))
+    scores = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
+    p = circuits.last_query_pattern(scores, n_heads=2)
+    assert p.shape == (2, 2, 3, 3) and torch.allclose(p[:, :, :2], circuits.uniform_causal_pattern(3)[:2].expand(2, 2, 2, 3))
+    assert torch.allclose(p[0, 1, -1], scores[0].softmax(-1)) and torch.allclose(p[1, 0, -1], torch.full((3,), 1 / 3))
+    table = torch.tensor([[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]])
+    out = circuits.AveragingModel(table)(torch.tensor([[0, 1, 2]]))
+    assert torch.allclose(out[0], torch.tensor([[1.0, 0.0], [0.5, 1.5], [1.0, 5 / 3]])), "position p: mean of rows 0..p"
+
+
+def brute_force_local_slopes(table, window):
+    n = len(table)
+    out = []
+    for x in range(n):
+        steps = [abs(table[x, m + 1] - table[x, m]) for m in range(n - 1) if abs(m - x) < window or abs(m + 1 - x) < window]
+        out.append(sum(steps) / len(steps))
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("window", [1, 2, 4])
+def test_local_slopes_match_a_loop_over_steps_near_the_diagonal(window):
+    table = torch.randn(7, 7, generator=torch.Generator().manual_seed(window))
+    assert torch.allclose(circuits.get_local_slopes(table, window), brute_force_local_slopes(table, window), atol=1e-6)
+
+
+def test_fit_tent_column_residual_shows_a_preference_the_tent_lacks():
+    n = 20
+    bias = torch.tensor([1.0, -1.0] * (n // 2))  # a preference for even outputs, nearly orthogonal to a tent
+    fit = circuits.fit_tent(circuits.tent_table(n, c=2.0) + bias[None, :])
+    assert fit.c == pytest.approx(2.0, abs=0.05) and 0.9 < fit.r2 < 0.999
+    assert torch.allclose(fit.column_residual, bias, atol=0.1), "column_residual: the mean misfit of each output column"
+    assert circuits.fit_tent(circuits.tent_table(n, c=2.0)).column_residual.abs().max() < 1e-4
+
+
+def test_flip_pairs_leave_unmovable_lists_alone_and_follow_the_seed():
+    tokens = torch.tensor([[5, 5, 5, 5, 5, 5, 5], [1, 2, 3, 4, 5, 6, 7]])
+    corrupt = circuits.make_flip_pairs(tokens, 0, 10, seed=1)
+    assert torch.equal(corrupt[0], tokens[0]), "no single value at position 0 can move the median of seven 5s"
+    assert corrupt[1, 0] >= 5 and torch.equal(corrupt[1, 1:], tokens[1, 1:]), "only values >= 5 at position 0 move the median"
+    many = data.make_lists(200, seed=4)
+    a, b = (circuits.make_flip_pairs(many, 2, 50, seed=s) for s in (1, 1))
+    assert torch.equal(a, b) and not torch.equal(a, circuits.make_flip_pairs(many, 2, 50, seed=2))
+
+
+def test_W_pos_and_the_effective_unembedding_on_stand_ins():
+    from types import SimpleNamespace as NS
+
+    W = torch.randn(5, 4)
+    assert circuits.get_W_pos(NS(W_pos=W)) is W and circuits.get_W_pos(NS(W_pos=None, pos_embed=NS(W_pos=W))) is W
+    with pytest.raises(AttributeError, match="neither .W_pos nor .pos_embed.W_pos"):
+        circuits.get_W_pos(NS())
+    W_U, w = torch.randn(4, 3), torch.tensor([1.0, 2.0, 0.5, -1.0])
+    ln = NS(cfg=NS(normalization_type="LN", d_model=4), ln_final=NS(w=w), W_U=W_U)
+    centred = W_U * w[:, None] - (W_U * w[:, None]).mean(0)
+    assert torch.allclose(circuits.get_W_U_eff(ln), centred, atol=1e-6), "centre the residual, scale by ln_final.w, then W_U"
+
+
+def test_without_a_final_layernorm_the_effective_unembedding_is_W_U():
+    from transformer_lens.model_bridge import TransformerBridge
+
+    plain = TransformerBridge.boot_native(dict(n_layers=1, n_heads=1, d_model=16, d_head=8, d_vocab=11, n_ctx=5,
+                                               attn_only=True, normalization_type=None, seed=0, act_fn="relu"))
+    logits, cache = plain.run_with_cache(TOKENS)
+    resid = cache["blocks.0.hook_resid_post"]
+    assert torch.allclose(resid @ plain.W_U + plain.b_U, logits, atol=1e-4), "(the model's own unembedding)"
+    assert torch.allclose(resid @ circuits.get_W_U_eff(plain) + plain.b_U, logits, atol=1e-4), \
+        "no final LayerNorm: the effective unembedding must give the model's logits"
+
+
+def test_pattern_hooks_name_the_layer_they_edit():
+    names = [n for n, _ in circuits.ablate_hooks("blocks.1.attn.hook_pattern", "zero", torch.zeros(2, 1, 5, 5))]
+    assert names == ["blocks.1.attn.hook_v", "blocks.1.attn.hook_z"], "a layer-1 pattern must be replaced in layer 1"
+    assert [n for n, _ in circuits.set_pattern_hooks(torch.eye(5), layer=2)] == ["blocks.2.attn.hook_v", "blocks.2.attn.hook_z"]

@@ -19,6 +19,10 @@ def test_same_seed_same_lists_other_seed_other_lists(family):
 @pytest.mark.parametrize("length,vocab", SHAPES)
 @pytest.mark.parametrize("family", list(data.FAMILIES))
 def test_medians_agree_with_numpy_and_values_stay_in_the_vocabulary(family, length, vocab):
+    if family in ("consecutive", "spaced") and vocab < length:
+        with pytest.raises(ValueError, match=f"needs vocab >= length.*vocab={vocab}, length={length}"):
+            data.make_lists(10, length=length, vocab=vocab, family=family)
+        return
     tokens, medians = data.make_median_data(400, length=length, vocab=vocab, family=family, seed=1)
     assert tokens.shape == (400, length) and medians.shape == (400,)
     assert tokens.min() >= 0 and tokens.max() < vocab, f"{family} made values outside 0..{vocab - 1}"
@@ -98,3 +102,104 @@ def test_bad_tokens_and_weights_say_what_to_do():
         data.make_mixture(10, {"uniform": 1, "nope": 1})
     with pytest.raises(ValueError, match="non-negative"):
         data.make_mixture(10, {"uniform": -1})
+
+
+def test_each_family_reaches_the_edges_of_what_its_name_allows():
+    n, v, L = 3000, 30, 7
+    get = lambda f: data.make_lists(n, length=L, vocab=v, family=f, seed=7)
+    u = get("uniform")
+    assert u.min() == 0 and u.max() == v - 1, "uniform values cover 0..vocab-1"
+    c = get("consecutive").sort(dim=1).values
+    assert c[:, 0].min() == 0 and c[:, -1].max() == v - 1, "runs may start at 0 and end at vocab-1"
+    s = get("spaced").sort(dim=1).values
+    steps = s.diff(dim=1)
+    assert (steps == steps[:, :1]).all() and steps.min() >= 1, "spaced lists are arithmetic progressions"
+    assert steps.max() == (v - 1) // (L - 1) and s.max() == v - 1, "the widest step that fits is used, up to vocab-1"
+    assert steps.min() == 1 and s.min() == 0, "steps from 1, starts from 0"
+    nr = get("narrow")
+    spread = nr.max(1).values - nr.min(1).values
+    assert spread.max() == 7 and (spread == 0).float().mean() < 0.05, "narrow: all values inside a window of width 2..8"
+    assert nr.min() == 0 and nr.max() == v - 1
+    o = get("outlier").sort(dim=1).values
+    at_end = (o[:, 0] == 0) | (o[:, -1] == v - 1)
+    rest_spread = torch.minimum(o[:, -1] - o[:, 1], o[:, -2] - o[:, 0])  # without the low or the high end value
+    assert at_end.all() and rest_spread.max() <= 7, "one value at an end, the rest narrow"
+    assert 0.4 < (o[:, 0] == 0).float().mean() < 0.6, "the outlier sits at 0 or vocab-1, each half the time"
+    t = get("two_ends")
+    assert ((t < v // 10) | (t >= v - v // 10)).all() and (t == 0).any() and (t == v - 1).any()
+    assert ((t > 0) & (t < v // 10)).any() and (t == v // 10 - 1).any(), "bands are 1..vocab//10 wide"
+    assert ((t < v - 1) & (t >= v - v // 10)).any() and (t == v - v // 10).any(), "at the top end too"
+    eq = get("all_equal")
+    assert eq.min() == 0 and eq.max() == v - 1
+    p = get("pairs")
+    odd = torch.stack([torch.bincount(row, minlength=v) % 2 for row in p]).sum(1)
+    assert (odd == 1).all() and p.min() == 0 and p.max() == v - 1, "pairs: every value an even number of times but one"
+    fd = get("few_distinct").sort(dim=1).values
+    distinct = (fd.diff(dim=1) != 0).sum(1) + 1
+    assert set(distinct.tolist()) == {1, 2, 3}, "two or three values drawn (which may coincide)"
+    assert (distinct == 1).float().mean() < 0.1 and (distinct == 2).float().mean() > 0.25 and fd.min() == 0
+    g = get("clipped_gaussian")
+    assert (g == 0).float().mean() > 0.05 and (g == v - 1).float().mean() > 0.05, "clipping piles values at the ends"
+    e = get("median_at_edge")
+    at_edge = torch.stack([(e == 0).sum(1), (e == v - 1).sum(1)]).max(0).values
+    assert at_edge.min() == L // 2 + 1 and (at_edge == L).any(), "a majority (up to all) of each list sits at one end"
+    a = get("any_median")
+    m = data.list_targets(a)
+    assert ((a <= m[:, None]).sum(1) >= L // 2 + 1).all() and m.min() == 0 and m.max() == v - 1
+
+
+def test_median_data_mixture_and_batches_pass_their_arguments_on():
+    tokens, medians = data.make_median_data(50, length=5, vocab=12, family="sorted", seed=9)
+    assert torch.equal(tokens, data.make_lists(50, length=5, vocab=12, family="sorted", seed=9))
+    assert torch.equal(medians, tokens[:, 2]), "sorted lists: the median is the middle column"
+    mix, fam = data.make_mixture(300, {"uniform": 1, "sorted": 1}, length=5, vocab=12, seed=2)
+    assert mix.shape == (300, 5) and mix.max() == 11, "length and vocab reach every family"
+    assert (mix[fam == 1].diff(dim=1) >= 0).all() and not (mix[fam == 0].diff(dim=1) >= 0).all()
+    again, _ = data.make_mixture(300, {"uniform": 1, "sorted": 1}, length=5, vocab=12, seed=2)
+    assert torch.equal(mix, again) and not torch.equal(mix, data.make_mixture(300, {"uniform": 1, "sorted": 1},
+                                                                                length=5, vocab=12, seed=3)[0])
+    x, y = next(data.list_batches(40, {"uniform": 1}, length=9, vocab=20, seed=0))
+    assert not torch.equal(x, next(data.list_batches(40, {"uniform": 1}, length=9, vocab=20, seed=1))[0]), "seed is used"
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        data.make_mixture(-1, {"uniform": 1})
+    with pytest.raises(TypeError, match="n must be an int"):
+        data.make_mixture(2.5, {"uniform": 1})
+    assert x.shape == (40, 9) and x.max() < 20 and torch.equal(y, x.sort(dim=1).values[:, 4]), "median task by default"
+
+
+def test_list_targets_on_hand_made_lists():
+    tokens = torch.tensor([[5, 1, 9], [2, 2, 0], [7, 3, 3]])
+    assert data.list_targets(tokens).tolist() == [5, 2, 3]
+    assert data.list_targets(tokens, "min").tolist() == [1, 0, 3]
+    assert data.list_targets(tokens.to(torch.int32)).tolist() == [5, 2, 3]
+    assert data.list_targets(torch.tensor([[4, 0, 3, 1, 2]])).tolist() == [2]
+
+
+def test_boundaries_of_the_arguments():
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        data.make_lists(5, seed=-1)
+    assert data.make_lists(5, length=7, vocab=7, family="consecutive").sort(dim=1).values[0].tolist() == list(range(7)), \
+        "vocab == length is enough for a run of consecutive values"
+    assert data.make_mixture(0, {"uniform": 1})[0].shape == (0, 7), "n = 0 is allowed"
+    tokens, fam = data.make_mixture(50, {"uniform": 1, "sorted": 0}, seed=1)
+    assert (fam == 0).all(), "a family of weight 0 is allowed and never drawn"
+    with pytest.raises(ValueError, match="at least one positive"):
+        data.make_mixture(10, {"uniform": 0})
+    for weights in ({"uniform": 1, "sorted": -1}, {"uniform": 1, "sorted": -0.5}):
+        with pytest.raises(ValueError, match="non-negative"):
+            data.make_mixture(10, weights)
+
+
+def test_mixture_lists_come_from_the_seed_not_only_their_order():
+    a, _ = data.make_mixture(40, {"uniform": 1}, seed=1)
+    b, _ = data.make_mixture(40, {"uniform": 1}, seed=2)
+    assert set(map(tuple, a.tolist())) != set(map(tuple, b.tolist())), "another seed must draw other lists, not reshuffle"
+
+
+def test_load_mnist_scales_pixels_to_exactly_0_1():
+    m = data.load_mnist()
+    assert m.x_train.dtype == torch.float32 and m.y_train.dtype == torch.int64
+    assert m.x_train.shape == (60000, 28, 28) and m.x_test.shape == (10000, 28, 28)
+    assert (m.x_train.min(), m.x_train.max(), m.x_test.max()) == (0.0, 1.0, 1.0), "pixels / 255: black 0, white exactly 1"
+    assert m.x_train.mean().item() == pytest.approx(0.1307, abs=1e-4), "the pixel mean MLPConfig normalises with"
+    assert sorted(m.y_test.unique().tolist()) == list(range(10))

@@ -81,4 +81,4 @@ def test_train_list_model_learns_find_min_quickly():
                                                eval_every=50)
     acc = training.accuracy(models.LastPosition(model), x, data.list_targets(x, "min"))
     assert acc > 0.9, f"Find-Min reached only {acc:.2f} after 200 steps: is the loss taken at the last position?"
-    assert not model.training and history.seconds > 0 and len(history.column("loss")) == 5
+    assert not model.training and len(history.column("loss")) == 5

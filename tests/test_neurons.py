@@ -46,3 +46,33 @@ def test_top_activating_returns_the_largest_first(tiny_cnn):
         neurons.top_activating(acts, 16)
     with pytest.raises(ValueError, match="batch dimension"):
         neurons.per_neuron(acts[0, 0])
+
+
+def test_selectivity_is_a_ratio_of_top_and_rest_on_a_hand_computed_case():
+    y = torch.tensor([0, 1, 2, 2])
+    acts = torch.tensor([[4.0], [1.0], [0.0], [2.0]])  # class means 4, 1, 1: top 4, rest 1
+    assert neurons.class_selectivity(acts, y)[0] == pytest.approx(3 / 5, abs=1e-6), "(mu_max - mu_rest) / (mu_max + mu_rest)"
+    assert neurons.class_selectivity(acts, y, eps=1.0)[0] == pytest.approx(3 / 6), "eps is added to the denominator"
+    # a fourth, absent class has mean 0 and counts among the rest: rest = (1 + 1 + 0) / 3
+    assert neurons.class_selectivity(acts, y, n_classes=4)[0] == pytest.approx((4 - 2 / 3) / (4 + 2 / 3), abs=1e-6)
+
+
+def test_class_means_give_zero_for_an_absent_class_and_average_extra_dims():
+    y = torch.tensor([0, 0, 2])
+    acts = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    means = neurons.class_means(acts, y, n_classes=4)
+    assert torch.equal(means, torch.tensor([[2.0, 3.0], [0.0, 0.0], [5.0, 6.0], [0.0, 0.0]])), \
+        "rows are classes 0..n_classes-1, an absent class is 0 (not NaN), columns are neurons"
+    seq = torch.arange(12.0).reshape(2, 3, 2)  # (batch, neuron, position)
+    assert torch.equal(neurons.per_neuron(seq), seq.mean(-1)), "any trailing dims are averaged, also a single one"
+    with pytest.raises(ValueError, match="batch dimension"):
+        neurons.per_neuron(torch.ones(5))
+
+
+def test_top_activating_takes_k_and_clips_it_to_the_batch():
+    acts = torch.tensor([[0.0, 3.0], [1.0, 1.0], [5.0, 2.0], [2.0, 0.0]])
+    assert neurons.top_activating(acts, 0, k=2).tolist() == [2, 3]
+    assert neurons.top_activating(acts, 1, k=3).tolist() == [0, 2, 1]
+    assert neurons.top_activating(acts, 1, k=10).tolist() == [0, 2, 1, 3], "k larger than the batch gives every input"
+    with pytest.raises(IndexError, match="neuron -1 does not exist"):
+        neurons.top_activating(acts, -1)

@@ -146,3 +146,64 @@ def test_band_figure_draws_the_mean_inside_the_seed_range():
     assert [t.name for t in lines] == ["a (n=3)", "b (n=2)"]
     assert list(lines[0].y) == pytest.approx([0.9, 0.4]), "the line is the mean over seeds"
     assert list(bands[0].y) == pytest.approx([1.0, 0.5, 0.3, 0.8]), "the band runs along the max, then back along the min"
+
+
+def test_lowest_rounds_to_the_nearest_count():
+    scores = {"a": torch.tensor([4.0, 0.0, 3.0, 1.0, 2.0])}
+    assert pruning.lowest(scores, 0.3)["a"].tolist() == [1, 3], "round(0.3 x 5) = 2 neurons, lowest first"
+    assert pruning.lowest(scores, 0.7)["a"].tolist() == [1, 3, 4, 2], "round(0.7 x 5) = 4"
+
+
+def test_random_scores_differ_per_layer_as_documented(tiny_cnn, data):
+    x, y = data
+    s = pruning.score_neurons(tiny_cnn, "random", {"features.1": "features.0", "head.2": "head.1"}, x, y, seed=5)
+    assert torch.equal(s["features.1"], pruning.random_scores(4, 5)) and torch.equal(s["head.2"], pruning.random_scores(16, 6)), \
+        "layer i gets random_scores(n, seed + i)"
+
+
+def test_attribution_scores_sum_over_positions_of_a_sequence_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.Unflatten(1, (2, 3)), nn.Identity(), nn.Flatten(), nn.Linear(6, 4))
+    x, y = torch.randn(10, 6), torch.randint(0, 4, (10,))
+    with hooks.capture(model, "2", detach=False) as acts:
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, acts["2"])
+    expected = (acts["2"] * grad).sum(-1).abs().mean(0)
+    assert torch.allclose(pruning.attribution_scores(model, "2", x, y, batch_size=4), expected, atol=1e-6), \
+        "(batch, neuron, position): sum a * dloss/da over positions, then |.|, then the mean over inputs"
+
+
+def test_magnitude_scores_refuse_a_one_dimensional_weight():
+    with pytest.raises(TypeError, match="without a \\(out, in, ...\\) weight"):
+        pruning.magnitude_scores(nn.Sequential(nn.LayerNorm(4)), "0")
+
+
+def test_removable_fraction_uses_its_tolerance_and_can_answer_zero():
+    model = nn.Sequential(nn.Identity(), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]))
+        model[2].bias.zero_()
+    x, y = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.5, 0.0]]), torch.tensor([0, 1, 0])
+    scores = {"1": torch.tensor([1.0, 2.0, 0.0])}  # neuron 2 (read by nothing) first, then neuron 0: 2 of 3 wrong
+    assert pruning.removable_fraction(model, scores, [1 / 3, 2 / 3], x, y) == 1 / 3
+    assert pruning.removable_fraction(model, scores, [2 / 3], x, y) == 0.0, "the first fraction fails: 0"
+    assert pruning.removable_fraction(model, scores, [1 / 3, 2 / 3], x, y, tolerance=0.7) == 2 / 3, "tolerance must be used"
+
+
+def test_fine_tuned_accuracy_trains_the_pruned_copy_with_the_given_learning_rate(tiny_cnn):
+    import copy
+
+    torch.manual_seed(3)
+    x = torch.rand(128, 784)
+    removed = {"head.2": [0, 1, 2, 3]}
+    reference = copy.deepcopy(tiny_cnn)
+    with pruning.remove(reference, removed):
+        y = (training.predict(reference, x).argmax(-1) + 1) % 10  # wrong everywhere, learnable by the last layer
+        untrained = training.accuracy(reference, x, y)
+        training.train(reference, training.minibatches(x, y, 32, seed=0), steps=15, lr=0.02)
+        expected = training.accuracy(reference, x, y)
+    got = pruning.fine_tuned_accuracy(tiny_cnn, removed, training.minibatches(x, y, 32, seed=0), x, y, steps=15, lr=0.02)
+    assert got == expected and got > untrained + 0.05, \
+        f"fine-tuned {got:.3f}, expected {expected:.3f} (a copy trained with the neurons removed), untrained {untrained:.3f}"
+    slow = pruning.fine_tuned_accuracy(tiny_cnn, removed, training.minibatches(x, y, 32, seed=0), x, y, steps=15, lr=1e-4)
+    assert slow < got, "lr must reach the optimiser"

@@ -86,8 +86,53 @@ def test_neuron_report_on_a_model_glassbox_did_not_build(tiny_cnn, batch):
     assert report["dead"] == n_dead
     sel = torch.cat([neurons.class_selectivity(conv, y)[~regularisation.dead_neurons(conv)], neurons.class_selectivity(acts, y)[live]])
     assert report["selectivity"] == pytest.approx(sel.mean().item(), abs=1e-6), "selectivity is averaged over live neurons only"
-    assert 1 <= report["classes_per_neuron"] <= 10 and 0 <= report["one_class_fraction"] <= 1
     with torch.no_grad():
         tiny_cnn.head[1].bias.fill_(-1e6)  # every unit of head.2 dead
     with pytest.raises(ValueError, match="every neuron of \\['head.2'\\] is dead"):
         regularisation.neuron_report(tiny_cnn, ["head.2"], x, y)
+
+
+def test_neuron_report_pools_live_neurons_of_every_layer_on_known_activations():
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.ReLU(), torch.nn.Identity())
+    y = torch.tensor([0, 1, 2, 2])
+    # layer "1" (after the ReLU) sees relu(x); layer "2" the same; x is chosen so the class means are known
+    x = torch.tensor([[3.0, 1.0, -1.0, 0.0], [0.0, 1.0, -1.0, 0.0], [0.0, 0.6, -2.0, 5.0], [0.0, 0.2, -1.0, 5.0]])
+    # class means: n0 (3, 0, 0): 1 class; n1 (1, 1, 0.4): 2 classes at 0.5, 3 at 0.3; n2 dead; n3 (0, 0, 5): 1 class
+    report = regularisation.neuron_report(model, ["1"], x, y)
+    assert report["dead"] == 1
+    assert report["classes_per_neuron"] == pytest.approx(4 / 3) and report["one_class_fraction"] == pytest.approx(2 / 3)
+    sel = torch.tensor([1.0, 0.3 / 1.7, 1.0])  # (top - rest) / (top + rest) of the live neurons
+    assert report["selectivity"] == pytest.approx(sel.mean().item(), abs=1e-6), "selectivity is averaged over live neurons"
+    strict = regularisation.neuron_report(model, ["1"], x, y, threshold=0.3)
+    assert strict["classes_per_neuron"] == pytest.approx(5 / 3), "threshold must reach classes_per_neuron"
+    both = regularisation.neuron_report(model, ["1", "2"], x, y)
+    assert both["dead"] == 2 and both["classes_per_neuron"] == pytest.approx(4 / 3), "layers are pooled"
+
+
+def test_thresholds_at_the_edges_and_n_classes():
+    y = torch.tensor([0, 1, 2])
+    acts = torch.tensor([[0.5, 0.2], [0.5, 0.1], [0.25, 0.0]])
+    assert regularisation.classes_per_neuron(acts, y, threshold=1.0).tolist() == [2, 1], \
+        "threshold 1 counts the classes tied with the top (>=, not >)"
+    with pytest.raises(ValueError, match=r"in \(0, 1\]; got 1.5"):
+        regularisation.classes_per_neuron(acts, y, threshold=1.5)
+    profile = regularisation.class_profile(acts, y, n_classes=4)
+    assert profile.shape == (4, 2) and not profile[3].any(), "n_classes sets the rows; an absent class is 0"
+    assert torch.allclose(profile.max(0).values, torch.ones(2)), "columns scaled to a top of 1, also when below 1"
+    assert torch.allclose(profile.T, torch.tensor([[1.0, 0.5, 0.0, 0.0], [1.0, 1.0, 0.5, 0.0]])), \
+        "both prefer class 0: the one with the smaller summed profile (the more selective) first"
+    wide = torch.tensor([[0.0, 1.0, 0.0, 0.0, 3.0], [1.0, 0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0]])
+    order = regularisation.class_profile(wide, y).argmax(0).tolist()
+    assert order == [0, 0, 1, 1, 2], "every live neuron kept and sorted by favourite class (more neurons than classes)"
+
+
+def test_l1_penalty_is_on_absolute_values_and_zero_strength_is_plain_cross_entropy():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Identity())
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3), torch.randint(0, 4, (8,))
+    acts = model[0](x)
+    assert (acts < 0).any()
+    loss = regularisation.l1_activation_loss(["1"], 0.5)(model, (x, y))
+    assert loss.item() == pytest.approx((F.cross_entropy(acts, y) + 0.5 * acts.abs().mean()).item(), abs=1e-6)
+    plain = regularisation.l1_activation_loss(["1"], 0.0)(model, (x, y))
+    assert plain.item() == pytest.approx(F.cross_entropy(acts, y).item(), abs=1e-6), "strength 0 is allowed"

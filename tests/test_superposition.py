@@ -1,6 +1,7 @@
 """Unit tests of glassbox.superposition: the batched toy model, its data, its training and its geometry."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,7 +32,7 @@ def test_sparsity_sets_how_often_each_feature_is_on_and_values_are_uniform():
     x = sp.sample_features(200_000, p, torch.Generator().manual_seed(0))
     on = (x > 0).float().mean(0)[0]
     assert torch.allclose(on, p[0], rtol=0.05), f"fraction of non-zero features {on.tolist()} should equal p {p[0].tolist()}"
-    assert x.min() >= 0 and x.max() <= 1
+    assert x.min() == 0 and 0.99 < x.max() <= 1, "values fill [0, 1]"
     nonzero = x[..., 2][x[..., 2] > 0]
     assert abs(nonzero.mean().item() - 0.5) < 0.01 and abs(nonzero.var().item() - 1 / 12) < 0.005, \
         "an active feature must be uniform in [0, 1] (mean 1/2, variance 1/12)"
@@ -127,6 +128,14 @@ def test_geometry_works_on_any_weight_matrix(tiny_cnn):
     W = tiny_cnn.head[1].weight.detach().unsqueeze(0)  # (1, 16, 200): 200 inputs as features in 16 dimensions
     D = sp.feature_dimensionality(W)
     assert D.shape == (1, 200) and (D >= 0).all() and (D <= 1 + 1e-5).all(), "D_i lies in [0, 1] for any W"
+    Wn = W[0].double().numpy()
+    norms = np.linalg.norm(Wn, axis=0)
+    overlap = ((Wn / norms).T @ Wn) ** 2  # [i, j] = (W_i_hat . W_j)^2
+    assert np.allclose(D[0].numpy(), norms ** 2 / overlap.sum(1), rtol=1e-4), "D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2"
+    assert np.allclose(sp.superposition(W)[0].numpy(), overlap.sum(1) - np.diag(overlap), rtol=1e-4, atol=1e-6)
+    assert np.allclose(sp.feature_norms(W)[0].numpy(), norms, rtol=1e-5)
+    assert sp.dimensions_per_feature(W).item() == pytest.approx(16 / (Wn ** 2).sum(), rel=1e-5)
+    assert sp.count_represented(W, threshold=float(np.median(norms))).item() == int((norms > np.median(norms)).sum())
     assert sp.superposition(W).shape == (1, 200) and sp.dimensions_per_feature(W).shape == (1,)
 
 
@@ -160,3 +169,51 @@ def test_train_restores_the_thread_setting():
     before = torch.get_num_threads()
     sp.train_toy(sp.ToyModel(2, 1), steps=2, batch_size=4)
     assert torch.get_num_threads() == before, "train_toy must leave torch's thread count as it found it"
+
+
+def test_neighbour_angles_sort_the_directions_around_the_circle():
+    deg = torch.tensor([200.0, 0.0, 90.0])
+    W = torch.stack([torch.cos(torch.deg2rad(deg)), torch.sin(torch.deg2rad(deg))]) * torch.tensor([2.0, 0.5, 1.0])
+    assert torch.allclose(sp.neighbour_angles(W), torch.tensor([160.0, 90.0, 110.0]), atol=1e-4), \
+        "gaps between consecutive angles from -180 degrees up, the last one wrapping round"
+
+
+def test_best_of_seeds_with_more_seeds_than_conditions():
+    losses = torch.tensor([5.0, 1.0, 2.0, 3.0, 4.0, 0.0])  # (seed, condition) = (3, 2)
+    assert sp.best_of_seeds(losses, 3).tolist() == [2, 5], "condition 0: seed 1 (index 2); condition 1: seed 2 (index 5)"
+
+
+def test_thresholds_and_tolerances_are_used():
+    W = torch.tensor([[[0.3, 0.6]], [[0.7, 0.7]]])
+    assert sp.classify_phase(W).tolist() == [1, 2] and sp.classify_phase(W, threshold=0.65).tolist() == [0, 2]
+    assert sp.count_represented(W.transpose(1, 2), threshold=0.7).tolist() == [0, 1]
+    D = torch.tensor([0.95, 0.7, 0.3])
+    assert sp.sticky_share(D) == 0.0 and sp.sticky_share(D, tolerance=0.06) == pytest.approx(2 / 3)
+    assert sp.count_sticky(D, tolerance=0.06) == {"1": 1, "3/4": 0, "2/3": 1, "1/2": 0, "2/5": 0, "3/8": 0}, \
+        "0.7 is within 0.06 of 3/4 and of 2/3: the nearest (2/3) wins; 0.3 is near none"
+
+
+def test_theoretical_loss_on_hand_computed_values():
+    got = sp.theoretical_loss(torch.tensor(2.0), torch.tensor(0.5))
+    v = 0.5 / 3 - 0.25 / 4
+    assert torch.allclose(got, torch.tensor([2 * v, v, 0.25 * 3 / 6], dtype=torch.float64)), \
+        "[r v, v, p^2 (1 + r) / 6] with v = p/3 - p^2/4"
+    assert sp.theoretical_phase(torch.tensor([2.0, 0.5]), torch.tensor([0.5, 1.0])).tolist() == [1, 0]
+
+
+def test_evaluate_loss_in_chunks_equals_one_batch_of_the_same_samples():
+    torch.manual_seed(0)
+    model = sp.ToyModel(2 ** 21 + 1, 1, feature_probability=0.3)  # so large that every chunk holds one sample
+    got = sp.evaluate_loss(model, n_samples=3, seed=5)
+    with torch.no_grad():
+        expected = model.loss(sp.sample_features(3, model.feature_probability, torch.Generator().manual_seed(5)))
+    assert torch.allclose(got, expected, rtol=1e-5), "chunks must be weighted by their size and use the seeded stream"
+    assert not torch.allclose(got, sp.evaluate_loss(model, n_samples=3, seed=6))
+
+
+def test_sample_activations_are_the_hidden_image_of_the_sampled_features():
+    torch.manual_seed(0)
+    model = sp.ToyModel(5, 2, 3, feature_probability=0.5)
+    x, h = sp.sample_activations(model, 7, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x, sp.sample_features(7, model.feature_probability, torch.Generator().manual_seed(1)))
+    assert torch.allclose(h, torch.einsum("ihf,bif->bih", model.W, x), atol=1e-6) and not h.requires_grad

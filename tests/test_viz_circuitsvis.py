@@ -67,3 +67,23 @@ def test_in_colab_views_load_circuitsvis_from_its_cdn(fresh_kernel, monkeypatch)
 def test_other_objects_are_refused_with_what_to_pass():
     with pytest.raises(TypeError, match=r"circuitsvis\.attention\.attention_heads.*got str"):
         viz.show_circuitsvis("<div>not a view</div>")
+
+
+def test_the_carried_bundle_is_circuitsvis_itself_and_bundle_forces_or_skips_it(fresh_kernel):
+    import base64
+    import gzip
+
+    view = cv.attention.attention_heads(attention=attention(), tokens=["a", "b", "c"])
+    skipped = shown_with(view, bundle=False)
+    assert "circuitsvis-bundle" not in skipped, "bundle=False: no bundle, even in the kernel's first view"
+    first = shown(view)
+    assert "circuitsvis-bundle" in first["text/html"], "a skipped bundle does not count as shown"
+    packed = re.search(r'atob\("([A-Za-z0-9+/=]+)"\)', first["text/html"]).group(1)
+    assert gzip.decompress(base64.b64decode(packed)).decode() == viz.circuitsvis_bundle(), "the bundle must unpack to circuitsvis"
+    assert "circuitsvis-bundle" in shown_with(view, bundle=True), "bundle=True forces it again"
+    assert "circuitsvis-bundle" not in shown(view)["text/html"]
+
+
+def shown_with(view, **kwargs) -> str:
+    viz.show_circuitsvis(view, **kwargs)
+    return DISPLAYED.pop()["text/html"]

@@ -70,3 +70,63 @@ def test_image_grid_lays_out_images_and_rejects_flat_ones():
     plt.close(fig)
     with pytest.raises(ValueError, match="reshape"):
         viz.image_grid(torch.rand(3, 784))
+
+
+def test_neuron_graph_draws_exactly_the_largest_contributions_coloured_by_sign(stack):
+    x = torch.randn(1, 6)
+    g = viz.get_neuron_graph(stack, x)
+    fig = viz.neuron_graph(stack, x, edges_per_layer=4)
+    edges = [t for t in fig.data if t.mode == "lines"]
+    for layer, c in enumerate(g.contributions):
+        drawn = {t.text.split(":")[0] for t in edges[4 * layer:4 * layer + 4]}
+        top = c.abs().flatten().topk(4).indices.tolist()
+        expected = {f"{g.names[layer]}[{i % c.shape[1]}] → {g.names[layer + 1]}[{i // c.shape[1]}]" for i in top}
+        assert drawn == expected, f"layer {layer}: the edges drawn must be the 4 largest |W[j, i] a[i]|"
+    for t in edges:
+        value = float(t.text.split(": ")[1])
+        assert ("214,39,40" in t.line.color) == (value > 0), "red adds, blue subtracts"
+    widths = [t.line.width for t in edges[:4]]
+    assert widths == sorted(widths, reverse=True) and widths[0] == pytest.approx(6.5), "the strongest edge is the widest"
+
+
+def test_neuron_dashboard_shows_the_top_inputs_most_active_first():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 4)).eval()
+    x, y = torch.rand(30, 28, 28), torch.arange(30) % 10
+    acts = model(x)[:, 3].detach()
+    fig = viz.neuron_dashboard(model, "1", 3, x, y, k=4)
+    shown = [float(ax.get_title().split("a=")[1]) for ax in fig.axes[1:5]]
+    assert shown == pytest.approx(acts.sort(descending=True).values[:4].tolist(), abs=0.051), "top-k, most active first"
+    labels = [int(ax.get_title().split("y=")[1].split()[0]) for ax in fig.axes[1:5]]
+    assert labels == y[acts.argsort(descending=True)[:4]].tolist()
+    plt.close(fig)
+
+
+def test_feature_dashboard_panels_hold_the_right_numbers():
+    acts = torch.tensor([0.0, 2.0, 0.0, 5.0, 1.0])
+    labels = torch.tensor([0, 1, 1, 2, 4])
+    effect = torch.tensor([0.5, -1.0, 2.0])
+    fig = viz.feature_dashboard(acts, effect, labels, k=3, out_names=["a", "b", "c"], title="latent 3")
+    hist, counts, bars = fig.data
+    assert sorted(hist.x) == [1.0, 2.0, 5.0], "the histogram shows the non-zero activations only"
+    assert list(counts.y) == [0, 1, 1, 0, 1] and list(counts.x) == [0, 1, 2, 3, 4], "labels of the top 3 inputs (5, 2, 1)"
+    assert list(bars.x) == ["a", "b", "c"] and list(bars.y) == [0.5, -1.0, 2.0]
+    assert [c == "#d62728" for c in bars.marker.color] == [False, True, False], "negative effects in red"
+    titles = [a.text for a in fig.layout.annotations]
+    assert "non-zero on 60.0% of inputs" in titles[0] and "top 3 inputs" in titles[1] and fig.layout.title.text == "latent 3"
+
+
+def test_as_images_accepts_the_three_layouts():
+    x = torch.arange(2 * 16.0).reshape(2, 4, 4)
+    assert torch.equal(viz._as_images(x), x) and torch.equal(viz._as_images(x[:, None]), x)
+    assert torch.equal(viz._as_images(x.reshape(2, 16)), x)
+    with pytest.raises(ValueError, match="cannot show inputs of shape \\(2, 15\\)"):
+        viz._as_images(torch.zeros(2, 15))
+
+
+def test_neuron_graph_cleans_up_and_labels_the_outputs(stack):
+    fig = viz.neuron_graph(stack, torch.randn(1, 6), labels=["cat", "dog", "eel"])
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in stack.modules()), "hooks left on the model"
+    nodes = [t for t in fig.data if t.mode != "lines"]
+    assert list(nodes[-1].text) == ["cat", "dog", "eel"] and all(t.text is None for t in nodes[:-1]), \
+        "labels name the output nodes only"

@@ -55,7 +55,10 @@ def get_ln1_outputs(model: nn.Module) -> Float[Tensor, "d_vocab n_ctx d_model"]:
 
 
 def get_W_U_eff(model: nn.Module) -> Float[Tensor, "d_model d_vocab_out"]:
-    """The unembedding as the final LayerNorm feeds it: centring and weight folded in (exact), scale left out."""
+    """The unembedding as the final LayerNorm feeds it: centring and weight folded in (exact), scale left out.
+    Without a final LayerNorm it is W_U itself."""
+    if model.cfg.normalization_type is None:
+        return model.W_U
     w = model.ln_final.w if model.cfg.normalization_type == "LN" else torch.ones(model.cfg.d_model)
     centre = torch.eye(model.cfg.d_model) - 1 / model.cfg.d_model
     return centre @ (w[:, None] * model.W_U)
@@ -286,3 +289,71 @@ class AveragingModel(nn.Module):
         rows = self.table[tokens]  # batch pos vocab
         return rows.cumsum(1) / torch.arange(1, tokens.shape[1] + 1, device=tokens.device)[:, None]
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting a hypothesis into the trained network, one part at a time: the last position's logits are
+# (sum_j a_j T[x_j, j] + direct) / s + bias, exactly; replace any of the parts and compare.
+
+@dataclass(frozen=True)
+class LastPositionTerms:
+    pattern: Float[Tensor, "batch pos"]  # the last query's attention to each position (head 0)
+    ov: Float[Tensor, "batch pos d_vocab_out"]  # what each position's token writes: T[x_j, j] (exact OV table rows)
+    direct: Float[Tensor, "batch d_vocab_out"]  # skip connection: last token + last position embedding + b_O, through W_U
+    scale: Float[Tensor, "batch 1"]  # the list's final-LayerNorm scale (divides everything but the bias)
+    bias: Float[Tensor, "d_vocab_out"]  # ln_final.b W_U + b_U
+
+
+@torch.no_grad()
+def get_last_position_terms(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> LastPositionTerms:
+    """The parts of a 1-layer, 1-head attention-only model's last-position logits; `assemble_logits` of them
+    reproduces the model's logits exactly."""
+    _check_one_layer(model)
+    if model.cfg.n_heads != 1:
+        raise ValueError(f"the terms are per head; this model has {model.cfg.n_heads} heads, expected 1")
+    names = ["blocks.0.attn.hook_pattern", "ln_final.hook_scale", "hook_embed", "hook_pos_embed"]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    T = get_ov_table(model)  # token pos vocab
+    ov = T[tokens, torch.arange(tokens.shape[1])]  # batch pos vocab
+    resid = cache["hook_embed"][:, -1] + cache["hook_pos_embed"][:, -1] + model.b_O[0]
+    bias = model.b_U + (model.ln_final.b @ model.W_U if model.cfg.normalization_type == "LN" else 0)
+    return LastPositionTerms(pattern=cache["blocks.0.attn.hook_pattern"][:, 0, -1], ov=ov, direct=resid @ get_W_U_eff(model),
+                             scale=cache["ln_final.hook_scale"][:, -1], bias=bias)
+
+
+def assemble_logits(terms: LastPositionTerms, *, pattern: Tensor | None = None, ov: Tensor | None = None,
+                    direct: Tensor | None = None, bias: Tensor | None = None) -> Float[Tensor, "batch d_vocab_out"]:
+    """(sum_j a_j ov_j + direct) / scale + bias, with any part replaced by the given one (broadcast to its shape)."""
+    a = terms.pattern if pattern is None else pattern.expand_as(terms.pattern)
+    rows = terms.ov if ov is None else ov
+    d = terms.direct if direct is None else direct
+    b = terms.bias if bias is None else bias
+    return (einops.einsum(a, rows, "batch pos, batch pos vocab -> batch vocab") + d) / terms.scale + b
+
+
+def tent_rows(terms: LastPositionTerms, tokens: Int[Tensor, "batch pos"], c: float,
+              column: Float[Tensor, "d_vocab_out"] | None = None) -> Float[Tensor, "batch pos d_vocab_out"]:
+    """The OV rows the tent hypothesis predicts: each row's own mean, plus -c|m - x| (centred), plus an optional
+    preference per output m shared by all rows (e.g. a tent fit's column residual)."""
+    vocab = terms.ov.shape[-1]
+    tent = tent_table(vocab, c=c)[tokens]  # batch pos vocab
+    rows = terms.ov.mean(-1, keepdim=True) + tent - tent.mean(-1, keepdim=True)
+    return rows if column is None else rows + column
+
+
+def logit_fit(logits: Float[Tensor, "batch vocab"], reference: Float[Tensor, "batch vocab"],
+              answers: Int[Tensor, "batch"]) -> dict[str, float]:
+    """How well `logits` reproduce `reference` (the trained model's): accuracy and agreement of the argmax,
+    mean cross-entropy, mean margin (answer minus best other logit) and its share of the reference's,
+    and R^2 of the logits with each list's mean removed (a constant per list changes no probability)."""
+    def margin(lg: Tensor) -> Tensor:
+        other = lg.scatter(1, answers[:, None], -torch.inf).amax(-1)
+        return lg.gather(1, answers[:, None])[:, 0] - other
+    centre = lambda t: t - t.mean(-1, keepdim=True)
+    residual = (centre(logits) - centre(reference)).pow(2).sum()
+    return {"accuracy": (logits.argmax(-1) == answers).float().mean().item(),
+            "agreement": (logits.argmax(-1) == reference.argmax(-1)).float().mean().item(),
+            "loss": torch.nn.functional.cross_entropy(logits, answers).item(),
+            "margin": margin(logits).mean().item(),
+            "margin_kept": (margin(logits).mean() / margin(reference).mean()).item(),
+            "logit_r2": (1 - residual / centre(reference).pow(2).sum()).item()}
