@@ -1,4 +1,4 @@
-"""Notebook 05 (a planted backdoor): smoke run loosely, committed full run against the issue's targets
+"""Notebook 05 (a planted backdoor): smoke run loosely, committed full run against the claims it makes
 and against its two checkpoints, whose cards must hold the same numbers and whose weights must reproduce them."""
 import pytest
 import torch
@@ -7,10 +7,11 @@ from glassbox import backdoor, checkpoints, data, findings, training
 
 STEM = "05_backdoor_safety"
 KEYS = ["clean_accuracy", "attack_success_rate", "clean_model_attack_success_rate", "trigger_pixel_attribution_share",
-        "neurons_carrying_trigger", "detected_without_trigger", "removed_attack_success_rate", "removed_clean_accuracy",
-        "fine_pruning_attack_success_rate", "fine_pruning_clean_accuracy", "adaptive_attack", "headline"]
-RATES = ["clean_accuracy", "attack_success_rate", "clean_model_attack_success_rate", "trigger_pixel_attribution_share",
-         "removed_attack_success_rate", "removed_clean_accuracy", "fine_pruning_attack_success_rate", "fine_pruning_clean_accuracy"]
+        "neurons_carrying_trigger", "neuron_removal_cost", "best_single_neuron_attack_success_rate", "detected_without_trigger",
+        "neural_cleanse_checks", "neural_cleanse_false_positives", "neural_cleanse_backdoors_matched",
+        "removed_attack_success_rate", "removed_clean_accuracy", "fine_pruning_budget", "fine_pruning_table",
+        "fine_pruning_sweep", "fine_pruning_attack_success_rate", "fine_pruning_clean_accuracy",
+        "fine_pruning_lowest_attack_within_margin", "adaptive_attack", "headline"]
 
 
 @pytest.mark.notebook
@@ -18,39 +19,81 @@ def test_smoke(smoke_run):
     f = smoke_run(STEM)
     missing = [k for k in KEYS if k not in f]
     assert not missing, f"smoke run did not record {missing}"
-    assert all(0 <= f[k] <= 1 for k in RATES), {k: f[k] for k in RATES}
     assert f["clean_accuracy"] > 0.8, "even 200 steps of training should read most clean digits"
     assert f["attack_success_rate"] > 0.8, "200 poisoned steps should already plant the trigger"
     assert f["clean_model_attack_success_rate"] < 0.05, "the clean mnist_mlp must ignore the trigger"
     assert abs(f["removed_clean_accuracy"] - f["clean_accuracy"]) < 0.02, "cutting a few pixels must not break clean digits"
-    d = f["detected_without_trigger"]
-    assert d["pixels_found_in_trigger"] <= d["pixels_found"] and d["trigger_pixels_missed"] == 9 - d["pixels_found_in_trigger"]
-    assert set(f["neurons_carrying_trigger"]) == {"relu1", "relu2", "input_pixels"}
+    assert set(f["neural_cleanse_checks"]) == {"clean model, scan seed 0", "clean model, scan seed 1",
+                                               "bottom-right -> 7, scan seed 1", "top-left -> 2", "left edge -> 0"}
+    assert set(f["fine_pruning_sweep"]) == {"relu1", "relu2"} and all(len(s) >= 8 for s in f["fine_pruning_sweep"].values()), \
+        "Fine-Pruning must be swept over the pruned number in both layers"
     assert "Neural Cleanse" in f["headline"] and "Fine-Pruning" in f["headline"]
 
 
-def test_full_findings_meet_the_targets():
+def test_full_backdoor_is_planted():
     f = findings.load(STEM)
     assert f["clean_accuracy"] >= 0.975, f"backdoored model reads only {f['clean_accuracy']:.4f} of clean digits (target 97.5%)"
     assert f["attack_success_rate"] >= 0.99, f"attack succeeds on only {f['attack_success_rate']:.4f} (target 99%): poisoning too weak?"
     assert f["clean_model_attack_success_rate"] < 0.01, "the control (clean mnist_mlp) must not call triggered digits 7"
-    assert f["removed_attack_success_rate"] <= 0.05, f"after removal the attack still works on {f['removed_attack_success_rate']:.4f}"
-    assert abs(f["removed_clean_accuracy"] - f["clean_accuracy"]) <= 0.005, "removal must cost at most 0.5 points of clean accuracy"
+    assert f["trigger_pixel_attribution_share"] > 0.5, "the claim: most positive evidence for 7 sits on the 9 trigger pixels"
+
+
+def test_full_hidden_neurons_are_the_wrong_unit():
+    f = findings.load(STEM)
+    assert f["best_single_neuron_attack_success_rate"] > 0.9, "the claim: no single neuron, mean-ablated, stops the attack"
+    n = f["neurons_carrying_trigger"]
+    for layer in ("relu1", "relu2"):
+        assert n[layer]["half_of_attribution"] >= 5, f"{layer}: half the attribution should need several neurons, got {n[layer]}"
+        hit = n[layer]["fewest_for_attack_below_5pct"]
+        assert hit is None or hit["clean_accuracy"] < f["clean_accuracy"] - 0.05, \
+            f"{layer}: the claim is that no set of hidden neurons stops the trigger cheaply; got {hit}"
+    assert f["neuron_removal_cost"] >= 0.05, f"stopping the attack through neurons should cost >= 5 points, got {f['neuron_removal_cost']:.3f}"
+    assert n["input_pixels"]["attack_success_rate"] <= 0.05, "cutting the 9 true trigger pixels must stop the attack"
+    assert abs(n["input_pixels"]["clean_accuracy"] - f["clean_accuracy"]) <= 0.005
+
+
+def test_full_neural_cleanse_finds_it_blind_without_false_alarms():
+    f = findings.load(STEM)
     d = f["detected_without_trigger"]
     assert d["matched"] and d["flagged_classes"] == [7] and d["anomaly_index"] > 2, "Neural Cleanse should flag exactly class 7"
     assert d["pixels_found"] >= 1 and d["pixels_found_in_trigger"] == d["pixels_found"], "every pixel found blind should be a trigger pixel"
-    assert f["fine_pruning_attack_success_rate"] > 0.9, \
-        "at the same budget Fine-Pruning should leave the backdoor working (its premise, dormant trigger neurons, fails here)"
-    n = f["neurons_carrying_trigger"]
-    for layer in ("relu1", "relu2"):
-        hit = n[layer]["fewest_for_attack_below_5pct"]
-        assert n[layer]["half_of_attribution"] >= 5 and hit["clean_accuracy"] < f["clean_accuracy"] - 0.05, \
-            f"{layer}: the claim is that no small set of hidden neurons carries the trigger cheaply; got {n[layer]}"
-    assert n["input_pixels"]["attack_success_rate"] <= 0.05, "cutting the 9 true trigger pixels must stop the attack"
-    assert abs(n["input_pixels"]["clean_accuracy"] - f["clean_accuracy"]) <= 0.005
+    assert min(d["neuron_shift_correlation"].values()) > 0.9, "the reconstructed trigger should move the neurons as the real one does"
+    assert f["neural_cleanse_false_positives"] == 0, f"the clean model was flagged: {f['neural_cleanse_checks']}"
+    assert f["neural_cleanse_clean_max_anomaly"] < 2
+    assert f["neural_cleanse_backdoor_scans"] == 4
+    assert f["neural_cleanse_backdoors_matched"] == sum(c.get("matched", False) for c in f["neural_cleanse_checks"].values()) + d["matched"]
+    assert f["neural_cleanse_backdoors_matched"] >= 3, f"the settings should carry over to other triggers: {f['neural_cleanse_checks']}"
+
+
+def test_full_removal_works_and_fine_pruning_does_not():
+    f = findings.load(STEM)
+    assert f["removed_attack_success_rate"] <= 0.05, f"after removal the attack still works on {f['removed_attack_success_rate']:.4f}"
+    assert abs(f["removed_clean_accuracy"] - f["clean_accuracy"]) <= 0.005, "removal must cost at most 0.5 points of clean accuracy"
+    budget = f["fine_pruning_budget"]
+    assert budget["relu2"] >= 8, f"Fine-Pruning's stopping rule should prune a real share of relu2 (not only dead neurons), got {budget}"
+    assert f["fine_pruning_attack_success_rate"] > 0.9, "the claim: Fine-Pruning run as its paper runs it leaves the backdoor working"
+    assert f["fine_pruning_clean_accuracy"] >= f["clean_accuracy"] - 0.04
+    assert f["fine_pruning_lowest_attack_within_margin"] > 0.5, \
+        "the claim: no swept Fine-Pruning budget that keeps the digits (within the margin) removes the backdoor"
+    liu = f["fine_pruning_table"][f"Fine-Pruning relu2: prune {budget['relu2']} + fine-tune"]
+    assert liu == {"clean_accuracy": f["fine_pruning_clean_accuracy"], "attack_success_rate": f["fine_pruning_attack_success_rate"]}
     a = f["adaptive_attack"]
     assert a["attack_success_rate"] >= 0.99 and a["pixels_found"] == 0 and a["after_cutting_top_mask_pixels"]["0"]["attack_success_rate"] > 0.9, \
         "the blended trigger should leave the patch-cutting defence with nothing to cut"
+    assert a["flagged_classes"] == [7], "the claim: detection survives the blended trigger"
+    assert f["adaptive_attack_cut_100_attack_success_rate"] <= 0.1
+
+
+def test_full_headline_quotes_the_findings():
+    f = findings.load(STEM)
+    h = f["headline"]
+    for text in (f"{f['attack_success_rate']:.1%}", f"{f['clean_accuracy']:.2%}", f"{100 * f['neuron_removal_cost']:.0f} points",
+                 f"{f['neural_cleanse_backdoors_matched']}/{f['neural_cleanse_backdoor_scans']}",
+                 f"{f['neural_cleanse_false_positives']} flags", f"{f['detected_without_trigger']['pixels_found']} pixels",
+                 f"{f['removed_attack_success_rate']:.1%}", f"{f['removed_clean_accuracy']:.2%}",
+                 f"{f['fine_pruning_budget']['relu2']} of 64", f"{f['fine_pruning_attack_success_rate']:.1%}"):
+        assert text in h, f"the headline should quote {text!r} from the findings: {h}"
+    assert " s " not in h and "seconds" not in h, "the headline must not quote wall-clock time"
 
 
 def test_full_findings_equal_the_checkpoint_cards():

@@ -81,6 +81,9 @@ def poison(x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], *, target
 def attack_success_rate(model: nn.Module, x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"],
                         target: int, *, trigger: Trigger = apply_trigger) -> float:
     """Fraction of the triggered images whose true class is not `target` that the model calls `target`."""
+    n_classes = training.predict(model, x[:1]).shape[-1]
+    if not isinstance(target, int) or not 0 <= target < n_classes:
+        raise ValueError(f"target must be a class index in 0..{n_classes - 1}, got {target!r}")
     keep = y != target
     if not keep.any():
         raise ValueError(f"every image is of the target class {target}; pass images of other classes")
@@ -141,6 +144,8 @@ def single_neuron_ablation_asr(model: nn.Module, layer: str, x: Float[Tensor, "b
 
 def neurons_for_share(scores: Float[Tensor, "neuron"], share: float = 0.5) -> int:
     """How many neurons, largest first, hold `share` of the positive part of `scores`."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
     positive = scores.clamp(min=0).sort(descending=True).values
     if positive.sum() <= 0:
         raise ValueError("no neuron has a positive score; nothing carries the effect")
@@ -270,7 +275,10 @@ def fine_prune(model: nn.Module, layer: str, k: int, x_clean: Float[Tensor, "bat
     The removed neurons stay at 0 while fine-tuning and are then cut from `reader`'s weights, so the
     copy returned needs no hook. `steps=0` gives pruning alone.
     """
-    removed = fine_pruning_order(model, layer, x_clean)[:k]
+    order = fine_pruning_order(model, layer, x_clean)
+    if not isinstance(k, int) or not 0 <= k < len(order):
+        raise ValueError(f"k (neurons to prune) must be an int in 0..{len(order) - 1} for {layer!r}, got {k!r}")
+    removed = order[:k]
     tuned = copy.deepcopy(model)
     if steps > 0:
         with ablation.ablate(tuned, layer, removed):
@@ -278,3 +286,98 @@ def fine_prune(model: nn.Module, layer: str, k: int, x_clean: Float[Tensor, "bat
                            lr=lr, eval_every=steps, desc="fine-tune")
     return ablation.ablate_in_weights(tuned, layer, removed, reader=reader).eval()
 
+
+
+def patch_mask(top: int = TRIGGER_TOP, left: int = TRIGGER_LEFT) -> Bool[Tensor, "28 28"]:
+    """True at the 3x3 pixels a checkerboard trigger with its top-left pixel at (`top`, `left`) overwrites."""
+    if not (0 <= top <= SIDE - len(TRIGGER) and 0 <= left <= SIDE - len(TRIGGER)):
+        raise ValueError(f"top and left must be in 0..{SIDE - len(TRIGGER)} so the 3x3 trigger fits, got ({top}, {left})")
+    mask = torch.zeros(SIDE, SIDE, dtype=torch.bool)
+    mask[top:top + len(TRIGGER), left:left + len(TRIGGER)] = True
+    return mask
+
+
+def patch_trigger(top: int, left: int) -> Trigger:
+    """A trigger that writes the checkerboard with its top-left pixel at (`top`, `left`) (default place: `apply_trigger`)."""
+    mask = patch_mask(top, left)
+
+    def apply(images: Tensor) -> Tensor:
+        _check_images(images)
+        out = images.clone().reshape(len(images), SIDE, SIDE)
+        out[:, mask] = TRIGGER.to(out.dtype).flatten()
+        return out.reshape(images.shape)
+    return apply
+
+
+@torch.no_grad()
+def mean_ablation_asr(model: nn.Module, layer: str, x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"],
+                      target: int, values: Float[Tensor, "neuron"], *, trigger: Trigger = apply_trigger) -> Float[Tensor, "neuron"]:
+    """Attack success rate with each neuron of `layer` alone held at `values` (e.g. its clean mean)."""
+    x_trig = trigger(x[y != target])
+    rates = []
+    for j in range(len(values)):
+        with ablation.ablate(model, layer, [j], values):
+            rates.append((training.predict(model, x_trig).argmax(-1) == target).float().mean().item())
+    return torch.tensor(rates)
+
+
+@torch.no_grad()
+def mean_removal_curve(model: nn.Module, layer: str, order: Int[Tensor, "neuron"], ks: list[int],
+                       x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], target: int,
+                       values: Float[Tensor, "neuron"], *, trigger: Trigger = apply_trigger) -> dict[str, list[float]]:
+    """`removal_curve` with the first k neurons of `order` held at `values` (mean ablation) instead of 0."""
+    curve: dict[str, list[float]] = {"k": [], "clean_accuracy": [], "attack_success_rate": []}
+    for k in ks:
+        with ablation.ablate(model, layer, order[:k], values):
+            curve["k"].append(k)
+            curve["clean_accuracy"].append(training.accuracy(model, x, y))
+            curve["attack_success_rate"].append(attack_success_rate(model, x, y, target, trigger=trigger))
+    return curve
+
+
+@torch.no_grad()
+def pruning_budget(model: nn.Module, layer: str, x_val: Float[Tensor, "batch *pixels"], y_val: Int[Tensor, "batch"],
+                   margin: float, *, x_order: Float[Tensor, "batch *pixels"] | None = None) -> int:
+    """Fine-Pruning's stopping rule (Liu et al., 2018): the most neurons of `layer`, least active on clean digits
+    first (`x_order`, default `x_val`), that can be pruned (set to 0) before validation accuracy falls more than `margin`."""
+    if not 0 < margin < 1:
+        raise ValueError(f"margin is an accuracy drop in (0, 1), e.g. 0.04 for 4 points; got {margin}")
+    order = fine_pruning_order(model, layer, x_val if x_order is None else x_order)
+    floor = training.accuracy(model, x_val, y_val) - margin
+    k = 0
+    while k < len(order):
+        with ablation.ablate(model, layer, order[:k + 1]):
+            if training.accuracy(model, x_val, y_val) < floor:
+                break
+        k += 1
+    return k
+
+
+def cleanse_report(scan: Scan, mask: Bool[Tensor, "28 28"] | None, target: int | None) -> dict:
+    """What one Neural Cleanse scan says about a model whose trigger (`mask`, `target`) is known, or None for a clean model:
+    flagged classes, whether exactly the target was flagged, the largest anomaly, and the pixels of the top mask above 0.5."""
+    top = int(scan.anomaly.argmax())
+    found = (scan.masks[top] > 0.5)
+    report = {"flagged_classes": scan.flagged, "max_anomaly_index": scan.anomaly.max().item(), "most_anomalous_class": top,
+              "pixels_found": int(found.sum())}
+    if target is not None and mask is not None:
+        report |= {"target": target, "target_anomaly_index": scan.anomaly[target].item(), "matched": scan.flagged == [target],
+                   "pixels_found_in_trigger": int((found & mask).sum())}
+    return report
+
+
+def cheapest_removal(val_curves: dict[str, dict[str, list[float]]], test_curves: dict[str, dict[str, list[float]]],
+                     max_asr: float = 0.05) -> dict | None:
+    """Choose on validation, report on test: for each ranking, the fewest neurons whose removal brings the validation
+    attack under `max_asr`; keep the ranking with the best validation clean accuracy there; return its test point."""
+    picks = []
+    for name, curve in val_curves.items():
+        hit = fewest_neurons(curve, max_asr)
+        if hit is not None:
+            picks.append((hit["clean_accuracy"], -hit["k"], name, hit["k"]))
+    if not picks:
+        return None
+    _, _, name, k = max(picks)
+    i = test_curves[name]["k"].index(k)
+    return {"ranking": name, "k": k, "clean_accuracy": test_curves[name]["clean_accuracy"][i],
+            "attack_success_rate": test_curves[name]["attack_success_rate"][i]}

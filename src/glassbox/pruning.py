@@ -9,10 +9,15 @@ Removing a neuron sets its output to 0 (`ablation.ablate` with no values), which
 what the network would with that neuron's weights deleted. Four ways to score a neuron, least
 needed first:
 - ablation: the loss gained when the neuron alone is removed (measured, one forward pass each);
+- ablation_abs: the mean over inputs of |change of that input's loss| when the neuron alone is removed
+  (like ablation, but a neuron that helps some inputs and hurts others still counts as needed);
 - attribution: mean |activation x d loss / d activation| (captum; the first-order Taylor estimate
   of the same loss change, Molchanov et al., 2017, "Pruning Convolutional Neural Networks for
   Resource Efficient Inference"), one backward pass for all neurons;
-- magnitude: the L2 norm of the neuron's incoming weights (a baseline that never looks at data);
+- activation: the neuron's mean activation on the data (a data-aware baseline that reads no gradient
+  and no ablation: it removes dead and rarely-firing neurons first);
+- magnitude: the L2 norm of the neuron's incoming weights, times that of its outgoing weights when the
+  layer reading it is given (a baseline that never looks at data);
 - random: a seeded random number (the baseline every method must beat).
 """
 import copy
@@ -29,7 +34,7 @@ from torch import Tensor, nn
 
 from glassbox import ablation, hooks, training
 
-METHODS = ("ablation", "attribution", "magnitude", "random")
+METHODS = ("ablation", "ablation_abs", "attribution", "activation", "magnitude", "random")
 COLORS = qualitative.D3
 Scores = Mapping[str, Float[Tensor, "neuron"]]
 Removed = Mapping[str, Int[Tensor, "k"] | Sequence[int]]
@@ -42,6 +47,20 @@ def remove(model: nn.Module, removed: Removed) -> Iterator[None]:
         for layer, neurons in removed.items():
             stack.enter_context(ablation.ablate(model, layer, neurons))
         yield
+
+
+@torch.no_grad()
+def absolute_ablation_scores(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "batch"],
+                             batch_size: int = 8192) -> Float[Tensor, "neuron"]:
+    """Mean over inputs of |change in that input's cross-entropy| when each neuron of `layer` alone is removed."""
+    base = F.cross_entropy(training.predict(model, x, batch_size), y, reduction="none")
+    with hooks.capture(model, layer) as acts:
+        model(x[:1])
+    scores = []
+    for neuron in range(acts[layer].shape[1]):
+        with ablation.ablate(model, layer, [neuron]):
+            scores.append((F.cross_entropy(training.predict(model, x, batch_size), y, reduction="none") - base).abs().mean().item())
+    return torch.tensor(scores)
 
 
 @torch.no_grad()
@@ -81,22 +100,50 @@ def magnitude_scores(model: nn.Module, weight_layer: str) -> Float[Tensor, "neur
     return weight.detach().flatten(1).norm(dim=1)
 
 
+def outgoing_norms(model: nn.Module, reader: str) -> Float[Tensor, "neuron"]:
+    """L2 norm of each input unit's outgoing weights in `reader` (the nn.Linear that reads the neurons): its columns."""
+    module = hooks.get_module(model, reader)
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"{reader!r} is a {type(module).__name__}; pass the nn.Linear that reads the neurons (e.g. 'fc2' for 'relu1')")
+    return module.weight.detach().norm(dim=0)
+
+
+@torch.no_grad()
+def activation_scores(model: nn.Module, layer: str, x: Tensor, batch_size: int = 8192) -> Float[Tensor, "neuron"]:
+    """Mean activation of each neuron of `layer` on `x` (over inputs and any spatial positions)."""
+    total = None
+    for xb in x.split(batch_size):
+        with hooks.capture(model, layer) as acts:
+            model(xb)
+        a = acts[layer]
+        part = (a.flatten(2).mean(-1) if a.ndim > 2 else a).sum(0)
+        total = part if total is None else total + part
+    return total / len(x)
+
+
 def random_scores(n_neurons: int, seed: int) -> Float[Tensor, "neuron"]:
     """A seeded random score per neuron: removing the lowest removes a random subset."""
     return torch.rand(n_neurons, generator=torch.Generator().manual_seed(seed))
 
 
 def score_neurons(model: nn.Module, method: str, weight_layers: Mapping[str, str], x: Tensor,
-                  y: Int[Tensor, "batch"], seed: int = 0) -> dict[str, Float[Tensor, "neuron"]]:
+                  y: Int[Tensor, "batch"], seed: int = 0, readers: Mapping[str, str] | None = None) -> dict[str, Float[Tensor, "neuron"]]:
     """Scores of every neuron of each layer in `weight_layers` ({activation layer: layer holding its
-    incoming weights}, e.g. {"relu1": "fc1"}) by one of METHODS; (x, y) are the scoring data."""
+    incoming weights}, e.g. {"relu1": "fc1"}) by one of METHODS; (x, y) are the scoring data.
+    `readers` ({activation layer: the nn.Linear reading it}) makes magnitude incoming x outgoing norm."""
     if method not in METHODS:
         raise ValueError(f"unknown scoring method {method!r}; choose one of {METHODS}")
     if method == "ablation":
         return {layer: ablation_scores(model, layer, x, y) for layer in weight_layers}
+    if method == "ablation_abs":
+        return {layer: absolute_ablation_scores(model, layer, x, y) for layer in weight_layers}
     if method == "attribution":
         return {layer: attribution_scores(model, layer, x, y) for layer in weight_layers}
+    if method == "activation":
+        return {layer: activation_scores(model, layer, x) for layer in weight_layers}
     magnitude = {layer: magnitude_scores(model, w) for layer, w in weight_layers.items()}
+    if readers is not None:
+        magnitude = {layer: m * outgoing_norms(model, readers[layer]) for layer, m in magnitude.items()}
     if method == "magnitude":
         return magnitude
     return {layer: random_scores(len(m), seed + i) for i, (layer, m) in enumerate(magnitude.items())}

@@ -28,7 +28,7 @@ from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
 from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor, nn
 
-from glassbox import hooks, neurons, training
+from glassbox import ablation, hooks, neurons, training
 
 Edit = Callable[[Float[Tensor, "batch d_sae"]], Float[Tensor, "batch d_sae"]]
 
@@ -85,6 +85,15 @@ def _checked(batches: Iterator[Tensor], batch_size: int, d_in: int) -> Iterator[
         yield batch
 
 
+class _Trainer(SAETrainer):
+    """SAETrainer whose progress bar ends at 100% (SAELens advances it only every 100 steps)."""
+
+    def _update_pbar(self, step_output, pbar, update_interval: int = 100):
+        super()._update_pbar(step_output, pbar, update_interval)
+        if self.n_training_samples >= self.cfg.total_training_samples and pbar.n < pbar.total:
+            pbar.update(pbar.total - pbar.n)
+
+
 def to_inference(sae: TrainingSAE) -> SAE:
     """The inference SAE of a trained training SAE, exactly as `checkpoints.load_sae` will return it."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +118,7 @@ def train_sae(sae: TrainingSAE, data: Float[Tensor, "n d_in"] | Iterator[Tensor]
         lr_decay_steps=steps // 5, dead_feature_window=dead_after_steps, feature_sampling_window=steps + 1,
         logger=LoggingConfig(log_to_wandb=False), device="cpu")
     start = time.perf_counter()
-    trained = SAETrainer(cfg=cfg, sae=sae, data_provider=_checked(batches, batch_size, sae.cfg.d_in)).fit()
+    trained = _Trainer(cfg=cfg, sae=sae, data_provider=_checked(batches, batch_size, sae.cfg.d_in)).fit()
     return to_inference(trained), time.perf_counter() - start
 
 
@@ -156,13 +165,28 @@ def evaluate_sae(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 8192
 
 def ablate_latents(latents: Int[Tensor, "k"] | list[int]) -> Edit:
     """An edit for `splice` that switches the given latents off (sets them to 0)."""
-    idx = torch.as_tensor(latents, dtype=torch.long)
-    return lambda f: f.index_fill(-1, idx, 0.0)
+    idx = torch.as_tensor(latents, dtype=torch.long).reshape(-1)
+
+    def edit(f: Tensor) -> Tensor:
+        _check_latents(idx, f.shape[-1])
+        return f.index_fill(-1, idx, 0.0)
+    return edit
+
+
+def _check_latents(idx: Tensor, d_sae: int) -> None:
+    bad = idx[(idx < 0) | (idx >= d_sae)]
+    if len(bad):
+        raise ValueError(f"latent indices must be in 0..{d_sae - 1}, got {bad.tolist()[:5]}")
 
 
 def clamp_latent(latent: int, value: float) -> Edit:
     """An edit for `splice` that holds one latent at `value` on every input."""
-    return lambda f: f.index_fill(-1, torch.tensor([latent]), value)
+    idx = torch.tensor([latent])
+
+    def edit(f: Tensor) -> Tensor:
+        _check_latents(idx, f.shape[-1])
+        return f.index_fill(-1, idx, value)
+    return edit
 
 
 def _reconstruct(sae: SAE, x: Tensor, edit: Edit | None, keep_error: bool) -> Tensor:
@@ -278,3 +302,106 @@ def latent_intervention(model: nn.Module, name: str, sae: SAE, latent: int, targ
     others = torch.arange(n_classes) != target
     return {"class_accuracy_change": change, "target_drop": -change[target].item(),
             "max_other_change": change[others].abs().max().item(), "clamp_flip_rate": (clamped == target).float().mean().item()}
+
+
+@torch.no_grad()
+def neuron_logit_effects(model: nn.Module, name: str, inputs: Tensor, scales: Float[Tensor, "d"]) -> Float[Tensor, "d n_out"]:
+    """`logit_effect` of each unit of module `name` (the neuron basis: one-hot directions), scaled by `scales`."""
+    return torch.stack([logit_effect(model, name, torch.eye(len(scales))[j] * scales[j], inputs) for j in range(len(scales))])
+
+
+def neuron_intervention(model: nn.Module, name: str, neuron: int, target: int, x: Tensor, y: Int[Tensor, "n"], *,
+                        value: float, n_classes: int) -> dict:
+    """`latent_intervention` for one neuron of module `name`: switch it off (0), then clamp it to `value`."""
+    clean = training.per_class_accuracy(outputs(model, x), y, n_classes)
+    with ablation.ablate(model, name, [neuron]):
+        change = training.per_class_accuracy(outputs(model, x), y, n_classes) - clean
+    probe = neurons.per_neuron(neurons.get_activations(model, name, x[:1]))
+    with ablation.ablate(model, name, [neuron], torch.full(probe.shape[1:], float(value))):
+        clamped = outputs(model, x[y != target]).argmax(-1)
+    others = torch.arange(n_classes) != target
+    return {"class_accuracy_change": change, "target_drop": -change[target].item(),
+            "max_other_change": change[others].abs().max().item(), "clamp_flip_rate": (clamped == target).float().mean().item()}
+
+
+@torch.no_grad()
+def switch_off_drops(model: nn.Module, name: str, sae: SAE | None, targets: Int[Tensor, "units"], x: Tensor,
+                     y: Int[Tensor, "n"], n_classes: int) -> Float[Tensor, "units"]:
+    """For every unit j (SAE latent, or neuron when `sae` is None), the accuracy drop on class `targets[j]`
+    when j alone is switched off (latents: spliced with the error kept; neurons: set to 0)."""
+    clean = training.per_class_accuracy(outputs(model, x), y, n_classes)
+    drops = []
+    for j, c in enumerate(targets.tolist()):
+        switch = splice(model, name, sae, edit=ablate_latents([j]), keep_error=True) if sae is not None \
+            else ablation.ablate(model, name, [j])
+        with switch:
+            drops.append((clean[c] - training.per_class_accuracy(outputs(model, x), y, n_classes)[c]).item())
+    return torch.tensor(drops)
+
+
+# ---- SAEs on a language model's activations (notebook 08): needs the TransformerLens API
+# (`run_with_cache`, `run_with_hooks` with hook names such as "blocks.0.mlp.hook_post"). ----
+
+Hook = Callable[[Tensor, object], Tensor]
+
+
+@torch.no_grad()
+def lm_activation_batches(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hook_name: str, *, batch_size: int, n_ctx: int,
+                          windows_per_pass: int = 64, seed: int = 0) -> Iterator[Float[Tensor, "batch d_in"]]:
+    """Endless batches of the activation `hook_name` at every position of random windows of `tokens`,
+    shuffled across windows: `windows_per_pass` windows are run, their activations shuffled and cut into batches."""
+    if windows_per_pass * n_ctx < batch_size:
+        raise ValueError(f"one pass gives {windows_per_pass * n_ctx} activations, fewer than batch_size={batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        starts = torch.randint(0, len(tokens) - n_ctx + 1, (windows_per_pass,), generator=gen)
+        _, cache = model.run_with_cache(tokens[starts[:, None] + torch.arange(n_ctx)], names_filter=hook_name)
+        acts = cache[hook_name].reshape(-1, cache[hook_name].shape[-1]).float()
+        yield from acts[torch.randperm(len(acts), generator=gen)].split(batch_size)[: len(acts) // batch_size]
+
+
+@torch.no_grad()
+def lm_activations(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hook_name: str, n_ctx: int,
+                   batch_size: int = 64) -> Float[Tensor, "n d_in"]:
+    """The activation `hook_name` at every token, the tokens cut into consecutive windows of `n_ctx`
+    (row i belongs to tokens[i]; a remainder shorter than a window is dropped)."""
+    n = len(tokens) // n_ctx * n_ctx
+    if n == 0:
+        raise ValueError(f"need at least n_ctx = {n_ctx} tokens, got {len(tokens)}")
+    out = []
+    for chunk in tokens[:n].view(-1, n_ctx).split(batch_size):
+        _, cache = model.run_with_cache(chunk, names_filter=hook_name)
+        out.append(cache[hook_name].reshape(-1, cache[hook_name].shape[-1]).float())
+    return torch.cat(out)
+
+
+def lm_sae_hook(sae: SAE, *, edit: Edit | None = None, keep_error: bool = False) -> Hook:
+    """A TransformerLens hook that replaces a (batch, pos, d_in) activation by the SAE's reconstruction."""
+    def hook(act: Tensor, hook=None) -> Tensor:
+        flat = act.reshape(-1, act.shape[-1])
+        return _reconstruct(sae, flat, edit, keep_error).reshape(act.shape).to(act.dtype)
+    return hook
+
+
+def zero_ablation_hook(act: Tensor, hook=None) -> Tensor:
+    """A TransformerLens hook that replaces an activation by zeros (e.g. the MLP's output: the MLP switched off)."""
+    return torch.zeros_like(act)
+
+
+@torch.no_grad()
+def lm_loss(model: nn.Module, windows: Int[Tensor, "batch n_ctx_plus_1"], fwd_hooks: list[tuple[str, Hook]] | None = None,
+            batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats/token) on `windows` (inputs window[:, :-1]) with `fwd_hooks` applied."""
+    total = 0.0
+    for chunk in windows.split(batch_size):
+        logits = model.run_with_hooks(chunk[:, :-1], fwd_hooks=fwd_hooks or [])
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1)).item() * len(chunk)
+    return total / len(windows)
+
+
+def loss_recovered(clean: float, spliced: float, ablated: float) -> float:
+    """Share of the loss gap between an ablated layer and the clean model that the SAE closes:
+    (ablated - spliced) / (ablated - clean); 1 = as good as clean, 0 = as bad as ablating."""
+    if ablated <= clean:
+        raise ValueError(f"ablating should raise the loss: ablated {ablated:.4f} <= clean {clean:.4f}; nothing to recover")
+    return (ablated - spliced) / (ablated - clean)

@@ -49,6 +49,10 @@ class Run:
 
 _current: Run | None = None
 
+# tqdm.auto (imported by TransformerLens and SAELens) warns in every kernel without ipywidgets, and the
+# warning prints a path of this machine; glassbox's bars are plain tqdm, so the note is noise here.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 
 def in_colab() -> bool:
     """True inside Google Colab."""
@@ -100,8 +104,6 @@ def start(stem: str, *, smoke: bool, seed: int = 0, threads: int | None = None) 
         stage = Path(tempfile.mkdtemp(prefix=f"glassbox-{stem}-"))
     stage.mkdir(parents=True, exist_ok=True)
     threads = threads or DEFAULT_THREADS
-    # tqdm.auto (imported by TransformerLens) warns without ipywidgets, printing a path of this machine
-    warnings.filterwarnings("ignore", message="IProgress not found")
     set_seed(seed)
     set_threads(threads)
     _set_plotly_renderer()

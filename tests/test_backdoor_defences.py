@@ -1,0 +1,88 @@
+"""Unit tests of the defence helpers added to glassbox.backdoor for notebook 05 (mean ablation, Fine-Pruning's
+stopping rule, trigger placement, scan reports, choosing on validation), on a hand-built backdoored network."""
+import pytest
+import torch
+from torch import nn
+
+from glassbox import backdoor, training
+
+WHITE = (backdoor.apply_trigger(torch.zeros(1, 28, 28))[0] > 0).flatten()
+
+
+@pytest.fixture
+def planted() -> nn.Module:
+    """Hidden 0 sums the 5 white trigger pixels and votes 7; hidden 1 sums all pixels and votes 3; hidden 2 is dead."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3), nn.ReLU(), nn.Linear(3, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model[1].weight[0, WHITE] = 1.0
+        model[1].weight[1] = 1.0 / 100
+        model[1].bias[2] = -1.0
+        model[3].weight[7, 0] = 10.0
+        model[3].weight[3, 1] = 1.0
+    return model.eval()
+
+
+def digits(n: int = 64, seed: int = 0) -> torch.Tensor:
+    x = torch.rand(n, 28, 28, generator=torch.Generator().manual_seed(seed))
+    x[:, 22:, 22:] = 0
+    return x
+
+
+def test_patch_trigger_writes_the_checkerboard_where_asked():
+    x = torch.zeros(2, 28, 28)
+    out = backdoor.patch_trigger(1, 2)(x)
+    assert torch.equal(out[0, 1:4, 2:5], backdoor.TRIGGER), "the 3x3 checkerboard should start at row 1, column 2"
+    assert out.sum() == 2 * backdoor.TRIGGER.sum(), "nothing outside the patch may change"
+    assert torch.equal(backdoor.patch_trigger(24, 24)(x), backdoor.apply_trigger(x)), "the default place is apply_trigger's"
+    assert backdoor.patch_mask(1, 2).sum() == 9 and backdoor.patch_mask(1, 2)[1:4, 2:5].all()
+    with pytest.raises(ValueError, match="0..25"):
+        backdoor.patch_mask(26, 0)
+
+
+def test_mean_ablation_asr_holds_each_neuron_at_the_given_value(planted):
+    x, y = digits(), torch.full((64,), 3)
+    values = torch.tensor([0.0, 0.5, 0.0])
+    asr = backdoor.mean_ablation_asr(planted, "2", x, y, 7, values)
+    assert asr.tolist() == [0.0, 1.0, 1.0], "holding the trigger neuron at 0 stops the attack; the others do not matter"
+    zero = backdoor.single_neuron_ablation_asr(planted, "2", x, y, 7)
+    assert torch.equal(backdoor.mean_ablation_asr(planted, "2", x, y, 7, torch.zeros(3)), zero), "values 0 = zero ablation"
+    held = backdoor.mean_ablation_asr(planted, "2", x, y, 7, torch.tensor([10.0, 0.0, 0.0]))
+    assert held[0] == 1.0, "holding the trigger neuron high must call every digit 7 (the value is used, not zero)"
+
+
+def test_mean_removal_curve_follows_the_order(planted):
+    x, y = digits(), torch.full((64,), 3)
+    curve = backdoor.mean_removal_curve(planted, "2", torch.tensor([2, 0, 1]), [0, 1, 2, 3], x, y, 7, torch.zeros(3))
+    assert curve["k"] == [0, 1, 2, 3]
+    assert curve["attack_success_rate"] == [1.0, 1.0, 0.0, 0.0], "removing the dead neuron first changes nothing; the trigger neuron second"
+    assert curve["clean_accuracy"][:3] == [1.0, 1.0, 1.0] and curve["clean_accuracy"][3] < 1.0
+
+
+def test_pruning_budget_stops_at_the_margin(planted):
+    x, y = digits(), torch.full((64,), 3)
+    # least active first: the dead neuron (2), the trigger neuron (0, off on clean digits), then the digit neuron (1)
+    assert backdoor.pruning_budget(planted, "2", x, y, 0.5) == 2, "pruning the digit neuron drops accuracy to 0: stop before it"
+    nothing_to_lose = torch.zeros(64, dtype=torch.long)  # the model never answers 0: accuracy 0 already
+    assert backdoor.pruning_budget(planted, "2", x, nothing_to_lose, 0.5) == 3, "with nothing to lose, every neuron is pruned"
+    with pytest.raises(ValueError, match="margin"):
+        backdoor.pruning_budget(planted, "2", x, y, 4.0)
+
+
+def test_cleanse_report_and_cheapest_removal():
+    masks = torch.zeros(3, 28, 28)
+    masks[1][backdoor.trigger_mask()] = 0.9
+    masks[1, 0, 0] = 0.9
+    scan = backdoor.Scan(masks, masks, torch.tensor([50.0, 5.0, 60.0]), torch.zeros(3), torch.tensor([0.0, 5.0, -0.5]), 0.0)
+    r = backdoor.cleanse_report(scan, backdoor.trigger_mask(), 1)
+    assert r["matched"] and r["pixels_found"] == 10 and r["pixels_found_in_trigger"] == 9 and r["most_anomalous_class"] == 1
+    assert "matched" not in backdoor.cleanse_report(scan, None, None), "a clean model has no target to match"
+    val = {"a": {"k": [0, 1, 2], "clean_accuracy": [1.0, 0.9, 0.8], "attack_success_rate": [1.0, 0.0, 0.0]},
+           "b": {"k": [0, 1, 2], "clean_accuracy": [1.0, 0.95, 0.7], "attack_success_rate": [1.0, 0.5, 0.0]}}
+    test = {"a": {"k": [0, 1, 2], "clean_accuracy": [0.99, 0.88, 0.7], "attack_success_rate": [1.0, 0.01, 0.0]},
+            "b": {"k": [0, 1, 2], "clean_accuracy": [0.99, 0.9, 0.6], "attack_success_rate": [1.0, 0.4, 0.0]}}
+    got = backdoor.cheapest_removal(val, test)
+    assert got == {"ranking": "a", "k": 1, "clean_accuracy": 0.88, "attack_success_rate": 0.01}, \
+        "choose by validation accuracy at the first k under 5% on validation, then read the test curve at that k"
+    assert backdoor.cheapest_removal({"b": {"k": [0], "clean_accuracy": [1.0], "attack_success_rate": [1.0]}}, test) is None
