@@ -1,9 +1,14 @@
-"""Notebook 02: the Find-Median transformer meets its targets, and its findings are its checkpoint cards."""
+"""Notebook 02: the Find-Median transformer, its evaluation sets named for what they are (training families,
+validation families, a test that chose nothing, lists deduplicated against training), and its checkpoint cards."""
 import pytest
 
 from glassbox import checkpoints, data, findings
 
 STEM = "02_find_median_training"
+KEYS = ["uniform_accuracy", "family_accuracy", "train_seconds", "n_params", "min_model_uniform_accuracy", "headline",
+        "width_uniform_accuracy", "rank_r_median_table_accuracy", "edge_median_fraction", "training_multisets",
+        "unseen_accuracy", "d32_error_rate_by_gap", "d32_error_share_by_gap", "d32_edge_median_accuracy",
+        "d32_bunched_accuracy", "test_accuracy", "test_worst_family"]
 
 
 def n_params(d: int, vocab: int = 50, ctx: int = 7) -> int:
@@ -11,36 +16,79 @@ def n_params(d: int, vocab: int = 50, ctx: int = 7) -> int:
     return (vocab + ctx) * d + 2 * 2 * d + 4 * (d * d + d) + vocab * d + vocab
 
 
+@pytest.mark.notebook
 def test_smoke(smoke_run):
     f = smoke_run(STEM)
-    for key in ["uniform_accuracy", "family_accuracy", "train_seconds", "n_params", "min_model_uniform_accuracy",
-                "headline", "width_uniform_accuracy", "rank_r_median_table_accuracy", "edge_median_fraction"]:
-        assert key in f, f"smoke run did not record {key!r}"
+    missing = [k for k in KEYS if k not in f]
+    assert not missing, f"smoke run did not record {missing}"
     assert f["n_params"] == n_params(64), "n_params should count a 1-layer attention-only model with LayerNorm, d_model 64"
     assert f["p_uniform_median_is_0"] == pytest.approx(5.3357e-6, rel=1e-3), "P(median = 0) = P(at least 4 zeros of 7)"
-    assert set(f["family_accuracy"]) == set(data.FAMILIES), "score every family, held-out ones included"
-    assert all(0 <= a <= 1 for a in f["family_accuracy"].values())
+    assert set(f["family_accuracy"]) == set(data.FAMILIES), "score every family, validation ones included"
     assert f["edge_median_fraction"]["uniform"] < 0.001 < 0.05 < f["edge_median_fraction"]["training mixture"], \
         "the training mixture must put real weight on medians 0 and 49"
-    assert set(f["width_uniform_accuracy"]) == {"16", "32", "64", "128"}
+    assert set(f["width_uniform_accuracy"]) == {"d16", "d32", "d64", "d128"}
     ranks = f["rank_r_median_table_accuracy"]
-    assert ranks["63"] == 1.0 and 0.95 < ranks["31"] < 1.0 and ranks["15"] < ranks["31"], \
+    assert ranks["rank 63"] == 1.0 and 0.95 < ranks["rank 31"] < 1.0 and ranks["rank 15"] < ranks["rank 31"], \
         "the rank-r approximations of -|c - x| should get better with r and be exact at r = 63"
+    assert f["unseen_accuracy"]["all_equal"]["unseen"] == 0, "40 smoke batches already draw all 50 all-equal lists"
+    assert set(f["test_accuracy"]["d64"]) == {"uniform"} | set(data.TEST_FAMILIES)
+    assert not set(data.TEST_FAMILIES) & set(data.FAMILIES), "test families must not be training or validation families"
+    assert sum(f["d32_error_share_by_gap"].values()) == pytest.approx(1.0), "the shares of errors by gap must add up to 1"
+    assert " s on " not in f["headline"] and "trained in" not in f["headline"], "the headline must quote no seconds"
 
 
-def test_full_findings():
+def test_full_targets_on_all_lists_drawn():
     f = findings.load(STEM)
     assert f["uniform_accuracy"] >= 0.999, f"uniform accuracy {f['uniform_accuracy']:.4%} below the 99.9% target"
     worst = min(f["family_accuracy"], key=f["family_accuracy"].get)
     assert f["family_accuracy"][worst] >= 0.99, f"family {worst} at {f['family_accuracy'][worst]:.2%}, target 99%"
-    assert set(data.HELD_OUT_FAMILIES) <= set(f["family_accuracy"]), "held-out families must be scored"
+    assert f["worst_family"] == [worst, f["family_accuracy"][worst]]
     assert min(f["edge_median_accuracy"].values()) >= 0.99, "medians 0 and 49 must be answered like the rest"
-    assert f["train_seconds"] < 300, f"training took {f['train_seconds']} s, target < 300 s (was the machine busy?)"
     assert f["min_model_uniform_accuracy"] >= 0.999
+
+
+def test_full_lists_unseen_in_training():
+    f = findings.load(STEM)
+    u = f["unseen_accuracy"]
+    assert f["training_multisets"] > 2_000_000, "2,500 batches of 2,048 lists hold millions of distinct multisets"
+    assert u["headline uniform"]["unseen"] > 0.95 * u["headline uniform"]["n"] and u["headline uniform"]["accuracy"] >= 0.999, \
+        "claim: nearly all uniform lists are new, and the model answers them"
+    assert u["all_equal"]["unseen"] == 0 and u["consecutive"]["unseen"] == 0, "claim: every all-equal and consecutive multiset was seen"
+    for fam in ("median_at_edge", "ends_and_middle", "two_ends", "narrow"):
+        assert u[fam]["unseen"] < 0.05 * u[fam]["n"], f"claim: {fam} is nearly all seen in training: {u[fam]}"
+    for fam in ("spaced", "outlier", "pairs"):
+        assert u[fam]["unseen"] > 0.5 * u[fam]["n"] and u[fam]["accuracy"] >= 0.999, f"claim: {fam} is mostly new and answered: {u[fam]}"
+
+
+def test_full_test_set_that_chose_nothing():
+    f = findings.load(STEM)
+    t = f["test_accuracy"]["d64"]
+    assert t["uniform"]["accuracy"] >= 0.999, f"unseen uniform test lists: {t['uniform']}"
+    assert t["two_clusters"]["accuracy"] < 0.99, "the notebook reports that two tight clusters miss the 99% target"
+    assert f["test_worst_family"] == ["two_clusters", t["two_clusters"]["accuracy"]]
+    assert all(t[fam]["unseen"] > 0.5 * t[fam]["n"] for fam in t), "the test counts unseen lists, most of them new"
+    t32 = f["test_accuracy"]["d32"]
+    assert all(t32[fam]["accuracy"] < t[fam]["accuracy"] for fam in t), "the 32-wide model should do worse on every test set"
+
+
+def test_full_what_the_mixture_and_the_width_did():
+    f = findings.load(STEM)
     widths = f["width_uniform_accuracy"]
-    assert widths["64"] == f["uniform_accuracy"] and widths["16"] < widths["32"] < widths["64"], \
+    assert widths["d64"] == f["uniform_accuracy"] and widths["d16"] < widths["d32"] < widths["d64"], \
         "accuracy should rise with d_model under the same recipe"
+    assert min(f["d32_edge_median_accuracy"].values()) >= 0.99 and min(f["d32_bunched_accuracy"].values()) >= 0.99, \
+        "claim: with our mixture the 32-wide model already answers the edges and the bunched families"
+    assert widths["d32"] < 0.99 <= 0.999 <= widths["d64"], "claim: width fixed the precision on uniform lists"
+
+
+def test_full_where_the_32_wide_model_errs():
+    f = findings.load(STEM)
     assert f["d32_errors_off_by_one"] > 0.9, "the 32-wide model's errors were expected to be off by one"
+    rate, share = f["d32_error_rate_by_gap"], f["d32_error_share_by_gap"]
+    assert rate["gap 1"] == max(rate.values()), f"claim: the error rate is highest at gap 1: {rate}"
+    assert share["gap 1"] < 0.6 and share["gap 3"] > 0.25, f"claim: the errors are not confined to gap 1: {share}"
+    ranks = f["rank_r_median_table_accuracy"]
+    assert abs(ranks["rank 31"] - f["width_uniform_accuracy"]["d32"]) < 0.01, "claim: rank 31 ~ the 32-wide model"
 
 
 def test_full_findings_equal_the_checkpoint_cards():
@@ -49,7 +97,17 @@ def test_full_findings_equal_the_checkpoint_cards():
     assert card["config"]["d_model"] == 64 and f["n_params"] == n_params(64)
     assert f["uniform_accuracy"] == card["metrics"]["uniform_accuracy"], "findings and checkpoint card disagree: rerun the notebook"
     assert f["family_accuracy"] == card["metrics"]["family_accuracy"]
-    assert f["train_seconds"] == card["train_seconds"]
+    assert f["train_seconds"] == pytest.approx(card["train_seconds"], abs=0.01)
     assert f["min_model_uniform_accuracy"] == checkpoints.load_card("min")["metrics"]["uniform_accuracy"]
     for d in (16, 32, 128):
-        assert f["width_uniform_accuracy"][str(d)] == checkpoints.load_card(f"median_d{d}")["metrics"]["uniform_accuracy"]
+        assert f["width_uniform_accuracy"][f"d{d}"] == checkpoints.load_card(f"median_d{d}")["metrics"]["uniform_accuracy"]
+
+
+def test_full_headline_quotes_the_findings():
+    f = findings.load(STEM)
+    h, t = f["headline"], f["test_accuracy"]["d64"]
+    for text in (f"{f['uniform_accuracy']:.3%} of 100k", f">= {min(f['family_accuracy'].values()):.2%}",
+                 f"{t['uniform']['accuracy']:.3%}", f"{t['two_clusters']['accuracy']:.2%} of two tight clusters",
+                 f"medians 0/49 {sum(f['d32_edge_median_accuracy'].values()) / 2:.1%}",
+                 f"{f['width_uniform_accuracy']['d32']:.2%} uniform", f"{f['min_model_uniform_accuracy']:.3%}"):
+        assert text in h, f"the headline should quote {text!r}: {h}"

@@ -198,6 +198,9 @@ def make_lists(n: int, *, length: int = 7, vocab: int = 50, family: str = "unifo
     _check_int("seed", seed, 0)
     if family not in FAMILIES:
         raise KeyError(f"unknown list family {family!r}; families: {', '.join(FAMILIES)}")
+    if family in ("consecutive", "spaced") and vocab < length:
+        raise ValueError(f"the {family!r} family needs vocab >= length (distinct values), got vocab={vocab}, "
+                         f"length={length}")
     x = FAMILIES[family](np.random.default_rng(seed), n, length, vocab)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64))
 
@@ -247,3 +250,69 @@ def list_batches(batch_size: int, weights: dict[str, float], *, task: str = "med
     for step in itertools.count():
         tokens, _ = make_mixture(batch_size, weights, length=length, vocab=vocab, seed=seed * 1_000_003 + step)
         yield tokens, list_targets(tokens, task)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which lists did training see? A list's multiset (its values, ignoring order) as one integer, the training
+# stream replayed, and three families kept as a test set that chose nothing (not part of FAMILIES).
+
+def multiset_keys(tokens: Int[Tensor, "batch length"], vocab: int = 50) -> Int[Tensor, "batch"]:
+    """One integer per list that ignores the order of its values: the sorted list read as a base-`vocab` number."""
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape (batch, length), got {tuple(tokens.shape)}")
+    if vocab ** tokens.shape[1] >= 2**63:
+        raise ValueError(f"vocab {vocab} ** length {tokens.shape[1]} does not fit an int64 key")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab):
+        raise ValueError(f"token values must lie in 0..{vocab - 1}, got {int(tokens.min())}..{int(tokens.max())}")
+    powers = vocab ** torch.arange(tokens.shape[1] - 1, -1, -1, dtype=torch.int64)
+    return (tokens.sort(dim=1).values.long() * powers).sum(1)
+
+
+def seen_multisets(steps: int, batch_size: int, weights: dict[str, float], *, seed: int = 0, length: int = 7,
+                   vocab: int = 50) -> np.ndarray:
+    """The sorted, unique multiset keys of every list that `list_batches(batch_size, weights, seed=seed)` yields
+    in its first `steps` batches: exactly what a model trained on that stream has seen (in some order)."""
+    _check_int("steps", steps, 0)
+    stream = list_batches(batch_size, weights, length=length, vocab=vocab, seed=seed)
+    keys = [multiset_keys(next(stream)[0], vocab).numpy() for _ in range(steps)]
+    return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+
+
+def unseen(tokens: Int[Tensor, "batch length"], seen: np.ndarray, vocab: int = 50) -> Tensor:
+    """Boolean mask of the lists whose multiset is not in `seen` (from `seen_multisets`)."""
+    return torch.from_numpy(~np.isin(multiset_keys(tokens, vocab).numpy(), seen))
+
+
+def _skewed(rng, n, length, vocab):
+    """Values piled towards one end (vocab * u**3), mirrored for half of the lists."""
+    x = np.floor(vocab * rng.random((n, length)) ** 3).astype(np.int64).clip(0, vocab - 1)
+    return np.where(rng.random((n, 1)) < 0.5, vocab - 1 - x, x)
+
+
+def _two_clusters(rng, n, length, vocab):
+    """Two tight clusters (values within 2 of a centre) at random centres, 3 or 4 values in the first."""
+    centres = rng.integers(0, vocab, (n, 2))
+    first = np.arange(length)[None, :] < rng.integers(3, 5, (n, 1))
+    x = np.where(first, centres[:, :1], centres[:, 1:]) + rng.integers(-2, 3, (n, length))
+    return rng.permuted(x.clip(0, vocab - 1), axis=1)
+
+
+def _window(rng, n, length, vocab):
+    """Uniform inside a random window 10 to 30 wide (between `narrow` and `uniform`)."""
+    width = rng.integers(min(10, vocab), min(30, vocab) + 1, (n, 1))
+    start = rng.integers(0, vocab - width + 1)
+    return start + (rng.random((n, length)) * width).astype(np.int64)
+
+
+TEST_FAMILIES = {"skewed": _skewed, "two_clusters": _two_clusters, "window": _window}
+
+
+def make_test_lists(n: int, *, family: str, length: int = 7, vocab: int = 50, seed: int = 0) -> Int[Tensor, "n length"]:
+    """`n` lists from one of TEST_FAMILIES: families used for nothing but a final test (notebook 02)."""
+    _check_int("n", n, 0)
+    check_list_shape(length, vocab)
+    _check_int("seed", seed, 0)
+    if family not in TEST_FAMILIES:
+        raise KeyError(f"unknown test family {family!r}; test families: {', '.join(TEST_FAMILIES)}")
+    x = TEST_FAMILIES[family](np.random.default_rng(seed), n, length, vocab)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64))

@@ -58,3 +58,26 @@ def probe_accuracies(features_train: dict[str, Tensor], features_test: dict[str,
     return {label: {name: fit_probe(features_train[name], labels_train[label], features_test[name],
                                     labels_test[label], **probe_kwargs).accuracy for name in features_train}
             for label in labels_train}
+
+
+def within_class_probes(features_train: Float[Tensor, "n_train d"], labels_train: Int[Tensor, "n_train"],
+                        classes_train: Int[Tensor, "n_train"], features_test: Float[Tensor, "n_test d"],
+                        labels_test: Int[Tensor, "n_test"], classes_test: Int[Tensor, "n_test"],
+                        **probe_kwargs) -> dict[int, dict[str, float]]:
+    """A probe for `labels` fitted and scored inside each class (e.g. has_loop among the 2s only), next to
+    that class's majority baseline: what the features say about the label beyond the class itself.
+    Classes whose training labels take one value only are left out. Returns {class: {accuracy, majority, n}}."""
+    out = {}
+    for c in sorted(set(np.asarray(classes_train).tolist())):
+        tr, te = classes_train == c, classes_test == c
+        if len(np.unique(np.asarray(labels_train[tr]))) < 2 or not te.any():
+            continue
+        p = fit_probe(features_train[tr], labels_train[tr], features_test[te], labels_test[te], **probe_kwargs)
+        out[int(c)] = {"accuracy": p.accuracy, "majority": p.chance, "n": int(te.sum())}
+    return out
+
+
+def pooled(per_class: dict[int, dict[str, float]], key: str = "accuracy") -> float:
+    """The test-set-weighted mean of `key` over the classes of `within_class_probes`."""
+    n = sum(v["n"] for v in per_class.values())
+    return sum(v[key] * v["n"] for v in per_class.values()) / n

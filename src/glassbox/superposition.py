@@ -258,6 +258,15 @@ def sticky_share(D: Float[Tensor, "..."], tolerance: float = 0.03) -> float:
     return near.float().mean().item()
 
 
+def sticky_share_uniform(D: Float[Tensor, "..."], tolerance: float = 0.03, n_grid: int = 100_001) -> float:
+    """The `sticky_share` that dimensionalities spread uniformly over [min D, max D] would have: the
+    baseline matched to the range the given features actually occupy."""
+    lo, hi = D.min().item(), D.max().item()
+    if not hi > lo:
+        raise ValueError(f"need dimensionalities spread over a range, got min = max = {lo}")
+    return sticky_share(torch.linspace(lo, hi, n_grid), tolerance)
+
+
 # ---- figures -------------------------------------------------------------------------------------
 
 def plot_feature_geometry(W: Float[Tensor, "k hidden features"], b: Float[Tensor, "k features"],

@@ -163,3 +163,14 @@ def list_accuracy(model: nn.Module, task: str = "median", *, n_uniform: int = 10
 
     return {"uniform_accuracy": score("uniform", n_uniform, 1),
             "family_accuracy": {f: score(f, n_family, 2) for f in data.FAMILIES}}
+
+
+def unseen_accuracy(model: nn.Module, tokens: Int[Tensor, "batch length"], seen: np.ndarray, task: str = "median") -> dict:
+    """Accuracy of a list model's last-position answer on the lists of `tokens` whose multiset training never
+    saw (`data.seen_multisets`): {"n": drawn, "unseen": kept, "accuracy": on those (None when none is left)}."""
+    from glassbox import data, models
+
+    keep = data.unseen(tokens, seen, model.cfg.d_vocab)
+    x = tokens[keep]
+    acc = accuracy(models.LastPosition(model), x, data.list_targets(x, task)) if len(x) else None
+    return {"n": len(tokens), "unseen": int(keep.sum()), "accuracy": acc}

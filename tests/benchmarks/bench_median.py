@@ -7,6 +7,7 @@ import json
 import torch
 
 from glassbox import paths, training
+from glassbox.journal import contract
 
 NOTEBOOK = paths.NOTEBOOK_DIR / "02_find_median_training.ipynb"
 
@@ -21,7 +22,7 @@ def recipe() -> dict:
 def _train(task: str, d_model: int, steps: int, batch_size: int, lr: float) -> dict:
     p = recipe()
     threads = torch.get_num_threads()
-    torch.set_num_threads(p["THREADS"])
+    torch.set_num_threads(contract.DEFAULT_THREADS)
     try:
         config = {"d_model": d_model, "d_head": d_model, "seed": p["SEED"]}
         model, hist = training.train_list_model(task, steps=steps, batch_size=batch_size, lr=lr, config=config,
@@ -33,7 +34,7 @@ def _train(task: str, d_model: int, steps: int, batch_size: int, lr: float) -> d
             "lists_per_second": round(steps * batch_size / hist.seconds), "steps": steps, "d_model": d_model,
             "uniform_accuracy": round(acc["uniform_accuracy"], 5), "uniform_accuracy_target": ">= 0.999",
             "worst_family_accuracy": round(min(acc["family_accuracy"].values()), 5),
-            "worst_family_accuracy_target": ">= 0.99", "threads": p["THREADS"]}
+            "worst_family_accuracy_target": ">= 0.99", "threads": contract.DEFAULT_THREADS}
 
 
 def bench_median_training() -> dict:

@@ -8,6 +8,7 @@ import time
 import torch
 
 from glassbox import data, models, paths, training
+from glassbox.journal import contract
 
 NOTEBOOK = paths.NOTEBOOK_DIR / "01_mnist_mlp_probing.ipynb"
 
@@ -23,7 +24,7 @@ def bench_mnist_mlp_training() -> dict:
     """Train the 784-128-64-10 MLP with notebook 01's recipe (one thread), then score it on the test set."""
     p = recipe()
     threads = torch.get_num_threads()
-    torch.set_num_threads(p["THREADS"])
+    torch.set_num_threads(contract.DEFAULT_THREADS)
     try:
         mnist = data.load_mnist()
         training.set_seed(p["SEED"])
@@ -39,4 +40,4 @@ def bench_mnist_mlp_training() -> dict:
     return {"train_seconds": round(hist.seconds, 2), "train_seconds_target": "< 20",
             "train_samples_per_second": round(p["N_STEPS"] * p["BATCH_SIZE"] / hist.seconds),
             "eval_samples_per_second": round(len(mnist.x_test) / eval_seconds),
-            "test_accuracy": round(accuracy, 4), "test_accuracy_target": ">= 0.98", "threads": p["THREADS"]}
+            "test_accuracy": round(accuracy, 4), "test_accuracy_target": ">= 0.98", "threads": contract.DEFAULT_THREADS}
