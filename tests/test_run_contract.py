@@ -167,7 +167,8 @@ def test_findings_go_to_the_staging_folder_and_refuse_bad_values(no_run, tmp_pat
     assert run.findings_dir == tmp_path / "findings" and run.checkpoint_dir == tmp_path / "checkpoints"
     findings.record("acc", torch.tensor(0.25))
     findings.record("per_class", {0: np.float32(0.5)})
-    assert findings.load("99_test", run.findings_dir) == {"threads": 1, "acc": 0.25, "per_class": {"0": 0.5}}
+    assert findings.load("99_test", run.findings_dir) == {"threads": contract.DEFAULT_THREADS, "acc": 0.25,
+                                                         "per_class": {"0": 0.5}}
     with pytest.raises(ValueError, match="non-finite"):
         findings.record("bad", float("nan"))
     with pytest.raises(ValueError, match="identifier"):
@@ -199,8 +200,8 @@ def test_start_sets_and_records_the_threads(no_run, tmp_path, monkeypatch):
     monkeypatch.setenv(contract.ENV_STAGE, str(tmp_path))
     before = torch.get_num_threads()
     try:
-        run = glassbox.start("99_test", smoke=False, threads=2)
-        assert torch.get_num_threads() == 2 and run.values["threads"] == 2
+        run = glassbox.start("99_test", smoke=False, threads=3)
+        assert torch.get_num_threads() == 3 and run.values["threads"] == 3
         run = glassbox.start("99_test", smoke=False)
         assert torch.get_num_threads() == contract.DEFAULT_THREADS == run.values["threads"]
     finally:
