@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from glassbox.text import random_windows
@@ -55,3 +55,70 @@ def sample(model: nn.Module, prompt: Int[Tensor, "pos"], n_new: int, n_ctx: int,
             nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen)[0]
         tokens = torch.cat([tokens, nxt[None]])
     return tokens
+
+
+def ngram_loss(train: Int[Tensor, "n_train"], val: Int[Tensor, "n_val"], d_vocab: int, order: int) -> float:
+    """Validation loss (nats/token) of a unigram (order 1) or bigram (order 2) model counted on `train`,
+    add-one smoothed: the baselines a language model must beat."""
+    if order == 1:
+        counts = torch.bincount(train, minlength=d_vocab).double() + 1
+        return -(counts / counts.sum()).log()[val].mean().item()
+    if order == 2:
+        counts = torch.ones(d_vocab, d_vocab, dtype=torch.float64)
+        counts.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64), accumulate=True)
+        logp = (counts / counts.sum(1, keepdim=True)).log()
+        return -logp[val[:-1], val[1:]].mean().item()
+    raise ValueError(f"order must be 1 (unigram) or 2 (bigram), got {order}")
+
+
+def periodic_batches(batch_size: int, n_ctx: int, d_vocab: int, min_period: int, max_period: int,
+                     seed: int = 0) -> Iterator[Int[Tensor, "batch n_ctx_plus_1"]]:
+    """Endless batches of random tokens that repeat with a period drawn per sequence from
+    min_period..max_period: past the first period every token is predictable from context, and only by
+    looking back (a varying period means no fixed positional offset can do it)."""
+    if not 1 <= min_period <= max_period <= n_ctx:
+        raise ValueError(f"need 1 <= min_period <= max_period <= n_ctx, got {min_period}, {max_period}, {n_ctx}")
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.arange(n_ctx + 1)
+    while True:
+        period = torch.randint(min_period, max_period + 1, (batch_size, 1), generator=gen)
+        base = torch.randint(0, d_vocab, (batch_size, max_period), generator=gen)
+        yield base.gather(1, pos % period)
+
+
+def repeated_word_spans(text: str, n_ctx: int, min_len: int = 4, capitalised: bool = True
+                        ) -> list[tuple[int, int, int, int]]:
+    """Words (letters only, >= `min_len`, capitalised if asked: names) that occur twice within `n_ctx`
+    characters: (window_start, first_start, second_start, length), window_start = first_start rounded
+    down so that both copies fit in the window [window_start, window_start + n_ctx). One per first copy."""
+    import re
+
+    spans, last_seen = [], {}
+    for match in re.finditer(r"[A-Za-z]+", text):
+        word, start = match.group(), match.start()
+        if len(word) < min_len or (capitalised and not word[0].isupper()):
+            continue
+        prev = last_seen.get(word)
+        if prev is not None and start + len(word) - prev <= n_ctx - 1:
+            spans.append((max(0, prev - 1), prev, start, len(word)))
+        last_seen[word] = start
+    return spans
+
+
+@torch.no_grad()
+def repeated_span_losses(model: nn.Module, tokens: Int[Tensor, "n"], spans: list[tuple[int, int, int, int]],
+                         n_ctx: int, batch_size: int = 64) -> Float[Tensor, "2 n_spans"]:
+    """Mean loss on the characters 2..end of the first and of the second copy of each span (the first
+    character of a word is a guess either way): row 0 first copies, row 1 second copies."""
+    out = torch.zeros(2, len(spans))
+    for i in range(0, len(spans), batch_size):
+        chunk = spans[i: i + batch_size]
+        starts = torch.tensor([s[0] for s in chunk]).clamp(max=len(tokens) - n_ctx - 1)
+        windows_ = tokens[starts[:, None] + torch.arange(n_ctx + 1)]
+        logits = model(windows_[:, :-1])
+        losses = F.cross_entropy(logits.transpose(1, 2), windows_[:, 1:], reduction="none")  # loss[j]: token j + 1
+        for j, ((_, first, second, length), start) in enumerate(zip(chunk, starts.tolist())):
+            for row, s in enumerate((first, second)):
+                idx = torch.arange(s + 1, s + length) - start - 1  # predicting characters 2..end of the copy
+                out[row, i + j] = losses[j, idx].mean()
+    return out

@@ -26,6 +26,9 @@ class Normalize(nn.Module):
         self.n_pixels, self.mean, self.std = n_pixels, mean, std
 
     def forward(self, x: Float[Tensor, "batch *pixels"]) -> Float[Tensor, "batch n_pixels"]:
+        if x.ndim == 0 or len(x) == 0:
+            raise ValueError(f"expected a batch of images (batch, 28, 28) or (batch, 784); got an empty one "
+                             f"of shape {tuple(x.shape)}: check the size of the data passed in")
         x = x.reshape(len(x), -1)
         if x.shape[1] != self.n_pixels:
             raise ValueError(f"expected images of {self.n_pixels} pixels, e.g. (batch, 28, 28) or "
