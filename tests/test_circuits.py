@@ -27,10 +27,10 @@ def bridge(n_heads: int = 1, n_layers: int = 1, seed: int = 0):
     return model.eval()
 
 
-def hooked_transformer():
+def hooked_transformer(n_heads: int = 2):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, d_vocab=11, n_ctx=5, attn_only=True,
+    cfg = HookedTransformerConfig(n_layers=1, n_heads=n_heads, d_model=16, d_head=8, d_vocab=11, n_ctx=5, attn_only=True,
                                   normalization_type="LN", seed=0, act_fn="relu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

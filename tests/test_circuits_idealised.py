@@ -1,11 +1,11 @@
 """circuits.get_last_position_terms / assemble_logits / tent_rows / logit_fit: the trained network's logits taken
 apart exactly, and parts replaced, on randomly initialised models glassbox did not build."""
-import warnings
 
 import pytest
 import torch
 
 from glassbox import circuits
+from test_circuits import bridge as random_bridge, hooked_transformer as random_hooked_transformer  # the same small random models
 
 TOKENS = torch.randint(0, 11, (64, 5), generator=torch.Generator().manual_seed(0))
 
@@ -17,26 +17,11 @@ def no_grad():
 
 
 def bridge(seed: int = 0):
-    from transformer_lens.model_bridge import TransformerBridge
-
-    model = TransformerBridge.boot_native(dict(n_layers=1, n_heads=1, d_model=16, d_head=8, d_vocab=11, n_ctx=5,
-                                               attn_only=True, normalization_type="LN", seed=seed, act_fn="relu"))
-    for p in model.parameters():  # far from uniform attention, so that replacing the pattern changes something
-        p.normal_(0, 0.4, generator=torch.Generator().manual_seed(seed))
-    return model.eval()
+    return random_bridge(n_heads=1, seed=seed)
 
 
 def hooked_transformer():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=1, n_heads=1, d_model=16, d_head=8, d_vocab=11, n_ctx=5, attn_only=True,
-                                  normalization_type="LN", seed=0, act_fn="relu")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = HookedTransformer(cfg)
-    for p in model.parameters():
-        p.normal_(0, 0.4, generator=torch.Generator().manual_seed(1))
-    return model.eval()
+    return random_hooked_transformer(n_heads=1)
 
 
 @pytest.mark.parametrize("make", [bridge, hooked_transformer], ids=["bridge", "HookedTransformer"])
