@@ -230,10 +230,14 @@ def test_commit_executed_keeps_each_progress_bar_at_its_final_state(tmp_path):
     cell = nbformat.v4.new_code_cell("train()")
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"\rtrain: {p}%") for p in (0, 50, 100)]
     cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="acc = 0.98\n"))
-    nb.cells = [cell]
+    injected = nbformat.v4.new_code_cell("SMOKE = False")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells = [cell, injected]
     nbformat.write(nb, tmp_path / "executed.ipynb")
     runner.commit_executed(tmp_path / "executed.ipynb", tmp_path / "01_x.ipynb")
-    outputs = nbformat.read(tmp_path / "01_x.ipynb", as_version=4).cells[0].outputs
+    committed = nbformat.read(tmp_path / "01_x.ipynb", as_version=4)
+    assert committed.cells[1].id == "injected-parameters", "papermill's random id for its cell must not reach the commit"
+    outputs = committed.cells[0].outputs
     assert [(o.name, o.text.strip()) for o in outputs] == [("stderr", "train: 100%"), ("stdout", "acc = 0.98")]
 
 

@@ -113,13 +113,17 @@ def _first_line(text: str) -> str:
 
 def commit_executed(executed: Path, notebook: Path) -> None:
     """Write a successful execution to `notebook` in one step, each progress bar kept at its final
-    state (one output, not hundreds of updates, on GitHub), paths in papermill's record relative."""
+    state (one output, not hundreds of updates, on GitHub), paths in papermill's record relative, the
+    injected parameters cell given a fixed id: a rerun changes only recorded times."""
     import nbformat
 
     from glassbox.journal.render import tidy_streams
 
     nb = nbformat.read(executed, as_version=4)
     tidy_streams(nb)
+    for cell in nb.cells:  # papermill gives the cell it injects a random id: a rerun would change that byte
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
     record = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):  # where this machine kept them: a reader's differs
         if record.get(key):
