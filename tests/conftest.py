@@ -47,7 +47,10 @@ def offline_log(smoke_dir) -> Path:
     os.environ["GLASSBOX_OFFLINE_LOG"] = str(log)
     yield log
     for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

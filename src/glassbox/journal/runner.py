@@ -102,7 +102,10 @@ def execute(notebook: Path, output: Path, params: dict, stage: Path, smoke: bool
                         f"nothing was kept") from None
     finally:
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return time.perf_counter() - start
 
 
