@@ -1,7 +1,11 @@
 """Shared fixtures: a tiny CNN that glassbox did not build, and cached smoke runs of notebooks
 (executed by the journal runner, with a guard in every kernel that refuses network connections)."""
+import ast
+import json
 import os
 from pathlib import Path
+
+import nbformat
 
 import pytest
 import torch
@@ -53,16 +57,72 @@ def offline_log(smoke_dir) -> Path:
             os.environ[k] = v
 
 
+# Each notebook's test module names one "write it yourself" exercise and wrong answers to it:
+#     WRONG_ANSWERS = ("my_function", [(wrong_def_source, fragment_of_the_checker_message), ...])
+# The smoke run tries them in the notebook's own kernel after its last cell (see `wrong_answer_probe`).
+WRONG_ANSWERS: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+PROBE_MARK = "WRONG-ANSWER-OUTCOMES"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that executes a notebook carries the `notebook` marker (`pytest -m "not notebook"` skips
+    them); collect each notebook test module's WRONG_ANSWERS."""
+    unmarked = [item.nodeid for item in items if "smoke_run" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("notebook") is None]
+    if unmarked:
+        raise pytest.UsageError(f"tests that run a notebook must be marked @pytest.mark.notebook: {unmarked}")
+    for module in {item.module for item in items if getattr(item, "module", None) is not None}:
+        if hasattr(module, "WRONG_ANSWERS"):
+            WRONG_ANSWERS[module.STEM] = module.WRONG_ANSWERS
+
+
+def exercise_cell(cells: list, function: str) -> str:
+    """The source of the one code cell that defines `function` (a "write it yourself" exercise)."""
+    found = [c.source for c in cells if c.cell_type == "code" and f"def {function}(" in c.source]
+    if len(found) != 1:
+        raise ValueError(f"expected one code cell defining {function}(), found {len(found)}")
+    return found[0]
+
+
+def with_function_replaced(source: str, function: str, replacement: str) -> str:
+    """`source` (a cell) with the top-level `def function` replaced by `replacement` (a whole def)."""
+    (node,) = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == function]
+    lines = source.splitlines()
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return "\n".join(lines[: first - 1] + [replacement.strip("\n")] + lines[node.end_lineno:])
+
+
+def wrong_answer_probe(cells: list, function: str, wrong: list[tuple[str, str]]) -> str:
+    """A cell to append after a notebook's last one: it reruns the exercise cell as written (the solution),
+    then with each wrong answer in place of the reader's function, and prints what each raised."""
+    original = exercise_cell(cells, function)
+    sources = [original] + [with_function_replaced(original, function, source) for source, _ in wrong]
+    return (f"import json as _json\n_outcomes = []\nfor _source in {sources!r}:\n"
+            "    try:\n        exec(compile(_source, '<exercise>', 'exec'), globals())\n        _outcomes.append(None)\n"
+            "    except Exception as _err:\n        _outcomes.append([type(_err).__name__, str(_err)])\n"
+            f"print({PROBE_MARK!r}, _json.dumps(_outcomes))\n")
+
+
 @pytest.fixture(scope="session")
 def smoke_run(smoke_dir, offline_log):
-    """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings."""
+    """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings.
+    If the notebook's test module lists WRONG_ANSWERS, the executed copy is the notebook as committed
+    plus one cell after glassbox.finish() that tries them (read back with `wrong_answer_outcomes`)."""
     results: dict[str, dict | BaseException] = {}
 
     def run(stem: str) -> dict:
         if stem not in results:
             (nb,) = catalogue.notebooks([stem])
             try:
-                runner.run([nb.stem], smoke=True, out=smoke_dir)
+                if stem in WRONG_ANSWERS:
+                    probed = nbformat.read(nb, as_version=4)
+                    probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, *WRONG_ANSWERS[stem])))
+                    source = smoke_dir / "probed" / nb.name
+                    source.parent.mkdir(exist_ok=True)
+                    nbformat.write(probed, source)
+                    runner.run_one(source, runner.Targets.under(smoke_dir), {}, smoke=True)
+                else:
+                    runner.run([nb.stem], smoke=True, out=smoke_dir)
                 results[stem] = findings.load(nb.stem, smoke_dir / "findings")
             except BaseException as err:  # cached, so a second test of the same notebook fails fast
                 results[stem] = err
@@ -73,12 +133,27 @@ def smoke_run(smoke_dir, offline_log):
     return run
 
 
-def pytest_collection_modifyitems(config, items):
-    """Every test that executes a notebook carries the `notebook` marker (`pytest -m "not notebook"` skips them)."""
-    unmarked = [item.nodeid for item in items if "smoke_run" in getattr(item, "fixturenames", ())
-                and item.get_closest_marker("notebook") is None]
-    if unmarked:
-        raise pytest.UsageError(f"tests that run a notebook must be marked @pytest.mark.notebook: {unmarked}")
+@pytest.fixture(scope="session")
+def checker_catches_wrong_answers(smoke_run, smoke_dir):
+    """`checker_catches_wrong_answers(stem)` asserts, from the smoke run, that the exercise cell named in the
+    module's WRONG_ANSWERS passed as written and that each wrong answer made its checker raise an
+    AssertionError whose message contains the expected fragment (it says what is wrong)."""
+
+    def check(stem: str) -> None:
+        smoke_run(stem)
+        function, wrong = WRONG_ANSWERS[stem]
+        executed = nbformat.read(smoke_dir / f"{stem}.ipynb", as_version=4)
+        text = "".join(o.get("text", "") for o in executed.cells[-1].get("outputs", []))
+        (line,) = [ln for ln in text.splitlines() if ln.startswith(PROBE_MARK)]
+        solution, *outcomes = json.loads(line[len(PROBE_MARK):])
+        assert solution is None, f"{stem}: the cell defining {function}() fails when rerun after the notebook: {solution}"
+        assert len(outcomes) == len(wrong) >= 1
+        for (source, says), outcome in zip(wrong, outcomes):
+            assert outcome is not None, f"{stem}: the checker of {function}() accepted a wrong answer:\n{source}"
+            assert outcome[0] == "AssertionError" and says in outcome[1], (
+                f"{stem}: for the wrong answer\n{source}\nthe checker should say {says!r}; it raised {outcome[0]}: {outcome[1]}")
+
+    return check
 
 
 def pytest_collection_finish(session):

@@ -77,6 +77,42 @@ def test_notebook_runs_in_smoke_mode_offline_without_touching_committed_files(nb
     assert not attempts, f"a notebook tried to reach the network (refused by the offline guard):\n{attempts}"
 
 
+EXERCISE = re.compile(r"^\*\*(\d+)\. (Predict, then run|Write it yourself)", re.M)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
+def test_notebook_ends_with_exercises_next_steps_and_sources(nb):
+    cs = cells(nb)
+    heading = {h: next((i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and re.search(rf"^## {h}", source(c), re.M)), None)
+               for h in ("Findings", "Try it yourself", "What to try next", "Sources")}
+    missing = [h for h, i in heading.items() if i is None]
+    assert not missing, f"add the sections {missing} (DESIGN.md: Findings, Try it yourself, What to try next, Sources)"
+    assert list(heading.values()) == sorted(heading.values()), f"sections out of order: {heading}"
+    tail = cs[heading["Try it yourself"]:]
+    kinds = [m.group(2) for c in tail if c["cell_type"] == "markdown" for m in EXERCISE.finditer(source(c))]
+    assert len(kinds) >= 3 and set(kinds) == {"Predict, then run", "Write it yourself"}, \
+        f"'Try it yourself' needs >= 3 exercises of both kinds (**N. Predict, then run.** / **N. Write it yourself: ...**), found {kinds}"
+    stubs = [source(c) for c in tail if c["cell_type"] == "code" and re.search(r"^def my_\w+\(", source(c), re.M)]
+    assert len(stubs) >= kinds.count("Write it yourself"), "each 'Write it yourself' has a code cell defining my_<thing>()"
+    assert all("SOLUTION" in s and "assert" in s for s in stubs), "a stub cell marks its solution (# SOLUTION) and checks it (assert ...)"
+    assert any("<details>" in source(c) for c in tail), "fold answers and hints in <details>"
+    sources = source(cs[heading["Sources"]])
+    assert re.search(r"\]\(https?://", sources), "Sources links the papers"
+
+
+def test_every_notebook_tests_that_a_wrong_answer_fails_its_checker():
+    """One exercise per notebook: its test module lists wrong answers, and a test feeds them to the checker."""
+    for nb in NOTEBOOKS:
+        tree = ast.parse((paths.ROOT / "tests" / f"test_nb{nb.stem}.py").read_text())
+        wrong = [n.value for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "WRONG_ANSWERS" for t in n.targets)]
+        assert wrong, f"tests/test_nb{nb.stem}.py: add WRONG_ANSWERS = ('my_<thing>', [(wrong def, message fragment), ...])"
+        function, answers = ast.literal_eval(wrong[0])
+        assert answers, f"test_nb{nb.stem}.py: WRONG_ANSWERS lists no wrong answer"
+        assert any(f"def {function}(" in source(c) for c in cells(nb)), f"{nb.name} defines no {function}()"
+        uses = [n for n in tree.body if isinstance(n, ast.FunctionDef) and "checker_catches_wrong_answers" in [a.arg for a in n.args.args]]
+        assert uses, f"tests/test_nb{nb.stem}.py: add a test taking the checker_catches_wrong_answers fixture"
+
+
 def test_every_notebook_has_its_own_test_file():
     tests = {p.name for p in (paths.ROOT / "tests").glob("test_nb*.py")}
     missing = [nb.stem for nb in NOTEBOOKS if f"test_nb{nb.stem}.py" not in tests]

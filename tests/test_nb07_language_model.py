@@ -90,3 +90,18 @@ def test_full_findings_equal_the_checkpoint_cards():
         size = (paths.CHECKPOINT_DIR / f"{name}.pt").stat().st_size
         assert size < 2_000_000, f"{name}.pt is {size / 1e6:.2f} MB; keep checkpoints under 2 MB"
     assert checkpoints.load_model("induction_2l").cfg.attn_only, "the induction model is attention-only"
+
+
+WRONG_ANSWERS = ("my_previous_token_score", [
+    ("def my_previous_token_score(pattern):\n    return pattern.diagonal(offset=0, dim1=-2, dim2=-1).mean((0, -1))",
+     "attention to the position itself"),
+    ("def my_previous_token_score(pattern):\n    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean()",
+     "averaged over the heads"),
+    ("def my_previous_token_score(pattern):\n    return pattern.diagonal(offset=1, dim1=-2, dim2=-1).mean((0, -1))",
+     "which axis is the query"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

@@ -68,3 +68,14 @@ def test_full_steering_beats_random_latents_of_the_same_norm():
     assert s["steered_rate"] > s["random_rate_max"], "a random latent of the same norm produced the feature's characters as often"
     dose = findings.load(STEM)["steering_dose"]
     assert dose["0"] == s["base_rate"] and dose["4"] > dose["0.5"], "a larger push should produce the characters more often"
+
+
+WRONG_ANSWERS = ("my_loss_recovered", [
+    ("def my_loss_recovered(clean, spliced, ablated):\n    return (spliced - clean) / (ablated - clean)", "NOT recovered"),
+    ("def my_loss_recovered(clean, spliced, ablated):\n    return (ablated - spliced) / ablated", "divide by ablated - clean"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

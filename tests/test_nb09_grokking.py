@@ -106,3 +106,21 @@ def test_full_checkpoint_reproduces_the_findings():
         scored = grokking.evaluate(model, data)
     assert scored["test_accuracy"] == pytest.approx(f["final"]["test_accuracy"], abs=1e-6), \
         "the committed weights must give the recorded test accuracy on the same split"
+
+
+WRONG_ANSWERS = ("my_frequency_norms", [
+    ("def my_frequency_norms(W):\n    c = fourier.basis(W.shape[0]) @ W\n"
+     "    return torch.stack([c[0].norm()] + [c[2 * k - 1 : 2 * k + 1].norm() for k in range(1, W.shape[0] // 2 + 1)]) ** 2",
+     "squared norms"),
+    ("def my_frequency_norms(W):\n    c = fourier.basis(W.shape[0]) @ W\n"  # frequency k stored at index k + 1
+     "    return torch.stack([c[0].norm() * 0, c[0].norm()] + [c[2 * k - 1 : 2 * k + 1].norm() for k in range(1, W.shape[0] // 2)])",
+     "off by one"),
+    ("def my_frequency_norms(W):\n    c = fourier.basis(W.shape[0]) @ W\n"
+     "    return torch.stack([c[0].norm()] + [c[2 * k - 1].norm() for k in range(1, W.shape[0] // 2 + 1)])",
+     "combine cos and sin"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)
