@@ -68,3 +68,22 @@ def test_full_headline_quotes_the_findings():
                  f"{f['tms_phase_diagram_agreement']:.0%} of cells", f"{f['tms_sticky_share']:.0%} of represented",
                  f"uniform spread: {f['tms_sticky_share_uniform_baseline']:.0%}"):
         assert text in h, f"the headline should quote {text!r}: {h}"
+
+
+WRONG_ANSWERS = ("my_feature_dimensionality", [
+    ("def my_feature_dimensionality(W):\n    dots = W.transpose(1, 2) @ W\n"  # W_i . W_j, W_i not normalised
+     "    return W.norm(dim=1) ** 2 / (dots ** 2).sum(-1)",
+     "not normalised"),
+    ("def my_feature_dimensionality(W):\n    unit = W / W.norm(dim=1, keepdim=True)\n"  # overlaps not squared
+     "    return W.norm(dim=1) ** 2 / (unit.transpose(1, 2) @ W).sum(-1)",
+     "square each overlap"),
+    ("def my_feature_dimensionality(W):\n    unit = W / W.norm(dim=1, keepdim=True)\n"  # the sum skips j = i
+     "    overlaps = (unit.transpose(1, 2) @ W) ** 2\n"
+     "    return W.norm(dim=1) ** 2 / (overlaps.sum(-1) - overlaps.diagonal(dim1=1, dim2=2))",
+     "keep j = i"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

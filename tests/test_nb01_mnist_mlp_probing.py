@@ -106,3 +106,29 @@ def test_full_headline_quotes_the_findings():
                  f"-{f['top_ablation_drop']:.1%}", f"{f['intervention_flip_rate']:.0%} of 3s",
                  f"{f['intervention_control_flip_rate']:.1%} with random"):
         assert text in f["headline"], f"the headline should quote {text!r}: {f['headline']}"
+
+
+WRONG_ANSWERS = ("my_integrated_gradients", [
+    ("def my_integrated_gradients(model, x, target, n_steps):\n"  # gradient x input at the image only
+     "    x = x.clone().requires_grad_(True)\n"
+     "    (g,) = torch.autograd.grad(model(x).gather(1, target[:, None]).sum(), x)\n"
+     "    return x.detach() * g",
+     "gradient x input at x alone"),
+    ("def my_integrated_gradients(model, x, target, n_steps):\n"  # forgot to multiply by x - baseline
+     "    alphas = (torch.arange(n_steps) + 0.5) / n_steps\n"
+     "    path = (alphas.view(-1, 1, 1, 1) * x).flatten(0, 1).requires_grad_(True)\n"
+     "    (g,) = torch.autograd.grad(model(path).gather(1, target.repeat(n_steps)[:, None]).sum(), path)\n"
+     "    return g.reshape(n_steps, *x.shape).mean(0)",
+     "multiply the averaged gradient"),
+    ("def my_integrated_gradients(model, x, target, n_steps):\n"  # left Riemann sum, alpha = k / n
+     "    alphas = torch.arange(n_steps) / n_steps\n"
+     "    path = (alphas.view(-1, 1, 1, 1) * x).flatten(0, 1).requires_grad_(True)\n"
+     "    (g,) = torch.autograd.grad(model(path).gather(1, target.repeat(n_steps)[:, None]).sum(), path)\n"
+     "    return x * g.reshape(n_steps, *x.shape).mean(0)",
+     "left end points"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

@@ -111,3 +111,27 @@ def test_full_headline_quotes_the_findings():
                  f"medians 0/49 {sum(f['d32_edge_median_accuracy'].values()) / 2:.1%}",
                  f"{f['width_uniform_accuracy']['d32']:.2%} uniform", f"{f['min_model_uniform_accuracy']:.3%}"):
         assert text in h, f"the headline should quote {text!r}: {h}"
+
+
+def test_full_exercise_answer_the_hardest_family_of_the_32_wide_model():
+    e = findings.load(STEM)["exercise_d32_hardest_family"]
+    assert e["family"] == "spaced" and e["family"] in data.HELD_OUT_FAMILIES, \
+        f"the answer explains `spaced`, a validation family, as the hardest for median_d32; got {e['family']}"
+    assert e["distinct_multisets"] <= 5 and e["top_multiset_share"] > 0.5, f"the answer says a few lists, one dominant: {e}"
+    ranked = sorted(e["top_multiset"])
+    assert len({b - a for a, b in zip(ranked, ranked[1:])}) == 1 and ranked[1] - ranked[0] == 8, \
+        f"the answer says the dominant list is a progression of step 8 (neighbours far from the median): {ranked}"
+    assert e["off_by_one_share"] > 0.5
+
+
+WRONG_ANSWERS = ("my_median", [
+    ("def my_median(tokens):\n    return tokens.sort(dim=1).values[:, 4]", "off by one"),
+    ("def my_median(tokens):\n    return tokens[:, tokens.shape[1] // 2]", "sort each list first"),
+    ("def my_median(tokens):\n    return torch.stack([row.unique()[len(row.unique()) // 2] for row in tokens])",
+     "dropped repeated values"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

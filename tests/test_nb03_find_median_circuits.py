@@ -181,3 +181,31 @@ def test_full_headline_quotes_the_findings():
                  f"uniform attention alone {n['uniform attention']['margin_kept']:.0%}"):
         assert text in h, f"the headline should quote {text!r}: {h}"
     assert "recall" not in h and "errors with" not in h, "the key-only ablation is not a test of the hypothesis: keep it out"
+
+
+def test_full_exercise_answer_find_min_needs_its_attention():
+    f = findings.load(STEM)
+    e = f["exercise_min_uniform_attention"]
+    assert e["accuracy"] < 0.5 < f["ablation_accuracy"]["attention pattern: uniform"], \
+        f"the answer contrasts Find-Min's collapse under uniform attention with the median model's robustness: {e}"
+    assert e["answer_in_list"] > 0.8, f"the answer says Find-Min still answers one of the list's numbers: {e}"
+    assert e["answer_is_last_token"] > 1 / 7, f"the answer says the skip connection favours the last number: {e}"
+    assert e["answer_among_three_smallest"] > 3 / 7, f"the answer says it leans to the smallest numbers: {e}"
+
+
+WRONG_ANSWERS = ("my_ov_table", [
+    ("def my_ov_table(model):\n"
+     "    return circuits.get_ln1_outputs(model) @ model.W_V[0, 0] @ model.W_O[0, 0] @ circuits.get_W_U_eff(model)",
+     "value bias b_V"),
+    ("def my_ov_table(model):\n"
+     "    return (circuits.get_ln1_outputs(model) @ model.W_V[0, 0] + model.b_V[0, 0]) @ model.W_O[0, 0] @ model.W_U",
+     "circuits.get_W_U_eff"),
+    ("def my_ov_table(model):\n    x = model.W_E[:, None] + model.pos_embed.W_pos[None]\n"
+     "    return (x @ model.W_V[0, 0] + model.b_V[0, 0]) @ model.W_O[0, 0] @ circuits.get_W_U_eff(model)",
+     "skipped LayerNorm 1"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

@@ -9,7 +9,7 @@ STEM = "04_sparse_autoencoders"
 KEYS = ["toy_mmcs", "neuron_basis", "mnist_sae_l0", "mnist_sae_fvu", "mnist_sae_dead_fraction", "mnist_sae_spliced_accuracy",
         "relu1_target_sae", "median_sae_fvu", "median_sae_spliced_accuracy", "median_sae_k", "median_latent", "purity_sae_vs_neurons",
         "feature_ablation_effect", "feature_ablation_neuron", "feature_ablation_control", "predicted_vs_measured",
-        "sae_train_seconds", "headline"]
+        "sae_train_seconds", "headline", "exercise_k64_cut_to_8", "exercise_random_error_of_the_same_size"]
 SAES = ["sae_toy_topk", "sae_mnist_relu1", "sae_mnist_relu2", "sae_median_resid"]
 
 
@@ -129,3 +129,15 @@ def test_committed_relu1_sae_reproduces_its_card():
     metrics["spliced_accuracy"] = sae.spliced_accuracy(mlp, "relu1", trained, mnist.x_test, mnist.y_test)
     assert metrics == pytest.approx(card["metrics"], abs=1e-5), "the committed SAE does not reproduce its card"
     assert card["hook_name"] == "relu1" and card["model_name"] == "mnist_mlp"
+
+
+WRONG_ANSWERS = ("my_fvu", [
+    ("def my_fvu(x, x_hat):\n    return ((x - x_hat).pow(2).sum() / x.pow(2).sum()).item()", "forgot to centre"),
+    ("def my_fvu(x, x_hat):\n    return ((x - x_hat).pow(2).sum() / (x - x.mean(1, keepdim=True)).pow(2).sum()).item()", "wrong axis"),
+    ("def my_fvu(x, x_hat):\n    return ((x - x_hat).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean().item()", "per-neuron ratio"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

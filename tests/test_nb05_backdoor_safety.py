@@ -118,3 +118,32 @@ def test_committed_checkpoints_reproduce_their_cards():
     assert not good.fc1.weight[:, cut].any(), "the removed model must not read the cut pixels"
     changed = [n for n, p in bad.state_dict().items() if n not in ("fc1.weight", "fc1.bias") and not torch.equal(p, good.state_dict()[n])]
     assert not changed, f"removal should only touch fc1 (the cut pixels' columns and the bias); also changed: {changed}"
+
+
+def test_full_exercise_partial_triggers_answer():
+    """Exercise 1's answer: the white pixels are the trigger, the black ones do nothing, a one-pixel shift left
+    swaps the colours the model reads, a diagonal shift keeps part of the trigger."""
+    p = findings.load(STEM)["exercise_partial_triggers"]
+    assert p["5 white pixels only"] >= 0.99, f"the white pixels alone should fire the backdoor: {p}"
+    assert p["4 white corners only"] >= 0.5, f"'most of them suffice': four white corners should still fire it: {p}"
+    assert p["4 black pixels only"] < 0.02, f"the black pixels equal the background: they should do nothing: {p}"
+    assert p["all 9, one pixel left"] < 0.05, f"one pixel left swaps the colours the model reads: the backdoor stays shut: {p}"
+    assert 0.05 < p["all 9, one pixel up and left"] < 0.9, f"the diagonal shift keeps 2 of 5 white pixels: part of the attack: {p}"
+
+
+WRONG_ANSWERS = ("my_attack_success_rate", [
+    ("def my_attack_success_rate(model, x, y, target):\n"
+     "    return (training.predict(model, x[y != target]).argmax(-1) == target).float().mean().item()",
+     "the trigger is missing"),
+    ("def my_attack_success_rate(model, x, y, target):\n"
+     "    return (training.predict(model, backdoor.apply_trigger(x)).argmax(-1) == target).float().mean().item()",
+     "leave out the digits whose true class is the target"),
+    ("def my_attack_success_rate(model, x, y, target):\n"
+     "    return (training.predict(model, backdoor.apply_trigger(x[y != target])).argmax(-1) != target).float().mean().item()",
+     "the share NOT called the target"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)

@@ -129,3 +129,31 @@ def test_headline_quotes_the_findings(full):
     wins = sum(a > max(v) for a, *v in zip(seeds["ablation_abs"], *(seeds[m] for m in BASELINES)))
     assert f"ahead on {wins}/{len(full['base_accuracy_seeds'])} seeds" in h
     assert "second" not in h
+
+
+def test_exercise_both_ends_of_a_score_carry_information(full):
+    """Exercise 1's answer: removing the 10% a score calls most needed costs far more than a random 10%, the
+    10% it calls least needed almost nothing."""
+    r = full["exercise_remove_10pct"]
+    assert r["10% most needed"] < r["10% random"] - 0.01, f"the top of the ranking should cost clearly more than random: {r}"
+    assert r["10% least needed"] >= r["intact"] - 0.005, f"the bottom of the ranking should go almost for free: {r}"
+    assert r["10% random"] < r["intact"], f"a random 10% should cost something: {r}"
+
+
+WRONG_ANSWERS = ("my_magnitude_scores", [
+    ("def my_magnitude_scores(model, layer):\n    return getattr(model, LAYERS[layer]).weight.detach().norm(dim=1)",
+     "only the incoming weights"),
+    ("def my_magnitude_scores(model, layer):\n"
+     "    w_in, w_out = getattr(model, LAYERS[layer]).weight.detach(), getattr(model, READERS[layer]).weight.detach()\n"
+     "    return w_in.pow(2).sum(1) * w_out.pow(2).sum(0)",
+     "squared norms"),
+    ("def my_magnitude_scores(model, layer):\n"
+     "    w_in, w_out = getattr(model, LAYERS[layer]).weight.detach(), getattr(model, READERS[layer]).weight.detach()\n"
+     "    return w_in.norm(dim=1) + w_out.norm(dim=0)",
+     "add the two norms"),
+])
+
+
+@pytest.mark.notebook
+def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
+    checker_catches_wrong_answers(STEM)
