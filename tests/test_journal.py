@@ -100,6 +100,14 @@ def test_notebook_ends_with_exercises_next_steps_and_sources(nb):
     assert re.search(r"\]\(https?://", sources), "Sources links the papers"
 
 
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
+def test_cells_that_write_prose_have_their_source_collapsed(nb):
+    """The runner collapses them: a folded answer written with findings.markdown must not show in its source."""
+    shown = [i for i, c in enumerate(cells(nb)) if c["cell_type"] == "code" and source(c).lstrip().startswith("findings.markdown(")
+             and not c["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert not shown, f"cells {shown} write prose but show their source: commit the notebook as the runner wrote it"
+
+
 def test_every_notebook_tests_that_a_wrong_answer_fails_its_checker():
     """One exercise per notebook: its test module lists wrong answers, and a test feeds them to the checker."""
     for nb in NOTEBOOKS:

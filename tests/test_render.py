@@ -90,3 +90,19 @@ def test_a_progress_bar_shows_its_last_state_only(tmp_path):
     assert "train: 100%" in page and "train:   0%" not in page and "train:  50%" not in page, \
         "tqdm's updates (one stream output each) must collapse to the bar's final state"
     assert page.count('jp-RenderedText jp-OutputArea-output') == 2, "the bar's closing newline must not leave an empty output"
+
+
+def test_a_cell_that_writes_prose_shows_its_text_not_its_source(tmp_path):
+    nb = notebook_with()
+    prose = nbformat.v4.new_code_cell('findings.markdown("""<details><summary>Answer</summary>\n\n{x:.1%}\n</details>""")')
+    prose.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "<details><summary>Answer</summary>\n\n12.5%\n</details>"})]
+    nb.cells += [prose, nbformat.v4.new_code_cell("findings.record('x', 0.125)\nfindings.markdown('{x}')")]
+    render.hide_prose_sources(nb)
+    assert nb.cells[3].metadata["jupyter"]["source_hidden"] is True, "JupyterLab collapses a source marked source_hidden"
+    assert "jupyter" not in nb.cells[4].metadata and "jupyter" not in nb.cells[2].metadata, "only cells that just write prose"
+    nbformat.write(nb, tmp_path / "07_x.ipynb")
+    render.render_journal([tmp_path / "07_x.ipynb"], tmp_path / "site")
+    page = (tmp_path / "site" / "07_x.html").read_text()
+    assert page.count("celltag_source-hidden") == 1 and ".celltag_source-hidden .jp-Cell-inputWrapper { display: none; }" in \
+        (tmp_path / "site" / "journal.css").read_text() + page, "the page must hide the prose cell's source"
+    assert "12.5%" in page, "and show its text"

@@ -202,6 +202,9 @@ def test_code_toggle_hides_code_and_the_contents_follow_the_reader(browser, site
     page.goto(f"{base}/{NOTEBOOKS[0].stem if NOTEBOOKS else FIXTURE}.html", wait_until="load")
     code = page.locator(".jp-CodeCell .jp-Cell-inputWrapper").first
     assert code.is_visible(), "code is shown by default"
+    prose = page.locator(".celltag_source-hidden").first
+    assert not prose.locator(".jp-Cell-inputWrapper").is_visible() and prose.locator(".jp-OutputArea").is_visible(), \
+        "a cell that writes prose (findings.markdown) shows its text, not its source"
     page.click("#toggle-code")
     assert not code.is_visible() and page.locator("#toggle-code").inner_text() == "Show code", "the toggle must hide code"
     page.reload(wait_until="load")

@@ -69,7 +69,7 @@ nav.toc a.h3 { padding-left: 1rem; }
 nav.toc a.current { background: #ddf4ff; color: #0b5cad; font-weight: 600; }
 nav.toc button { margin: 0 0 .6rem; font: inherit; padding: .2rem .6rem; border: 1px solid #d0d7de; border-radius: 4px;
   background: #f6f8fa; cursor: pointer; }
-body.hide-code .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
+body.hide-code .jp-CodeCell .jp-Cell-inputWrapper, .celltag_source-hidden .jp-Cell-inputWrapper { display: none; }
 .celltag_parameters .jp-Cell-inputWrapper::before, .celltag_injected-parameters .jp-Cell-inputWrapper::before {
   display: block; font-size: .8rem; color: #57606a; margin: .2rem 0; }
 .celltag_parameters .jp-Cell-inputWrapper::before { content: "Parameters: the defaults (a full run)"; }
@@ -151,6 +151,26 @@ def tidy_streams(nb: nbformat.NotebookNode) -> None:
             cell.outputs = [o for o in cell.outputs if o.output_type != "stream" or o.text.strip()]
 
 
+def writes_prose(cell: nbformat.NotebookNode) -> bool:
+    """A code cell that only writes Markdown from recorded findings (`findings.markdown(...)`)."""
+    return cell.cell_type == "code" and cell.source.lstrip().startswith("findings.markdown(")
+
+
+def hide_prose_sources(nb: nbformat.NotebookNode) -> None:
+    """Collapse the source of cells that write prose (`jupyter.source_hidden`, which JupyterLab honours):
+    the reader wants the text they print, and their source would show a folded answer before it is opened."""
+    for cell in nb.cells:
+        if writes_prose(cell):
+            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+
+
+def tag_hidden_sources(nb: nbformat.NotebookNode) -> None:
+    """Tag each cell whose source is collapsed (`jupyter.source_hidden`) so the page hides its input too."""
+    for cell in nb.cells:
+        if cell.metadata.get("jupyter", {}).get("source_hidden"):
+            cell.metadata["tags"] = [*cell.metadata.get("tags", []), "source-hidden"]
+
+
 def nav(prev: Path | None, nxt: Path | None) -> str:
     """Previous / index / next links for a notebook page, named by the notebooks' titles."""
     left = f'<a href="{prev.stem}.html">&larr; {html.escape(title(prev))}</a>' if prev else '<span></span>'
@@ -174,6 +194,7 @@ def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, 
     nb = nbformat.read(path, as_version=4)
     tidy_for_the_web(nb)
     tidy_streams(nb)
+    tag_hidden_sources(nb)
     scripts = '<script src="plotly.min.js"></script>' if inline_plotly(nb, path.stem) else ""
     if localise_circuitsvis(nb):
         scripts += '<script src="circuitsvis.js"></script>'

@@ -116,14 +116,16 @@ def _first_line(text: str) -> str:
 
 def commit_executed(executed: Path, notebook: Path) -> None:
     """Write a successful execution to `notebook` in one step, each progress bar kept at its final
-    state (one output, not hundreds of updates, on GitHub), paths in papermill's record relative, the
-    injected parameters cell given a fixed id: a rerun changes only recorded times."""
+    state (one output, not hundreds of updates, on GitHub), the source of cells that write prose
+    collapsed, paths in papermill's record relative, the injected parameters cell given a fixed id:
+    a rerun changes only recorded times."""
     import nbformat
 
-    from glassbox.journal.render import tidy_streams
+    from glassbox.journal.render import hide_prose_sources, tidy_streams
 
     nb = nbformat.read(executed, as_version=4)
     tidy_streams(nb)
+    hide_prose_sources(nb)
     for cell in nb.cells:  # papermill gives the cell it injects a random id: a rerun would change that byte
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"
