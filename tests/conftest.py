@@ -107,7 +107,7 @@ def wrong_answer_probe(cells: list, function: str, wrong: list[tuple[str, str]])
 def smoke_run(smoke_dir, offline_log):
     """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings.
     If the notebook's test module lists WRONG_ANSWERS, the executed copy is the notebook as committed
-    plus one cell after glassbox.finish() that tries them (read back with `wrong_answer_outcomes`)."""
+    plus one cell after glassbox.finish() that tries them (read back by `checker_catches_wrong_answers`)."""
     results: dict[str, dict | BaseException] = {}
 
     def run(stem: str) -> dict:
