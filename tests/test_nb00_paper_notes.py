@@ -87,3 +87,11 @@ WRONG_ANSWERS = ("my_feature_dimensionality", [
 @pytest.mark.notebook
 def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
     checker_catches_wrong_answers(STEM)
+
+
+def test_full_exercise_a_linear_toy_model_keeps_one_feature_per_dimension():
+    f = findings.load(STEM)
+    linear = f["exercise_linear_toy"]
+    assert linear["represented"] == 5, f"without a ReLU the best solution is PCA's, 5 features in 5 dims; got {linear['represented']}"
+    assert linear["largest_superposition"] < 0.01, f"the kept features should be orthogonal, overlap {linear['largest_superposition']}"
+    assert f["tms_features_represented_sparse"] > linear["represented"], "the answer contrasts it with the ReLU model's superposition"

@@ -132,3 +132,10 @@ WRONG_ANSWERS = ("my_integrated_gradients", [
 @pytest.mark.notebook
 def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
     checker_catches_wrong_answers(STEM)
+
+
+def test_full_exercise_zero_ablation_costs_more_than_mean_ablation():
+    e = findings.load(STEM)["exercise_zero_ablation"]
+    assert e["zero_ablation_drop"] > e["mean_ablation_drop"], f"the answer says zeroing costs more: {e}"
+    assert e["mean_on_class"] > 2 * e["training_mean"], f"the neuron is evidence for its class: {e}"
+    assert e["silent_on_class"] > 0.5, f"the answer says it is silent on most of the class: {e}"

@@ -106,3 +106,11 @@ WRONG_ANSWERS = ("my_previous_token_score", [
 @pytest.mark.notebook
 def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
     checker_catches_wrong_answers(STEM)
+
+
+def test_full_exercise_the_previous_token_head_matters_more_than_either_induction_head():
+    f = findings.load(STEM)
+    alone = f["ablation_second_copy_loss"]
+    prev = alone[f"{f['previous_token_head']} alone"]
+    worst_induction = max(alone[f"{h} alone"] for h in f["induction_heads"])
+    assert prev > worst_induction, f"exercise 1's answer: ablating {f['previous_token_head']} ({prev:.2f}) hurts more than any one induction head ({worst_induction:.2f})"

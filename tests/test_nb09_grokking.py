@@ -124,3 +124,11 @@ WRONG_ANSWERS = ("my_frequency_norms", [
 @pytest.mark.notebook
 def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
     checker_catches_wrong_answers(STEM)
+
+
+def test_full_exercise_one_frequency_alone_leaves_a_margin_too_thin():
+    f = findings.load(STEM)
+    one, all_key = f["only_strongest_frequency"], f["ablations"]["logits: key frequencies only"]
+    assert one["frequency"] in f["key_frequencies"]
+    assert one["test_accuracy"] < 0.5 <= all_key["test_accuracy"] and one["test_loss"] > 10 * all_key["test_loss"], \
+        f"exercise 1's answer: one frequency ({one}) is far worse than all key frequencies together ({all_key})"
