@@ -141,3 +141,13 @@ WRONG_ANSWERS = ("my_fvu", [
 @pytest.mark.notebook
 def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
     checker_catches_wrong_answers(STEM)
+
+
+def test_full_exercise_answers_a_topk_sae_is_fitted_to_its_k_and_its_error_costs_more_than_its_length():
+    f = findings.load(STEM)
+    cut = f["exercise_k64_cut_to_8"]
+    assert cut["fvu"] > 2 * cut["trained_k8_fvu"] and cut["spliced_accuracy"] < cut["trained_k8_spliced_accuracy"] - 0.1, \
+        f"exercise 3's answer: the k=64 SAE cut to 8 latents is far worse than one trained with k=8: {cut}"
+    for name, r in f["exercise_random_error_of_the_same_size"].items():
+        assert r["spliced_accuracy"] < r["random_min"] and r["verdict"] == "below", \
+            f"exercise 4's answer: {name}'s error costs more than random errors of the same length: {r}"
