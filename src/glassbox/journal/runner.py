@@ -58,8 +58,11 @@ def _default(notebook: Path, name: str, source: str) -> object:
 
 def check_parameters(notebook: Path, params: dict) -> None:
     """Refuse SMOKE (set by --smoke alone), parameters the notebook does not declare, values of another
-    type than the default, and a zero or negative value where the default is a positive number."""
+    type than the default or not finite, and values that break the rules in the parameters cell's
+    comments (glassbox.journal.parameters; without a rule, a positive default must stay positive)."""
     import papermill
+
+    from glassbox.journal import parameters
 
     declared = papermill.inspect_notebook(str(notebook))
     if not declared:
@@ -70,13 +73,7 @@ def check_parameters(notebook: Path, params: dict) -> None:
                              "drop -p SMOKE=...")
         if name not in declared:
             raise ValueError(f"{notebook.name} has no parameter {name!r}; its parameters: {', '.join(declared)}")
-        default = _default(notebook, name, declared[name]["default"])
-        if type(value) is not type(default) and not (type(default) is float and type(value) is int):
-            raise TypeError(f"{notebook.name}: parameter {name} must be {type(default).__name__} "
-                            f"(default {default!r}), got {value!r} ({type(value).__name__})")
-        if type(default) in (int, float) and default > 0 and value <= 0:
-            raise ValueError(f"{notebook.name}: parameter {name} is a size, a count or a rate and must be > 0 "
-                             f"(default {default!r}), got {value!r}")
+    parameters.check(notebook, params)  # types, finite floats, and the rules written beside the defaults
 
 
 def execute(notebook: Path, output: Path, params: dict, stage: Path, smoke: bool) -> float:
