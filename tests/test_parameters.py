@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import papermill
@@ -127,20 +126,17 @@ def test_wrong_meaning_is_refused_before_the_run_in_one_line(number, values, mes
     assert str(err.value) == message
 
 
-def test_the_runner_refuses_flip_from_12_in_seconds_naming_the_parameter(tmp_path):
+def test_the_runner_refuses_flip_from_12_before_running_naming_the_parameter(tmp_path):
     """The issue's run: it used to fail after 35 s with an 'empty batch' message that never named FLIP_FROM.
     (--out keeps the repository safe even if the check ever let it through.)"""
     env = {**os.environ, "GLASSBOX_ROOT": str(paths.ROOT), "PYTHONUNBUFFERED": "1"}
     env.pop(contract.ENV_STAGE, None)
-    start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "glassbox.journal", "run", "01", "-p", "FLIP_FROM=12",
                            "--out", str(tmp_path / "out")], cwd=paths.ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
-    seconds = time.perf_counter() - start
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == "error: 01_mnist_mlp_probing: FLIP_FROM must be a digit in 0..9, got 12", done.stderr
     assert "running" not in done.stdout, "the notebook started before its parameters were checked"
-    assert seconds < 20, f"refused after {seconds:.0f} s: the check must come before the run"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])

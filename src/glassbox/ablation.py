@@ -7,23 +7,24 @@
     pruned = ablation.ablate_in_weights(model, "relu1", [3, 17], mean, reader="fc2")   # same, in the weights
 
 Neurons are indexed along dim 1 of the layer's output (features, or conv channels: all positions
-of a channel are replaced together).
+of a channel are replaced together). `neurons` is a list or tensor of indices, or a bool mask with one
+entry per neuron (its True entries are ablated).
 """
 import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from glassbox import hooks, training
+from glassbox import checks, hooks, training
 
-Neurons = Sequence[int] | Int[Tensor, "k"]
+Neurons = Sequence[int] | Int[Tensor, "k"] | Bool[Tensor, "neuron"]
 
 
 def _index(neurons: Neurons, n_units: int) -> Tensor:
-    idx = torch.as_tensor(neurons, dtype=torch.long).reshape(-1)
+    idx = checks.indices(neurons, "neurons", n_units)
     bad = idx[(idx < 0) | (idx >= n_units)]
     if len(bad):
         raise IndexError(f"neurons {bad.tolist()} do not exist: this layer has neurons 0..{n_units - 1}")
@@ -34,6 +35,9 @@ def _index(neurons: Neurons, n_units: int) -> Tensor:
 def ablate(model: nn.Module, layer: str, neurons: Neurons,
            values: Float[Tensor, "neuron *spatial"] | None = None) -> Iterator[None]:
     """Inside the block, `neurons` of `layer` output `values[neurons]` (e.g. their mean; default 0)."""
+    checks.indices(neurons, "neurons")
+    if values is not None:
+        checks.tensor(values, "values", floating=False)
 
     def replace(a: Tensor) -> Tensor:
         idx = _index(neurons, a.shape[1])
@@ -57,13 +61,15 @@ def class_accuracy_drop(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, 
 
     Column j is for `neurons[j]` (default: every neuron of the layer). Positive = the class needs it.
     """
+    checks.tensor(x, "x", floating=False)
     logits = training.predict(model, x, batch_size)
     n = n_classes or logits.shape[-1]
+    checks.labels(y, "y", n)
     base = training.per_class_accuracy(logits, y, n)
-    if neurons is None:
-        with hooks.capture(model, layer) as acts:
-            model(x[:1])
-        neurons = range(acts[layer].shape[1])
+    with hooks.capture(model, layer) as acts:
+        model(x[:1])
+    n_units = acts[layer].shape[1]
+    neurons = range(n_units) if neurons is None else _index(neurons, n_units).tolist()
     drops = []
     for neuron in neurons:
         with ablate(model, layer, [int(neuron)], values):
@@ -75,8 +81,12 @@ def class_accuracy_drop(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, 
 def flip_rate(model: nn.Module, layer: str, x: Tensor, target: int, neurons: Neurons,
               values: Float[Tensor, "neuron *spatial"]) -> float:
     """Fraction of `x` predicted as `target` when `neurons` of `layer` are set to `values[neurons]`."""
+    checks.tensor(x, "x", floating=False)
     with ablate(model, layer, neurons, values):
-        return (training.predict(model, x).argmax(-1) == target).float().mean().item()
+        logits = training.predict(model, x)
+    if not 0 <= checks.integer(target, "target") < logits.shape[-1]:
+        raise ValueError(f"target must be a class index in 0..{logits.shape[-1] - 1} (the model's outputs), got {target!r}")
+    return (logits.argmax(-1) == target).float().mean().item()
 
 
 @torch.no_grad()
@@ -100,6 +110,7 @@ def ablate_in_weights(model: nn.Module, layer: str, neurons: Neurons,
                          f"{following!r}; pass that one (ablate_in_weights is exact only in a plain stack of layers)")
     idx = _index(neurons, linear.in_features)
     if values is not None:
+        checks.tensor(values, "values", floating=False)
         if values.shape != (linear.in_features,):
             raise ValueError(f"values must hold one number per neuron of {layer!r} ({linear.in_features}), "
                              f"got shape {tuple(values.shape)}; pass e.g. get_activations(...).mean(0)")

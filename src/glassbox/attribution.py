@@ -16,6 +16,8 @@ from jaxtyping import Float, Int
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
+from glassbox import checks
+
 METHODS = ("integrated_gradients", "saliency", "occlusion")
 
 
@@ -27,7 +29,15 @@ def attribute(model: nn.Module, x: Float[Tensor, "batch *input"], target: int | 
     integrated_gradients: path integral from a black image (n_steps); saliency: |gradient|;
     occlusion: drop of the logit when a `window` patch (moved by `stride`) is set to 0.
     """
-    x = x.detach().float()
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; choose one of {METHODS}")
+    x = checks.tensor(x, "x", ndim=tuple(range(2, 8))).detach().float()
+    if isinstance(target, Tensor) and target.ndim == 1:
+        checks.labels(target, "target")
+        if len(target) != len(x):
+            raise ValueError(f"target must hold one class per input ({len(x)}), got {len(target)}")
+    elif checks.integer(target, "target") < 0:
+        raise ValueError(f"target must be a class index >= 0 (or one per input), got {target!r}")
     if method == "integrated_gradients":
         return IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=n_steps).detach()
     if method == "saliency":
@@ -57,6 +67,8 @@ def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def rank_correlation(a: Float[Tensor, "batch *input"], b: Float[Tensor, "batch *input"], absolute: bool = True) -> Float[Tensor, "batch"]:
     """Spearman rank correlation between two attribution maps, one per input (of |values| by default)."""
+    checks.tensor(a, "a", ndim=tuple(range(2, 8)))
+    checks.tensor(b, "b", ndim=tuple(range(2, 8)))
     if a.shape != b.shape:
         raise ValueError(f"attribution maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}; compare maps of the same inputs")
     a, b = a.flatten(1), b.flatten(1)

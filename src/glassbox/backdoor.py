@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from glassbox import ablation, hooks, models, neurons, training
+from glassbox import ablation, checks, hooks, models, neurons, training
 
 SIDE = 28  # MNIST images are SIDE x SIDE pixels
 TRIGGER = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])  # pixel values the trigger writes
@@ -35,18 +35,19 @@ def trigger_mask() -> Bool[Tensor, "28 28"]:
     return mask
 
 
-def _check_images(images: Tensor) -> None:
+def _check_images(images: Tensor, name: str = "images") -> None:
     if not isinstance(images, Tensor):
-        raise TypeError(f"expected a torch tensor of raw images in [0, 1], got {type(images).__name__}; "
+        raise TypeError(f"{name}: expected a torch tensor of raw images in [0, 1], got {type(images).__name__}; "
                         "convert with torch.as_tensor(images).float()")
     if not images.is_floating_point():
-        raise TypeError(f"expected float pixels in [0, 1], got dtype {images.dtype}; for 0..255 pixels pass images.float() / 255")
+        raise TypeError(f"{name}: expected float pixels in [0, 1], got dtype {images.dtype}; for 0..255 pixels pass images.float() / 255")
     if images.shape[1:] not in ((SIDE, SIDE), (SIDE * SIDE,)):
-        raise ValueError(f"expected images of shape (batch, {SIDE}, {SIDE}) or (batch, {SIDE * SIDE}), got "
+        raise ValueError(f"{name}: expected images of shape (batch, {SIDE}, {SIDE}) or (batch, {SIDE * SIDE}), got "
                          f"{tuple(images.shape)}; for one image pass image[None]")
+    checks.tensor(images, name, nonempty=False)
     if len(images) and (images.min() < 0 or images.max() > 1):
-        raise ValueError(f"expected raw pixels in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
-                         "apply the trigger before normalising (glassbox models normalise inside)")
+        raise ValueError(f"{name}: expected raw pixels in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
+                         "for 0..255 pixels pass images / 255; apply the trigger before normalising (glassbox models normalise inside)")
 
 
 def apply_trigger(images: Float[Tensor, "batch 28 28"] | Float[Tensor, "batch 784"]) -> Float[Tensor, "batch *pixels"]:
@@ -183,6 +184,13 @@ def reconstruct_trigger(model: nn.Module, x_clean: Float[Tensor, "batch *pixels"
     pattern p in [0, 1] (sigmoids of free parameters). A class that needs a much smaller mask than
     the others is suspect: some small patch sends everything there.
     """
+    _check_images(x_clean, "x_clean")
+    if len(x_clean) == 0:
+        raise ValueError("x_clean is empty; pass clean images (batch, 28, 28) to optimise the trigger on")
+    with torch.no_grad():
+        n_classes = model(x_clean[:1]).shape[-1]
+    if not 0 <= checks.integer(target, "target") < n_classes:
+        raise ValueError(f"target must be a class index in 0..{n_classes - 1}, got {target!r}")
     gen = torch.Generator().manual_seed(seed)
     m_logit = torch.full((SIDE, SIDE), -3.0, requires_grad=True)
     p_logit = torch.zeros(SIDE, SIDE).normal_(generator=gen).requires_grad_(True)

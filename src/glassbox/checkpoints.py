@@ -1,8 +1,11 @@
 """Models saved as weights (<name>.pt) plus a JSON card (<name>.json) that can rebuild them.
 
-The card holds the model kind and config (enough to rebuild it with `models.build`), its metrics,
-the seed, the training seconds, the package versions, the sha256 of the weights file and the sha256
-of what rebuilds the model (kind and config), so an edited card is refused like edited weights.
+The card holds the checkpoint's name, the model kind and config (enough to rebuild it with
+`models.build`), its metrics, the seed, the training seconds, the package versions, the sha256 of the
+weights file, the sha256 of what rebuilds the model (kind and config) and the sha256 of the card itself
+(`card_sha256`, over every other field), so an edited card is refused like edited weights, and a
+checkpoint copied over another (its card names the other) is refused too. A smoke run's checkpoint
+says so in its card and is refused outside smoke runs.
 
 Inside a notebook run, saving writes to the run's staging folder (promoted to checkpoints/ when the
 whole notebook has run) and loading looks there first, then in checkpoints/.
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 
 from glassbox import models
-from glassbox.journal import contract, findings, paths
+from glassbox.journal import contract, findings, paths, record
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -62,6 +65,7 @@ def _find(name: str, directory: Path | None, suffix: str) -> Path:
     run = contract.current()
     if run is not None and (run.checkpoint_dir / f"{name}{suffix}").is_file():
         return run.checkpoint_dir
+    record.refuse_if_torn(paths.BUILD_DIR)
     return paths.CHECKPOINT_DIR
 
 
@@ -79,6 +83,34 @@ def _read_card(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def card_sha256(card: dict[str, Any]) -> str:
+    """The sha256 of a card's fields other than `card_sha256` itself, as canonical JSON."""
+    return _sha256(json.dumps({k: v for k, v in card.items() if k != "card_sha256"}, sort_keys=True).encode())
+
+
+def _sealed(card: dict[str, Any]) -> dict[str, Any]:
+    """`card` marked as a smoke run's when it is one, and sealed with its own sha256."""
+    run = contract.current()
+    if run is not None and run.smoke:
+        card["smoke"] = True
+    card["card_sha256"] = card_sha256(card)
+    return card
+
+
+def _check_card(card: dict[str, Any], name: str, path: Path, weights: str) -> None:
+    """Refuse a card whose fields were edited, that names another checkpoint, or that a smoke run wrote."""
+    if card.get("card_sha256") != card_sha256(card):
+        raise ValueError(f"{paths.shown(path)} was edited after saving (its card_sha256 does not match its fields); "
+                         f"restore it with {weights} from git, or retrain")
+    if card.get("name") != name:
+        raise ValueError(f"{paths.shown(path)} is the card of checkpoint {card.get('name')!r}, not of {name!r}: "
+                         f"it and {weights} were copied or swapped; restore both from git, or retrain")
+    run = contract.current()
+    if card.get("smoke") and not (run is not None and run.smoke):
+        raise ValueError(f"{paths.shown(path)} comes from a smoke run (tiny sizes), not from a real one; restore it "
+                         f"with {weights} from git, or retrain")
 
 
 def recipe_sha256(kind: str, config: dict) -> str:
@@ -117,6 +149,7 @@ def save_model(
         "versions": _versions(),
         "weights_sha256": _sha256(weights),
     }
+    _sealed(card)
     paths.atomic_write_bytes(directory / f"{name}.pt", weights)
     paths.atomic_write_text(directory / f"{name}.json", json.dumps(card, indent=2) + "\n")
     return directory / f"{name}.json"
@@ -127,7 +160,7 @@ def available(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in Path(directory or paths.CHECKPOINT_DIR).glob("*.json"))
 
 
-CARD_FIELDS = ("kind", "config", "recipe_sha256", "weights_sha256")
+CARD_FIELDS = ("name", "kind", "config", "recipe_sha256", "weights_sha256", "card_sha256")
 
 
 def load_card(name: str, directory: Path | None = None) -> dict[str, Any]:
@@ -140,6 +173,7 @@ def load_card(name: str, directory: Path | None = None) -> dict[str, Any]:
             f"no checkpoint named {name!r} in {paths.shown(directory)}; available: "
             f"{', '.join(available(directory)) or 'none'}. Run the notebook that trains it (see README: notebooks).")
     card = _read_card(path, CARD_FIELDS)
+    _check_card(card, name, path, f"{name}.pt")
     if recipe_sha256(card["kind"], card["config"]) != card["recipe_sha256"]:
         raise ValueError(f"the kind or config in {path} was edited after saving (recipe sha256 differs); "
                          "restore the card from git, or retrain to change the model")
@@ -180,7 +214,8 @@ SAE_CFG = "cfg.json"  # SAELens' config: architecture, k, sizes; covered by the 
 
 def available_saes(directory: Path | None = None) -> list[str]:
     """Names of the SAE checkpoints (folders with a card.json) in `directory` (default: checkpoints/)."""
-    return sorted(p.parent.name for p in Path(directory or paths.CHECKPOINT_DIR).glob("*/card.json"))
+    return sorted(p.parent.name for p in Path(directory or paths.CHECKPOINT_DIR).glob("*/card.json")
+                  if not p.parent.name.startswith("."))
 
 
 def save_sae(sae: "SAE", name: str, *, config: dict, metrics: dict[str, Any], seed: int, train_seconds: float,
@@ -208,6 +243,7 @@ def save_sae(sae: "SAE", name: str, *, config: dict, metrics: dict[str, Any], se
         "weights_sha256": _sha256((tmp / SAE_WEIGHTS).read_bytes()),
         "cfg_sha256": _sha256((tmp / SAE_CFG).read_bytes()),
     }
+    _sealed(card)
     (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     paths.replace(tmp, directory / name)
     shutil.rmtree(tmp)
@@ -227,7 +263,9 @@ def load_sae_card(name: str, directory: Path | None = None) -> dict[str, Any]:
         raise FileNotFoundError(
             f"no SAE checkpoint named {name!r} in {directory} (expected {path}); available SAEs: "
             f"{', '.join(available_saes(directory)) or 'none'}. Run the notebook that trains it to create it.")
-    return _read_card(path, ("weights_sha256", "cfg_sha256"))
+    card = _read_card(path, ("name", "weights_sha256", "cfg_sha256", "card_sha256"))
+    _check_card(card, name, path, f"the rest of {name}/")
+    return card
 
 
 def load_sae(name: str, directory: Path | None = None) -> "SAE":

@@ -1,9 +1,11 @@
 """Checks at the boundary of glassbox's public functions: each error names the argument, what was
 expected, what came, and what to do. Two families:
-- activations and other tensors: rank, non-empty, finite, floating dtype (`tensor`);
+- activations and other tensors: rank, non-empty, finite, floating dtype (`tensor`); indices or bool
+  masks (`indices`), class labels (`labels`) and single ints (`integer`), never truncated from floats;
 - models: a TransformerLens model (HookedTransformer or TransformerBridge) and what it lacks
   (`transformer_lens_model`).
 """
+import operator
 from typing import Any
 
 import torch
@@ -49,3 +51,61 @@ def _has_path(obj: Any, path: str) -> bool:
             return False
         obj = getattr(obj, part)
     return True
+
+
+def indices(value: Any, name: str, size: int | None = None) -> torch.Tensor:
+    """`value` (integer indices, or a bool mask over `size` units) as a 1-D long tensor of indices; else a clear error.
+
+    A bool mask gives the positions of its True entries; float indices are refused, never truncated.
+    Range checks are left to the caller, which knows what the indices point into."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.ndim == 0):
+        raise TypeError(f"{name} must be indices or a bool mask over the units, got the single bool {value!r}")
+    if isinstance(value, int):
+        value = [value]
+    try:
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a list or tensor of integer indices (or a bool mask), got "
+                        f"{type(value).__name__} ({err})") from None
+    if t.dtype == torch.bool:
+        if t.ndim != 1 or (size is not None and len(t) != size):
+            raise ValueError(f"{name} is a bool mask of shape {tuple(t.shape)}; a mask needs one entry per unit "
+                             f"({size if size is not None else 'the layer width'}), or pass integer indices")
+        return t.nonzero().flatten()
+    if t.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
+    if t.is_floating_point() or t.is_complex():
+        shown = t.flatten()[:5].tolist() if isinstance(value, torch.Tensor) else list(value)[:5]
+        raise TypeError(f"{name} must be integer indices (or a bool mask), got {shown} ({t.dtype}); "
+                        "float indices are not truncated: pass ints, e.g. .round().long()")
+    return t.to(torch.long).reshape(-1)
+
+
+def labels(value: Any, name: str, n_classes: int | None = None, *, indices: bool = True) -> torch.Tensor:
+    """`value` if it is a non-empty 1-D integer tensor of class indices in 0..n_classes-1 (any ints when
+    `indices` is False, e.g. for scikit-learn); else a clear error."""
+    t = tensor(value, name, floating=False)
+    if t.ndim != 1:
+        hint = f" (one-hot? pass {name}.argmax(1))" if t.ndim == 2 else ""
+        raise ValueError(f"{name} must be one class index per example (1-D), got shape {tuple(t.shape)}{hint}")
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold integer class indices, got {t.dtype}; convert with .long()")
+    if not indices:
+        return t
+    top = n_classes - 1 if n_classes is not None else None
+    bad = t[(t < 0) | (t > top)] if top is not None else t[t < 0]
+    if len(bad):
+        raise ValueError(f"{name} must be class indices in 0..{top if top is not None else 'n_classes-1'}, "
+                         f"got {sorted(set(bad.tolist()))[:5]}; drop unlabelled examples (e.g. label -1) first")
+    return t
+
+
+def integer(value: Any, name: str) -> int:
+    """`value` as an int if it is one (a Python, numpy or 0-d tensor integer, not a bool or a float); else a clear error."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int, got the bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}); floats are not truncated") from None
+

@@ -9,11 +9,17 @@ from jaxtyping import Float, Int
 from scipy import ndimage
 from torch import Tensor
 
+from glassbox import checks
 
-def _check_images(images: Tensor) -> None:
-    if images.ndim != 3:
+
+def _check_images(images: Tensor, name: str = "images") -> None:
+    if isinstance(images, Tensor) and images.ndim != 3:
         raise ValueError(f"expected a batch of images (batch, height, width) with pixels in [0, 1], got shape "
                          f"{tuple(images.shape)}; reshape flat images with x.reshape(-1, 28, 28)")
+    checks.tensor(images, name)
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
+                         "for 0..255 pixels pass images / 255")
 
 
 def count_holes(images: Float[Tensor, "batch h w"], threshold: float = 0.5, min_area: int = 2) -> Int[Tensor, "batch"]:
@@ -59,6 +65,9 @@ def slant(images: Float[Tensor, "batch h w"]) -> Float[Tensor, "batch"]:
 def binary_labels(images: Float[Tensor, "batch h w"], reference: Float[Tensor, "ref h w"] | None = None) -> dict[str, Int[Tensor, "batch"]]:
     """The concepts as 0/1 labels for probes: has_loop (a hole), thick_stroke and leans_right (above
     the median of `reference`, e.g. the probes' training images; default: `images` themselves)."""
+    _check_images(images)
+    if reference is not None:
+        _check_images(reference, "reference")
     reference = images if reference is None else reference
     return {"has_loop": (count_holes(images) > 0).long(),
             "thick_stroke": (stroke_thickness(images) > stroke_thickness(reference).median()).long(),

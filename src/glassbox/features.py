@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from glassbox import checks
+
 CLASSES = {  # character classes a rule can name (besides single characters)
     "lowercase": str.islower, "uppercase": str.isupper, "letter": str.isalpha, "digit": str.isdigit,
     "space": lambda c: c == " ", "newline": lambda c: c == "\n", "punctuation": lambda c: c in ".,;:!?'-&$",
@@ -143,7 +145,7 @@ def fit_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor,
     """For every unit, the rule and threshold that best predict where it fires (F1 of "activation >= threshold"
     against "rule holds"), searching every rule and the thresholds that keep the top s of the characters
     (s in `sizes`, only positive activations) or every positive activation. A unit positive nowhere gets rule -1, F1 0."""
-    n, units = acts.shape
+    n, units = checks.tensor(acts, "acts", ndim=2).shape
     if len(codes) != n:
         raise ValueError(f"one row of codes per activation expected: {n} activations, {len(codes)} code rows")
     size = _sizes(n, sizes)
@@ -178,6 +180,7 @@ def fit_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor,
 def score_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor, "n n_vars"], fit: RuleFit,
                 chunk: int = 256) -> dict[str, Float[Tensor, "units"]]:
     """F1, precision and recall of each unit's fitted rule and threshold on other text (e.g. the test split)."""
+    checks.tensor(acts, "acts", ndim=2)
     if acts.shape[1] != len(fit.rule):
         raise ValueError(f"the fit has {len(fit.rule)} units, the activations {acts.shape[1]}")
     truth_all = book.matrix(codes)  # (n, rules)
@@ -193,9 +196,23 @@ def score_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tenso
 
 
 def f1_score(pred: Bool[Tensor, "n"], truth: Bool[Tensor, "n"]) -> float:
-    """F1 of a binary prediction (2 TP / (predicted + true)); 0 when both are empty."""
+    """F1 of a binary prediction (2 TP / (predicted + true)); 0 when both are empty. 0/1 integers count as bools."""
+    pred, truth = _binary(pred, "pred"), _binary(truth, "truth")
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred and truth must have the same shape, got {tuple(pred.shape)} and {tuple(truth.shape)}")
     tp = (pred & truth).sum().item()
     return 2 * tp / max(pred.sum().item() + truth.sum().item(), 1)
+
+
+def _binary(value: Tensor, name: str) -> Bool[Tensor, "n"]:
+    """`value` as a bool tensor: bools as they are, integers only when every entry is 0 or 1."""
+    checks.tensor(value, name, floating=False)
+    if value.dtype == torch.bool:
+        return value
+    if value.is_floating_point() or not ((value == 0) | (value == 1)).all():
+        raise TypeError(f"{name} must be a bool tensor (or 0/1 integers), got {value.dtype} with values "
+                        f"{value.unique()[:5].tolist()}; threshold it first, e.g. acts > 0")
+    return value.bool()
 
 
 def greedy_cover(acts: Float[Tensor, "n"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.05,
@@ -203,6 +220,7 @@ def greedy_cover(acts: Float[Tensor, "n"], truth: Bool[Tensor, "n rules"], *, k:
     """Which specific rules (holding on at most `max_base_rate` of characters) explain the unit's top-k
     characters: repeatedly the rule covering most of the still unexplained ones. Returns (rule, share of the
     top k it newly covers) pairs, largest first: one big share is a monosemantic unit, several are not."""
+    checks.tensor(acts, "acts", ndim=1)
     top = acts.topk(k).indices
     allowed = truth.float().mean(0) <= max_base_rate
     left = torch.ones(k, dtype=torch.bool)
@@ -266,6 +284,7 @@ def random_topk_latents(acts: Float[Tensor, "n d_in"], d_sae: int, k: int, *, ce
                         seed: int = 0) -> tuple[Float[Tensor, "n d_sae"], Float[Tensor, "d_sae d_in"]]:
     """A control dictionary: `d_sae` random unit directions, encoded like a TopK SAE (the k largest positive
     projections of the centred activations kept, the rest zero). Returns the latents and the directions."""
+    checks.tensor(acts, "acts", ndim=2)
     gen = torch.Generator().manual_seed(seed)
     directions = F.normalize(torch.randn(d_sae, acts.shape[1], generator=gen), dim=1)
     proj = (acts - (acts.mean(0) if center is None else center)) @ directions.T
@@ -278,6 +297,13 @@ def generate(model, prompts: Int[Tensor, "batch pos"], n_new: int, *, n_ctx: int
              temperature: float = 1.0, seed: int = 0) -> Int[Tensor, "batch n_new"]:
     """`n_new` sampled tokens after each prompt, with TransformerLens `fwd_hooks` active at every step
     (e.g. one that adds a feature's direction): the steered continuation."""
+    if checks.integer(n_ctx, "n_ctx") < 1:
+        raise ValueError(f"n_ctx (the model's context length) must be at least 1, got {n_ctx}; pass model.cfg.n_ctx")
+    if checks.integer(n_new, "n_new") < 0:
+        raise ValueError(f"n_new (tokens to sample) must be >= 0, got {n_new}")
+    checks.tensor(prompts, "prompts", ndim=2, floating=False)
+    if prompts.is_floating_point():
+        raise TypeError(f"prompts must be integer token ids (batch, pos), got {prompts.dtype}")
     gen = torch.Generator().manual_seed(seed)
     tokens = prompts.clone()
     for _ in range(n_new):
@@ -316,6 +342,7 @@ def top_rule_share(acts: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"
                    max_base_rate: float = 0.05, chunk: int = 256) -> Float[Tensor, "units"]:
     """For each unit, the largest share of its k top-activating characters that one specific rule (true on at
     most `max_base_rate` of characters) covers: the first step of `greedy_cover`. NaN for a unit positive on fewer than k."""
+    checks.tensor(acts, "acts", ndim=2)
     if len(acts) != len(truth):
         raise ValueError(f"one row of rules per activation expected: {len(acts)} activations, {len(truth)} rows")
     allowed = truth.float().mean(0) <= max_base_rate

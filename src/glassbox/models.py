@@ -19,11 +19,15 @@ class MLPConfig:
 
 
 class Normalize(nn.Module):
-    """Flatten images to (batch, pixels) and standardise them; the model's first step."""
+    """Flatten images to (batch, pixels) and standardise them, in the model's dtype; the model's first step.
+
+    The dtype follows `model.to(dtype)` / `.double()` / `.bfloat16()` through a buffer that holds no
+    weights and is not saved (float32 by default, so checkpoints and float32 results are unchanged)."""
 
     def __init__(self, n_pixels: int, mean: float, std: float):
         super().__init__()
         self.n_pixels, self.mean, self.std = n_pixels, mean, std
+        self.register_buffer("dtype_probe", torch.zeros(()), persistent=False)
 
     def forward(self, x: Float[Tensor, "batch *pixels"]) -> Float[Tensor, "batch n_pixels"]:
         if x.ndim == 0 or len(x) == 0:
@@ -33,7 +37,7 @@ class Normalize(nn.Module):
         if x.shape[1] != self.n_pixels:
             raise ValueError(f"expected images of {self.n_pixels} pixels, e.g. (batch, 28, 28) or "
                              f"(batch, 784) in [0, 1]; got a tensor of shape {tuple(x.shape)}")
-        return (x.float() - self.mean) / self.std
+        return (x.to(self.dtype_probe.dtype) - self.mean) / self.std
 
 
 class MLP(nn.Sequential):

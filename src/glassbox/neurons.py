@@ -9,23 +9,34 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from glassbox import hooks
+from glassbox import checks, hooks
 
 
 @torch.no_grad()
 def get_activations(model: nn.Module, layer: str, x: Tensor, batch_size: int = 4096) -> Float[Tensor, "batch *unit"]:
-    """The output of module `layer` for every input in `x`, computed in batches without gradients."""
-    with hooks.capture(model, layer) as acts:
-        for chunk in x.split(batch_size):
-            model(chunk)
+    """The output of module `layer` for every input in `x`, computed in batches without gradients.
+
+    The model runs in eval mode for the read (no dropout, BatchNorm statistics untouched); each module's
+    mode is restored afterwards."""
+    checks.tensor(x, "x", floating=False)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with hooks.capture(model, layer) as acts:
+            for chunk in x.split(batch_size):
+                model(chunk)
+    finally:
+        for m, mode in modes:
+            m.train(mode)
     return acts[layer]
 
 
 def per_neuron(acts: Float[Tensor, "batch neuron *spatial"]) -> Float[Tensor, "batch neuron"]:
     """One number per neuron: Linear outputs unchanged, conv channels averaged over positions."""
-    if acts.ndim < 2:
-        raise ValueError(f"expected activations (batch, neuron, ...), got shape {tuple(acts.shape)}; "
+    if isinstance(acts, Tensor) and acts.ndim < 2:
+        raise ValueError(f"acts: expected activations (batch, neuron, ...), got shape {tuple(acts.shape)}; "
                          "keep the batch dimension, e.g. acts[None] for a single input")
+    checks.tensor(acts, "acts", floating=False)
     return acts.flatten(2).mean(-1) if acts.ndim > 2 else acts
 
 
@@ -33,6 +44,7 @@ def class_means(acts: Float[Tensor, "batch neuron *spatial"], y: Int[Tensor, "ba
                 n_classes: int | None = None) -> Float[Tensor, "n_classes neuron"]:
     """Mean activation of every neuron over the inputs of each class."""
     acts = per_neuron(acts)
+    checks.labels(y, "y", n_classes)
     if len(acts) != len(y):
         raise ValueError(f"activations and labels differ in length: {len(acts)} vs {len(y)}; pass the labels of the same inputs")
     n = n_classes or int(y.max()) + 1

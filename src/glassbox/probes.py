@@ -11,12 +11,14 @@ uses it; compare against baselines (raw pixels, the same model at random initial
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from jaxtyping import Float, Int
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
+from glassbox import checks
 from glassbox.neurons import get_activations
 
 
@@ -35,20 +37,47 @@ def get_features(model: nn.Module, layers: list[str], x: Tensor, batch_size: int
 def fit_probe(features_train: Float[Tensor, "n_train d"], labels_train: Int[Tensor, "n_train"],
               features_test: Float[Tensor, "n_test d"], labels_test: Int[Tensor, "n_test"], *,
               C: float = 1.0, max_iter: int = 300) -> Probe:
-    """Fit a logistic-regression probe on the train split; score it on the test split."""
+    """Fit a logistic-regression probe on the train split; score it on the test split.
+
+    Features of any floating dtype (bfloat16 included) are read as float64; labels are 1-D class indices."""
     for name, f, y in (("train", features_train, labels_train), ("test", features_test, labels_test)):
+        f, y = _as_tensor(f), _as_tensor(y)
         if f.ndim != 2 or len(f) != len(y):
-            raise ValueError(f"{name} features must be (n, d) with one label each; got features {tuple(f.shape)} "
+            raise ValueError(f"features_{name} must be (n, d) with one label each; got features {tuple(f.shape)} "
                              f"and {len(y)} labels (flatten activations with .flatten(1))")
-    xtr, ytr = np.asarray(features_train, dtype=np.float64), np.asarray(labels_train)
+        checks.tensor(f, f"features_{name}")
+        _check_labels(y, f"labels_{name}")
+    xtr, ytr = _float64(features_train), np.asarray(labels_train)
     if len(np.unique(ytr)) < 2:
         raise ValueError(f"the training labels hold one class only ({np.unique(ytr).tolist()}): a probe needs two or more")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     probe.fit(xtr, ytr)
     yte = np.asarray(labels_test)
-    accuracy = float((probe.predict(np.asarray(features_test, dtype=np.float64)) == yte).mean())
+    accuracy = float((probe.predict(_float64(features_test)) == yte).mean())
     values, counts = np.unique(ytr, return_counts=True)
     return Probe(accuracy=accuracy, chance=float((yte == values[counts.argmax()]).mean()), model=probe)
+
+
+def _as_tensor(value) -> Tensor:
+    """A tensor view of a tensor or array-like, so that numpy features and labels are checked alike."""
+    return value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+
+
+def _check_labels(y: Tensor, name: str) -> None:
+    """Refuse labels that are not class indices; bools and whole-number floats count as indices (sklearn reads them so)."""
+    if y.dtype == torch.bool or (y.is_floating_point() and y.ndim == 1 and torch.isfinite(y).all() and (y == y.round()).all()):
+        y = y.long()
+    if y.is_floating_point() and y.ndim == 1:
+        raise TypeError(f"{name} must be class indices, got {y.dtype} values such as {y[y != y.round()][:3].tolist() or y[:3].tolist()}; "
+                        "a probe classifies: bin a continuous target first (e.g. (y > y.median()).long())")
+    checks.labels(y, name, indices=False)
+
+
+def _float64(features) -> np.ndarray:
+    """Features as a float64 array; tensors of any floating dtype (bfloat16 has no numpy type) go through torch."""
+    if isinstance(features, Tensor):
+        return features.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(features, dtype=np.float64)
 
 
 def probe_accuracies(features_train: dict[str, Tensor], features_test: dict[str, Tensor],

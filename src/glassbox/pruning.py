@@ -32,7 +32,7 @@ from jaxtyping import Float, Int
 from plotly.colors import qualitative
 from torch import Tensor, nn
 
-from glassbox import ablation, hooks, training
+from glassbox import ablation, checks, hooks, neurons, training
 
 METHODS = ("ablation", "ablation_abs", "attribution", "activation", "magnitude", "random")
 COLORS = qualitative.D3
@@ -133,6 +133,7 @@ def score_neurons(model: nn.Module, method: str, weight_layers: Mapping[str, str
     `readers` ({activation layer: the nn.Linear reading it}) makes magnitude incoming x outgoing norm."""
     if method not in METHODS:
         raise ValueError(f"unknown scoring method {method!r}; choose one of {METHODS}")
+    _check_layers(model, weight_layers, readers, checks.tensor(x, "x", floating=False))
     if method == "ablation":
         return {layer: ablation_scores(model, layer, x, y) for layer in weight_layers}
     if method == "ablation_abs":
@@ -147,6 +148,24 @@ def score_neurons(model: nn.Module, method: str, weight_layers: Mapping[str, str
     if method == "magnitude":
         return magnitude
     return {layer: random_scores(len(m), seed + i) for i, (layer, m) in enumerate(magnitude.items())}
+
+
+def _check_layers(model: nn.Module, weight_layers: Mapping[str, str], readers: Mapping[str, str] | None, x: Tensor) -> None:
+    """Refuse a weight layer (or reader) whose number of units is not the activation layer's number of neurons."""
+    for layer, weight_layer in weight_layers.items():
+        width = neurons.get_activations(model, layer, x[:1]).shape[1]
+        n_in = len(magnitude_scores(model, weight_layer))
+        if n_in != width:
+            raise ValueError(f"weight_layers[{layer!r}] = {weight_layer!r} has {n_in} output units but {layer!r} has {width} "
+                             "neurons; name the layer whose weights feed it (e.g. {'relu1': 'fc1'})")
+        if readers is None:
+            continue
+        if layer not in readers:
+            raise ValueError(f"readers has no entry for {layer!r}; name the nn.Linear reading each layer of weight_layers")
+        reader = readers[layer]
+        if len(outgoing_norms(model, reader)) != width:
+            raise ValueError(f"readers[{layer!r}] = {reader!r} reads {len(outgoing_norms(model, reader))} units but {layer!r} "
+                             f"has {width} neurons; name the nn.Linear that reads it (e.g. {{'relu1': 'fc2'}})")
 
 
 def lowest(scores: Scores, fraction: float) -> dict[str, Int[Tensor, "k"]]:

@@ -14,6 +14,8 @@ forward pass.
 Shapes: `n` inputs, `d_in` activation width, `d_sae` latents. An SAE's latents are its encoder's
 outputs; its decoder rows `W_dec` (d_sae, d_in) are the feature directions.
 """
+import math
+import numbers
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +30,7 @@ from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
 from sae_lens.saes.sae import SAEMetadata
 from torch import Tensor, nn
 
-from glassbox import ablation, hooks, neurons, training
+from glassbox import ablation, checks, hooks, neurons, training
 
 Edit = Callable[[Float[Tensor, "batch d_sae"]], Float[Tensor, "batch d_sae"]]
 
@@ -68,6 +70,12 @@ def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None
     """A fresh SAELens training SAE: "topk" (option k), "standard" (l1_coefficient), "jumprelu", ..."""
     if architecture not in SAE_TRAINING_CLASS_REGISTRY:
         raise KeyError(f"unknown SAE architecture {architecture!r}; SAELens has: {sorted(SAE_TRAINING_CLASS_REGISTRY)}")
+    for name, value in (("d_in", d_in), ("d_sae", d_sae)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int (the {'activation width' if name == 'd_in' else 'number of latents'}), got {value!r}")
+    k = options.get("k")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= d_sae):
+        raise ValueError(f"k (latents kept per input) must be an int in 1..d_sae={d_sae}, got {k!r}; lower k or raise d_sae")
     sae_cls, cfg_cls = SAE_TRAINING_CLASS_REGISTRY[architecture]
     try:
         cfg = cfg_cls(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(model_name=model_name, hook_name=hook_name), **options)
@@ -78,11 +86,11 @@ def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None
 
 
 def _checked(batches: Iterator[Tensor], batch_size: int, d_in: int) -> Iterator[Tensor]:
-    """Pass batches through, refusing any whose shape is not (batch_size, d_in)."""
-    for batch in batches:
+    """Pass batches through, refusing any whose shape is not (batch_size, d_in) or that holds NaN or inf."""
+    for i, batch in enumerate(batches):
         if batch.shape != (batch_size, d_in):
             raise ValueError(f"activation batches must be (batch_size={batch_size}, d_in={d_in}), got {tuple(batch.shape)}")
-        yield batch
+        yield checks.tensor(batch, f"activation batch {i}")
 
 
 class _Trainer(SAETrainer):
@@ -111,6 +119,10 @@ def train_sae(sae: TrainingSAE, data: Float[Tensor, "n d_in"] | Iterator[Tensor]
     """
     if n_samples < batch_size:
         raise ValueError(f"n_samples ({n_samples}) must be at least one batch ({batch_size})")
+    if isinstance(data, Tensor):
+        checks.tensor(data, "data", ndim=2)
+        if data.shape[1] != sae.cfg.d_in:
+            raise ValueError(f"data must be activations (n, d_in={sae.cfg.d_in}) for this SAE, got shape {tuple(data.shape)}")
     batches = activation_batches(data, batch_size, seed) if isinstance(data, Tensor) else iter(data)
     steps = n_samples // batch_size
     cfg = SAETrainerConfig(
@@ -125,13 +137,15 @@ def train_sae(sae: TrainingSAE, data: Float[Tensor, "n d_in"] | Iterator[Tensor]
 @torch.no_grad()
 def encode(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 8192) -> Float[Tensor, "n d_sae"]:
     """The SAE's latent activations for every row of `acts`, computed in batches."""
-    if acts.ndim != 2 or acts.shape[1] != sae.cfg.d_in:
-        raise ValueError(f"expected activations (n, d_in={sae.cfg.d_in}), got shape {tuple(acts.shape)}")
+    if isinstance(acts, Tensor) and (acts.ndim != 2 or acts.shape[1] != sae.cfg.d_in):
+        raise ValueError(f"acts: expected activations (n, d_in={sae.cfg.d_in}), got shape {tuple(acts.shape)}")
+    checks.tensor(acts, "acts")
     return torch.cat([sae.encode(chunk) for chunk in acts.split(batch_size)])
 
 
 def l0(latents: Float[Tensor, "n d_sae"]) -> float:
     """Mean number of latents that are non-zero on an input."""
+    checks.tensor(latents, "latents", ndim=2, floating=False)
     return (latents != 0).float().sum(-1).mean().item()
 
 
@@ -139,18 +153,27 @@ def fvu(x: Float[Tensor, "n d_in"], x_hat: Float[Tensor, "n d_in"]) -> float:
     """Fraction of variance unexplained: sum |x - x_hat|^2 / sum |x - mean(x)|^2 over all rows."""
     if x.shape != x_hat.shape:
         raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
-    return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+    checks.tensor(x, "x", ndim=2)
+    checks.tensor(x_hat, "x_hat", ndim=2)
+    total = (x - x.mean(0)).pow(2).sum()
+    if total == 0:
+        raise ValueError(f"x has no variance (all {len(x)} rows are the same), so the fraction unexplained is undefined; "
+                         "measure on varied activations, or report the squared error itself")
+    return ((x - x_hat).pow(2).sum() / total).item()
 
 
 def dead_fraction(latents: Float[Tensor, "n d_sae"]) -> float:
     """Fraction of latents that are zero on every input."""
+    checks.tensor(latents, "latents", ndim=2, floating=False)
     return (latents != 0).any(0).logical_not().float().mean().item()
 
 
 def mean_max_cosine_similarity(true: Float[Tensor, "n_true d"], learned: Float[Tensor, "n_learned d"]) -> float:
     """For each true direction, its best cosine similarity with a learned one; averaged (1 = all found)."""
     if true.ndim != 2 or learned.ndim != 2 or true.shape[1] != learned.shape[1]:
-        raise ValueError(f"expected (n_true, d) and (n_learned, d) directions, got {tuple(true.shape)} and {tuple(learned.shape)}")
+        raise ValueError(f"true and learned: expected (n_true, d) and (n_learned, d) directions, got {tuple(true.shape)} and {tuple(learned.shape)}")
+    checks.tensor(true, "true")
+    checks.tensor(learned, "learned")
     cos = F.normalize(true, dim=1) @ F.normalize(learned, dim=1).T
     return cos.max(1).values.mean().item()
 
@@ -164,10 +187,11 @@ def evaluate_sae(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 8192
 
 
 def ablate_latents(latents: Int[Tensor, "k"] | list[int]) -> Edit:
-    """An edit for `splice` that switches the given latents off (sets them to 0)."""
-    idx = torch.as_tensor(latents, dtype=torch.long).reshape(-1)
+    """An edit for `splice` that switches the given latents off (sets them to 0); a bool mask switches off its True entries."""
+    checks.indices(latents, "latents")
 
     def edit(f: Tensor) -> Tensor:
+        idx = checks.indices(latents, "latents", f.shape[-1])
         _check_latents(idx, f.shape[-1])
         return f.index_fill(-1, idx, 0.0)
     return edit
@@ -181,7 +205,13 @@ def _check_latents(idx: Tensor, d_sae: int) -> None:
 
 def clamp_latent(latent: int, value: float) -> Edit:
     """An edit for `splice` that holds one latent at `value` on every input."""
-    idx = torch.tensor([latent])
+    idx = torch.tensor([checks.integer(latent, "latent")])
+    try:
+        finite = math.isfinite(float(value))
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"value must be one number to hold latent {latent} at, got {value!r}") from None
+    if not finite:
+        raise ValueError(f"value must be a finite number to hold latent {latent} at, got {value!r}")
 
     def edit(f: Tensor) -> Tensor:
         _check_latents(idx, f.shape[-1])
@@ -197,14 +227,25 @@ def _reconstruct(sae: SAE, x: Tensor, edit: Edit | None, keep_error: bool) -> Te
 
 @contextmanager
 def splice(model: nn.Module, name: str, sae: SAE, *, position: int | None = None, edit: Edit | None = None,
-           keep_error: bool = False) -> Iterator[None]:
+           keep_error: bool = False, check_hook: bool = True) -> Iterator[None]:
     """Inside the block, module `name`'s output is replaced by the SAE's reconstruction of it.
 
     `position` picks one position of a (batch, pos, d) output (others pass through). `edit` changes
     the latents before decoding (e.g. `ablate_latents([3])`). `keep_error=True` adds back the SAE's
-    reconstruction error, so only the edit changes the forward pass.
+    reconstruction error, so only the edit changes the forward pass. An SAE whose metadata names the
+    hook it was trained on is refused at any other `name` unless `check_hook=False`.
     """
+    trained_on = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+    if check_hook and trained_on is not None and trained_on != name:
+        model_name = getattr(sae.cfg.metadata, "model_name", None)
+        raise ValueError(f"sae was trained on {trained_on!r}{f' of {model_name!r}' if model_name else ''}, not on {name!r}: "
+                         "its latents mean nothing there even when the widths match; pass check_hook=False to splice it anyway")
+
     def replace(out: Tensor) -> Tensor:
+        width = out.shape[-1]
+        if width != sae.cfg.d_in:
+            raise ValueError(f"sae reads activations of width d_in={sae.cfg.d_in}, but {name!r} outputs shape {tuple(out.shape)}; "
+                             "splice it into the layer it was trained on")
         if position is None:
             return _reconstruct(sae, out, edit, keep_error)
         new = out.clone()
@@ -220,6 +261,8 @@ def top_k_purity(acts: Float[Tensor, "n units"], labels: Int[Tensor, "n"], k: in
 
     NaN for a unit that is positive on fewer than k inputs (too rare to judge).
     """
+    checks.tensor(acts, "acts", ndim=2, floating=False)
+    checks.labels(labels, "labels", indices=False)
     if len(acts) != len(labels) or len(acts) < k:
         raise ValueError(f"need one label per input and at least k={k} inputs; got {len(acts)} inputs, {len(labels)} labels")
     values, idx = acts.topk(k, dim=0)  # (k, units)
@@ -378,6 +421,9 @@ def lm_activations(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hook_name:
 def lm_sae_hook(sae: SAE, *, edit: Edit | None = None, keep_error: bool = False) -> Hook:
     """A TransformerLens hook that replaces a (batch, pos, d_in) activation by the SAE's reconstruction."""
     def hook(act: Tensor, hook=None) -> Tensor:
+        if act.shape[-1] != sae.cfg.d_in:
+            raise ValueError(f"sae reads activations of width d_in={sae.cfg.d_in}, but hook "
+                             f"{getattr(hook, 'name', '?')!r} gives shape {tuple(act.shape)}; use it at the hook it was trained on")
         flat = act.reshape(-1, act.shape[-1])
         return _reconstruct(sae, flat, edit, keep_error).reshape(act.shape).to(act.dtype)
     return hook

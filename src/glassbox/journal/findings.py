@@ -7,10 +7,13 @@ notebooks/findings/ when the whole notebook has run. `load(stem)` reads the comm
 import json
 import math
 import pprint
+import re
+import string
 from pathlib import Path
 from typing import Any
 
 from glassbox.journal import contract, paths
+from glassbox.journal.record import refuse_if_torn
 
 
 def to_json(value: Any) -> Any:
@@ -64,6 +67,8 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 def load(stem: str, directory: Path | None = None) -> dict[str, Any]:
     """Read the findings of notebook `stem` (committed full run unless `directory` is given)."""
+    if directory is None:
+        refuse_if_torn(paths.BUILD_DIR)
     path = path_for(stem, directory)
     if not path.is_file():
         raise FileNotFoundError(f"no findings at {path}: run the notebook (make journal) to create them")
@@ -76,14 +81,43 @@ def load(stem: str, directory: Path | None = None) -> dict[str, Any]:
 def markdown(template: str):
     """Show `template` as Markdown with `{key}` fields filled from this run's recorded values
     (format specs and indexing work: `{test_accuracy:.2%}`, `{probe_accuracy[digit][relu2]:.1%}`),
-    so prose about results quotes the recorded numbers and never goes stale."""
+    so prose about results quotes the recorded numbers and never goes stale. The template is trusted
+    Markdown (it may hold <details> etc.); the values filled in are data, escaped to show as text."""
     from IPython.display import Markdown
 
     values = _run().values
     try:
-        return Markdown(template.format_map(_Fields(values)))
+        return Markdown(_fill(template, _Fields(values)))
     except KeyError as err:
         raise KeyError(f"the template names {err}, which this run has not recorded; recorded: {sorted(values)}") from None
+
+
+# What a filled-in value may not carry into the Markdown: HTML (tags, entities, quotes for attributes)
+# and the Markdown that builds links or code spans or splits table cells; each becomes a numeric
+# character reference, which Markdown shows as the character itself.
+_ESCAPES = {c: f"&#{ord(c)};" for c in "&<>\"'`\\[]|*_~"}
+_TICKS_BEFORE = re.compile(r"(?<![`\\])(`+)$")
+
+
+def _fill(template: str, fields: "_Fields") -> str:
+    """`template.format_map(fields)` with every value escaped (`_ESCAPES`). A field that is a whole code
+    span (`{x}` between backticks) becomes <code>escaped</code>, which shows the same text: inside
+    backticks Markdown would show the escapes as typed."""
+    formatter = string.Formatter()
+    parts, out = list(formatter.parse(template)), []
+    for i, (literal, name, spec, conversion) in enumerate(parts):
+        if name is None:
+            out.append(literal)
+            continue
+        value = formatter.convert_field(formatter.get_field(name, (), fields)[0], conversion)
+        text = "".join(_ESCAPES.get(c, c) for c in formatter.format_field(value, formatter.vformat(spec or "", (), fields)))
+        ticks = _TICKS_BEFORE.search(literal)
+        after = parts[i + 1][0] if i + 1 < len(parts) else ""
+        if ticks and after.startswith(ticks[1]) and not after[len(ticks[1]):].startswith("`"):
+            literal, text = literal[:ticks.start()], f"<code>{text}</code>"
+            parts[i + 1] = (after[len(ticks[1]):], *parts[i + 1][1:])
+        out += [literal, text]
+    return "".join(out)
 
 
 class _Fields(dict):

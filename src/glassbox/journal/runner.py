@@ -20,10 +20,10 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from glassbox.journal import catalogue, contract, paths
+from glassbox.journal import catalogue, contract, paths, record
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,23 @@ class Targets:
     findings: Path
     checkpoints: Path
     stage: Path  # staging folders, one per notebook, live under here
+    control: Path  # the promotion's lock and recovery record, and one lock per notebook
 
     @classmethod
     def committed(cls) -> "Targets":
-        return cls(paths.NOTEBOOK_DIR, paths.FINDINGS_DIR, paths.CHECKPOINT_DIR, paths.BUILD_DIR / "stage")
+        return cls(paths.NOTEBOOK_DIR, paths.FINDINGS_DIR, paths.CHECKPOINT_DIR, paths.BUILD_DIR / "stage",
+                   paths.BUILD_DIR)
 
     @classmethod
     def under(cls, out: Path) -> "Targets":
-        return cls(out, out / "findings", out / "checkpoints", out / "stage")
+        """Everything under `out`, made absolute; refused inside the repository except under build/
+        (there it would replace committed files with a run nobody asked to keep)."""
+        out = Path(out).expanduser().resolve()
+        root, build = paths.ROOT.resolve(), paths.BUILD_DIR.resolve()
+        if (out == root or root in out.parents) and not (out == build or build in out.parents):
+            raise ValueError(f"--out {paths.shown(out) or '.'} is inside the repository, where it would overwrite the "
+                             "committed record; choose a folder outside it, or under build/")
+        return cls(out, out / "findings", out / "checkpoints", out / "stage", out)
 
 
 class RunFailed(Exception):
@@ -111,11 +120,13 @@ def _first_line(text: str) -> str:
     return lines[0][:300] if lines else ""
 
 
-def commit_executed(executed: Path, notebook: Path) -> None:
-    """Write a successful execution to `notebook` in one step, each progress bar kept at its final
-    state (one output, not hundreds of updates, on GitHub), the source of cells that write prose
-    collapsed, paths in papermill's record relative, the injected parameters cell given a fixed id:
-    a rerun changes only recorded times."""
+def prepare_executed(executed: Path, notebook: Path, promoted: dict[str, str]) -> None:
+    """Write the notebook a successful execution commits to `notebook`: each progress bar kept at its
+    final state (one output, not hundreds of updates, on GitHub), the source of cells that write prose
+    collapsed, paths in papermill's record relative, papermill's injected-parameters cell folded back
+    into the parameters cell (a reader's edit of that cell then takes effect), and the sha256 of every
+    file promoted with it (`promoted`: "findings/<file>" or "checkpoints/<file>" -> sha256), so an
+    edited findings file or a checkpoint from another run is caught. A rerun changes only recorded times."""
     import nbformat
 
     from glassbox.journal.render import hide_prose_sources, tidy_streams
@@ -123,28 +134,141 @@ def commit_executed(executed: Path, notebook: Path) -> None:
     nb = nbformat.read(executed, as_version=4)
     tidy_streams(nb)
     hide_prose_sources(nb)
-    for cell in nb.cells:  # papermill gives the cell it injects a random id: a rerun would change that byte
-        if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.id = "injected-parameters"
-    record = nb.metadata.get("papermill", {})
+    fold_injected_parameters(nb)
+    record_ = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):  # where this machine kept them: a reader's differs
-        if record.get(key):
-            record[key] = paths.shown(Path(record[key]))
+        if record_.get(key):
+            record_[key] = paths.shown(Path(record_[key]))
+    nb.metadata["glassbox"] = {"promoted": dict(sorted(promoted.items()))}
     paths.atomic_write_text(notebook, nbformat.writes(nb) + "\n")
 
 
+def fold_injected_parameters(nb) -> None:
+    """Remove papermill's injected-parameters cell; a value it set that differs from the parameters
+    cell's default is written into that cell instead (`NAME = value  # ... (set by the runner)`)."""
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    for cell in injected:
+        nb.cells.remove(cell)
+        if params:
+            params[0].source = _with_values(params[0].source, _assignments(cell.source))
+
+
+def _assignments(source: str) -> dict[str, tuple[object, str]]:
+    """NAME -> (value, source text) for each `NAME = literal` line of a cell."""
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = (ast.literal_eval(node.value), ast.get_source_segment(source, node.value))
+            except ValueError:
+                pass
+    return out
+
+
+def _with_values(source: str, values: dict[str, tuple[object, str]]) -> str:
+    lines = source.split("\n")
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in values and node.lineno == node.end_lineno):
+            continue
+        value, text = values[node.targets[0].id]
+        try:
+            if ast.literal_eval(node.value) == value:
+                continue
+        except ValueError:
+            pass
+        line = lines[node.lineno - 1]
+        rest = line[node.value.end_col_offset:]
+        lines[node.lineno - 1] = (line[:node.value.col_offset] + text + rest
+                                  + (" " if rest.strip() else "  # ") + "(set by the runner)")
+    return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def promoted_hashes(stage: Path) -> dict[str, str]:
+    """"findings/<file>" and "checkpoints/<file or folder/file>" -> sha256, for what `stage` will promote."""
+    out = {}
+    for kind in ("findings", "checkpoints"):
+        base = stage / kind
+        for path in sorted(base.rglob("*")) if base.is_dir() else []:
+            relative = path.relative_to(base)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                out[f"{kind}/{relative.as_posix()}"] = _sha256(path)
+    return out
+
+
+def record_problems(targets: Targets | None = None) -> list[str]:
+    """What in the record does not belong together: a findings file or checkpoint whose sha256 differs
+    from the one its notebook promoted, or that no executed notebook promoted. Empty when all match."""
+    import nbformat
+
+    targets = targets or Targets.committed()
+    base = {"findings": targets.findings, "checkpoints": targets.checkpoints}
+    problems, claimed = [], {}
+    for nb_path in sorted(targets.notebooks.glob("[0-9][0-9]_*.ipynb")):
+        promoted = nbformat.read(nb_path, as_version=4).metadata.get("glassbox", {}).get("promoted")
+        if promoted is None:
+            problems.append(f"{nb_path.name} records no promoted files: rerun it with `python -m glassbox.journal run`")
+            continue
+        for key, sha in promoted.items():
+            kind, _, rest = key.partition("/")
+            path = base[kind] / rest
+            claimed.setdefault(path, []).append(nb_path.name)
+            if not path.is_file():
+                problems.append(f"{paths.shown(path)} is missing; {nb_path.name} promoted it")
+            elif _sha256(path) != sha:
+                problems.append(f"{paths.shown(path)} differs from what {nb_path.name} promoted: edited by hand or written "
+                                "by another run; restore it from git or rerun the notebook")
+    for kind, folder in base.items():
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if path.is_file() and not any(p.startswith(".") for p in path.relative_to(folder).parts):
+                if path not in claimed:
+                    problems.append(f"{paths.shown(path)} was promoted by no executed notebook")
+                elif len(claimed[path]) > 1:
+                    problems.append(f"{paths.shown(path)} is claimed by {', '.join(claimed[path])}")
+    return problems
+
+
+@dataclass
+class Progress:
+    """What a `run` has done so far, for the line printed when it is interrupted."""
+
+    kept: list = field(default_factory=list)
+    running: str | None = None
+
+
+PROGRESS = Progress()
+
+
 def run_one(notebook: Path, targets: Targets, params: dict, smoke: bool) -> float:
-    """Execute one notebook into its staging folder and, only if it ran to its end, promote it."""
-    stage = targets.stage / notebook.stem
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    executed = stage / notebook.name
-    seconds = execute(notebook, executed, params, stage, smoke)
-    if not (stage / contract.FINISHED).is_file():
-        raise RunFailed(f"{notebook.stem} ran without error but never reached glassbox.finish() (its last cell "
-                        f"should call it); nothing was kept; the executed copy: {paths.shown(executed)}")
-    contract.promote(stage, targets.findings, targets.checkpoints)
-    commit_executed(executed, targets.notebooks / notebook.name)
+    """Execute one notebook into its staging folder and, only if it ran to its end, promote it with its
+    findings and checkpoints, all or nothing. Two runs of one notebook at once are refused."""
+    with record.lock(targets.control / "locks" / f"{notebook.stem}.lock", f"notebook {notebook.stem}"):
+        stage = targets.stage / notebook.stem
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        executed = stage / notebook.name
+        seconds = execute(notebook, executed, params, stage, smoke)
+        if not (stage / contract.FINISHED).is_file():
+            raise RunFailed(f"{notebook.stem} ran without error but never reached glassbox.finish() (its last cell "
+                            f"should call it); nothing was kept; the executed copy: {paths.shown(executed)}")
+        prepared = stage / ".commit" / notebook.name
+        prepare_executed(executed, prepared, promoted_hashes(stage))
+        with record.signals_deferred():  # Ctrl-C here waits: then the line printed says what was kept
+            try:
+                contract.promote(stage, targets.findings, targets.checkpoints,
+                                 notebook=(prepared, targets.notebooks / notebook.name), control=targets.control)
+            except OSError as err:
+                raise RunFailed(f"{notebook.stem} ran, but its results could not be written ({type(err).__name__}: "
+                                f"{err}); nothing was kept, every file is as it was; the executed copy: "
+                                f"{paths.shown(executed)}") from None
+            PROGRESS.kept.append(notebook.stem)
     return seconds
 
 
@@ -159,10 +283,15 @@ def run(names: list[str] | None, smoke: bool = False, out: Path | None = None,
     if smoke and out is None:
         out = Path(tempfile.mkdtemp(prefix="glassbox-smoke-"))
     targets = Targets.under(out) if out is not None else Targets.committed()
+    recovered = record.recover(targets.control)
+    if recovered:
+        print(recovered, flush=True)
     seconds = {}
     for nb in chosen:
         print(f"running {nb.name} ({'smoke' if smoke else 'full'}) ...", flush=True)
+        PROGRESS.running = nb.stem
         seconds[nb.stem] = run_one(nb, targets, params, smoke)
+        PROGRESS.running = None
         print(f"  {nb.stem}: {seconds[nb.stem]:.0f} s, kept in {paths.shown(targets.notebooks)}", flush=True)
     return seconds
 
@@ -191,11 +320,21 @@ def main(argv: list[str] | None = None) -> int:
     p_render = sub.add_parser("render", help="render the journal as HTML")
     p_render.add_argument("--out", type=Path, default=paths.BUILD_DIR / "journal")
     sub.add_parser("readme", help="update the findings table in README.md and the glossary's 'Used in' lines")
+    sub.add_parser("verify", help="check that every findings file and checkpoint is the one its notebook promoted")
+    p_recover = sub.add_parser("recover", help="complete or roll back a promotion that was interrupted (a kill)")
+    p_recover.add_argument("--out", type=Path, help="the DIR an interrupted `run --out DIR` wrote to")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             seconds = run(args.names, args.smoke, args.out, dict(map(parse_param, args.param)))
             print(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=2))
+        elif args.command == "verify":
+            problems = record_problems()
+            print("\n".join(problems) or "the record belongs together: every file is the one its notebook promoted")
+            return 1 if problems else 0
+        elif args.command == "recover":
+            control = Targets.under(args.out).control if args.out else Targets.committed().control
+            print(record.recover(control) or "nothing to recover: no promotion was interrupted")
         elif args.command == "render":
             from glassbox.journal import render
 
@@ -204,10 +343,14 @@ def main(argv: list[str] | None = None) -> int:
             catalogue.update_readme()
             catalogue.update_glossary()
             print("README.md findings table and the glossary's 'Used in' lines updated")
-    except (RunFailed, ValueError, TypeError) as err:
+    except (RunFailed, ValueError, TypeError, record.Busy) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; the notebook that was running was not kept", file=sys.stderr)
+        kept = f"; kept before it: {', '.join(PROGRESS.kept)}" if PROGRESS.kept else "; nothing was kept"
+        if PROGRESS.running and PROGRESS.running not in PROGRESS.kept:
+            print(f"error: interrupted while running {PROGRESS.running}, which was not kept{kept}", file=sys.stderr)
+        else:
+            print(f"error: interrupted after {', '.join(PROGRESS.kept) or 'nothing'} was kept", file=sys.stderr)
         return 130
     return 0
