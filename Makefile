@@ -24,8 +24,8 @@ journal: setup  ## execute every notebook in full mode (in place), render build/
 test: setup  ## unit tests + every notebook in smoke mode (into a temp folder)
 	$(PY) -m pytest
 
-lab: setup  ## JupyterLab on notebooks/
-	$(VENV)/bin/jupyter lab notebooks/
+lab: setup  ## JupyterLab on a working copy of the notebooks (build/lab/): autosave never writes over a committed one
+	$(PY) -m glassbox.journal.lab
 
 bench: setup  ## train times and throughputs: printed table + build/bench.json
 	$(PY) tests/bench.py
