@@ -60,10 +60,10 @@ def snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file() and "build" not in p.parts and "out" not in p.parts}
 
 
-def journal(root: Path, *args: str) -> subprocess.CompletedProcess:
+def journal(root: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "GLASSBOX_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
     env.pop(contract.ENV_STAGE, None)
-    return subprocess.run([sys.executable, "-m", "glassbox.journal", "run", *args], cwd=root, env=env,
+    return subprocess.run([sys.executable, "-m", "glassbox.journal", "run", *args], cwd=cwd or root, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -102,11 +102,26 @@ def test_a_run_that_succeeds_promotes_findings_checkpoint_and_notebook(repo):
 
 def test_out_redirects_everything_and_smoke_never_writes_the_repository(repo):
     before = snapshot(repo)
-    assert journal(repo, "98", "--out", str(repo / "out")).returncode == 0
+    assert journal(repo, "98", "--out", str(repo / "build" / "out")).returncode == 0
     assert journal(repo, "98", "--smoke").returncode == 0
     assert snapshot(repo) == before, "--out and --smoke runs must leave the committed files alone"
-    assert {"98_fixture.ipynb", "findings", "checkpoints"} <= {p.name for p in (repo / "out").iterdir()}
-    assert (repo / "out/checkpoints/fixture_mlp.pt").is_file()
+    assert {"98_fixture.ipynb", "findings", "checkpoints"} <= {p.name for p in (repo / "build/out").iterdir()}
+    assert (repo / "build/out/checkpoints/fixture_mlp.pt").is_file()
+
+
+def test_a_relative_out_is_resolved_where_the_command_runs(repo, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    done = journal(repo, "98", "--smoke", "--out", "rel", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert (elsewhere / "rel/findings/98_fixture.json").is_file() and not (repo / "notebooks/rel").exists()
+
+
+@pytest.mark.parametrize("where", [".", "checkpoints", "notebooks/x"])
+def test_out_inside_the_repository_is_refused_except_under_build(repo, where):
+    before = snapshot(repo)
+    done = journal(repo, "98", "--smoke", "--out", str(repo / where))
+    assert done.returncode == 1 and "is inside the repository" in ending(done), done.stderr
+    assert snapshot(repo) == before
 
 
 def test_a_notebook_that_never_reaches_finish_is_not_kept(repo):
@@ -238,9 +253,10 @@ def test_commit_executed_keeps_each_progress_bar_at_its_final_state(tmp_path):
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells = [cell, injected]
     nbformat.write(nb, tmp_path / "executed.ipynb")
-    runner.commit_executed(tmp_path / "executed.ipynb", tmp_path / "01_x.ipynb")
+    runner.prepare_executed(tmp_path / "executed.ipynb", tmp_path / "01_x.ipynb", {"findings/01_x.json": "ab"})
     committed = nbformat.read(tmp_path / "01_x.ipynb", as_version=4)
-    assert committed.cells[1].id == "injected-parameters", "papermill's random id for its cell must not reach the commit"
+    assert len(committed.cells) == 1, "papermill's injected-parameters cell must not reach the commit"
+    assert committed.metadata.glassbox.promoted == {"findings/01_x.json": "ab"}
     outputs = committed.cells[0].outputs
     assert [(o.name, o.text.strip()) for o in outputs] == [("stderr", "train: 100%"), ("stdout", "acc = 0.98")]
 
@@ -268,7 +284,7 @@ def test_the_machinery_has_no_import_cycle_and_the_tools_do_not_need_it():
     import ast
 
     src = Path(glassbox.__file__).parent
-    order = ["paths", "contract", "findings", "catalogue", "render", "runner"]
+    order = ["paths", "record", "contract", "findings", "catalogue", "render", "runner"]
     for i, name in enumerate(order):
         tree = ast.parse((src / "journal" / f"{name}.py").read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "glassbox.journal"

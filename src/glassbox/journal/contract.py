@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glassbox.journal import paths
+from glassbox.journal import paths, record
 
 ENV_STAGE = "GLASSBOX_STAGE"  # set by the runner: the staging folder of this notebook's run
 ENV_SMOKE = "GLASSBOX_SMOKE"  # set by the runner: "1" for --smoke, "0" otherwise
@@ -209,17 +209,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def promote(stage: Path, findings_dir: Path, checkpoint_dir: Path) -> list[Path]:
-    """Move a finished run's checkpoints, then its findings, from `stage` into their folders, each file
-    or checkpoint folder replaced in one step. Returns the paths written."""
-    written = []
+def promote(stage: Path, findings_dir: Path, checkpoint_dir: Path, notebook: tuple[Path, Path] | None = None,
+            control: Path | None = None) -> list[Path]:
+    """Put a finished run's checkpoints and findings from `stage` (and, given as (executed, target), its
+    executed notebook) into their folders, all or nothing across files (glassbox.journal.record).
+    `control` holds the promotion's lock and recovery record (default build/). Returns the paths written."""
+    moves = []
     for source, target_dir in ((stage / "checkpoints", checkpoint_dir), (stage / "findings", findings_dir)):
         for item in sorted(source.glob("*")) if source.is_dir() else []:
-            if item.name.startswith("."):
-                continue
-            paths.replace(item, target_dir / item.name)
-            written.append(target_dir / item.name)
-    return written
+            if not item.name.startswith("."):
+                moves.append((item, target_dir / item.name))
+    if notebook is not None:
+        moves.append(notebook)
+    return record.promote(moves, control or paths.BUILD_DIR)
 
 
 def _set_plotly_renderer() -> None:
