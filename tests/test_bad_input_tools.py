@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from glassbox import ablation, attribution, backdoor, concepts, features, models, neurons, probes, pruning, sae
+from glassbox import (ablation, attribution, backdoor, concepts, features, fourier, grokking, models, neurons, probes, pruning,
+                      regularisation, sae)
 
 NAN = float("nan")
 
@@ -353,12 +354,27 @@ def _cases(mlp, relu2_sae):
         "backdoor.apply_trigger": (backdoor.apply_trigger, "images", torch.rand(4, 28, 28), "nan empty rank"),
         "pruning.score_neurons": (lambda t: pruning.score_neurons(mlp, "magnitude", {"relu1": "fc1"}, t, y6[:len(t)]), "x",
                                   torch.rand(6, 784), "nan empty"),
+        "pruning.lowest": (lambda t: pruning.lowest({"relu1": t}, 0.5), "scores['relu1']", torch.rand(6), "nan empty rank"),
+        "backdoor.neurons_for_share": (lambda t: backdoor.neurons_for_share(t, 0.5), "scores", torch.rand(6), "nan empty rank"),
+        "sae.logit_effect": (lambda t: sae.logit_effect(mlp, "relu2", t, torch.rand(2, 784)), "direction", torch.rand(6),
+                             "nan empty rank"),
+        "sae.class_contributions": (lambda t: sae.class_contributions(t, torch.tensor([0, 1, 0])[:len(t)], torch.rand(2, 2),
+                                                                      torch.ones(2)), "latents", torch.rand(3, 2), "nan empty rank"),
+        "regularisation.dead_neurons": (regularisation.dead_neurons, "acts", torch.rand(6, 3), "nan empty rank"),
+        "regularisation.classes_per_neuron": (lambda t: regularisation.classes_per_neuron(t, y6[:len(t)]), "acts",
+                                              torch.rand(6, 3), "nan empty rank"),
+        "fourier.gini": (fourier.gini, "x", torch.rand(5), "nan empty rank"),
+        "fourier.frequency_norms": (fourier.frequency_norms, "coefficients", torch.rand(5, 3), "nan empty rank"),
+        "grokking.neuron_frequencies": (lambda t: grokking.neuron_frequencies(t, 3), "acts", torch.rand(9, 4), "nan empty rank"),
+        "grokking.cos_fit": (lambda t: grokking.cos_fit(t, 3, [1]), "logits", torch.rand(9, 3), "nan empty rank"),
     }
 
 
 CORRECT = {  # (tool, kind): the check of a correct result, where the input is not bad for that tool
     ("backdoor.apply_trigger", "empty"): lambda out: out.shape == (0, 28, 28),  # no images in, none out
     ("features.f1_score", "rank"): lambda out: out == 1.0,  # one prediction, right: F1 of a 0-d pair is well defined
+    ("fourier.gini", "rank"): lambda out: out == 0.0,  # one value holds everything: (n-1)/n = 0
+    ("fourier.frequency_norms", "rank"): lambda out: out.shape == (2,),  # a vector in Fourier coordinates (p = 3)
 }
 
 
@@ -382,7 +398,9 @@ CASE_NAMES = ["sae.l0", "sae.dead_fraction", "sae.fvu", "sae.mean_max_cosine_sim
               "concepts.count_holes", "concepts.stroke_thickness", "concepts.slant", "concepts.binary_labels",
               "features.f1_score", "features.fit_rules", "features.score_rules", "features.top_rule_share",
               "features.greedy_cover", "features.random_topk_latents", "backdoor.reconstruct_trigger",
-              "backdoor.apply_trigger", "pruning.score_neurons"]
+              "backdoor.apply_trigger", "pruning.score_neurons", "pruning.lowest", "backdoor.neurons_for_share",
+              "sae.logit_effect", "sae.class_contributions", "regularisation.dead_neurons", "regularisation.classes_per_neuron",
+              "fourier.gini", "fourier.frequency_norms", "grokking.neuron_frequencies", "grokking.cos_fit"]
 
 
 @pytest.mark.parametrize("kind", ["nan", "empty", "rank"])

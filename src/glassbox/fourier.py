@@ -12,6 +12,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from glassbox import checks
+
 
 def n_frequencies(p: int) -> int:
     """Number of frequencies, the constant (frequency 0) included: p // 2 + 1."""
@@ -48,7 +50,7 @@ def row_frequency(p: int) -> Tensor:
 def frequency_norms(coefficients: Float[Tensor, "p *rest"]) -> Float[Tensor, "n_freq"]:
     """Norm of each frequency (its cosine and sine rows, and every other axis, together) of a tensor
     whose first axis is already in Fourier coordinates (e.g. `basis(p) @ W_E`)."""
-    p = coefficients.shape[0]
+    p = checks.tensor(coefficients, "coefficients", ndim=tuple(range(1, 8))).shape[0]
     sq = coefficients.reshape(p, -1).pow(2).sum(1)
     return torch.zeros(n_frequencies(p)).index_add_(0, row_frequency(p), sq.float()).sqrt()
 
@@ -93,9 +95,12 @@ def cos_logit_table(p: int, freq: int) -> Float[Tensor, "p*p p"]:
 
 def gini(x: Float[Tensor, "n"]) -> float:
     """Gini coefficient of non-negative values: 0 when all are equal, (n-1)/n when one holds everything."""
+    checks.tensor(x, "x", floating=False, nonempty=False)
+    if (x < 0).any():
+        raise ValueError(f"x must be non-negative (e.g. norms), got a minimum of {x.min().item():.3g}")
     x = x.double().flatten().sort().values
     n = len(x)
     if n == 0 or x.sum() <= 0:
-        raise ValueError("gini needs at least one positive value")
+        raise ValueError(f"gini needs at least one positive value in x, got {n} values summing to {x.sum().item():.3g}")
     i = torch.arange(1, n + 1, dtype=torch.float64)
     return float(((2 * i - n - 1) * x).sum() / (n * x.sum()))

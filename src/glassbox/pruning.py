@@ -172,6 +172,8 @@ def lowest(scores: Scores, fraction: float) -> dict[str, Int[Tensor, "k"]]:
     """The round(fraction * n) lowest-scoring neurons of each layer (the same fraction everywhere)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1] (the share of each layer's neurons to remove), got {fraction}")
+    for layer, s in scores.items():
+        checks.tensor(s, f"scores[{layer!r}]", ndim=1)
     return {layer: s.argsort()[:round(fraction * len(s))] for layer, s in scores.items()}
 
 

@@ -278,6 +278,7 @@ def logit_effect(model: nn.Module, name: str, direction: Float[Tensor, "d"], inp
 
     `position` adds it at one sequence position only; `out_position` reads the outputs there.
     """
+    checks.tensor(direction, "direction", ndim=1)
     def add(out: Tensor) -> Tensor:
         if position is None:
             return out + direction
@@ -309,6 +310,9 @@ def class_contributions(latents: Float[Tensor, "n d_sae"], labels: Int[Tensor, "
 
     A first-order estimate of what switching the latent off costs that class.
     """
+    for name, value in (("latents", latents), ("effects", effects), ("scales", scales)):
+        checks.tensor(value, name, ndim=1 if name == "scales" else 2)
+    checks.labels(labels, "labels", effects.shape[1])
     n_out = effects.shape[1]
     if len(latents) != len(labels) or latents.shape[1] != len(effects) or len(scales) != len(effects):
         raise ValueError(f"expected latents (n, d_sae), labels (n,), effects (d_sae, n_out), scales (d_sae,); got "
