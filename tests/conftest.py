@@ -1,8 +1,12 @@
 """Shared fixtures: a tiny CNN that glassbox did not build, and cached smoke runs of notebooks
-(executed by the journal runner, with a guard in every kernel that refuses network connections)."""
+(executed by the journal runner in a network namespace that has only loopback, with a guard in every
+kernel that refuses and logs each attempt to reach the network: tests/offline)."""
 import ast
+import contextlib
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -15,6 +19,8 @@ from glassbox import findings
 from glassbox.journal import catalogue, runner
 
 OFFLINE_GUARD = Path(__file__).parent / "offline"
+sys.path.append(str(OFFLINE_GUARD))
+import glassbox_offline  # noqa: E402  (the guard's helpers: tests/offline/glassbox_offline.py)
 
 
 class TinyCNN(nn.Module):
@@ -42,13 +48,25 @@ def smoke_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def offline_log(smoke_dir) -> Path:
-    """Kernels started from now on refuse non-loopback connections and log each attempt here."""
+def no_network():
+    """A network namespace with only loopback (tests/offline/glassbox_offline.py): smoke runs execute their
+    kernels inside it, so nothing they start reaches the network; None where this machine cannot make one."""
+    ns = glassbox_offline.NoNetwork.make()
+    if ns is None:
+        warnings.warn("no network namespace (needs root): smoke kernels are kept offline by the Python guard alone")
+    yield ns
+    if ns is not None:
+        ns.close()
+
+
+@pytest.fixture(scope="session")
+def offline_log(smoke_dir, no_network) -> Path:
+    """Python started from now on (the kernels) refuses non-loopback connections and name lookups, and logs
+    each attempt here (tests/offline/sitecustomize.py); smoke_run also starts kernels inside `no_network`."""
     log = smoke_dir / "network-attempts.log"
     log.touch()
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "GLASSBOX_OFFLINE_LOG")}
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OFFLINE_GUARD), saved["PYTHONPATH"]]))
-    os.environ["GLASSBOX_OFFLINE_LOG"] = str(log)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "GLASSBOX_OFFLINE_LOG", "GLASSBOX_OFFLINE_NETNS")}
+    os.environ.update(glassbox_offline.guard_env(log, no_network, saved["PYTHONPATH"]))
     yield log
     for k, v in saved.items():
         if v is None:
@@ -104,7 +122,7 @@ def wrong_answer_probe(cells: list, function: str, wrong: list[tuple[str, str]])
 
 
 @pytest.fixture(scope="session")
-def smoke_run(smoke_dir, offline_log):
+def smoke_run(smoke_dir, offline_log, no_network):
     """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings.
     If the notebook's test module lists WRONG_ANSWERS, the executed copy is the notebook as committed
     plus one cell after glassbox.finish() that tries them (read back by `checker_catches_wrong_answers`)."""
@@ -114,15 +132,16 @@ def smoke_run(smoke_dir, offline_log):
         if stem not in results:
             (nb,) = catalogue.notebooks([stem])
             try:
-                if stem in WRONG_ANSWERS:
-                    probed = nbformat.read(nb, as_version=4)
-                    probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, *WRONG_ANSWERS[stem])))
-                    source = smoke_dir / "probed" / nb.name
-                    source.parent.mkdir(exist_ok=True)
-                    nbformat.write(probed, source)
-                    runner.run_one(source, runner.Targets.under(smoke_dir), {}, smoke=True)
-                else:
-                    runner.run([nb.stem], smoke=True, out=smoke_dir)
+                with no_network.entered() if no_network is not None else contextlib.nullcontext():
+                    if stem in WRONG_ANSWERS:
+                        probed = nbformat.read(nb, as_version=4)
+                        probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, *WRONG_ANSWERS[stem])))
+                        source = smoke_dir / "probed" / nb.name
+                        source.parent.mkdir(exist_ok=True)
+                        nbformat.write(probed, source)
+                        runner.run_one(source, runner.Targets.under(smoke_dir), {}, smoke=True)
+                    else:
+                        runner.run([nb.stem], smoke=True, out=smoke_dir)
                 results[stem] = findings.load(nb.stem, smoke_dir / "findings")
             except BaseException as err:  # cached, so a second test of the same notebook fails fast
                 results[stem] = err
