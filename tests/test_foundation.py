@@ -73,8 +73,8 @@ def test_checkpoint_errors_say_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="m.json was edited after saving"):
         checkpoints.load_model("m", tmp_path)
     edited = {"sizes": [784, 32, 10]}
-    (tmp_path / "m.json").write_text(json.dumps(card | {"config": edited,
-                                                        "recipe_sha256": checkpoints.recipe_sha256("mlp", edited)}))
+    forged = card | {"config": edited, "recipe_sha256": checkpoints.recipe_sha256("mlp", edited)}
+    (tmp_path / "m.json").write_text(json.dumps(forged | {"card_sha256": checkpoints.card_sha256(forged)}))
     with pytest.raises(ValueError, match="do not fit"):
         checkpoints.load_model("m", tmp_path)
     (tmp_path / "m.json").write_text(json.dumps(card)[:40])

@@ -57,14 +57,6 @@ class RunFailed(Exception):
     """A notebook did not run to its end; the message is one line."""
 
 
-def _default(notebook: Path, name: str, source: str) -> object:
-    try:
-        return ast.literal_eval(source)
-    except (ValueError, SyntaxError):
-        raise ValueError(f"{notebook.name}: the default of parameter {name} ({source}) is not a literal; "
-                         "the parameters cell holds literals only") from None
-
-
 def check_parameters(notebook: Path, params: dict) -> None:
     """Refuse SMOKE (set by --smoke alone), parameters the notebook does not declare, values of another
     type than the default or not finite, and values that break the rules in the parameters cell's
