@@ -145,6 +145,7 @@ def test_a_full_run_by_hand_is_kept_only_with_keep_true(repo, tmp_path_factory, 
         assert json.loads((repo / "notebooks/findings/98_fixture.json").read_text())["n_steps"] == 7
         assert json.loads((repo / "checkpoints/fixture_mlp.json").read_text())["config"] == {"sizes": [784, 4, 10]}
         assert texts[-2].startswith("98_fixture: finished; kept ") and "checkpoints/fixture_mlp.pt" in texts[-2], texts[-2]
+        assert "glassbox.journal verify` reports the mismatch" in texts[-2], "say that the notebook no longer matches"
         assert not seen["stage_exists"], "after finish(keep=True) the scratch folder must be gone"
     else:
         assert snapshot(repo) == before, "finish() by hand replaced the committed record"

@@ -161,7 +161,8 @@ def finish(keep: bool = False) -> None:
     promoted = promote(run.stage, paths.FINDINGS_DIR, paths.CHECKPOINT_DIR)
     _remove_scratch(run.stage)
     print(f"{run.stem}: finished; kept " + (", ".join(paths.shown(p) for p in promoted) or "nothing")
-          + f"; the committed notebook still shows its earlier run (`{runner_command}` replaces the whole record)")
+          + f"; the committed notebook still shows its earlier run, so `python -m glassbox.journal verify` reports "
+            f"the mismatch until `{runner_command}` replaces the whole record")
 
 
 def _new_scratch(stem: str) -> Path:
