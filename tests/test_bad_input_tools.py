@@ -243,6 +243,8 @@ def test_fit_probe_reads_bfloat16_features():
     bf = probes.fit_probe(f_tr.bfloat16(), y_tr, f_te.bfloat16(), y_te)
     exact = probes.fit_probe(f_tr.bfloat16().float(), y_tr, f_te.bfloat16().float(), y_te)
     assert bf.accuracy == exact.accuracy > 0.8, "bfloat16 features must be read as their float values"
+    counts = probes.fit_probe(f_tr.sign().long(), y_tr, f_te.sign().long(), y_te)  # integer features stay accepted
+    assert counts.accuracy > 0.8
 
 
 @pytest.mark.parametrize("bad, match", [(NAN, "features_train holds 1 NaN"), (math.inf, "features_train holds 1 NaN or infinite")])

@@ -31,7 +31,7 @@ def attribute(model: nn.Module, x: Float[Tensor, "batch *input"], target: int | 
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of {METHODS}")
-    x = checks.tensor(x, "x", ndim=tuple(range(2, 8))).detach().float()
+    x = checks.tensor(x, "x", ndim=tuple(range(2, 8)), floating=False).detach().float()
     if isinstance(target, Tensor) and target.ndim == 1:
         checks.labels(target, "target")
         if len(target) != len(x):
@@ -67,8 +67,8 @@ def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def rank_correlation(a: Float[Tensor, "batch *input"], b: Float[Tensor, "batch *input"], absolute: bool = True) -> Float[Tensor, "batch"]:
     """Spearman rank correlation between two attribution maps, one per input (of |values| by default)."""
-    checks.tensor(a, "a", ndim=tuple(range(2, 8)))
-    checks.tensor(b, "b", ndim=tuple(range(2, 8)))
+    checks.tensor(a, "a", ndim=tuple(range(2, 8)), floating=False)
+    checks.tensor(b, "b", ndim=tuple(range(2, 8)), floating=False)
     if a.shape != b.shape:
         raise ValueError(f"attribution maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}; compare maps of the same inputs")
     a, b = a.flatten(1), b.flatten(1)

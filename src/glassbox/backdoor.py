@@ -147,7 +147,7 @@ def neurons_for_share(scores: Float[Tensor, "neuron"], share: float = 0.5) -> in
     """How many neurons, largest first, hold `share` of the positive part of `scores`."""
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
-    checks.tensor(scores, "scores", ndim=1)
+    checks.tensor(scores, "scores", ndim=1, floating=False)
     positive = scores.clamp(min=0).sort(descending=True).values
     if positive.sum() <= 0:
         raise ValueError("no neuron has a positive score; nothing carries the effect")

@@ -16,7 +16,7 @@ def _check_images(images: Tensor, name: str = "images") -> None:
     if isinstance(images, Tensor) and images.ndim != 3:
         raise ValueError(f"expected a batch of images (batch, height, width) with pixels in [0, 1], got shape "
                          f"{tuple(images.shape)}; reshape flat images with x.reshape(-1, 28, 28)")
-    checks.tensor(images, name)
+    checks.tensor(images, name, floating=False)
     if images.min() < 0 or images.max() > 1:
         raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{images.min():.3g}, {images.max():.3g}]; "
                          "for 0..255 pixels pass images / 255")

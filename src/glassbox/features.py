@@ -145,7 +145,7 @@ def fit_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor,
     """For every unit, the rule and threshold that best predict where it fires (F1 of "activation >= threshold"
     against "rule holds"), searching every rule and the thresholds that keep the top s of the characters
     (s in `sizes`, only positive activations) or every positive activation. A unit positive nowhere gets rule -1, F1 0."""
-    n, units = checks.tensor(acts, "acts", ndim=2).shape
+    n, units = checks.tensor(acts, "acts", ndim=2, floating=False).shape
     if len(codes) != n:
         raise ValueError(f"one row of codes per activation expected: {n} activations, {len(codes)} code rows")
     size = _sizes(n, sizes)
@@ -180,7 +180,7 @@ def fit_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor,
 def score_rules(acts: Float[Tensor, "n units"], book: RuleBook, codes: Int[Tensor, "n n_vars"], fit: RuleFit,
                 chunk: int = 256) -> dict[str, Float[Tensor, "units"]]:
     """F1, precision and recall of each unit's fitted rule and threshold on other text (e.g. the test split)."""
-    checks.tensor(acts, "acts", ndim=2)
+    checks.tensor(acts, "acts", ndim=2, floating=False)
     if acts.shape[1] != len(fit.rule):
         raise ValueError(f"the fit has {len(fit.rule)} units, the activations {acts.shape[1]}")
     truth_all = book.matrix(codes)  # (n, rules)
@@ -220,7 +220,7 @@ def greedy_cover(acts: Float[Tensor, "n"], truth: Bool[Tensor, "n rules"], *, k:
     """Which specific rules (holding on at most `max_base_rate` of characters) explain the unit's top-k
     characters: repeatedly the rule covering most of the still unexplained ones. Returns (rule, share of the
     top k it newly covers) pairs, largest first: one big share is a monosemantic unit, several are not."""
-    checks.tensor(acts, "acts", ndim=1)
+    checks.tensor(acts, "acts", ndim=1, floating=False)
     top = acts.topk(k).indices
     allowed = truth.float().mean(0) <= max_base_rate
     left = torch.ones(k, dtype=torch.bool)
@@ -342,7 +342,7 @@ def top_rule_share(acts: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"
                    max_base_rate: float = 0.05, chunk: int = 256) -> Float[Tensor, "units"]:
     """For each unit, the largest share of its k top-activating characters that one specific rule (true on at
     most `max_base_rate` of characters) covers: the first step of `greedy_cover`. NaN for a unit positive on fewer than k."""
-    checks.tensor(acts, "acts", ndim=2)
+    checks.tensor(acts, "acts", ndim=2, floating=False)
     if len(acts) != len(truth):
         raise ValueError(f"one row of rules per activation expected: {len(acts)} activations, {len(truth)} rows")
     allowed = truth.float().mean(0) <= max_base_rate

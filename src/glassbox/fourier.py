@@ -50,7 +50,7 @@ def row_frequency(p: int) -> Tensor:
 def frequency_norms(coefficients: Float[Tensor, "p *rest"]) -> Float[Tensor, "n_freq"]:
     """Norm of each frequency (its cosine and sine rows, and every other axis, together) of a tensor
     whose first axis is already in Fourier coordinates (e.g. `basis(p) @ W_E`)."""
-    p = checks.tensor(coefficients, "coefficients", ndim=tuple(range(1, 8))).shape[0]
+    p = checks.tensor(coefficients, "coefficients", ndim=tuple(range(1, 8)), floating=False).shape[0]
     sq = coefficients.reshape(p, -1).pow(2).sum(1)
     return torch.zeros(n_frequencies(p)).index_add_(0, row_frequency(p), sq.float()).sqrt()
 

@@ -155,7 +155,7 @@ def progress_measures(model: nn.Module, data: ModularData, key_freqs: list[int])
 def neuron_frequencies(acts: Float[Tensor, "pairs d_mlp"], p: int) -> tuple[Int[Tensor, "d_mlp"], Float[Tensor, "d_mlp"]]:
     """Each neuron's dominant frequency and the fraction of its variance over (a, b) that this frequency
     explains (terms in a alone, b alone and their products, from the 2D Fourier transform)."""
-    checks.tensor(acts, "acts", ndim=2)
+    checks.tensor(acts, "acts", ndim=2, floating=False)
     if len(acts) != p * p:
         raise ValueError(f"acts must hold one row per pair (a, b), p*p = {p * p} rows, got shape {tuple(acts.shape)}")
     B = fourier.basis(p)
@@ -191,7 +191,7 @@ def key_frequencies(neuron_freq: Int[Tensor, "d_mlp"], neuron_share: Float[Tenso
 def cos_fit(logits: Float[Tensor, "pairs p"], p: int, freqs: list[int]) -> tuple[float, list[float]]:
     """Least-squares fit of the logits (each answer's mean over pairs removed) by sum_k alpha_k cos(w k (a + b - c)):
     returns the fraction of variance explained and the alphas."""
-    checks.tensor(logits, "logits", ndim=2)
+    checks.tensor(logits, "logits", ndim=2, floating=False)
     if logits.shape != (p * p, p):
         raise ValueError(f"logits must be (p*p, p) = ({p * p}, {p}), one row per pair (a, b), got {tuple(logits.shape)}")
     y = (logits - logits.mean(0, keepdim=True)).double().flatten()

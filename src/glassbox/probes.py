@@ -45,7 +45,7 @@ def fit_probe(features_train: Float[Tensor, "n_train d"], labels_train: Int[Tens
         if f.ndim != 2 or len(f) != len(y):
             raise ValueError(f"features_{name} must be (n, d) with one label each; got features {tuple(f.shape)} "
                              f"and {len(y)} labels (flatten activations with .flatten(1))")
-        checks.tensor(f, f"features_{name}")
+        checks.tensor(f, f"features_{name}", floating=False)
         _check_labels(y, f"labels_{name}")
     xtr, ytr = _float64(features_train), np.asarray(labels_train)
     if len(np.unique(ytr)) < 2:

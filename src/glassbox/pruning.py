@@ -173,7 +173,7 @@ def lowest(scores: Scores, fraction: float) -> dict[str, Int[Tensor, "k"]]:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1] (the share of each layer's neurons to remove), got {fraction}")
     for layer, s in scores.items():
-        checks.tensor(s, f"scores[{layer!r}]", ndim=1)
+        checks.tensor(s, f"scores[{layer!r}]", ndim=1, floating=False)
     return {layer: s.argsort()[:round(fraction * len(s))] for layer, s in scores.items()}
 
 

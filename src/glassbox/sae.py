@@ -278,7 +278,7 @@ def logit_effect(model: nn.Module, name: str, direction: Float[Tensor, "d"], inp
 
     `position` adds it at one sequence position only; `out_position` reads the outputs there.
     """
-    checks.tensor(direction, "direction", ndim=1)
+    checks.tensor(direction, "direction", ndim=1, floating=False)
     def add(out: Tensor) -> Tensor:
         if position is None:
             return out + direction
