@@ -1,5 +1,5 @@
 """Issue 27, the tools for any model (ablation, neurons, sae, probes, features, backdoor, pruning,
-attribution, concepts, the journal's MLP): each bad input that gave a silent wrong answer or an error
+attribution, concepts, fourier, grokking, regularisation, the journal's MLP): each bad input that gave a silent wrong answer or an error
 from deep inside torch is now a clear error naming the argument, or a correct result."""
 import math
 
@@ -43,8 +43,9 @@ def test_a_bool_mask_ablates_exactly_its_true_neurons(mlp):
     assert (acts[:, [2, 5]] == 0).all() and torch.equal(acts[:, [0, 1, 3, 4, 6, 7]], relu1(mlp, x)[:, [0, 1, 3, 4, 6, 7]])
     pruned = ablation.ablate_in_weights(mlp, "relu1", mask, reader="fc2")
     assert torch.allclose(pruned(x), listed, atol=1e-6)
-    drop = ablation.class_accuracy_drop(mlp, "relu1", x, torch.zeros(16, dtype=torch.long), neurons=mask)
-    assert drop.shape == (10, 2)
+    y = mlp(x).argmax(-1)
+    drop = ablation.class_accuracy_drop(mlp, "relu1", x, y, neurons=mask)
+    assert torch.equal(drop, ablation.class_accuracy_drop(mlp, "relu1", x, y, neurons=[2, 5])), "one column per True entry"
     with pytest.raises(ValueError, match=r"neurons is a bool mask of shape \(3,\); a mask needs one entry per unit \(8\)"):
         with ablation.ablate(mlp, "relu1", torch.ones(3, dtype=torch.bool)):
             mlp(x)
