@@ -109,3 +109,50 @@ def integer(value: Any, name: str) -> int:
     except TypeError:
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}); floats are not truncated") from None
 
+
+def index(value: Any, name: str, size: int, *, of: str = "", negative: bool = False) -> int:
+    """`value` as an int in 0..size-1 (-size..size-1 if `negative`), e.g. a layer or a head; else a clear error.
+    `of` says what is counted, e.g. " (the model has 2 layers)"."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got the bool {value!r}")
+    try:
+        i = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}); floats are not truncated") from None
+    low = -size if negative else 0
+    if not low <= i < size:
+        hint = "; negative indices do not wrap round here, count from 0" if i < 0 and not negative else ""
+        raise ValueError(f"{name} must be in {low}..{size - 1}{of}, got {i}{hint}")
+    return i
+
+
+def count(value: Any, name: str, least: int = 1) -> int:
+    """`value` as an int >= `least` (a size, a length, a number of samples); else a clear error."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= {least}, got the bool {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int >= {least}, got {value!r} ({type(value).__name__})") from None
+    if n < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {n}")
+    return n
+
+
+def tokens(value: Any, name: str, *, ndim: int = 2, d_vocab: int | None = None, n_ctx: int | None = None) -> torch.Tensor:
+    """`value` if it is a non-empty integer tensor of token ids with `ndim` dimensions, ids in 0..d_vocab-1 and at
+    most `n_ctx` positions (the last dimension); else a clear error."""
+    shape = "[batch pos]" if ndim == 2 else "[pos]" if ndim == 1 else f"{ndim} dimensions"
+    if isinstance(value, torch.Tensor) and value.ndim != ndim:
+        raise ValueError(f"{name} must be token ids {shape}, got shape {tuple(value.shape)}"
+                         + (f"; for one sequence pass {name}[None]" if value.ndim == ndim - 1 else ""))
+    t = tensor(value, name, ndim=ndim, floating=False)
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold integer token ids, got {t.dtype}; convert with .long()")
+    if d_vocab is not None and (t.min() < 0 or t.max() >= d_vocab):
+        raise ValueError(f"{name} must be token ids in 0..{d_vocab - 1}, got values from {t.min().item()} to "
+                         f"{t.max().item()}")
+    if n_ctx is not None and t.shape[-1] > n_ctx:
+        raise ValueError(f"{name} has {t.shape[-1]} positions, more than the model's context n_ctx={n_ctx}; "
+                         f"cut it to {name}[..., :{n_ctx}]")
+    return t

@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from glassbox import checks
+
 Hook = tuple[str, Callable]
 
 
@@ -33,6 +35,26 @@ def _check_one_layer(model: nn.Module) -> None:
     if cfg.n_layers != 1 or not cfg.attn_only:
         raise ValueError(f"the exact token tables need a 1-layer attention-only model (the first LayerNorm then "
                          f"sees only W_E + W_pos); got n_layers={cfg.n_layers}, attn_only={cfg.attn_only}")
+
+
+def _head(model: nn.Module, head: int) -> int:
+    n = model.cfg.n_heads
+    return checks.index(head, "head", n, of=f" (the model has {n} heads)")
+
+
+def _tokens(model: nn.Module, tokens: Tensor, name: str = "tokens") -> Tensor:
+    return checks.tokens(tokens, name, d_vocab=model.cfg.d_vocab, n_ctx=model.cfg.n_ctx)
+
+
+def _replacement(value: Tensor, name: str, shape: torch.Size, exact: bool = False) -> Tensor:
+    """`value` if it is a finite tensor of `shape` (or one that broadcasts to it, unless `exact`)."""
+    checks.tensor(value, name)
+    fits = value.shape == shape if exact else len(value.shape) <= len(shape) and all(
+        a in (1, b) for a, b in zip(reversed(value.shape), reversed(shape)))
+    if not fits:
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, but replaces a part of shape {tuple(shape)}"
+                         + ("" if exact else " (or one that broadcasts to it)"))
+    return value
 
 
 def get_W_pos(model: nn.Module) -> Float[Tensor, "n_ctx d_model"]:
@@ -57,10 +79,13 @@ def get_ln1_outputs(model: nn.Module) -> Float[Tensor, "d_vocab n_ctx d_model"]:
 def get_W_U_eff(model: nn.Module) -> Float[Tensor, "d_model d_vocab_out"]:
     """The unembedding as the final LayerNorm feeds it: centring and weight folded in (exact), scale left out.
     Without a final LayerNorm it is W_U itself."""
+    if not hasattr(getattr(model, "cfg", None), "normalization_type") or not hasattr(model, "W_U"):
+        raise TypeError(f"model must be a TransformerLens model with .cfg and .W_U, got {type(model).__name__}")
     if model.cfg.normalization_type is None:
         return model.W_U
-    w = model.ln_final.w if model.cfg.normalization_type == "LN" else torch.ones(model.cfg.d_model)
-    centre = torch.eye(model.cfg.d_model) - 1 / model.cfg.d_model
+    like = dict(dtype=model.W_U.dtype, device=model.W_U.device)
+    w = model.ln_final.w if model.cfg.normalization_type == "LN" else torch.ones(model.cfg.d_model, **like)
+    centre = torch.eye(model.cfg.d_model, **like) - 1 / model.cfg.d_model
     return centre @ (w[:, None] * model.W_U)
 
 
@@ -69,6 +94,7 @@ def get_ov_table(model: nn.Module, head: int = 0) -> Float[Tensor, "d_vocab n_ct
     """Full OV circuit, token at each position -> logits: LN1 (exact), W_V + b_V, W_O, final-LN centring and
     weight, W_U. Left out: the attention weight, the final LN scale, and the biases b_O, ln_final.b, b_U."""
     h = get_ln1_outputs(model)
+    head = _head(model, head)
     v = einops.einsum(h, model.W_V[0, head], "tok pos d_model, d_model d_head -> tok pos d_head") + model.b_V[0, head]
     out = einops.einsum(v, model.W_O[0, head], "tok pos d_head, d_head d_model -> tok pos d_model")
     return einops.einsum(out, get_W_U_eff(model), "tok pos d_model, d_model vocab -> tok pos vocab")
@@ -87,6 +113,8 @@ def get_qk_table(model: nn.Module, head: int = 0, query_pos: int = -1) -> Float[
     """Attention score (before softmax) of a query token at `query_pos` for each key token at each position,
     LN1 exact. Positions after `query_pos` are causally masked in the model (left in the table here)."""
     h = get_ln1_outputs(model)
+    head = _head(model, head)
+    checks.index(query_pos, "query_pos", h.shape[1], of=f" (n_ctx = {h.shape[1]})", negative=True)
     q = einops.einsum(h[:, query_pos], model.W_Q[0, head], "tok d_model, d_model d_head -> tok d_head") + model.b_Q[0, head]
     k = einops.einsum(h, model.W_K[0, head], "tok pos d_model, d_model d_head -> tok pos d_head") + model.b_K[0, head]
     return einops.einsum(q, k, "q_tok d_head, k_tok pos d_head -> q_tok k_tok pos") / get_attn_scale(model)
@@ -99,6 +127,8 @@ def get_logit_components(model: nn.Module, tokens: Int[Tensor, "batch pos"], pos
     scale: one component per source position's value vector (summed over heads), the direct path of the token
     and of the position embedding, b_O, and the constant bias (ln_final.b W_U + b_U). They sum to the logits."""
     _check_one_layer(model)
+    _tokens(model, tokens)
+    checks.index(pos, "pos", tokens.shape[1], of=f" (tokens has {tokens.shape[1]} positions)", negative=True)
     names = ["blocks.0.attn.hook_pattern", "blocks.0.attn.hook_v", "ln_final.hook_scale", "hook_embed", "hook_pos_embed"]
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     pattern = cache["blocks.0.attn.hook_pattern"][:, :, pos]  # batch head src
@@ -117,13 +147,20 @@ def get_logit_components(model: nn.Module, tokens: Int[Tensor, "batch pos"], pos
 
 def get_attention_entropy(pattern: Float[Tensor, "... k"]) -> Float[Tensor, "..."]:
     """Entropy (nats) of attention distributions over the last dim; log(k) is uniform, 0 is one key."""
+    checks.tensor(pattern, "pattern")
+    if pattern.ndim == 0:
+        raise ValueError("pattern must have a key dimension (the last), got a scalar")
     return -(pattern * pattern.clamp_min(1e-30).log()).sum(-1)
 
 
 def mean_by_token(values: Float[Tensor, "batch pos"], tokens: Int[Tensor, "batch pos"], d_vocab: int) -> Float[Tensor, "d_vocab"]:
     """Average of `values` (e.g. attention to each key) grouped by the token at that place; NaN where absent."""
-    if values.shape != tokens.shape:
-        raise ValueError(f"values {tuple(values.shape)} and tokens {tuple(tokens.shape)} must have the same shape")
+    checks.tensor(values, "values")
+    checks.count(d_vocab, "d_vocab")
+    if not isinstance(tokens, Tensor) or values.shape != tokens.shape:
+        got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise ValueError(f"values {tuple(values.shape)} and tokens {got} must have the same shape")
+    checks.tokens(tokens, "tokens", ndim=tokens.ndim, d_vocab=d_vocab)
     sums = torch.zeros(d_vocab).index_add_(0, tokens.flatten(), values.flatten().float())
     counts = torch.bincount(tokens.flatten(), minlength=d_vocab).float()
     return sums / counts.where(counts > 0, torch.nan)
@@ -134,6 +171,10 @@ def set_pattern_hooks(pattern: Float[Tensor, "batch head q k"] | Float[Tensor, "
 
     Editing `hook_pattern` itself is not enough on `TransformerBridge.boot_native` models (TransformerLens 3.9):
     the hook sees the pattern after the output was computed, so the edit changes nothing downstream."""
+    if isinstance(pattern, Tensor) and pattern.ndim not in (2, 4):
+        raise ValueError(f"pattern must be [batch head q k] or [q k], got shape {tuple(pattern.shape)}")
+    checks.tensor(pattern, "pattern")
+    checks.count(layer, "layer", least=0)
     stored: dict[str, Tensor] = {}
 
     def keep_v(v: Tensor, hook) -> Tensor:
@@ -153,6 +194,7 @@ def set_pattern_hooks(pattern: Float[Tensor, "batch head q k"] | Float[Tensor, "
 
 def uniform_causal_pattern(n_ctx: int) -> Float[Tensor, "q k"]:
     """Each query attends equally to itself and every earlier position."""
+    checks.count(n_ctx, "n_ctx")
     mask = torch.tril(torch.ones(n_ctx, n_ctx))
     return mask / mask.sum(-1, keepdim=True)
 
@@ -160,6 +202,10 @@ def uniform_causal_pattern(n_ctx: int) -> Float[Tensor, "q k"]:
 def last_query_pattern(scores: Float[Tensor, "batch k"], n_heads: int = 1) -> Float[Tensor, "batch head k k"]:
     """A full causal pattern whose last query row is softmax(`scores`); earlier rows uniform (they do not reach
     the last position's logits in a 1-layer model)."""
+    checks.tensor(scores, "scores", ndim=2, finite=False)
+    checks.count(n_heads, "n_heads")
+    if scores.isnan().any() or (scores == float("inf")).any():
+        raise ValueError("scores holds NaN or +inf; pass finite scores (-inf masks a key)")
     n = scores.shape[-1]
     pattern = uniform_causal_pattern(n).expand(len(scores), n_heads, n, n).clone()
     pattern[:, :, -1] = scores.softmax(-1)[:, None]
@@ -173,6 +219,8 @@ def ablate_hooks(name: str, how: str, reference: Tensor, dim: int = 0, seed: int
     hows = ("zero", "mean", "resample")
     if how not in hows:
         raise ValueError(f"how must be one of {hows}, got {how!r}")
+    checks.tensor(reference, "reference")
+    dim = checks.index(dim, "dim", reference.ndim, of=f" (reference has shape {tuple(reference.shape)})", negative=True)
     perm = torch.randperm(reference.shape[dim], generator=torch.Generator().manual_seed(seed))
     new = {"zero": lambda r: torch.zeros_like(r), "mean": lambda r: r.mean(dim, keepdim=True).expand_as(r),
            "resample": lambda r: r.index_select(dim, perm)}[how](reference)
@@ -189,6 +237,7 @@ def ablate_hooks(name: str, how: str, reference: Tensor, dim: int = 0, seed: int
 
 def predict_last(model: nn.Module, tokens: Int[Tensor, "batch pos"], fwd_hooks: list[Hook] = ()) -> Int[Tensor, "batch"]:
     """The model's answer, the argmax of the last position's logits, with `fwd_hooks` in place."""
+    _tokens(checks.transformer_lens_model(model), tokens)
     with torch.no_grad():
         return model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))[:, -1].argmax(-1)
 
@@ -198,6 +247,9 @@ def patch_by_position(model: nn.Module, corrupt: Int[Tensor, "batch pos"], clean
                       metric: Callable[[Tensor], Tensor]) -> Float[Tensor, "hook pos"]:
     """metric(logits) of the corrupt run with one hook's clean activation patched in at one position, for each
     hook and position (dim 1 of the activation). Same as transformer_lens.patching, without its progress bars."""
+    _tokens(checks.transformer_lens_model(model), corrupt, "corrupt")
+    if isinstance(hook_names, str) or not hook_names:
+        raise ValueError(f"hook_names must be a non-empty list of hook names, got {hook_names!r}")
     n_pos = corrupt.shape[1]
     out = torch.zeros(len(hook_names), n_pos)
     for i, name in enumerate(hook_names):
@@ -209,7 +261,11 @@ def patch_by_position(model: nn.Module, corrupt: Int[Tensor, "batch pos"], clean
                 act = act.clone()
                 act[:, p] = clean[:, p]
                 return act
-            out[i, p] = metric(model.run_with_hooks(corrupt, fwd_hooks=[(name, hook)]))
+            value = metric(model.run_with_hooks(corrupt, fwd_hooks=[(name, hook)]))
+            if isinstance(value, Tensor) and value.numel() != 1:
+                raise ValueError(f"metric must return one number per run, got a tensor of shape {tuple(value.shape)}; "
+                                 "average it over the batch")
+            out[i, p] = value
     return out
 
 
@@ -219,6 +275,8 @@ def make_flip_pairs(tokens: Int[Tensor, "batch pos"], position: int, vocab: int,
     answer (median or min). Lists where no single value at `position` can change it come back unchanged."""
     from glassbox.data import list_targets
 
+    checks.tokens(tokens, "tokens", d_vocab=checks.count(vocab, "vocab"))
+    checks.index(position, "position", tokens.shape[1], of=f" (the lists have {tokens.shape[1]} positions)", negative=True)
     n, length = tokens.shape
     trials = tokens[:, None, :].repeat(1, vocab, 1)
     trials[:, :, position] = torch.arange(vocab)
@@ -244,6 +302,9 @@ class TentFit:
 
 def tent_table(d_vocab: int, c: float = 1.0, bonus: float = 0.0) -> Float[Tensor, "d_vocab d_vocab"]:
     """The idealised OV table T[x, m] = -c|m - x| + bonus [m = x]."""
+    checks.count(d_vocab, "d_vocab")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (c, bonus)):
+        raise ValueError(f"c and bonus must be finite numbers, got c={c!r}, bonus={bonus!r}")
     idx = torch.arange(d_vocab, dtype=torch.float32)
     return -c * (idx[None, :] - idx[:, None]).abs() + bonus * torch.eye(d_vocab)
 
@@ -252,6 +313,7 @@ def fit_tent(table: Float[Tensor, "d_vocab d_vocab"], bonus: bool = False) -> Te
     """Least-squares fit T[x, m] ~ r_x - c|m - x| (+ bonus [m = x]) with a free offset r_x per row."""
     if table.ndim != 2 or table.shape[0] != table.shape[1]:
         raise ValueError(f"expected a square token -> logit table [d_vocab d_vocab], got shape {tuple(table.shape)}")
+    checks.tensor(table, "table")
     n = table.shape[0]
     centred = table - table.mean(1, keepdim=True)
     features = [tent_table(n, c=-1.0)] + ([torch.eye(n)] if bonus else [])
@@ -265,7 +327,8 @@ def fit_tent(table: Float[Tensor, "d_vocab d_vocab"], bonus: bool = False) -> Te
 
 def get_local_slopes(table: Float[Tensor, "d_vocab d_vocab"], window: int = 10) -> Float[Tensor, "d_vocab"]:
     """Per row x: the mean |T[x, m+1] - T[x, m]| over the steps within `window` of m = x (a tent's c, row by row)."""
-    n = table.shape[0]
+    checks.tensor(table, "table")
+    n = table.shape[0] if table.ndim else 0
     if table.ndim != 2 or table.shape[1] != n or window < 1:
         raise ValueError(f"expected a square table [d_vocab d_vocab] and window >= 1, got {tuple(table.shape)}, {window}")
     steps = (table[:, 1:] - table[:, :-1]).abs()  # [x, m] for the step m -> m + 1
@@ -281,11 +344,14 @@ class AveragingModel(nn.Module):
 
     def __init__(self, table: Float[Tensor, "d_vocab d_vocab_out"]):
         super().__init__()
-        self.register_buffer("table", table.float())
+        self.register_buffer("table", checks.tensor(table, "table", ndim=2).float())
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab_out"]:
         if tokens.dtype not in (torch.int64, torch.int32) or tokens.ndim != 2:
             raise TypeError(f"expected int tokens [batch pos], got {tokens.dtype} of shape {tuple(tokens.shape)}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= len(self.table)):
+            raise ValueError(f"tokens must be in 0..{len(self.table) - 1} (the table's rows), got values from "
+                             f"{tokens.min().item()} to {tokens.max().item()}")
         rows = self.table[tokens]  # batch pos vocab
         return rows.cumsum(1) / torch.arange(1, tokens.shape[1] + 1, device=tokens.device)[:, None]
 
@@ -311,6 +377,7 @@ def get_last_position_terms(model: nn.Module, tokens: Int[Tensor, "batch pos"]) 
     _check_one_layer(model)
     if model.cfg.n_heads != 1:
         raise ValueError(f"the terms are per head; this model has {model.cfg.n_heads} heads, expected 1")
+    _tokens(model, tokens)
     names = ["blocks.0.attn.hook_pattern", "ln_final.hook_scale", "hook_embed", "hook_pos_embed"]
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     T = get_ov_table(model)  # token pos vocab
@@ -324,10 +391,10 @@ def get_last_position_terms(model: nn.Module, tokens: Int[Tensor, "batch pos"]) 
 def assemble_logits(terms: LastPositionTerms, *, pattern: Tensor | None = None, ov: Tensor | None = None,
                     direct: Tensor | None = None, bias: Tensor | None = None) -> Float[Tensor, "batch d_vocab_out"]:
     """(sum_j a_j ov_j + direct) / scale + bias, with any part replaced by the given one (broadcast to its shape)."""
-    a = terms.pattern if pattern is None else pattern.expand_as(terms.pattern)
-    rows = terms.ov if ov is None else ov
-    d = terms.direct if direct is None else direct
-    b = terms.bias if bias is None else bias
+    a = terms.pattern if pattern is None else _replacement(pattern, "pattern", terms.pattern.shape).expand_as(terms.pattern)
+    rows = terms.ov if ov is None else _replacement(ov, "ov", terms.ov.shape, exact=True)
+    d = terms.direct if direct is None else _replacement(direct, "direct", terms.direct.shape)
+    b = terms.bias if bias is None else _replacement(bias, "bias", terms.bias.shape)
     return (einops.einsum(a, rows, "batch pos, batch pos vocab -> batch vocab") + d) / terms.scale + b
 
 
@@ -336,6 +403,12 @@ def tent_rows(terms: LastPositionTerms, tokens: Int[Tensor, "batch pos"], c: flo
     """The OV rows the tent hypothesis predicts: each row's own mean, plus -c|m - x| (centred), plus an optional
     preference per output m shared by all rows (e.g. a tent fit's column residual)."""
     vocab = terms.ov.shape[-1]
+    checks.tokens(tokens, "tokens", d_vocab=vocab)
+    if tokens.shape != terms.pattern.shape:
+        raise ValueError(f"tokens {tuple(tokens.shape)} must be the lists the terms were computed on, "
+                         f"{tuple(terms.pattern.shape)}")
+    if column is not None:
+        _replacement(column, "column", torch.Size([vocab]), exact=True)
     tent = tent_table(vocab, c=c)[tokens]  # batch pos vocab
     rows = terms.ov.mean(-1, keepdim=True) + tent - tent.mean(-1, keepdim=True)
     return rows if column is None else rows + column
@@ -346,6 +419,11 @@ def logit_fit(logits: Float[Tensor, "batch vocab"], reference: Float[Tensor, "ba
     """How well `logits` reproduce `reference` (the trained model's): accuracy and agreement of the argmax,
     mean cross-entropy, mean margin (answer minus best other logit) and its share of the reference's,
     and R^2 of the logits with each list's mean removed (a constant per list changes no probability)."""
+    checks.tensor(logits, "logits", ndim=2)
+    _replacement(reference, "reference", logits.shape, exact=True)
+    checks.tokens(answers, "answers", ndim=1, d_vocab=logits.shape[1])
+    if answers.shape != logits.shape[:1]:
+        raise ValueError(f"answers must hold one class index per list, shape {tuple(logits.shape[:1])}")
     def margin(lg: Tensor) -> Tensor:
         other = lg.scatter(1, answers[:, None], -torch.inf).amax(-1)
         return lg.gather(1, answers[:, None])[:, 0] - other

@@ -15,11 +15,17 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from glassbox import checks
+
 Patch = Callable[[Tensor], Tensor] | Tensor
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The submodule called `name`, with a clear error listing the names there are."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"module names are strings like 'relu1' or 'blocks.0.mlp', got {name!r} ({type(name).__name__})")
     modules = dict(model.named_modules())
     if name not in modules:
         names = [n for n in modules if n]
@@ -32,6 +38,13 @@ def _as_list(names: str | list[str]) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
+def _tensor_output(name: str, output) -> Tensor:
+    if not isinstance(output, Tensor):
+        raise TypeError(f"module {name!r} returns a {type(output).__name__}, not a tensor; hook a submodule (or the "
+                        "module after it) whose output is one tensor")
+    return output
+
+
 @contextmanager
 def capture(model: nn.Module, names: str | list[str], *, detach: bool = True) -> Iterator["Captured"]:
     """Record the output of each named module during the forward passes run inside the block.
@@ -42,6 +55,7 @@ def capture(model: nn.Module, names: str | list[str], *, detach: bool = True) ->
 
     def hook_for(name: str):
         def hook(module, inputs, output):
+            output = _tensor_output(name, output)
             parts[name].append(output.detach() if detach else output)
         return hook
 
@@ -72,18 +86,42 @@ class Captured(Mapping):
 
 @contextmanager
 def patch(model: nn.Module, patches: dict[str, Patch]) -> Iterator[None]:
-    """Replace the output of each named module: by `fn(output)`, or by a fixed tensor (broadcast)."""
+    """Replace the output of each named module: by `fn(output)`, or by a fixed tensor (broadcast). A floating
+    result is cast to the output's dtype."""
+    for name, fix in patches.items():
+        if isinstance(fix, Tensor):
+            checks.tensor(fix, f"patches[{name!r}]", floating=False)
+        elif not callable(fix):
+            raise TypeError(f"patches[{name!r}] must be a function of the output or a tensor, got {type(fix).__name__}")
 
     def hook_for(name: str, fix: Patch):
         def hook(module, inputs, output):
-            new = fix(output) if callable(fix) else fix.to(output.dtype).expand_as(output)
+            output = _tensor_output(name, output)
+            if callable(fix):
+                new = fix(output)
+                if not isinstance(new, Tensor):
+                    raise TypeError(f"the patch at {name!r} returned a {type(new).__name__}, not a tensor; it must "
+                                    f"return the new output, a tensor of shape {tuple(output.shape)}")
+            elif _expands(fix.shape, output.shape):
+                new = fix.to(output.dtype).expand_as(output)
+            else:
+                raise ValueError(f"patches[{name!r}] has shape {tuple(fix.shape)}, which does not broadcast to the "
+                                 f"output of {name!r}, {tuple(output.shape)}; pass one value per unit, e.g. shape "
+                                 f"{tuple(output.shape[1:])}")
             if new.shape != output.shape:
                 raise ValueError(f"patch at {name!r} returned shape {tuple(new.shape)}, expected {tuple(output.shape)}")
-            return new
+            if new.dtype != output.dtype and not new.is_floating_point():
+                raise TypeError(f"the patch at {name!r} returned {new.dtype} values for a {output.dtype} output; "
+                                "return floats")
+            return new.to(output.dtype)
         return hook
 
     with _hooked(model, {n: hook_for(n, fix) for n, fix in patches.items()}):
         yield
+
+
+def _expands(shape: torch.Size, target: torch.Size) -> bool:
+    return len(shape) <= len(target) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
 @contextmanager

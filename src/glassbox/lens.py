@@ -20,21 +20,72 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from glassbox import checks
+
 Hook = tuple[str, Callable]
 Head = tuple[int, int]  # (layer, head)
+
+
+# ---- checks at the boundary --------------------------------------------------------------------------
+
+def _model(model: nn.Module, *needs: str) -> nn.Module:
+    return checks.transformer_lens_model(model, needs=needs)
+
+
+def _layer(model: nn.Module, layer: int, name: str = "layer") -> int:
+    n = model.cfg.n_layers
+    return checks.index(layer, name, n, of=f" (the model has {n} layers)")
+
+
+def _head_index(model: nn.Module, head: int, name: str = "head") -> int:
+    n = model.cfg.n_heads
+    return checks.index(head, name, n, of=f" (each layer has {n} heads)")
+
+
+def _head(model: nn.Module, pair: Head, name: str) -> Head:
+    """A (layer, head) pair of `model`, both in range."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(f"{name} must be a (layer, head) pair, got {pair!r}")
+    return _layer(model, pair[0], f"{name}'s layer"), _head_index(model, pair[1], f"{name}'s head")
+
+
+def _cached(cache, name: str) -> Tensor:
+    try:
+        return cache[name]
+    except KeyError:
+        raise ValueError(f"cache lacks {name!r}; cache it: model.run_with_cache(tokens) without a names_filter "
+                         "that drops it") from None
+
+
+def _pattern(pattern: Tensor, name: str = "pattern") -> Tensor:
+    """`pattern` if it is a finite attention pattern [batch head q k] with q = k >= 2."""
+    if isinstance(pattern, Tensor) and pattern.ndim != 4:
+        hint = f"; for one sequence pass {name}[None]" if pattern.ndim == 3 else ""
+        raise ValueError(f"{name} must be an attention pattern [batch head q k], got shape {tuple(pattern.shape)}{hint}")
+    checks.tensor(pattern, name)
+    if pattern.shape[-1] != pattern.shape[-2] or pattern.shape[-1] < 2:
+        raise ValueError(f"{name} must be [batch head q k] with q = k >= 2 positions (scores are over positions "
+                         f"1..end), got shape {tuple(pattern.shape)}")
+    return pattern
 
 
 # ---- the residual stream, layer by layer -----------------------------------------------------------
 
 def accumulated_resid(cache, n_layers: int) -> tuple[Float[Tensor, "layer batch pos d_model"], list[str]]:
     """The residual stream before each layer and after the last: n_layers + 1 snapshots, with labels."""
+    checks.count(n_layers, "n_layers")
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
     labels = [f"before layer {layer}" for layer in range(n_layers)] + ["final"]
-    return torch.stack([cache[name] for name in names]), labels
+    return torch.stack([_cached(cache, name) for name in names]), labels
 
 
 def unembed(model: nn.Module, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
     """Logits of a residual-stream vector: the final LayerNorm (recomputed on `resid`), W_U and b_U."""
+    _model(model, "ln_final", "W_U", "b_U")
+    checks.tensor(resid, "resid")
+    if resid.ndim == 0 or resid.shape[-1] != model.cfg.d_model:
+        raise ValueError(f"resid must end in d_model = {model.cfg.d_model}, got shape {tuple(resid.shape)}: "
+                         "pass residual-stream vectors of this model")
     return model.ln_final(resid) @ model.W_U + model.b_U
 
 
@@ -42,13 +93,14 @@ def unembed(model: nn.Module, resid: Float[Tensor, "... d_model"]) -> Float[Tens
 def logit_lens(model: nn.Module, cache) -> Float[Tensor, "layer batch pos d_vocab"]:
     """Logit lens: each snapshot of the residual stream read with the model's own unembedding, as if the
     remaining layers were skipped. The last row is exactly the model's output."""
-    resid, _ = accumulated_resid(cache, model.cfg.n_layers)
+    resid, _ = accumulated_resid(cache, _model(model, "ln_final", "W_U").cfg.n_layers)
     return unembed(model, resid)
 
 
 def head_outputs(model: nn.Module, cache, layer: int) -> Float[Tensor, "batch pos head d_model"]:
     """What each head of `layer` writes into the residual stream (z @ W_O, without the shared b_O)."""
-    return einops.einsum(cache[f"blocks.{layer}.attn.hook_z"], model.W_O[layer],
+    layer = _layer(_model(model, "W_O"), layer)
+    return einops.einsum(_cached(cache, f"blocks.{layer}.attn.hook_z"), model.W_O[layer],
                          "batch pos head d_head, head d_head d_model -> batch pos head d_model")
 
 
@@ -56,13 +108,14 @@ def head_outputs(model: nn.Module, cache, layer: int) -> Float[Tensor, "batch po
 def residual_components(model: nn.Module, cache) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
     """The final residual stream split into what wrote it: token and position embeddings, then per layer
     every head (L{l}H{h}), the attention bias b_O (L{l} b_O) and the MLP (L{l} MLP). They sum to it exactly."""
-    parts, labels = [cache["hook_embed"], cache["hook_pos_embed"]], ["embed", "pos_embed"]
+    _model(model, "W_O", "b_O")
+    parts, labels = [_cached(cache, "hook_embed"), _cached(cache, "hook_pos_embed")], ["embed", "pos_embed"]
     for layer in range(model.cfg.n_layers):
         heads = head_outputs(model, cache, layer)
         parts += list(heads.unbind(2)) + [model.b_O[layer].expand_as(parts[0])]
         labels += [f"L{layer}H{h}" for h in range(model.cfg.n_heads)] + [f"L{layer} b_O"]
         if not model.cfg.attn_only:
-            parts.append(cache[f"blocks.{layer}.hook_mlp_out"])
+            parts.append(_cached(cache, f"blocks.{layer}.hook_mlp_out"))
             labels.append(f"L{layer} MLP")
     return torch.stack(parts), labels
 
@@ -79,11 +132,21 @@ def direct_logit_attribution(model: nn.Module, cache, components: Float[Tensor, 
     LayerNorm's centring and its scale taken from the cache (the scale of the whole stream, so the parts
     sum to the centred-stream logit): logit = sum over components + logit_bias. `relative`: the effect
     on the target's logit minus the mean logit (what softmax sees); the bias then loses its mean too."""
-    n = targets.shape[1]
+    _model(model, "W_U")
+    if isinstance(components, Tensor) and (components.ndim != 4 or components.shape[-1] != model.cfg.d_model):
+        raise ValueError(f"components must be [component batch pos d_model = {model.cfg.d_model}] (from "
+                         f"residual_components), got shape {tuple(components.shape)}")
+    checks.tensor(components, "components")
+    checks.tokens(targets, "targets", d_vocab=model.W_U.shape[-1])
+    (_, batch, pos, _), n = components.shape, targets.shape[1]
+    if targets.shape[0] != batch or n > pos:
+        raise ValueError(f"targets has shape {tuple(targets.shape)}, but components hold {batch} sequences of {pos} "
+                         "positions: pass at most one target per position of the cached run, e.g. tokens[:, 1:]")
     x = components[:, :, :n]
     x = x - x.mean(-1, keepdim=True) if model.cfg.normalization_type in ("LN", "LNPre") else x
-    scale = cache["ln_final.hook_scale"][:, :n] if model.cfg.normalization_type is not None else 1.0
-    w = model.ln_final.w if model.cfg.normalization_type == "LN" else torch.ones(model.cfg.d_model)
+    scale = _cached(cache, "ln_final.hook_scale")[:, :n] if model.cfg.normalization_type is not None else 1.0
+    ones = torch.ones(model.cfg.d_model, dtype=model.W_U.dtype, device=model.W_U.device)
+    w = model.ln_final.w if model.cfg.normalization_type == "LN" else ones
     W_U = model.W_U - model.W_U.mean(1, keepdim=True) if relative else model.W_U
     directions = (w[:, None] * W_U)[:, targets]  # d_model batch n
     return einops.einsum(x / scale, directions, "comp batch n d_model, d_model batch n -> comp batch n")
@@ -91,7 +154,7 @@ def direct_logit_attribution(model: nn.Module, cache, components: Float[Tensor, 
 
 def logit_bias(model: nn.Module) -> Float[Tensor, "d_vocab"]:
     """The part of every logit that no component writes: ln_final.b @ W_U + b_U."""
-    has_bias = model.cfg.normalization_type == "LN"
+    has_bias = _model(model, "W_U", "b_U").cfg.normalization_type == "LN"
     return model.b_U + (model.ln_final.b @ model.W_U if has_bias else 0)
 
 
@@ -99,25 +162,26 @@ def logit_bias(model: nn.Module) -> Float[Tensor, "d_vocab"]:
 
 def previous_token_score(pattern: Float[Tensor, "batch head q k"]) -> Float[Tensor, "head"]:
     """Mean attention from each position to the one just before it (positions 1..end)."""
-    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean((0, -1))
+    return _pattern(pattern).diagonal(offset=-1, dim1=-2, dim2=-1).mean((0, -1))
 
 
 def current_token_score(pattern: Float[Tensor, "batch head q k"]) -> Float[Tensor, "head"]:
     """Mean attention from each position to itself (positions 1..end; position 0 has no choice)."""
-    return pattern.diagonal(dim1=-2, dim2=-1)[..., 1:].mean((0, -1))
+    return _pattern(pattern).diagonal(dim1=-2, dim2=-1)[..., 1:].mean((0, -1))
 
 
 def first_token_score(pattern: Float[Tensor, "batch head q k"]) -> Float[Tensor, "head"]:
     """Mean attention to position 0 (a 'resting' position) from positions 1..end."""
-    return pattern[..., 1:, 0].mean((0, -1))
+    return _pattern(pattern)[..., 1:, 0].mean((0, -1))
 
 
 def induction_targets(tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch q k"]:
     """1 where key k (< q... and >= 1) follows an earlier copy of the query's token: tokens[k - 1] == tokens[q]."""
+    checks.tokens(tokens, "tokens")
     same = tokens[:, :, None] == tokens[:, None, :]  # batch q k: tokens[q] == tokens[k]
     shifted = torch.zeros_like(same)
     shifted[:, :, 1:] = same[:, :, :-1]  # tokens[q] == tokens[k - 1]
-    causal = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril(-1)  # k < q
+    causal = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool, device=tokens.device).tril(-1)  # k < q
     return (shifted & causal).float()
 
 
@@ -125,7 +189,12 @@ def prefix_matching_score(pattern: Float[Tensor, "batch head q k"], tokens: Int[
                           ) -> Float[Tensor, "head"]:
     """Mean attention a query pays to the tokens that followed earlier copies of its own token (the
     induction pattern), over the queries that have such an earlier copy."""
-    targets = induction_targets(tokens)
+    _pattern(pattern)
+    checks.tokens(tokens, "tokens")
+    if tokens.shape != (pattern.shape[0], pattern.shape[2]):
+        raise ValueError(f"tokens has shape {tuple(tokens.shape)}, pattern {tuple(pattern.shape)}: pass the tokens "
+                         "the pattern was computed on, [batch pos] with pos = q")
+    targets = induction_targets(tokens).to(pattern.dtype)
     has = targets.sum(-1) > 0  # batch q
     mass = einops.einsum(pattern, targets, "batch head q k, batch q k -> batch head q")
     return (mass * has[:, None]).sum((0, 2)) / has.sum().clamp(min=1)
@@ -133,8 +202,9 @@ def prefix_matching_score(pattern: Float[Tensor, "batch head q k"], tokens: Int[
 
 def mean_attention_distance(pattern: Float[Tensor, "batch head q k"]) -> Float[Tensor, "head"]:
     """Mean of q - k under each head's attention: how far back a head looks, in tokens."""
-    n = pattern.shape[-1]
-    distance = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).clamp(min=0).float()
+    n = _pattern(pattern).shape[-1]
+    pos = torch.arange(n, device=pattern.device)
+    distance = (pos[:, None] - pos[None, :]).clamp(min=0).to(pattern.dtype)
     return (pattern * distance).sum(-1).mean((0, -1))
 
 
@@ -142,8 +212,13 @@ def mean_attention_distance(pattern: Float[Tensor, "batch head q k"]) -> Float[T
 def copying_score(model: nn.Module, layer: int, head: int) -> float:
     """Olsson et al.'s copying score of a head's full OV circuit W_E W_V W_O W_U (LayerNorms left out):
     sum of eigenvalues / sum of their absolute values; near 1 when the head raises the logit of the
-    token it attends to."""
-    W = model.W_E @ model.W_V[layer, head] @ model.W_O[layer, head] @ model.W_U  # d_vocab d_vocab
+    token it attends to. Half-precision weights are read in float32 (eigvals has no half kernel)."""
+    layer, head = _layer(_model(model, "W_E", "W_V", "W_O", "W_U"), layer), _head_index(model, head)
+    if model.W_E.shape[0] != model.W_U.shape[-1]:
+        raise ValueError(f"the copying score needs d_vocab = d_vocab_out, got W_E {tuple(model.W_E.shape)} and W_U "
+                         f"{tuple(model.W_U.shape)}")
+    up = lambda w: w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
+    W = up(model.W_E) @ up(model.W_V[layer, head]) @ up(model.W_O[layer, head]) @ up(model.W_U)  # d_vocab d_vocab
     eig = torch.linalg.eigvals(W)
     return (eig.sum().real / eig.abs().sum()).item()
 
@@ -152,16 +227,25 @@ def copying_score(model: nn.Module, layer: int, head: int) -> float:
 
 def W_OV(model: nn.Module, layer: int) -> Float[Tensor, "head d_model d_model"]:
     """Each head's OV matrix W_V @ W_O (row-vector convention: x @ W_OV is what the head writes)."""
+    layer = _layer(_model(model, "W_V", "W_O"), layer)
     return model.W_V[layer] @ model.W_O[layer]
 
 
 def W_QK(model: nn.Module, layer: int) -> Float[Tensor, "head d_model d_model"]:
     """Each head's QK matrix W_Q @ W_K^T (score = x_q @ W_QK @ x_k^T)."""
+    layer = _layer(_model(model, "W_Q", "W_K"), layer)
     return model.W_Q[layer] @ model.W_K[layer].transpose(-1, -2)
 
 
 def composition_score(W_A: Float[Tensor, "... d d"], W_B: Float[Tensor, "... d d"]) -> Float[Tensor, "..."]:
     """||W_A @ W_B||_F / (||W_A||_F ||W_B||_F): how much of what W_A writes W_B reads (A Mathematical Framework)."""
+    for name, W in (("W_A", W_A), ("W_B", W_B)):
+        if isinstance(W, Tensor) and W.ndim < 2:
+            raise ValueError(f"{name} must be a matrix [... d d], got shape {tuple(W.shape)}")
+        checks.tensor(W, name)
+    if W_A.shape[-1] != W_B.shape[-2]:
+        raise ValueError(f"W_A {tuple(W_A.shape)} writes {W_A.shape[-1]} dims but W_B {tuple(W_B.shape)} reads "
+                         f"{W_B.shape[-2]}: pass matrices of one model")
     norm = lambda M: M.pow(2).sum((-1, -2)).sqrt()
     return norm(W_A @ W_B) / (norm(W_A) * norm(W_B))
 
@@ -171,18 +255,23 @@ def composition_scores(model: nn.Module, kind: str, layer_a: int = 0, layer_b: i
     """Q-, K- or V-composition of every head of `layer_a` (writer) with every head of `layer_b` (reader).
     K: the writer's output read by the reader's keys, ||W_QK^B (W_OV^A)^T|| (and Q: by its queries,
     ||W_OV^A W_QK^B||; V: by its values, ||W_OV^A W_OV^B||), each over the product of the two norms."""
+    if kind not in ("q", "k", "v"):
+        raise ValueError(f"kind must be 'q', 'k' or 'v', got {kind!r}")
+    layer_a, layer_b = _layer(_model(model), layer_a, "layer_a"), _layer(model, layer_b, "layer_b")
+    if layer_a >= layer_b:
+        raise ValueError(f"layer_a (the writer, {layer_a}) must come before layer_b (the reader, {layer_b}): a head "
+                         "reads only what earlier layers wrote")
     A = W_OV(model, layer_a)[:, None]  # head_a 1 d d
     B = {"q": W_QK(model, layer_b), "k": W_QK(model, layer_b).transpose(-1, -2), "v": W_OV(model, layer_b)}
-    if kind not in B:
-        raise ValueError(f"kind must be 'q', 'k' or 'v', got {kind!r}")
     return composition_score(A, B[kind][None])
 
 
 def random_composition_scores(model: nn.Module, n: int = 200, seed: int = 0) -> Float[Tensor, "n"]:
     """Composition scores of `n` pairs of random matrices shaped like the model's heads (Gaussian W_V W_O
     and W_Q W_K^T): what two unrelated heads score by chance."""
+    checks.count(n, "n")
     gen = torch.Generator().manual_seed(seed)
-    d, h = model.cfg.d_model, model.cfg.d_head
+    d, h = _model(model).cfg.d_model, model.cfg.d_head
     rand = lambda *shape: torch.randn(n, *shape, generator=gen)
     return composition_score(rand(d, h) @ rand(h, d), rand(d, h) @ rand(h, d))
 
@@ -196,12 +285,20 @@ def composition_baseline(model: nn.Module, n: int = 200, seed: int = 0) -> float
 
 def repeated_tokens(n: int, length: int, d_vocab: int, seed: int = 0) -> Int[Tensor, "n two_length"]:
     """n sequences of `length` uniformly random tokens followed by the same tokens again."""
+    checks.count(n, "n")
+    checks.count(length, "length")
+    checks.count(d_vocab, "d_vocab")
     r = torch.randint(0, d_vocab, (n, length), generator=torch.Generator().manual_seed(seed))
     return torch.cat([r, r], 1)
 
 
 def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
     """Cross-entropy (nats) of predicting tokens[:, i + 1] from logits[:, i]."""
+    checks.tensor(logits, "logits", ndim=3)
+    checks.tokens(tokens, "tokens", d_vocab=logits.shape[-1])
+    if tokens.shape != logits.shape[:2] or tokens.shape[1] < 2:
+        raise ValueError(f"tokens {tuple(tokens.shape)} must be the [batch pos] (pos >= 2) the logits "
+                         f"{tuple(logits.shape)} were computed on")
     return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
 
 
@@ -209,18 +306,29 @@ def copy_losses(losses: Float[Tensor, "batch pos_minus_1"], length: int) -> tupl
     """Mean loss on the first copy (predicting tokens 1..length-1) and on the second copy (predicting
     tokens length+1..2 length-1, whose earlier copy is in context) of `repeated_tokens` sequences. The
     first token of the second copy (predicted from the first copy's last token) is in neither."""
+    checks.tensor(losses, "losses", ndim=2)
+    checks.count(length, "length", least=2)
+    if losses.shape[1] != 2 * length - 1:
+        raise ValueError(f"losses has {losses.shape[1]} positions; per_token_loss of repeated_tokens(n, length={length}) "
+                         f"has 2 * length - 1 = {2 * length - 1}: pass the length the sequences were made with")
     return losses[:, : length - 1].mean().item(), losses[:, length:].mean().item()
 
 
-def head_ablation_hooks(heads: list[Head], means: dict[int, Float[Tensor, "pos head d_head"]] | None = None
-                        ) -> list[Hook]:
+def head_ablation_hooks(heads: list[Head], means: dict[int, Float[Tensor, "pos head d_head"]] | None = None,
+                        *, model: nn.Module | None = None) -> list[Hook]:
     """Hooks for `run_with_hooks` replacing the output z of `heads` by `means[layer]` (its mean over a
-    reference batch, per position) or by zero when `means` is None."""
+    reference batch, per position) or by zero when `means` is None. Heads are checked against `means`, and
+    against `model` when given (a TransformerBridge ignores hooks on layers it does not have)."""
+    heads = _heads(heads, means, model)
     hooks = []
     for layer in sorted({layer for layer, _ in heads}):
         chosen = [h for lay, h in heads if lay == layer]
 
         def hook(z: Tensor, hook, layer=layer, chosen=chosen) -> Tensor:
+            if max(chosen) >= z.shape[2] or (means is not None and means[layer].shape[0] < z.shape[1]):
+                raise ValueError(f"heads: layer {layer} has {z.shape[2]} heads and {z.shape[1]} positions; asked for "
+                                 f"heads {chosen}" + ("" if means is None else f" with means[{layer}] of shape "
+                                                      f"{tuple(means[layer].shape)}"))
             z = z.clone()
             z[:, :, chosen] = 0 if means is None else means[layer][None, : z.shape[1], chosen]
             return z
@@ -228,9 +336,28 @@ def head_ablation_hooks(heads: list[Head], means: dict[int, Float[Tensor, "pos h
     return hooks
 
 
+def _heads(heads: list[Head], means: dict | None, model: nn.Module | None) -> list[Head]:
+    """`heads` as (layer, head) pairs of ints >= 0, in range of `means` and `model` when given."""
+    if not isinstance(heads, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in heads):
+        raise TypeError(f"heads must be a list of (layer, head) pairs, e.g. [(1, 0)], got {heads!r}")
+    heads = [(checks.count(l, f"heads[{i}]'s layer", 0), checks.count(h, f"heads[{i}]'s head", 0))
+             for i, (l, h) in enumerate(heads)]
+    if model is not None:
+        heads = [_head(_model(model), pair, f"heads[{i}]") for i, pair in enumerate(heads)]
+    for i, (layer, head) in enumerate(heads if means is not None else []):
+        if layer not in means:
+            raise ValueError(f"heads[{i}] = {(layer, head)} names layer {layer}, but means holds layers {sorted(means)}: "
+                             "is the head in this model? (pass means = mean_z(cache, n_layers) of the same model)")
+        checks.tensor(means[layer], f"means[{layer}]", ndim=3)
+        n = means[layer].shape[1]
+        checks.index(head, f"heads[{i}]'s head", n, of=f" (means[{layer}] holds {n} heads)")
+    return heads
+
+
 def mean_z(cache, n_layers: int) -> dict[int, Float[Tensor, "pos head d_head"]]:
     """Mean head outputs z over the batch of a cache, per layer: the reference for mean ablation."""
-    return {layer: cache[f"blocks.{layer}.attn.hook_z"].mean(0) for layer in range(n_layers)}
+    checks.count(n_layers, "n_layers")
+    return {layer: _cached(cache, f"blocks.{layer}.attn.hook_z").mean(0) for layer in range(n_layers)}
 
 
 @torch.no_grad()
@@ -240,14 +367,23 @@ def path_patch_logits(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt
     values, `into`) carries the sender's output on `corrupt`: the receiver's input is recomputed through
     its LayerNorm from the clean residual stream plus (corrupt - clean) sender output; everything else is
     clean. `receiver` may be a list of heads of one layer, patched together."""
+    _model(model, "blocks", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
     receivers = receiver if isinstance(receiver, list) else [receiver]
+    if not receivers:
+        raise ValueError("receiver is an empty list: name at least one (layer, head)")
+    receivers = [_head(model, pair, "receiver") for pair in receivers]
     if len({layer for layer, _ in receivers}) != 1:
         raise ValueError(f"the receivers must share one layer, got {receivers}")
-    (ls, hs), lr, hr = sender, receivers[0][0], [h for _, h in receivers]
+    (ls, hs), lr, hr = _head(model, sender, "sender"), receivers[0][0], [h for _, h in receivers]
     if ls >= lr:
         raise ValueError(f"the sender's layer ({ls}) must come before the receiver's ({lr})")
     if into not in ("q", "k", "v"):
         raise ValueError(f"into must be 'q', 'k' or 'v', got {into!r}")
+    for name, t in (("clean", clean), ("corrupt", corrupt)):
+        checks.tokens(t, name, d_vocab=model.cfg.d_vocab, n_ctx=model.cfg.n_ctx)
+    if clean.shape != corrupt.shape:
+        raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} must have the same shape: "
+                         "one corrupted sequence per clean one")
     names = lambda n: n in (f"blocks.{ls}.attn.hook_z", f"blocks.{lr}.hook_resid_pre")
     _, clean_cache = model.run_with_cache(clean, names_filter=names)
     _, corrupt_cache = model.run_with_cache(corrupt, names_filter=names)
@@ -267,6 +403,10 @@ def path_patch_logits(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt
 def head_scores(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Tensor, "layer head"]]:
     """Every head's previous-token, current-token, first-token and prefix-matching scores and its mean
     attention distance on `tokens` (one forward pass; only the patterns are cached)."""
+    checks.tokens(tokens, "tokens", d_vocab=_model(model).cfg.d_vocab, n_ctx=model.cfg.n_ctx)
+    if tokens.shape[1] < 2:
+        raise ValueError(f"tokens must have at least 2 positions (scores are over positions 1..end), got shape "
+                         f"{tuple(tokens.shape)}")
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
     patterns = [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]
     scores = {"previous-token": previous_token_score, "current-token": current_token_score,
@@ -281,6 +421,14 @@ def classify_heads(scores: dict[str, Float[Tensor, "layer head"]], induction: Fl
     """A class per head: the first of induction (prefix-matching on repeated tokens `induction` above
     `threshold`), previous-token, first-token (resting), current-token whose score passes `threshold`;
     else 'mixed'."""
+    checks.tensor(induction, "induction", ndim=2)
+    for name in ("previous-token", "first-token", "current-token"):
+        if name not in scores:
+            raise ValueError(f"scores lacks {name!r}: pass the dict head_scores returns")
+        checks.tensor(scores[name], f"scores[{name!r}]", ndim=2)
+        if scores[name].shape != induction.shape:
+            raise ValueError(f"scores[{name!r}] has shape {tuple(scores[name].shape)}, induction "
+                             f"{tuple(induction.shape)}: pass scores of the same model [layer head]")
     rules = [("induction", induction), ("previous-token", scores["previous-token"]),
              ("first-token", scores["first-token"]), ("current-token", scores["current-token"])]
     return [[next((name for name, s in rules if s[layer, head] > threshold), "mixed")

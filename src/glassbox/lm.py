@@ -1,6 +1,7 @@
 """Small language models on token ids: batches of windows, next-token loss, evaluation and sampling.
 Works on any model mapping (batch, pos) int tokens to (batch, pos, d_vocab) logits, e.g. a
 TransformerLens model. Training itself is `training.train(model, windows(...), loss_fn=next_token_loss)`."""
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -8,19 +9,32 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from glassbox import checks
 from glassbox.text import random_windows
 
 
 def windows(tokens: Int[Tensor, "n"], batch_size: int, n_ctx: int, seed: int = 0) -> Iterator[Int[Tensor, "batch n_ctx_plus_1"]]:
     """Endless batches of `n_ctx + 1` consecutive tokens at random starts, reproducible from `seed`."""
+    checks.tokens(tokens, "tokens", ndim=1)
+    checks.count(batch_size, "batch_size")
+    checks.count(n_ctx, "n_ctx")
+    if len(tokens) < n_ctx + 1:
+        raise ValueError(f"tokens holds {len(tokens)} tokens, fewer than one window of n_ctx + 1 = {n_ctx + 1}")
     gen = torch.Generator().manual_seed(seed)
-    while True:
-        yield random_windows(tokens, batch_size, n_ctx + 1, gen)
+    return (random_windows(tokens, batch_size, n_ctx + 1, gen) for _ in itertools.count())
 
 
 def next_token_loss(model: nn.Module, window: Int[Tensor, "batch n_ctx_plus_1"]) -> Tensor:
     """Mean cross-entropy (nats per token) of predicting window[:, 1:] from window[:, :-1]."""
+    checks.tokens(window, "window")
+    if window.shape[1] < 2:
+        raise ValueError(f"window must hold at least 2 positions (input and next token), got shape {tuple(window.shape)}")
     logits = model(window[:, :-1])
+    if not isinstance(logits, Tensor) or logits.shape[:2] != window[:, :-1].shape or logits.ndim != 3:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model must map tokens {tuple(window[:, :-1].shape)} to logits [batch pos d_vocab], got {got}")
+    if window.max() >= logits.shape[-1]:
+        raise ValueError(f"window holds token {window.max().item()}, but the model has {logits.shape[-1]} logits")
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
 
 
@@ -28,14 +42,20 @@ def next_token_loss(model: nn.Module, window: Int[Tensor, "batch n_ctx_plus_1"])
 def evaluate_loss(model: nn.Module, tokens: Int[Tensor, "n"], n_ctx: int, n_windows: int = 64,
                   batch_size: int = 32) -> float:
     """Mean next-token loss (nats/token) over `n_windows` evenly spaced windows of `tokens` (deterministic)."""
+    checks.tokens(tokens, "tokens", ndim=1)
+    checks.count(n_ctx, "n_ctx")
+    checks.count(n_windows, "n_windows")
+    checks.count(batch_size, "batch_size")
     if len(tokens) < n_ctx + 1:
         raise ValueError(f"need at least n_ctx + 1 = {n_ctx + 1} tokens, got {len(tokens)}")
     starts = torch.linspace(0, len(tokens) - n_ctx - 1, n_windows).long()
     batch = tokens[starts[:, None] + torch.arange(n_ctx + 1)]
     was_training = model.training
     model.eval()
-    losses = [next_token_loss(model, chunk).item() * len(chunk) for chunk in batch.split(batch_size)]
-    model.train(was_training)
+    try:
+        losses = [next_token_loss(model, chunk).item() * len(chunk) for chunk in batch.split(batch_size)]
+    finally:
+        model.train(was_training)
     return sum(losses) / len(batch)
 
 
@@ -43,8 +63,11 @@ def evaluate_loss(model: nn.Module, tokens: Int[Tensor, "n"], n_ctx: int, n_wind
 def sample(model: nn.Module, prompt: Int[Tensor, "pos"], n_new: int, n_ctx: int, temperature: float = 1.0,
            seed: int = 0) -> Int[Tensor, "pos_plus_n_new"]:
     """`prompt` followed by `n_new` sampled tokens (temperature 0: greedy), the context cut to `n_ctx`."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    checks.tokens(prompt, "prompt", ndim=1)
+    checks.count(n_new, "n_new", least=0)
+    checks.count(n_ctx, "n_ctx")
+    if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
+        raise ValueError(f"temperature must be >= 0, got {temperature!r} (0: greedy; pass a finite number)")
     gen = torch.Generator().manual_seed(seed)
     tokens = prompt.clone()
     for _ in range(n_new):
@@ -60,6 +83,11 @@ def sample(model: nn.Module, prompt: Int[Tensor, "pos"], n_new: int, n_ctx: int,
 def ngram_loss(train: Int[Tensor, "n_train"], val: Int[Tensor, "n_val"], d_vocab: int, order: int) -> float:
     """Validation loss (nats/token) of a unigram (order 1) or bigram (order 2) model counted on `train`,
     add-one smoothed: the baselines a language model must beat."""
+    checks.count(d_vocab, "d_vocab")
+    for name, t in (("train", train), ("val", val)):
+        checks.tokens(t, name, ndim=1, d_vocab=d_vocab)
+        if order == 2 and len(t) < 2:
+            raise ValueError(f"{name} must hold at least 2 tokens for a bigram model, got {len(t)}")
     if order == 1:
         counts = torch.bincount(train, minlength=d_vocab).double() + 1
         return -(counts / counts.sum()).log()[val].mean().item()
@@ -76,8 +104,15 @@ def periodic_batches(batch_size: int, n_ctx: int, d_vocab: int, min_period: int,
     """Endless batches of random tokens that repeat with a period drawn per sequence from
     min_period..max_period: past the first period every token is predictable from context, and only by
     looking back (a varying period means no fixed positional offset can do it)."""
+    checks.count(batch_size, "batch_size")
+    checks.count(d_vocab, "d_vocab")
     if not 1 <= min_period <= max_period <= n_ctx:
         raise ValueError(f"need 1 <= min_period <= max_period <= n_ctx, got {min_period}, {max_period}, {n_ctx}")
+    return _periodic(batch_size, n_ctx, d_vocab, min_period, max_period, seed)
+
+
+def _periodic(batch_size: int, n_ctx: int, d_vocab: int, min_period: int, max_period: int, seed: int
+              ) -> Iterator[Int[Tensor, "batch n_ctx_plus_1"]]:
     gen = torch.Generator().manual_seed(seed)
     pos = torch.arange(n_ctx + 1)
     while True:
@@ -93,6 +128,10 @@ def repeated_word_spans(text: str, n_ctx: int, min_len: int = 4, capitalised: bo
     down so that both copies fit in the window [window_start, window_start + n_ctx). One per first copy."""
     import re
 
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}; decode tokens first")
+    checks.count(n_ctx, "n_ctx", least=2)
+    checks.count(min_len, "min_len")
     spans, last_seen = [], {}
     for match in re.finditer(r"[A-Za-z]+", text):
         word, start = match.group(), match.start()
@@ -110,6 +149,18 @@ def repeated_span_losses(model: nn.Module, tokens: Int[Tensor, "n"], spans: list
                          n_ctx: int, batch_size: int = 64) -> Float[Tensor, "2 n_spans"]:
     """Mean loss on the characters 2..end of the first and of the second copy of each span (the first
     character of a word is a guess either way): row 0 first copies, row 1 second copies."""
+    checks.tokens(tokens, "tokens", ndim=1)
+    checks.count(n_ctx, "n_ctx")
+    checks.count(batch_size, "batch_size")
+    if len(tokens) < n_ctx + 1:
+        raise ValueError(f"need at least n_ctx + 1 = {n_ctx + 1} tokens, got {len(tokens)}")
+    if not spans:
+        raise ValueError("spans is empty: no repeated words to measure (see repeated_word_spans)")
+    for i, (window, first, second, length) in enumerate(spans):
+        start = min(window, len(tokens) - n_ctx - 1)
+        if length < 2 or not start <= first < second or second + length - 1 > start + n_ctx:
+            raise ValueError(f"spans[{i}] = {spans[i]} does not fit: need length >= 2 and both copies inside the "
+                             f"window of n_ctx + 1 = {n_ctx + 1} tokens from {start}; make spans with repeated_word_spans")
     out = torch.zeros(2, len(spans))
     for i in range(0, len(spans), batch_size):
         chunk = spans[i: i + batch_size]
