@@ -71,9 +71,9 @@ def test_nan_ablation_values_are_refused(mlp):
 
 def test_flip_rate_refuses_a_target_the_model_lacks(mlp):
     x = torch.rand(8, 784)
-    with pytest.raises(ValueError, match=r"target must be a class index in 0\.\.9 \(the model's outputs\), got 12"):
+    with pytest.raises(ValueError, match=r"target must be in 0\.\.9 \(a class of the model's outputs\), got 12"):
         ablation.flip_rate(mlp, "relu1", x, 12, [0], None)
-    with pytest.raises(TypeError, match=r"target must be an int, got 1\.5"):
+    with pytest.raises(TypeError, match=r"target must be an int, got 1\.5 \(float\); floats are not truncated"):
         ablation.flip_rate(mlp, "relu1", x, 1.5, [0], None)
     rate = ablation.flip_rate(mlp, "relu1", x, 9, [0], None)
     with ablation.ablate(mlp, "relu1", [0]):
@@ -144,7 +144,7 @@ def test_evaluate_and_train_refuse_nan_activations(relu2_sae):
 def test_make_sae_refuses_k_above_d_sae_and_no_latents():
     with pytest.raises(ValueError, match=r"k \(latents kept per input\) must be an int in 1\.\.d_sae=4, got 16"):
         sae.make_sae("topk", 8, 4, k=16)
-    with pytest.raises(ValueError, match=r"d_sae must be a positive int \(the number of latents\), got 0"):
+    with pytest.raises(ValueError, match=r"d_sae must be an int >= 1, got 0"):
         sae.make_sae("topk", 8, 0, k=1)
     assert sae.make_sae("topk", 8, 4, k=4).cfg.d_sae == 4
 
@@ -152,7 +152,7 @@ def test_make_sae_refuses_k_above_d_sae_and_no_latents():
 def test_clamp_latent_refuses_nan_and_ablate_latents_refuses_floats():
     with pytest.raises(ValueError, match=r"value must be a finite number to hold latent 0 at, got nan"):
         sae.clamp_latent(0, NAN)
-    with pytest.raises(TypeError, match=r"latent must be an int, got 1\.5"):
+    with pytest.raises(TypeError, match=r"latent must be integer indices \(or a bool mask\), got 1\.5"):
         sae.clamp_latent(1.5, 1.0)
     with pytest.raises(TypeError, match=r"latents must be integer indices .*\[1\.9"):
         sae.ablate_latents([1.9])
@@ -160,6 +160,8 @@ def test_clamp_latent_refuses_nan_and_ablate_latents_refuses_floats():
     off = sae.ablate_latents(torch.tensor([False, True, False, True]))(f)
     assert off.tolist() == [[1, 0, 1, 0]] * 2, "a bool mask switches off its True latents"
     assert sae.clamp_latent(torch.tensor(2), torch.tensor(5.0))(f)[:, 2].tolist() == [5, 5]
+    with pytest.raises(TypeError, match=r"latent must be one int index, got \[1, 2\]"):
+        sae.clamp_latent([1, 2], 1.0)
 
 
 def test_splice_refuses_an_sae_of_another_width(mlp, relu2_sae):
@@ -212,7 +214,7 @@ def test_reconstruct_trigger_refuses_0_255_pixels(mlp):
         backdoor.reconstruct_trigger(mlp, x * 255, 0, steps=1)
     with pytest.raises(TypeError, match="x_clean: expected float pixels"):
         backdoor.reconstruct_trigger(mlp, (x * 255).to(torch.uint8), 0, steps=1)
-    with pytest.raises(ValueError, match=r"target must be a class index in 0\.\.9, got 12"):
+    with pytest.raises(ValueError, match=r"target must be in 0\.\.9 \(a class of the model's outputs\), got 12"):
         backdoor.reconstruct_trigger(mlp, x, 12, steps=1)
     mask, pattern = backdoor.reconstruct_trigger(mlp, x, 3, steps=2, batch_size=4)
     assert mask.shape == pattern.shape == (28, 28)
@@ -294,7 +296,7 @@ def test_attribution_and_concepts_refuse_bad_pixels(mlp):
     x[0, 0] = NAN
     with pytest.raises(ValueError, match="x holds 1 NaN"):
         attribution.attribute(mlp, x, 0, "saliency")
-    with pytest.raises(ValueError, match=r"target must be a class index >= 0"):
+    with pytest.raises(ValueError, match=r"target must be an int >= 0, got -1"):
         attribution.attribute(mlp, torch.rand(2, 784), -1, "saliency")
     with pytest.raises(ValueError, match=r"images must hold pixels in \[0, 1\], got values in \[0, 255\]"):
         concepts.count_holes(torch.zeros(1, 28, 28).index_fill(1, torch.tensor([3]), 255.0))

@@ -84,8 +84,7 @@ def flip_rate(model: nn.Module, layer: str, x: Tensor, target: int, neurons: Neu
     checks.tensor(x, "x", floating=False)
     with ablate(model, layer, neurons, values):
         logits = training.predict(model, x)
-    if not 0 <= checks.integer(target, "target") < logits.shape[-1]:
-        raise ValueError(f"target must be a class index in 0..{logits.shape[-1] - 1} (the model's outputs), got {target!r}")
+    checks.index(target, "target", logits.shape[-1], of=" (a class of the model's outputs)")
     return (logits.argmax(-1) == target).float().mean().item()
 
 

@@ -36,8 +36,8 @@ def attribute(model: nn.Module, x: Float[Tensor, "batch *input"], target: int | 
         checks.labels(target, "target")
         if len(target) != len(x):
             raise ValueError(f"target must hold one class per input ({len(x)}), got {len(target)}")
-    elif checks.integer(target, "target") < 0:
-        raise ValueError(f"target must be a class index >= 0 (or one per input), got {target!r}")
+    else:
+        checks.count(target, "target", 0)
     if method == "integrated_gradients":
         return IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=n_steps).detach()
     if method == "saliency":

@@ -190,8 +190,7 @@ def reconstruct_trigger(model: nn.Module, x_clean: Float[Tensor, "batch *pixels"
         raise ValueError("x_clean is empty; pass clean images (batch, 28, 28) to optimise the trigger on")
     with torch.no_grad():
         n_classes = model(x_clean[:1]).shape[-1]
-    if not 0 <= checks.integer(target, "target") < n_classes:
-        raise ValueError(f"target must be a class index in 0..{n_classes - 1}, got {target!r}")
+    checks.index(target, "target", n_classes, of=" (a class of the model's outputs)")
     gen = torch.Generator().manual_seed(seed)
     m_logit = torch.full((SIDE, SIDE), -3.0, requires_grad=True)
     p_logit = torch.zeros(SIDE, SIDE).normal_(generator=gen).requires_grad_(True)

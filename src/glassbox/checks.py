@@ -1,7 +1,7 @@
 """Checks at the boundary of glassbox's public functions: each error names the argument, what was
 expected, what came, and what to do. Two families:
 - activations and other tensors: rank, non-empty, finite, floating dtype (`tensor`); indices or bool
-  masks (`indices`), class labels (`labels`) and single ints (`integer`), never truncated from floats;
+  masks (`indices`) and class labels (`labels`), never truncated from floats;
 - models: a TransformerLens model (HookedTransformer or TransformerBridge) and what it lacks
   (`transformer_lens_model`).
 """
@@ -75,7 +75,7 @@ def indices(value: Any, name: str, size: int | None = None) -> torch.Tensor:
     if t.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
     if t.is_floating_point() or t.is_complex():
-        shown = t.flatten()[:5].tolist() if isinstance(value, torch.Tensor) else list(value)[:5]
+        shown = t.flatten()[:5].tolist() if isinstance(value, torch.Tensor) else value[:5] if isinstance(value, (list, tuple)) else value
         raise TypeError(f"{name} must be integer indices (or a bool mask), got {shown} ({t.dtype}); "
                         "float indices are not truncated: pass ints, e.g. .round().long()")
     return t.to(torch.long).reshape(-1)
@@ -98,16 +98,6 @@ def labels(value: Any, name: str, n_classes: int | None = None, *, indices: bool
         raise ValueError(f"{name} must be class indices in 0..{top if top is not None else 'n_classes-1'}, "
                          f"got {sorted(set(bad.tolist()))[:5]}; drop unlabelled examples (e.g. label -1) first")
     return t
-
-
-def integer(value: Any, name: str) -> int:
-    """`value` as an int if it is one (a Python, numpy or 0-d tensor integer, not a bool or a float); else a clear error."""
-    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
-        raise TypeError(f"{name} must be an int, got the bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}); floats are not truncated") from None
 
 
 def index(value: Any, name: str, size: int, *, of: str = "", negative: bool = False) -> int:

@@ -297,10 +297,9 @@ def generate(model, prompts: Int[Tensor, "batch pos"], n_new: int, *, n_ctx: int
              temperature: float = 1.0, seed: int = 0) -> Int[Tensor, "batch n_new"]:
     """`n_new` sampled tokens after each prompt, with TransformerLens `fwd_hooks` active at every step
     (e.g. one that adds a feature's direction): the steered continuation."""
-    if checks.integer(n_ctx, "n_ctx") < 1:
+    if checks.count(n_ctx, "n_ctx", 0) < 1:
         raise ValueError(f"n_ctx (the model's context length) must be at least 1, got {n_ctx}; pass model.cfg.n_ctx")
-    if checks.integer(n_new, "n_new") < 0:
-        raise ValueError(f"n_new (tokens to sample) must be >= 0, got {n_new}")
+    checks.count(n_new, "n_new", 0)
     checks.tensor(prompts, "prompts", ndim=2, floating=False)
     if prompts.is_floating_point():
         raise TypeError(f"prompts must be integer token ids (batch, pos), got {prompts.dtype}")

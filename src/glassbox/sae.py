@@ -15,7 +15,6 @@ Shapes: `n` inputs, `d_in` activation width, `d_sae` latents. An SAE's latents a
 outputs; its decoder rows `W_dec` (d_sae, d_in) are the feature directions.
 """
 import math
-import numbers
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -70,11 +69,10 @@ def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None
     """A fresh SAELens training SAE: "topk" (option k), "standard" (l1_coefficient), "jumprelu", ..."""
     if architecture not in SAE_TRAINING_CLASS_REGISTRY:
         raise KeyError(f"unknown SAE architecture {architecture!r}; SAELens has: {sorted(SAE_TRAINING_CLASS_REGISTRY)}")
-    for name, value in (("d_in", d_in), ("d_sae", d_sae)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int (the {'activation width' if name == 'd_in' else 'number of latents'}), got {value!r}")
+    checks.count(d_in, "d_in")
+    checks.count(d_sae, "d_sae")
     k = options.get("k")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= d_sae):
+    if k is not None and checks.count(k, "k") > d_sae:
         raise ValueError(f"k (latents kept per input) must be an int in 1..d_sae={d_sae}, got {k!r}; lower k or raise d_sae")
     sae_cls, cfg_cls = SAE_TRAINING_CLASS_REGISTRY[architecture]
     try:
@@ -205,7 +203,9 @@ def _check_latents(idx: Tensor, d_sae: int) -> None:
 
 def clamp_latent(latent: int, value: float) -> Edit:
     """An edit for `splice` that holds one latent at `value` on every input."""
-    idx = torch.tensor([checks.integer(latent, "latent")])
+    idx = checks.indices(latent, "latent")
+    if len(idx) != 1 or isinstance(latent, (list, tuple)) or (isinstance(latent, Tensor) and latent.ndim):
+        raise TypeError(f"latent must be one int index, got {latent!r}; clamp several latents with one edit each")
     try:
         finite = math.isfinite(float(value))
     except (TypeError, ValueError, RuntimeError):
