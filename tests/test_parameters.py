@@ -166,3 +166,23 @@ def test_a_kernels_own_values_are_checked_against_the_same_rules():
     check_namespace(nb, namespace)
     with pytest.raises(ValueError, match=r"^01_mnist_mlp_probing: FLIP_FROM must be a digit in 0\.\.9, got 12$"):
         check_namespace(nb, namespace | {"FLIP_FROM": 12})
+
+
+def test_start_refuses_a_value_typed_by_hand_into_the_parameters_cell(monkeypatch, tmp_path):
+    """In JupyterLab there is no runner to check the parameters: glassbox.start reads the kernel's values."""
+    import glassbox
+
+    monkeypatch.setattr(contract, "_current", None)
+    monkeypatch.setenv(contract.ENV_STAGE, str(tmp_path))
+    monkeypatch.setenv(contract.ENV_SMOKE, "0")
+    kernel = {"glassbox": glassbox, "SMOKE": False, "SEED": 0, "FLIP_FROM": 12}
+    with pytest.raises(ValueError, match="FLIP_FROM must be a digit in 0..9, got 12"):
+        exec('glassbox.start("01_mnist_mlp_probing", smoke=SMOKE, seed=SEED)', kernel)
+    kernel["FLIP_FROM"] = 3
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        exec('glassbox.start("01_mnist_mlp_probing", smoke=SMOKE, seed=SEED, threads=before)', kernel | {"before": before})
+    finally:
+        torch.set_num_threads(before)

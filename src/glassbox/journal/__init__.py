@@ -2,11 +2,14 @@
 glassbox's tools on your own model.
 
     paths      where the repository keeps data, checkpoints, notebooks and findings; atomic writes
+    record     promotion into the record, all or nothing across files; recovery after a kill; locks
+    parameters the parameters cell's rules (ranges, allowed values) and their checks
     contract   the run contract: `start` / `finish`, seeds, threads, the run's staging folder
     findings   `record` a notebook's numbers; `load` them back; `markdown` prose from them
     catalogue  the numbered notebooks, their titles and headlines, the README table
+    lab        JupyterLab on a working copy in build/lab/, so autosave never touches the record
     render     the offline HTML journal
-    runner     `python -m glassbox.journal run | render | readme`: papermill, all or nothing
+    runner     `python -m glassbox.journal run | render | readme | verify | recover | lab`
 
 Imports only go down this list (no cycles).
 """

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glassbox.journal import paths, record
+from glassbox.journal import parameters, paths, record
 
 ENV_STAGE = "GLASSBOX_STAGE"  # set by the runner: the staging folder of this notebook's run
 ENV_SMOKE = "GLASSBOX_SMOKE"  # set by the runner: "1" for --smoke, "0" otherwise
@@ -104,6 +104,9 @@ def start(stem: str, *, smoke: bool, seed: int = 0, threads: int | None = None) 
     """Begin a notebook run: check the parameters, seed everything, set threads, open the staging folder."""
     global _current
     _check(stem, smoke, seed, threads)
+    notebook = paths.NOTEBOOK_DIR / f"{stem}.ipynb"
+    if notebook.is_file():  # a reader may have typed a value by hand: the parameters cell's rules still hold
+        parameters.check_namespace(notebook, sys._getframe(1).f_globals)
     stage_env, smoke_env = os.environ.get(ENV_STAGE), os.environ.get(ENV_SMOKE)
     if stage_env and smoke_env is not None and smoke != (smoke_env == "1"):
         raise ValueError(f"SMOKE={smoke} but the journal runner was started {'with' if smoke_env == '1' else 'without'} "

@@ -272,19 +272,30 @@ def run(names: list[str] | None, smoke: bool = False, out: Path | None = None,
     chosen = catalogue.notebooks(names)
     for nb in chosen:  # refuse a bad parameter before the first (long) run, not after
         check_parameters(nb, params)
-    if smoke and out is None:
+    scratch = smoke and out is None  # nobody asked to keep these outputs: removed at the end
+    if scratch:
         out = Path(tempfile.mkdtemp(prefix="glassbox-smoke-"))
     targets = Targets.under(out) if out is not None else Targets.committed()
     recovered = record.recover(targets.control)
     if recovered:
         print(recovered, flush=True)
     seconds = {}
-    for nb in chosen:
-        print(f"running {nb.name} ({'smoke' if smoke else 'full'}) ...", flush=True)
-        PROGRESS.running = nb.stem
-        seconds[nb.stem] = run_one(nb, targets, params, smoke)
-        PROGRESS.running = None
-        print(f"  {nb.stem}: {seconds[nb.stem]:.0f} s, kept in {paths.shown(targets.notebooks)}", flush=True)
+    try:
+        for nb in chosen:
+            print(f"running {nb.name} ({'smoke' if smoke else 'full'}) ...", flush=True)
+            PROGRESS.running = nb.stem
+            seconds[nb.stem] = run_one(nb, targets, params, smoke)
+            PROGRESS.running = None
+            where = "smoke: outputs removed; --out DIR keeps them" if scratch else f"kept in {paths.shown(targets.notebooks)}"
+            print(f"  {nb.stem}: {seconds[nb.stem]:.0f} s, {where}", flush=True)
+    except RunFailed:
+        raise  # the folder stays: the error line names the failed copy inside it
+    except BaseException:
+        if scratch:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    if scratch:
+        shutil.rmtree(out, ignore_errors=True)
     return seconds
 
 
@@ -300,6 +311,11 @@ def parse_param(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lab"]:  # JupyterLab's own options pass through
+        from glassbox.journal import lab
+
+        return lab.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m glassbox.journal", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p_render = sub.add_parser("render", help="render the journal as HTML")
     p_render.add_argument("--out", type=Path, default=paths.BUILD_DIR / "journal")
     sub.add_parser("readme", help="update the findings table in README.md and the glossary's 'Used in' lines")
+    sub.add_parser("lab", help="JupyterLab on a working copy in build/lab/ (make lab)")
     sub.add_parser("verify", help="check that every findings file and checkpoint is the one its notebook promoted")
     p_recover = sub.add_parser("recover", help="complete or roll back a promotion that was interrupted (a kill)")
     p_recover.add_argument("--out", type=Path, help="the DIR an interrupted `run --out DIR` wrote to")
