@@ -120,6 +120,21 @@ def test_head_scores_and_copying_score_follow_bfloat16_and_float64(build, bridge
             assert lens.copying_score(other, layer, head) == pytest.approx(lens.copying_score(model, layer, head), abs=atol * 3)
 
 
+def test_direct_logit_attribution_and_logit_components_follow_bfloat16(bridge, median):
+    """A bfloat16 bridge caches its LayerNorm scales in float32: the attributions must still follow the model."""
+    tokens = lens.repeated_tokens(3, 5, 11, seed=0)
+    want = {}
+    for model in (bridge, copy.deepcopy(bridge).to(torch.bfloat16)):
+        _, cache = model.run_with_cache(tokens)
+        dla = lens.direct_logit_attribution(model, cache, lens.residual_components(model, cache)[0], tokens[:, 1:])
+        assert dla.dtype == model.W_U.dtype
+        want.setdefault("dla", dla)
+    torch.testing.assert_close(dla.float(), want["dla"], atol=0.05 * want["dla"].abs().max().item(), rtol=0)
+    lists = torch.randint(0, 50, (4, 7), generator=torch.Generator().manual_seed(0))
+    parts, _ = circuits.get_logit_components(copy.deepcopy(median).to(torch.bfloat16), lists)
+    assert parts.dtype == torch.bfloat16
+
+
 def test_previous_token_score_refuses_a_pattern_without_a_batch_dimension(run):
     _, _, cache = run
     pattern = cache["blocks.0.attn.hook_pattern"]

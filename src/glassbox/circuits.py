@@ -138,7 +138,7 @@ def get_logit_components(model: nn.Module, tokens: Int[Tensor, "batch pos"], pos
     values = einops.einsum(pattern, v, model.W_O[0], "batch head src, batch src head d_head, head d_head d_model -> src batch d_model")
     resid = torch.cat([values, cache["hook_embed"][None, :, pos], cache["hook_pos_embed"][None, :, pos],
                        model.b_O[0].expand(1, len(tokens), -1)])
-    scale = cache["ln_final.hook_scale"][:, pos]  # batch 1
+    scale = cache["ln_final.hook_scale"][:, pos].to(resid.dtype)  # batch 1 (float32 in a bfloat16 bridge)
     logits = einops.einsum(resid / scale, get_W_U_eff(model), "comp batch d_model, d_model vocab -> comp batch vocab")
     bias = model.b_U + (model.ln_final.b @ model.W_U if model.cfg.normalization_type == "LN" else 0)
     labels = [f"value {j}" for j in range(len(values))] + ["direct token", "direct position", "b_O", "bias"]

@@ -144,7 +144,7 @@ def direct_logit_attribution(model: nn.Module, cache, components: Float[Tensor, 
                          "positions: pass at most one target per position of the cached run, e.g. tokens[:, 1:]")
     x = components[:, :, :n]
     x = x - x.mean(-1, keepdim=True) if model.cfg.normalization_type in ("LN", "LNPre") else x
-    scale = _cached(cache, "ln_final.hook_scale")[:, :n] if model.cfg.normalization_type is not None else 1.0
+    scale = _cached(cache, "ln_final.hook_scale")[:, :n].to(x.dtype) if model.cfg.normalization_type is not None else 1.0
     ones = torch.ones(model.cfg.d_model, dtype=model.W_U.dtype, device=model.W_U.device)
     w = model.ln_final.w if model.cfg.normalization_type == "LN" else ones
     W_U = model.W_U - model.W_U.mean(1, keepdim=True) if relative else model.W_U
