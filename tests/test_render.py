@@ -1,10 +1,13 @@
 """render: notebook outputs become offline HTML (plotly divs, circuitsvis from one local bundle)."""
 import json
+import re
 
 import circuitsvis as cv
 import nbformat
+import pytest
 import torch
 
+import glassbox
 from glassbox import viz
 from glassbox.journal import render
 
@@ -106,3 +109,109 @@ def test_a_cell_that_writes_prose_shows_its_text_not_its_source(tmp_path):
     assert page.count("celltag_source-hidden") == 1 and ".celltag_source-hidden .jp-Cell-inputWrapper { display: none; }" in \
         (tmp_path / "site" / "journal.css").read_text() + page, "the page must hide the prose cell's source"
     assert "12.5%" in page, "and show its text"
+
+
+# Strings a notebook may record or a figure may carry, each of which runs script if it reaches the
+# page as HTML (or ends the <script> it sits in): none may.
+PWN = "window.__pwned=1"
+HOSTILE = [f"<script>{PWN}</script>", f'<img src=x onerror="{PWN}">', f'</script><svg onload="{PWN}">',
+           f"<!--<script>{PWN}</script>", f"[click](javascript:{PWN})", f"`<b onmouseover=\"{PWN}\">`"]
+
+
+def scripts_closed_where_opened(page: str) -> bool:
+    """Every <script> in `page` ends at its own </script>, and no data opens an HTML comment."""
+    return page.lower().count("<script") == page.lower().count("</script") and "<!--" not in page
+
+
+@pytest.mark.parametrize("height, style", [(300, "height:300px"), (512.5, "height:512.5px"),
+                                           ('1px" onload="window.__pwned=1', "height:450px"), ("300", "height:450px"),
+                                           (0, "height:450px"), (-20, "height:450px"), (True, "height:450px"),
+                                           (float("inf"), "height:450px"), (None, "height:450px")])
+def test_a_figure_height_is_written_only_when_it_is_a_positive_number(height, style):
+    page = render.plotly_html({"data": [], "layout": {"height": height}}, "07_x-fig0")
+    assert f'style="width:100%;{style}"' in page and "onload" not in page.split("<script>")[0]
+
+
+def test_strings_in_a_figure_cannot_leave_its_script():
+    figure = {"data": [{"type": "bar", "x": HOSTILE, "y": [1] * len(HOSTILE), "name": HOSTILE[2]}],
+              "layout": {"title": {"text": HOSTILE[0]}, "height": HOSTILE[1]}}
+    page = render.plotly_html(figure, '07_x"><script>alert(1)</script>-fig0')
+    assert page.count("<script>") == 1 and scripts_closed_where_opened(page), page
+    assert page.startswith('<div id="07_x&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;-fig0"')
+    payload = page[page.index("])(") + 3: page.rindex("), {responsive")]
+    assert json.loads(payload) == figure, "JavaScript must read back the figure as recorded"
+
+
+def test_tokens_in_a_circuitsvis_view_cannot_leave_its_script():
+    tokens = ["a", *HOSTILE[:4]]
+    hostile = cv.attention.attention_heads(attention=torch.eye(5)[None], tokens=tokens)
+    forms = [viz.circuitsvis_html(hostile, bundle=False), hostile.local_src, hostile.cdn_src]
+    nb = notebook_with(*({"text/html": form} for form in forms))
+    assert render.localise_circuitsvis(nb) == 3
+    for page in (o.data["text/html"] for o in nb.cells[2].outputs):
+        assert scripts_closed_where_opened(page), page
+        props = re.search(r'render\(\s*"circuits-vis-[\w-]+",\s*[\w."\[\]]+,\s*(\{.*\})\s*\)', page)[1]
+        assert json.loads(props)["tokens"] == tokens, "the view must still show the tokens as they are"
+
+
+def markdown_output(page: str) -> str:
+    """The HTML of the page's first Markdown output."""
+    start = re.search(r'jp-OutputArea-output[^"]*" data-mime-type="text/markdown"[^>]*>', page).end()
+    return page[start:page.index("\n</div>", start)]
+
+
+@pytest.fixture
+def hostile_run(monkeypatch, tmp_path):
+    """A notebook run (staged in tmp_path) that recorded the hostile strings."""
+    from glassbox.journal import contract, findings
+
+    monkeypatch.setattr(contract, "_current", None)
+    monkeypatch.setenv(contract.ENV_STAGE, str(tmp_path / "stage"))
+    monkeypatch.setenv(contract.ENV_SMOKE, "1")
+    glassbox.start("98_hostile", smoke=True)
+    findings.record("evil", " ".join(HOSTILE))
+    findings.record("acc", 0.125)
+    findings.record("per_class", {"0": HOSTILE[1]})
+    yield findings
+
+
+def test_findings_markdown_escapes_recorded_strings_and_keeps_the_template(hostile_run, tmp_path):
+    text = hostile_run.markdown("<details><summary>Answer</summary>\n\n**{acc:.1%}**, {evil}, `{evil}`, "
+                                "`{per_class[0]}` and {{braces}}\n</details>").data
+    assert text.startswith("<details><summary>Answer</summary>\n\n**12.5%**, ") and text.endswith(" and {braces}\n</details>")
+    assert not re.search(r"<(?!/?(details|summary|code)>)", text), f"only the template's own tags: {text}"
+    assert text.count("<code>") == 2 and "`" not in text, "a field that is a whole code span becomes <code>"
+    nb = notebook_with({"text/markdown": text, "text/plain": "<IPython.core.display.Markdown object>"})
+    nbformat.write(nb, tmp_path / "98_hostile.ipynb")
+    page = render.render_notebook(tmp_path / "98_hostile.ipynb", tmp_path, None, None, mathjax=False).read_text()
+    shown = markdown_output(page)
+    assert not re.search(r"<(script|img|svg|a)\b|<!--", shown), shown
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in shown, "the recorded string shows as text"
+    assert "<details><summary>Answer</summary>" in shown and "<strong>12.5%</strong>" in shown
+    assert "<code>&lt;script&gt;window.__pwned=1&lt;/script&gt;" in shown, "a code span shows the string as typed"
+
+
+def test_markdown_outputs_keep_their_markup_and_lose_their_scripts(tmp_path):
+    """An output made without findings.markdown (or before it escaped) passes the page's allowlist."""
+    raw = (f"**bold** {' '.join(HOSTILE)} <a href=\"javascript:{PWN}\">a link</a> <a href=\"07_x.html#top\">ok</a>\n\n"
+           "| a | b |\n|:--|--:|\n| 1 | 2 |\n\n<details><summary>Answer</summary>\n\n*folded*\n</details>")
+    nbformat.write(notebook_with({"text/markdown": raw}), tmp_path / "07_x.ipynb")
+    page = render.render_notebook(tmp_path / "07_x.ipynb", tmp_path, None, None, mathjax=False).read_text()
+    shown = markdown_output(page)
+    for bad in [r"<script", r"<svg", r"<!--", r"<[^>]*\son\w+\s*=", r"=\s*\"?javascript:"]:  # tags, handlers, links
+        assert not re.search(bad, shown), f"{bad} survived: {shown}"
+    for kept in ["<strong>bold</strong>", '<a href="07_x.html#top">ok</a>', '<th style="text-align:left;">a</th>',
+                 "<details><summary>Answer</summary>", "<em>folded</em>"]:
+        assert kept in shown, f"{kept} was lost: {shown}"
+
+
+def test_headlines_are_text_on_the_index_and_in_the_readme(monkeypatch, tmp_path):
+    from glassbox.journal import catalogue
+
+    nbformat.write(notebook_with(), tmp_path / "07_x.ipynb")
+    monkeypatch.setattr(render, "headline", lambda stem: " ".join(HOSTILE))
+    index = render.index_page([tmp_path / "07_x.ipynb"])
+    assert scripts_closed_where_opened(index) and "<img" not in index and "<svg" not in index
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in index
+    cell = catalogue.table_text("A <= B\nand <script>x</script> <!-- c --> <http://x> <img src=x>")
+    assert cell == "A <= B and &lt;script>x&lt;/script> &lt;!-- c --> &lt;http://x> &lt;img src=x>"

@@ -5,6 +5,10 @@ through `viz.show`, circuitsvis views through `viz.show_circuitsvis` and circuit
 into a temporary folder and served from 127.0.0.1. Every page must load with no JavaScript error and
 no request leaving the machine, draw every plotly figure and fill every circuitsvis view. A
 screenshot of each page goes to build/screenshots/<page>.png for a person to look at.
+
+A second, hostile fixture notebook carries script in what it recorded (findings, headline, a Markdown
+output) and in its figures (plotly title, labels and layout.height; circuitsvis tokens): rendered by
+the real renderer, its pages must show that text and run none of it (no `window.__pwned`, no dialog).
 """
 import functools
 import http.server
@@ -106,14 +110,20 @@ def site(browser, tmp_path_factory):
     assert nbformat.read(fixture, as_version=4).cells[3].execution_count, "the fixture notebook did not execute"
     render.render_notebook(fixture, out, nbs[-2] if NOTEBOOKS else None, None)
 
+    base, server = serve(out)
+    yield base, {nb.stem: nb for nb in nbs}, out
+    server.shutdown()
+
+
+def serve(folder: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """Serve `folder` from 127.0.0.1 in a thread: (base URL, server to shut down)."""
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", {nb.stem: nb for nb in nbs}, out
-    server.shutdown()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
 
 
 DRAWN = """() => ({
@@ -235,3 +245,108 @@ def test_glossary_links_resolve_on_every_page(site):
     assert 'href="glossary.html#residual-stream"' in (out / f"{FIXTURE}.html").read_text()
     index = (out / "index.html").read_text()
     assert index.count('<li><a href="') == len(nbs) and 'href="glossary.html"' in index, "the index shows the reading path"
+
+
+# A notebook whose data carries script: a string recorded and quoted by `findings.markdown`, the same
+# string as a headline, in a Markdown output made without findings.markdown (as before it escaped),
+# in a plotly figure (title, labels, and a layout.height that would close the div's style attribute)
+# and in circuitsvis tokens. The page must show it as text and run none of it.
+HOSTILE_STEM = "98_hostile_fixture"
+PWN = "window.__pwned=1"
+HOSTILE = " ".join([f"<script>{PWN}</script>", f'<img src=x onerror="{PWN}">', '<img src=x onerror="alert(1)">',
+                    f'</script><svg onload="{PWN}">', f"<!--<script>{PWN}</script>", f"[click](javascript:{PWN})",
+                    f'`<b onmouseover="{PWN}">`'])
+
+
+def hostile_notebook(folder: Path) -> Path:
+    """Write the hostile fixture notebook (its Markdown made by the real findings.markdown) and its findings."""
+    import circuitsvis as cv
+    import torch
+
+    import glassbox
+    from glassbox import viz
+    from glassbox.journal import contract, findings
+
+    with pytest.MonkeyPatch.context() as mp:  # a run staged in `folder`, forgotten afterwards
+        mp.setattr(contract, "_current", None)
+        mp.setenv(contract.ENV_STAGE, str(folder / "stage"))
+        mp.setenv(contract.ENV_SMOKE, "1")
+        glassbox.start(HOSTILE_STEM, smoke=True)
+        findings.record("evil", HOSTILE)
+        findings.record("headline", HOSTILE)
+        prose = findings.markdown("**Recorded:** {evil}\n\nAs code: `{evil}`\n\n"
+                                  "<details><summary>Answer</summary>\n\n{evil}\n</details>").data
+        shutil.copytree(folder / "stage" / "findings", folder / "findings")
+    figure = {"data": [{"type": "bar", "x": HOSTILE.split(" ")[:6], "y": [1, 2, 3, 4, 5, 6], "name": HOSTILE}],
+              "layout": {"title": {"text": HOSTILE}, "height": f'1px" onload="{PWN}'}}
+    view = cv.attention.attention_heads(attention=torch.eye(4)[None], tokens=HOSTILE.split(" ")[:4])
+    out = nbformat.v4.new_output
+    cells = [nbformat.v4.new_markdown_cell("# 98 · Hostile fixture\n\nRecorded data that carries script."),
+             nbformat.v4.new_code_cell("findings.record('evil', EVIL)"),
+             nbformat.v4.new_code_cell("findings.markdown(...)"),
+             nbformat.v4.new_code_cell("display(Markdown(EVIL))  # made without findings.markdown"),
+             nbformat.v4.new_code_cell("viz.show(figure)"),
+             nbformat.v4.new_code_cell("viz.show_circuitsvis(view)\ndisplay(HTML(view.cdn_src))")]
+    cells[1].outputs = [out("stream", name="stdout", text=f"evil = {HOSTILE!r}\n")]
+    cells[2].outputs = [out("execute_result", data={"text/markdown": prose, "text/plain": "<Markdown object>"}, execution_count=2)]
+    cells[3].outputs = [out("display_data", data={"text/markdown": HOSTILE})]
+    cells[4].outputs = [out("display_data", data={"application/vnd.plotly.v1+json": figure, "text/plain": "Figure"})]
+    cells[5].outputs = [out("display_data", data={"text/html": viz.circuitsvis_html(view, bundle=False)}),
+                        out("display_data", data={"text/html": view.cdn_src})]
+    path = folder / f"{HOSTILE_STEM}.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hostile_site(browser, tmp_path_factory):
+    """The hostile fixture rendered with the real renderer (its headline on the index) and served: (base URL, folder)."""
+    from glassbox.journal import render
+
+    folder, out = tmp_path_factory.mktemp("hostile"), tmp_path_factory.mktemp("hostile_journal")
+    nb = hostile_notebook(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "FINDINGS_DIR", folder / "findings")  # the index reads the fixture's headline here
+        render.render_journal([nb], out)
+    (out / "control.html").write_text(f'<!doctype html><body><img src="x" onerror="{PWN}"></body>')
+    base, server = serve(out)
+    yield base, out
+    server.shutdown()
+
+
+def script_ran(browser, base: str, page_name: str) -> tuple[object, list[str], dict, str]:
+    """Load a page; returns window.__pwned, the dialogs and JavaScript errors seen, what drew, and the page's text."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    seen: list[str] = []
+    page.on("dialog", lambda d: (seen.append(f"dialog {d.type}: {d.message}"), d.dismiss()))
+    page.on("pageerror", lambda err: seen.append(f"JavaScript error: {err}"))
+    page.goto(f"{base}/{page_name}.html", wait_until="load", timeout=30_000)
+    try:
+        page.wait_for_function(f"() => {{ const d = ({DRAWN})(); return d.views.every(Boolean) && d.plotly.every(Boolean); }}",
+                               timeout=15_000)
+    except Exception:  # reported by the caller
+        pass
+    page.mouse.move(600, 450)
+    page.wait_for_timeout(1000)  # onerror / onload handlers, and circuitsvis, run after load
+    pwned, drawn, text = page.evaluate("() => window.__pwned"), page.evaluate(DRAWN), page.inner_text("body")
+    page.close()
+    return pwned, seen, drawn, text
+
+
+def test_the_check_sees_script_that_runs(browser, hostile_site):
+    base, out = hostile_site
+    pwned, seen, drawn, text = script_ran(browser, base, "control")
+    assert pwned == 1, "an injected onerror handler runs in this browser: the checks below can fail"
+
+
+@pytest.mark.parametrize("page_name", [HOSTILE_STEM, "index"])
+def test_recorded_strings_and_figure_properties_run_no_script(browser, hostile_site, page_name):
+    base, out = hostile_site
+    pwned, seen, drawn, text = script_ran(browser, base, page_name)
+    assert pwned is None and not seen, f"{page_name}.html ran injected script: window.__pwned={pwned!r}; {seen}"
+    assert f"<script>{PWN}</script>" in text, "the recorded string must show as text"
+    if page_name == HOSTILE_STEM:
+        assert drawn == {"plotly": [True], "views": [True, True]}, f"the escaped figure and views must still draw: {drawn}"
+        html = (out / f"{HOSTILE_STEM}.html").read_text()
+        assert 'style="width:100%;height:450px"' in html, "a layout.height that is not a number is not written"
+        assert text.count(f"<script>{PWN}</script>") >= 4, "recorded (stream), quoted twice by findings.markdown, and raw"

@@ -95,7 +95,9 @@ def circuitsvis_html(view, *, bundle: bool) -> str:
                 'const js = await new Response(new Blob([zipped]).stream().pipeThrough(new DecompressionStream("gzip"))).text(); '
                 'const s = document.createElement("script"); s.textContent = js; document.head.appendChild(s); '
                 "return window.CircuitsVis; })();</script>\n")
-    props_js = props.replace("</", "<\\/")
+    # JSON, whose `<`, `>` and `&` (only ever inside its strings) become \u escapes: no token can end the
+    # <script> or open an HTML comment in it
+    props_js = props.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return head + f"""<div id="{div}" class="circuitsvis-view" style="margin: 15px 0;"></div>
 <script>(async () => {{
   const el = document.getElementById("{div}");

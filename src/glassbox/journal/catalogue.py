@@ -55,8 +55,14 @@ def readme_table() -> str:
     """Markdown table of the notebooks and what each found, from the committed findings files."""
     rows = ["| # | notebook | what it found |", "|---|---|---|"]
     for nb in notebooks():
-        rows.append(f"| {nb.stem[:2]} | [{title(nb)}](notebooks/{nb.name}) | {headline(nb.stem) or '(not run yet)'} |")
+        rows.append(f"| {nb.stem[:2]} | [{title(nb)}](notebooks/{nb.name}) | {table_text(headline(nb.stem)) or '(not run yet)'} |")
     return "\n".join(rows)
+
+
+def table_text(text: str) -> str:
+    """Recorded text for a Markdown table cell: on one line, and no HTML tag, comment or autolink can open
+    in it (a `<` before a letter, `/`, `!` or `?` becomes `&lt;`; `<=` stays as it is)."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"\s*[\r\n]+\s*", " ", text))
 
 
 def readme_with_table(text: str) -> str:

@@ -5,10 +5,17 @@ here each becomes a <div> drawn by a local copy of plotly.min.js. circuitsvis vi
 `viz.show_circuitsvis`, or a circuitsvis function's own HTML, inlined or from its CDN) draw from
 one local copy of circuitsvis's bundle, and math from a local MathJax (jupyter-server-mathjax):
 no page fetches anything from the internet.
+
+What a notebook recorded is data, not page: values a figure or a view carries, written into a
+<script>, are JSON with `<`, `>` and `&` escaped (`script_json`), so no string can end the script or
+open a comment; a figure's height is used only if it is a positive number; Markdown outputs (such as
+`findings.markdown`'s, whose values are escaped where they are filled in) pass an allowlist of tags
+and attributes (`clean_markdown_output`): no script, event handler or javascript: link survives.
 """
 import html
 import importlib.util
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +28,10 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 CV_BUNDLE_SCRIPT = re.compile(r'<script class="circuitsvis-bundle">.*?</script>\n?', re.S)  # viz.show_circuitsvis
 CV_INLINED = re.compile(r'"use strict";var CircuitsVis=.*?//# sourceMappingURL=iife\.js\.map', re.S)  # circuitsvis offline
 CV_CDN_IMPORT = re.compile(r'import \{ render, (\w+) \} from "https://unpkg\.com/circuitsvis@[^"]*";')  # circuitsvis online
+# A view's props (JSON, so on one line): circuitsvis's own `render(\n "circuits-vis-…",\n Name,\n {props}\n)`,
+# or viz.show_circuitsvis's `cv.render("circuits-vis-…", cv["Name"], {props});`
+CV_PROPS = re.compile(r'(render\(\s*"circuits-vis-[\w-]+",\s*[\w.]+,[ \t]*\n[ \t]*)([^\n]*)(?=\n[ \t]*\))'
+                      r'|(^[ \t]*cv\.render\("circuits-vis-[\w-]+", cv\["\w+"\], )([^\n]*)(?=\);[ \t]*$)', re.M)
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)\s]+)\)")
 ICON = '<link rel="icon" href="data:,">'  # no favicon.ico request (a 404 in the console)
 MATHJAX_CONFIG = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
@@ -57,7 +68,24 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
 {% block html_head_css %}{{ resources.journal.head }}{% endblock %}
 {% block body_header %}{{ super() }}{{ resources.journal.nav }}{{ resources.journal.toc }}{% endblock %}
 {% block body_footer %}{{ resources.journal.nav }}{{ super() }}{% endblock %}
+{% block data_markdown scoped -%}
+<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown jp-OutputArea-output {{ extra_class }}" data-mime-type="text/markdown">
+{{ output.data['text/markdown'] | markdown2html | clean_markdown_output }}
+</div>
+{%- endblock data_markdown %}
 """
+
+# What a Markdown output may hold on the page: what Markdown itself writes, plus <details>/<summary>
+# (folded answers). Anything else is dropped (its text kept); links and images only to http(s),
+# mailto: or a relative address.
+MARKDOWN_TAGS = {"a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl", "dt", "em",
+                 "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre",
+                 "s", "samp", "small", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot",
+                 "th", "thead", "tr", "u", "ul"}
+MARKDOWN_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "img": ["src", "alt", "title", "width", "height"],
+                       "details": ["open"], "ol": ["start"], "th": ["style", "align"], "td": ["style", "align"]}
+DEFAULT_FIGURE_HEIGHT = 450  # px, plotly's own default
+
 
 PAGE_CSS = """
 body.jp-Notebook { padding-left: 15rem; }
@@ -100,12 +128,35 @@ footer { color: #57606a; font-size: .9rem; margin-top: 2rem; }
 """
 
 
+def script_json(value) -> str:
+    """`value` as JSON that is safe inside an HTML <script>: no `</script>`, `<!--` or `-->` can appear in it
+    (`<`, `>` and `&` are written as \\u escapes, which JavaScript reads back as the same characters)."""
+    return script_safe(json.dumps(value))
+
+
+def figure_height(layout) -> int | float:
+    """A plotly layout's height in pixels when it is a positive number, else plotly's default."""
+    height = layout.get("height") if isinstance(layout, dict) else None
+    if isinstance(height, (int, float)) and not isinstance(height, bool) and math.isfinite(height) and height > 0:
+        return height
+    return DEFAULT_FIGURE_HEIGHT
+
+
 def plotly_html(figure: dict, div_id: str) -> str:
     """A div and a script that draw one plotly figure with the page's local plotly.min.js."""
-    payload = json.dumps({"data": figure.get("data", []), "layout": figure.get("layout", {})}).replace("</", "<\\/")
-    height = figure.get("layout", {}).get("height") or 450
-    return (f'<div id="{div_id}" class="plotly-figure" style="width:100%;height:{height}px"></div>'
-            f'<script>Plotly.newPlot("{div_id}", ...(p => [p.data, p.layout])({payload}), {{responsive: true}});</script>')
+    layout = figure.get("layout", {})
+    payload = script_json({"data": figure.get("data", []), "layout": layout})
+    return (f'<div id="{html.escape(div_id)}" class="plotly-figure" style="width:100%;height:{figure_height(layout)}px"></div>'
+            f'<script>Plotly.newPlot({script_json(div_id)}, ...(p => [p.data, p.layout])({payload}), {{responsive: true}});</script>')
+
+
+def clean_markdown_output(page: str) -> str:
+    """A Markdown output's HTML with only `MARKDOWN_TAGS` and `MARKDOWN_ATTRIBUTES` kept (no script can run)."""
+    import bleach
+    from bleach.css_sanitizer import CSSSanitizer
+
+    return bleach.clean(page, tags=MARKDOWN_TAGS, attributes=MARKDOWN_ATTRIBUTES, strip=True, strip_comments=True,
+                        css_sanitizer=CSSSanitizer(allowed_css_properties=["text-align"]))
 
 
 def inline_plotly(nb: nbformat.NotebookNode, stem: str) -> int:
@@ -129,16 +180,24 @@ def localise_circuitsvis(nb: nbformat.NotebookNode) -> int:
             data = output.get("data", {})
             if "circuits-vis-" in data.get("text/html", ""):
                 page = CV_INLINED.sub("", CV_BUNDLE_SCRIPT.sub("", data["text/html"]))
-                data["text/html"] = CV_CDN_IMPORT.sub(r"const { render, \1 } = window.CircuitsVis;", page)
+                page = CV_CDN_IMPORT.sub(r"const { render, \1 } = window.CircuitsVis;", page)
+                data["text/html"] = CV_PROPS.sub(lambda m: (m[1] or m[3]) + script_safe(m[2] or m[4]), page)
                 views += data["text/html"].count('id="circuits-vis-')
     return views
+
+
+def script_safe(js: str) -> str:
+    """JSON or JavaScript literals made safe inside a <script> (see `script_json`): `<`, `>` and `&` only
+    occur in its strings, where their \\u escapes read back the same."""
+    return js.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def tidy_for_the_web(nb: nbformat.NotebookNode) -> None:
     """Drop the Colab setup cell (a no-op outside Colab) and turn the badge image into a plain link."""
     nb.cells = [c for i, c in enumerate(nb.cells) if not (i == 1 and c.cell_type == "code" and "google.colab" in c.source)]
     if nb.cells and nb.cells[0].cell_type == "markdown":
-        nb.cells[0].source = COLAB_BADGE.sub(r'<a class="colab" href="\1">Open in Colab</a>', nb.cells[0].source)
+        nb.cells[0].source = COLAB_BADGE.sub(lambda m: f'<a class="colab" href="{html.escape(m[1])}">Open in Colab</a>',
+                                             nb.cells[0].source)
 
 
 def tidy_streams(nb: nbformat.NotebookNode) -> None:
@@ -171,10 +230,15 @@ def tag_hidden_sources(nb: nbformat.NotebookNode) -> None:
             cell.metadata["tags"] = [*cell.metadata.get("tags", []), "source-hidden"]
 
 
+def page_href(nb: Path) -> str:
+    """A notebook's page address, escaped for an href."""
+    return html.escape(f"{nb.stem}.html")
+
+
 def nav(prev: Path | None, nxt: Path | None) -> str:
     """Previous / index / next links for a notebook page, named by the notebooks' titles."""
-    left = f'<a href="{prev.stem}.html">&larr; {html.escape(title(prev))}</a>' if prev else '<span></span>'
-    right = f'<a href="{nxt.stem}.html">{html.escape(title(nxt))} &rarr;</a>' if nxt else '<span></span>'
+    left = f'<a href="{page_href(prev)}">&larr; {html.escape(title(prev))}</a>' if prev else '<span></span>'
+    right = f'<a href="{page_href(nxt)}">{html.escape(title(nxt))} &rarr;</a>' if nxt else '<span></span>'
     return f'<nav class="journal">{left}<a href="index.html">journal index</a>{right}</nav>'
 
 
@@ -185,6 +249,7 @@ def exporter():
 
     return HTMLExporter(template_name="lab", template_file="journal.html.j2",
                         extra_loaders=[DictLoader({"journal.html.j2": TEMPLATE})],
+                        filters={"clean_markdown_output": clean_markdown_output},
                         mathjax_url=f"mathjax/{MATHJAX_CONFIG}")
 
 
@@ -223,7 +288,7 @@ def colab_cell(nb: Path) -> str:
 def index_page(nbs: list[Path]) -> str:
     """The journal's front page: what it is, and each notebook in order with its headline finding."""
     rows = "".join(
-        f'<tr><td><a href="{nb.stem}.html">{html.escape(title(nb))}</a></td>'
+        f'<tr><td><a href="{page_href(nb)}">{html.escape(title(nb))}</a></td>'
         f"<td>{html.escape(headline(nb.stem) or '(not run yet)')}</td>"
         f"<td>{colab_cell(nb)}</td></tr>" for nb in nbs)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -253,8 +318,8 @@ def reading_path(nbs: list[Path]) -> str:
     items = []
     for nb in nbs:
         needs, skill = READING_PATH.get(nb.stem[:2], ((), ""))
-        before = ", ".join(f'<a href="{p.stem}.html">{p.stem[:2]}</a>' for p in nbs if p.stem[:2] in needs)
-        items.append(f'<li><a href="{nb.stem}.html">{html.escape(title(nb))}</a>'
+        before = ", ".join(f'<a href="{page_href(p)}">{html.escape(p.stem[:2])}</a>' for p in nbs if p.stem[:2] in needs)
+        items.append(f'<li><a href="{page_href(nb)}">{html.escape(title(nb))}</a>'
                      f'{f" (after {before})" if before else ""}: {html.escape(skill)}</li>')
     return "".join(items)
 
