@@ -178,6 +178,14 @@ def test_per_token_loss_and_repeated_tokens_refuse_what_does_not_fit():
         lens.repeated_tokens(2, 3, 0)
 
 
+def test_component_layers_refuses_labels_residual_components_does_not_make(run):
+    model, _, cache = run
+    labels = lens.residual_components(model, cache)[1]
+    assert lens.component_layers(labels)[:4] == [-1, -1, 0, 0]
+    with pytest.raises(ValueError, match=r"labels must be those residual_components returns .*got \['Layer 0'\]"):
+        lens.component_layers(labels + ["Layer 0"])
+
+
 def test_classify_heads_refuses_nan_scores_and_mismatched_shapes():
     scores = {k: torch.zeros(2, 3) for k in ("previous-token", "first-token", "current-token")}
     with pytest.raises(ValueError, match="induction holds 1 NaN"):

@@ -12,6 +12,7 @@ standard hook names: nothing here assumes the journal built it.
 
 Conventions (TransformerLens): row vectors, `x @ W`; W_OV = W_V @ W_O and W_QK = W_Q @ W_K^T per head.
 """
+import re
 from collections.abc import Callable
 
 import einops
@@ -120,8 +121,15 @@ def residual_components(model: nn.Module, cache) -> tuple[Float[Tensor, "compone
     return torch.stack(parts), labels
 
 
+_LABEL = re.compile(r"embed|pos_embed|L\d+(H\d+| b_O| MLP)")
+
+
 def component_layers(labels: list[str]) -> list[int]:
     """The layer of each component label of `residual_components` (-1 for the embeddings)."""
+    bad = [label for label in labels if not (isinstance(label, str) and _LABEL.fullmatch(label))]
+    if bad:
+        raise ValueError(f"labels must be those residual_components returns ('embed', 'L0H1', 'L0 b_O', 'L0 MLP'), "
+                         f"got {bad[:3]}")
     return [int(label[1:].split("H")[0].split(" ")[0]) if label.startswith("L") else -1 for label in labels]
 
 
