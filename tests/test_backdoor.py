@@ -1,10 +1,11 @@
-"""Unit tests of glassbox.backdoor, on a hand-built backdoored network glassbox did not build
+"""Unit tests of glassbox.studies.backdoor, on a hand-built backdoored network glassbox did not build
 (`planted`: its answers are known exactly) and on tiny_cnn."""
 import pytest
 import torch
 from torch import nn
 
-from glassbox import backdoor, models, training
+from glassbox import training
+from glassbox.studies import backdoor, models
 
 WHITE = (backdoor.apply_trigger(torch.zeros(1, 28, 28))[0] > 0).flatten()  # the 5 white trigger pixels
 

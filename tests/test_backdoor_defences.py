@@ -1,10 +1,10 @@
-"""Unit tests of the defence helpers added to glassbox.backdoor for notebook 05 (mean ablation, Fine-Pruning's
+"""Unit tests of the defence helpers added to glassbox.studies.backdoor for notebook 05 (mean ablation, Fine-Pruning's
 stopping rule, trigger placement, scan reports, choosing on validation), on a hand-built backdoored network."""
 import pytest
 import torch
 from torch import nn
 
-from glassbox import backdoor, training
+from glassbox.studies import backdoor
 
 WHITE = (backdoor.apply_trigger(torch.zeros(1, 28, 28))[0] > 0).flatten()
 

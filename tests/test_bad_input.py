@@ -3,7 +3,8 @@ and what would be accepted (issue 13's list)."""
 import pytest
 import torch
 
-from glassbox import ablation, backdoor, data, models, sae
+from glassbox import ablation, sae
+from glassbox.studies import backdoor, find_median, models
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,6 @@ def test_a_reader_that_does_not_read_the_layer_is_refused(mlp):
 @pytest.mark.parametrize("family", ["consecutive", "spaced"])
 def test_list_families_that_need_distinct_values_refuse_a_small_vocabulary(family):
     with pytest.raises(ValueError, match=rf"the '{family}' family needs vocab >= length.*vocab=5, length=7"):
-        data.make_lists(4, length=7, vocab=5, family=family)
-    x = data.make_lists(50, length=7, vocab=7, family=family)
+        find_median.make_lists(4, length=7, vocab=5, family=family)
+    x = find_median.make_lists(50, length=7, vocab=7, family=family)
     assert all(len(set(row.tolist())) == 7 for row in x), f"{family} lists must hold distinct values"

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from glassbox import circuits, hooks, lens, lm, models
+from glassbox import circuits, hooks, lens, lm
+from glassbox.studies import find_median, models
 
 CONFIG = {"n_layers": 2, "n_heads": 2, "d_model": 16, "d_head": 8, "d_mlp": 32, "d_vocab": 11, "n_ctx": 12}
 
@@ -294,24 +295,24 @@ def test_circuits_refuse_heads_positions_and_tokens_out_of_range(median):
     with pytest.raises(ValueError, match=r"tokens must be token ids in 0\.\.49, got values from \d+ to 50"):
         circuits.get_logit_components(median, torch.cat([tokens[:, :6], torch.full((4, 1), 50)], 1))
     with pytest.raises(ValueError, match=r"position must be in -7\.\.6"):
-        circuits.make_flip_pairs(tokens, 7, 50)
+        find_median.make_flip_pairs(tokens, 7, 50)
     with pytest.raises(ValueError, match=r"tokens must be in 0\.\.49 \(the table's rows\), got values from 50 to 50"):
-        circuits.AveragingModel(circuits.tent_table(50))(torch.full((1, 3), 50))
+        find_median.AveragingModel(find_median.tent_table(50))(torch.full((1, 3), 50))
 
 
 def test_circuits_refuse_nan_and_parts_that_do_not_fit(median):
     tokens = torch.randint(0, 50, (4, 7), generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="values holds 1 NaN"):
         circuits.mean_by_token(torch.tensor([[0.5, float("nan")]]), torch.tensor([[1, 2]]), 3)
-    terms = circuits.get_last_position_terms(median, tokens)
+    terms = find_median.get_last_position_terms(median, tokens)
     with pytest.raises(ValueError, match=r"pattern has shape \(5,\), but replaces a part of shape \(4, 7\)"):
-        circuits.assemble_logits(terms, pattern=torch.full((5,), 0.2))
+        find_median.assemble_logits(terms, pattern=torch.full((5,), 0.2))
     with pytest.raises(ValueError, match=r"ov has shape \(7, 50\), but replaces a part of shape \(4, 7, 50\)"):
-        circuits.assemble_logits(terms, ov=terms.ov[0])
-    torch.testing.assert_close(circuits.assemble_logits(terms, pattern=torch.full((7,), 1 / 7)).shape, torch.Size([4, 50]))
-    logits = circuits.assemble_logits(terms)
+        find_median.assemble_logits(terms, ov=terms.ov[0])
+    torch.testing.assert_close(find_median.assemble_logits(terms, pattern=torch.full((7,), 1 / 7)).shape, torch.Size([4, 50]))
+    logits = find_median.assemble_logits(terms)
     with pytest.raises(ValueError, match=r"answers must be token ids in 0\.\.49"):
-        circuits.logit_fit(logits, logits, torch.full((4,), 60))
+        find_median.logit_fit(logits, logits, torch.full((4,), 60))
     with pytest.raises(ValueError, match=r"metric must return one number per run, got a tensor of shape \(4,\)"):
         _, cache = median.run_with_cache(tokens)
         circuits.patch_by_position(median, tokens, cache, ["blocks.0.attn.hook_v"], lambda lg: lg[:, -1, 0])
@@ -334,7 +335,7 @@ def _cases():
     logits, seq = model(tokens), torch.arange(60) % 11
     median = models.build_attn_only_transformer({}).eval()
     lists = torch.randint(0, 50, (4, 7))
-    terms = circuits.get_last_position_terms(median, lists)
+    terms = find_median.get_last_position_terms(median, lists)
     fixed = torch.ones(4)
 
     def patched(x):
@@ -371,13 +372,13 @@ def _cases():
         ("set_pattern_hooks", lambda x: model.run_with_hooks(tokens, fwd_hooks=circuits.set_pattern_hooks(x)), pattern, "pattern", None),
         ("last_query_pattern", circuits.last_query_pattern, torch.randn(4, 7), "scores", None),
         ("ablate_hooks", lambda x: circuits.ablate_hooks("blocks.0.attn.hook_v", "mean", x), torch.randn(3, 10, 2, 8), "reference", SLICED),
-        ("fit_tent", circuits.fit_tent, circuits.tent_table(9), "table", None),
-        ("get_local_slopes", circuits.get_local_slopes, circuits.tent_table(9), "table", None),
-        ("AveragingModel", circuits.AveragingModel, circuits.tent_table(9), "table", None),
+        ("fit_tent", find_median.fit_tent, find_median.tent_table(9), "table", None),
+        ("get_local_slopes", find_median.get_local_slopes, find_median.tent_table(9), "table", None),
+        ("AveragingModel", find_median.AveragingModel, find_median.tent_table(9), "table", None),
         ("get_logit_components", lambda x: circuits.get_logit_components(median, x), lists, "tokens", None),
-        ("make_flip_pairs", lambda x: circuits.make_flip_pairs(x, 0, 50), lists, "tokens", None),
-        ("tent_rows", lambda x: circuits.tent_rows(terms, x, 1.0), lists, "tokens", None),
-        ("logit_fit", lambda x: circuits.logit_fit(x, terms.direct, lists[:, 0]), terms.direct, "logits", None),
+        ("make_flip_pairs", lambda x: find_median.make_flip_pairs(x, 0, 50), lists, "tokens", None),
+        ("tent_rows", lambda x: find_median.tent_rows(terms, x, 1.0), lists, "tokens", None),
+        ("logit_fit", lambda x: find_median.logit_fit(x, terms.direct, lists[:, 0]), terms.direct, "logits", None),
     ]
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from glassbox import (ablation, attribution, backdoor, concepts, features, fourier, grokking, models, neurons, probes, pruning,
-                      regularisation, sae)
+from glassbox import ablation, attribution, fourier, neurons, probes, sae
+from glassbox.studies import backdoor, char_features, grokking, mnist_mlp, models, pruning, regularisation
 
 NAN = float("nan")
 
@@ -192,18 +192,18 @@ def test_lm_sae_hook_refuses_an_activation_of_another_width(relu2_sae):
 
 def test_f1_score_treats_0_1_integers_as_bools_and_refuses_other_integers():
     pred, truth = torch.tensor([1, 0, 1, 1]), torch.tensor([1, 1, 0, 1])
-    assert features.f1_score(pred, truth) == features.f1_score(pred.bool(), truth.bool()) == pytest.approx(2 / 3)
+    assert char_features.f1_score(pred, truth) == char_features.f1_score(pred.bool(), truth.bool()) == pytest.approx(2 / 3)
     with pytest.raises(TypeError, match=r"pred must be a bool tensor \(or 0/1 integers\), got torch.int64 with values \[0, 1, 2\]"):
-        features.f1_score(torch.tensor([2, 0, 1, 1]), truth)  # 2 & 1 == 0 bitwise: a silent wrong answer before
+        char_features.f1_score(torch.tensor([2, 0, 1, 1]), truth)  # 2 & 1 == 0 bitwise: a silent wrong answer before
     with pytest.raises(ValueError, match="pred and truth must have the same shape"):
-        features.f1_score(pred.bool(), truth[:3].bool())
+        char_features.f1_score(pred.bool(), truth[:3].bool())
 
 
 def test_generate_refuses_a_context_of_zero():
     with pytest.raises(ValueError, match=r"n_ctx \(the model's context length\) must be at least 1, got 0"):
-        features.generate(None, torch.zeros(1, 3, dtype=torch.long), 4, n_ctx=0)
+        char_features.generate(None, torch.zeros(1, 3, dtype=torch.long), 4, n_ctx=0)
     with pytest.raises(TypeError, match="prompts must be integer token ids"):
-        features.generate(None, torch.zeros(1, 3), 4, n_ctx=8)
+        char_features.generate(None, torch.zeros(1, 3), 4, n_ctx=8)
 
 
 # ---- backdoor, pruning ----
@@ -299,14 +299,14 @@ def test_attribution_and_concepts_refuse_bad_pixels(mlp):
     with pytest.raises(ValueError, match=r"target must be an int >= 0, got -1"):
         attribution.attribute(mlp, torch.rand(2, 784), -1, "saliency")
     with pytest.raises(ValueError, match=r"images must hold pixels in \[0, 1\], got values in \[0, 255\]"):
-        concepts.count_holes(torch.zeros(1, 28, 28).index_fill(1, torch.tensor([3]), 255.0))
+        mnist_mlp.count_holes(torch.zeros(1, 28, 28).index_fill(1, torch.tensor([3]), 255.0))
     with pytest.raises(ValueError, match=r"a must have 2 or 3"):
         attribution.rank_correlation(torch.rand(5), torch.rand(5))
 
 
 # ---- property: NaN, empty and wrong-rank input to every public tool -> a clear error naming the argument ----
 
-BOOK = features.RuleBook.from_text("First Citizen:\nWe are all resolved.\n", n_bigrams=5, n_trigrams=5)
+BOOK = char_features.RuleBook.from_text("First Citizen:\nWe are all resolved.\n", n_bigrams=5, n_trigrams=5)
 CODES = BOOK.codes("We are resolved.")
 
 
@@ -338,21 +338,21 @@ def _cases(mlp, relu2_sae):
         "attribution.attribute": (lambda t: attribution.attribute(mlp, t, 0, "saliency"), "x", torch.rand(2, 784), "nan empty rank"),
         "attribution.rank_correlation": (lambda t: attribution.rank_correlation(t, t.clone()), "a", torch.rand(2, 9),
                                          "nan empty rank"),
-        "concepts.count_holes": (concepts.count_holes, "images", torch.rand(2, 28, 28), "nan empty rank"),
-        "concepts.stroke_thickness": (concepts.stroke_thickness, "images", torch.rand(2, 28, 28), "nan empty rank"),
-        "concepts.slant": (concepts.slant, "images", torch.rand(2, 28, 28), "nan empty rank"),
-        "concepts.binary_labels": (concepts.binary_labels, "images", torch.rand(2, 28, 28), "nan empty rank"),
-        "features.f1_score": (lambda t: features.f1_score(t, torch.ones_like(t, dtype=torch.bool)), "pred",
+        "mnist_mlp.count_holes": (mnist_mlp.count_holes, "images", torch.rand(2, 28, 28), "nan empty rank"),
+        "mnist_mlp.stroke_thickness": (mnist_mlp.stroke_thickness, "images", torch.rand(2, 28, 28), "nan empty rank"),
+        "mnist_mlp.slant": (mnist_mlp.slant, "images", torch.rand(2, 28, 28), "nan empty rank"),
+        "mnist_mlp.binary_labels": (mnist_mlp.binary_labels, "images", torch.rand(2, 28, 28), "nan empty rank"),
+        "char_features.f1_score": (lambda t: char_features.f1_score(t, torch.ones_like(t, dtype=torch.bool)), "pred",
                               torch.tensor([1, 0, 1]), "nan empty rank"),
-        "features.fit_rules": (lambda t: features.fit_rules(t, BOOK, CODES[:len(t)]), "acts", torch.rand(len(CODES), 3),
+        "char_features.fit_rules": (lambda t: char_features.fit_rules(t, BOOK, CODES[:len(t)]), "acts", torch.rand(len(CODES), 3),
                                "nan empty rank"),
-        "features.score_rules": (lambda t: features.score_rules(t, BOOK, CODES[:len(t)], features.RuleFit(
+        "char_features.score_rules": (lambda t: char_features.score_rules(t, BOOK, CODES[:len(t)], char_features.RuleFit(
             torch.zeros(3, dtype=torch.long), torch.zeros(3), torch.zeros(3))), "acts", torch.rand(len(CODES), 3), "nan empty rank"),
-        "features.top_rule_share": (lambda t: features.top_rule_share(t, truth[:len(t)], k=2), "acts",
+        "char_features.top_rule_share": (lambda t: char_features.top_rule_share(t, truth[:len(t)], k=2), "acts",
                                     torch.rand(len(CODES), 3), "nan empty rank"),
-        "features.greedy_cover": (lambda t: features.greedy_cover(t, truth, k=2), "acts", torch.rand(len(CODES)),
+        "char_features.greedy_cover": (lambda t: char_features.greedy_cover(t, truth, k=2), "acts", torch.rand(len(CODES)),
                                   "nan empty rank"),
-        "features.random_topk_latents": (lambda t: features.random_topk_latents(t, 8, 2), "acts", torch.rand(6, 4),
+        "char_features.random_topk_latents": (lambda t: char_features.random_topk_latents(t, 8, 2), "acts", torch.rand(6, 4),
                                          "nan empty rank"),
         "backdoor.reconstruct_trigger": (lambda t: backdoor.reconstruct_trigger(mlp, t, 0, steps=1), "x_clean",
                                          torch.rand(4, 28, 28), "nan empty rank"),
@@ -377,7 +377,7 @@ def _cases(mlp, relu2_sae):
 
 CORRECT = {  # (tool, kind): the check of a correct result, where the input is not bad for that tool
     ("backdoor.apply_trigger", "empty"): lambda out: out.shape == (0, 28, 28),  # no images in, none out
-    ("features.f1_score", "rank"): lambda out: out == 1.0,  # one prediction, right: F1 of a 0-d pair is well defined
+    ("char_features.f1_score", "rank"): lambda out: out == 1.0,  # one prediction, right: F1 of a 0-d pair is well defined
     ("fourier.gini", "rank"): lambda out: out == 0.0,  # one value holds everything: (n-1)/n = 0
     ("fourier.frequency_norms", "rank"): lambda out: out.shape == (2,),  # a vector in Fourier coordinates (p = 3)
 }
@@ -400,9 +400,9 @@ CASE_NAMES = ["sae.l0", "sae.dead_fraction", "sae.fvu", "sae.mean_max_cosine_sim
               "sae.train_sae", "sae.top_k_purity", "neurons.get_activations", "neurons.class_means",
               "neurons.class_selectivity", "neurons.top_activating", "ablation.flip_rate", "ablation.class_accuracy_drop",
               "ablation.ablate", "probes.fit_probe", "attribution.attribute", "attribution.rank_correlation",
-              "concepts.count_holes", "concepts.stroke_thickness", "concepts.slant", "concepts.binary_labels",
-              "features.f1_score", "features.fit_rules", "features.score_rules", "features.top_rule_share",
-              "features.greedy_cover", "features.random_topk_latents", "backdoor.reconstruct_trigger",
+              "mnist_mlp.count_holes", "mnist_mlp.stroke_thickness", "mnist_mlp.slant", "mnist_mlp.binary_labels",
+              "char_features.f1_score", "char_features.fit_rules", "char_features.score_rules", "char_features.top_rule_share",
+              "char_features.greedy_cover", "char_features.random_topk_latents", "backdoor.reconstruct_trigger",
               "backdoor.apply_trigger", "pruning.score_neurons", "pruning.lowest", "backdoor.neurons_for_share",
               "sae.logit_effect", "sae.class_contributions", "regularisation.dead_neurons", "regularisation.classes_per_neuron",
               "fourier.gini", "fourier.frequency_norms", "grokking.neuron_frequencies", "grokking.cos_fit"]

@@ -1,4 +1,4 @@
-"""Unit tests of glassbox.checkpoints beyond test_foundation: what a card holds, that edits are caught,
+"""Unit tests of glassbox.journal.checkpoints beyond test_foundation: what a card holds, that edits are caught,
 listing, and the SAE folder round trip."""
 import hashlib
 import json
@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from glassbox import checkpoints, models, sae
+from glassbox import sae
+from glassbox.studies import models
+from glassbox.journal import checkpoints
 
 
 def saved_mlp(tmp_path, name="tiny"):

@@ -6,7 +6,8 @@ import warnings
 import pytest
 import torch
 
-from glassbox import circuits, data
+from glassbox import circuits
+from glassbox.studies import find_median
 
 
 
@@ -139,39 +140,39 @@ def test_patch_by_position_restores_exactly_the_changed_position():
 
 def test_tent_fit_recovers_a_planted_tent_and_rejects_bad_input():
     torch.manual_seed(0)
-    table = circuits.tent_table(20, c=3.0, bonus=5.0) + torch.randn(20, 1) * 10 + torch.randn(20, 20) * 0.01
-    fit = circuits.fit_tent(table, bonus=True)
+    table = find_median.tent_table(20, c=3.0, bonus=5.0) + torch.randn(20, 1) * 10 + torch.randn(20, 20) * 0.01
+    fit = find_median.fit_tent(table, bonus=True)
     assert fit.c == pytest.approx(3.0, abs=0.01) and fit.bonus == pytest.approx(5.0, abs=0.05) and fit.r2 > 0.999
-    plain = circuits.fit_tent(table)
+    plain = find_median.fit_tent(table)
     assert plain.bonus == 0 and plain.r2 < fit.r2, "without the bonus feature the fit must be worse on a bonus table"
-    assert circuits.fit_tent(torch.randn(20, 20)).r2 < 0.05, "noise is not a tent"
+    assert find_median.fit_tent(torch.randn(20, 20)).r2 < 0.05, "noise is not a tent"
     with pytest.raises(ValueError, match="square"):
-        circuits.fit_tent(torch.zeros(3, 4))
+        find_median.fit_tent(torch.zeros(3, 4))
 
 
 def test_averaging_tent_model_computes_the_median_of_any_list():
-    model = circuits.AveragingModel(circuits.tent_table(50))
-    for family in data.FAMILIES:
-        tokens, medians = data.make_median_data(2000, family=family, seed=1)
+    model = find_median.AveragingModel(find_median.tent_table(50))
+    for family in find_median.FAMILIES:
+        tokens, medians = find_median.make_median_data(2000, family=family, seed=1)
         assert torch.equal(model(tokens)[:, -1].argmax(-1), medians), f"argmax of summed tents != median on {family}"
     with pytest.raises(TypeError, match="expected int tokens"):
         model(torch.zeros(2, 7))
 
 
 def test_local_slopes_of_a_tent_are_its_slope():
-    assert torch.allclose(circuits.get_local_slopes(circuits.tent_table(12, c=2.5), window=3), torch.full((12,), 2.5))
+    assert torch.allclose(find_median.get_local_slopes(find_median.tent_table(12, c=2.5), window=3), torch.full((12,), 2.5))
     with pytest.raises(ValueError, match="window >= 1"):
-        circuits.get_local_slopes(torch.zeros(4, 4), window=0)
+        find_median.get_local_slopes(torch.zeros(4, 4), window=0)
 
 
 @pytest.mark.parametrize("task", ["median", "min"])
 def test_flip_pairs_change_one_value_and_the_answer(task):
-    tokens = data.make_lists(500, seed=2)
-    corrupt = circuits.make_flip_pairs(tokens, 3, 50, task=task, seed=0)
-    changed = data.list_targets(corrupt, task) != data.list_targets(tokens, task)
+    tokens = find_median.make_lists(500, seed=2)
+    corrupt = find_median.make_flip_pairs(tokens, 3, 50, task=task, seed=0)
+    changed = find_median.list_targets(corrupt, task) != find_median.list_targets(tokens, task)
     trials = tokens[:, None].repeat(1, 50, 1)
     trials[:, :, 3] = torch.arange(50)
-    possible = (data.list_targets(trials.reshape(-1, 7), task).reshape(500, 50) != data.list_targets(tokens, task)[:, None]).any(1)
+    possible = (find_median.list_targets(trials.reshape(-1, 7), task).reshape(500, 50) != find_median.list_targets(tokens, task)[:, None]).any(1)
     assert torch.equal(changed, possible), "every list whose answer one value at position 3 can move must be moved"
     assert possible.float().mean() > 0.85
     assert torch.equal((corrupt != tokens).sum(1), changed.long()), "exactly the changed lists differ, at one place"
@@ -240,14 +241,14 @@ def test_attention_scale_follows_the_config():
 
 
 def test_small_tables_and_patterns_by_hand():
-    assert torch.equal(circuits.tent_table(3, c=2.0, bonus=1.0), torch.tensor([[1.0, -2, -4], [-2, 1, -2], [-4, -2, 1]]))
+    assert torch.equal(find_median.tent_table(3, c=2.0, bonus=1.0), torch.tensor([[1.0, -2, -4], [-2, 1, -2], [-4, -2, 1]]))
     assert torch.allclose(circuits.uniform_causal_pattern(3), torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]]))
     scores = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
     p = circuits.last_query_pattern(scores, n_heads=2)
     assert p.shape == (2, 2, 3, 3) and torch.allclose(p[:, :, :2], circuits.uniform_causal_pattern(3)[:2].expand(2, 2, 2, 3))
     assert torch.allclose(p[0, 1, -1], scores[0].softmax(-1)) and torch.allclose(p[1, 0, -1], torch.full((3,), 1 / 3))
     table = torch.tensor([[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]])
-    out = circuits.AveragingModel(table)(torch.tensor([[0, 1, 2]]))
+    out = find_median.AveragingModel(table)(torch.tensor([[0, 1, 2]]))
     assert torch.allclose(out[0], torch.tensor([[1.0, 0.0], [0.5, 1.5], [1.0, 5 / 3]])), "position p: mean of rows 0..p"
 
 
@@ -263,26 +264,26 @@ def brute_force_local_slopes(table, window):
 @pytest.mark.parametrize("window", [1, 2, 4])
 def test_local_slopes_match_a_loop_over_steps_near_the_diagonal(window):
     table = torch.randn(7, 7, generator=torch.Generator().manual_seed(window))
-    assert torch.allclose(circuits.get_local_slopes(table, window), brute_force_local_slopes(table, window), atol=1e-6)
+    assert torch.allclose(find_median.get_local_slopes(table, window), brute_force_local_slopes(table, window), atol=1e-6)
 
 
 def test_fit_tent_column_residual_shows_a_preference_the_tent_lacks():
     n = 20
     bias = torch.tensor([1.0, -1.0] * (n // 2))  # a preference for even outputs, nearly orthogonal to a tent
-    fit = circuits.fit_tent(circuits.tent_table(n, c=2.0) + bias[None, :])
+    fit = find_median.fit_tent(find_median.tent_table(n, c=2.0) + bias[None, :])
     assert fit.c == pytest.approx(2.0, abs=0.05) and 0.9 < fit.r2 < 0.999
     assert torch.allclose(fit.column_residual, bias, atol=0.1), "column_residual: the mean misfit of each output column"
-    assert circuits.fit_tent(circuits.tent_table(n, c=2.0)).column_residual.abs().max() < 1e-4
+    assert find_median.fit_tent(find_median.tent_table(n, c=2.0)).column_residual.abs().max() < 1e-4
 
 
 def test_flip_pairs_leave_unmovable_lists_alone_and_follow_the_seed():
     tokens = torch.tensor([[5, 5, 5, 5, 5, 5, 5], [1, 2, 3, 4, 5, 6, 7]])
-    corrupt = circuits.make_flip_pairs(tokens, 0, 10, seed=1)
+    corrupt = find_median.make_flip_pairs(tokens, 0, 10, seed=1)
     assert torch.equal(corrupt[0], tokens[0]), "no single value at position 0 can move the median of seven 5s"
     assert corrupt[1, 0] >= 5 and torch.equal(corrupt[1, 1:], tokens[1, 1:]), "only values >= 5 at position 0 move the median"
-    many = data.make_lists(200, seed=4)
-    a, b = (circuits.make_flip_pairs(many, 2, 50, seed=s) for s in (1, 1))
-    assert torch.equal(a, b) and not torch.equal(a, circuits.make_flip_pairs(many, 2, 50, seed=2))
+    many = find_median.make_lists(200, seed=4)
+    a, b = (find_median.make_flip_pairs(many, 2, 50, seed=s) for s in (1, 1))
+    assert torch.equal(a, b) and not torch.equal(a, find_median.make_flip_pairs(many, 2, 50, seed=2))
 
 
 def test_W_pos_and_the_effective_unembedding_on_stand_ins():

@@ -1,10 +1,11 @@
-"""circuits.get_last_position_terms / assemble_logits / tent_rows / logit_fit: the trained network's logits taken
+"""find_median.get_last_position_terms / assemble_logits / tent_rows / logit_fit: the trained network's logits taken
 apart exactly, and parts replaced, on randomly initialised models glassbox did not build."""
 
 import pytest
 import torch
 
 from glassbox import circuits
+from glassbox.studies import find_median
 from test_circuits import bridge as random_bridge, hooked_transformer as random_hooked_transformer  # the same small random models
 
 TOKENS = torch.randint(0, 11, (64, 5), generator=torch.Generator().manual_seed(0))
@@ -27,10 +28,10 @@ def hooked_transformer():
 @pytest.mark.parametrize("make", [bridge, hooked_transformer], ids=["bridge", "HookedTransformer"])
 def test_assembled_terms_are_the_logits(make):
     model = make()
-    terms = circuits.get_last_position_terms(model, TOKENS)
+    terms = find_median.get_last_position_terms(model, TOKENS)
     assert terms.ov.shape == (64, 5, 11) and terms.pattern.shape == (64, 5) and terms.scale.shape == (64, 1)
     assert torch.allclose(terms.pattern.sum(-1), torch.ones(64), atol=1e-5), "the last query's attention sums to 1"
-    assert torch.allclose(circuits.assemble_logits(terms), model(TOKENS)[:, -1], atol=1e-4), \
+    assert torch.allclose(find_median.assemble_logits(terms), model(TOKENS)[:, -1], atol=1e-4), \
         "the parts must add up to the logits: is a LayerNorm scale, the skip connection or the bias missing?"
 
 
@@ -39,8 +40,8 @@ def test_replacing_the_pattern_matches_a_real_forward_pass_up_to_the_final_scale
     hooked run's own: the only difference between the two is that scale."""
     model = bridge()
     uniform = circuits.uniform_causal_pattern(5)
-    terms = circuits.get_last_position_terms(model, TOKENS)
-    replaced = circuits.assemble_logits(terms, pattern=torch.full((5,), 0.2))
+    terms = find_median.get_last_position_terms(model, TOKENS)
+    replaced = find_median.assemble_logits(terms, pattern=torch.full((5,), 0.2))
     hooked_scale = {}
 
     def keep_scale(act, hook):
@@ -49,39 +50,39 @@ def test_replacing_the_pattern_matches_a_real_forward_pass_up_to_the_final_scale
     with_hooks = model.run_with_hooks(TOKENS, fwd_hooks=circuits.set_pattern_hooks(uniform) + [("ln_final.hook_scale", keep_scale)])[:, -1]
     rescaled = (replaced - terms.bias) * terms.scale / hooked_scale["s"][:, -1] + terms.bias
     assert torch.allclose(rescaled, with_hooks, atol=1e-4), "uniform attention assembled must be the hooked model's logits"
-    assert not torch.allclose(replaced, circuits.assemble_logits(terms), atol=1e-2), "the pattern was not used"
+    assert not torch.allclose(replaced, find_median.assemble_logits(terms), atol=1e-2), "the pattern was not used"
 
 
 def test_each_replacement_is_used():
-    terms = circuits.get_last_position_terms(bridge(), TOKENS)
-    base = circuits.assemble_logits(terms)
+    terms = find_median.get_last_position_terms(bridge(), TOKENS)
+    base = find_median.assemble_logits(terms)
     zero = torch.zeros(11)
-    assert torch.allclose(circuits.assemble_logits(terms, bias=zero), base - terms.bias, atol=1e-5)
-    assert torch.allclose(circuits.assemble_logits(terms, direct=zero), base - terms.direct / terms.scale, atol=1e-5)
-    doubled = circuits.assemble_logits(terms, ov=2 * terms.ov)
+    assert torch.allclose(find_median.assemble_logits(terms, bias=zero), base - terms.bias, atol=1e-5)
+    assert torch.allclose(find_median.assemble_logits(terms, direct=zero), base - terms.direct / terms.scale, atol=1e-5)
+    doubled = find_median.assemble_logits(terms, ov=2 * terms.ov)
     assert torch.allclose(doubled - base, base - terms.direct / terms.scale - terms.bias, atol=1e-4), "ov enters linearly"
 
 
 def test_tent_rows_keep_each_rows_mean_and_peak_at_the_token():
-    terms = circuits.get_last_position_terms(bridge(), TOKENS)
-    rows = circuits.tent_rows(terms, TOKENS, c=2.0)
+    terms = find_median.get_last_position_terms(bridge(), TOKENS)
+    rows = find_median.tent_rows(terms, TOKENS, c=2.0)
     assert torch.allclose(rows.mean(-1), terms.ov.mean(-1), atol=1e-5), "a row offset is kept (it changes no probability)"
     assert (rows.argmax(-1) == TOKENS).all(), "a tent peaks at its own token"
     step = rows[..., 1:] - rows[..., :-1]
     assert torch.allclose(step.abs(), torch.full_like(step, 2.0), atol=1e-4), "slope c per step on both sides"
     column = torch.arange(11.0)
-    assert torch.allclose(circuits.tent_rows(terms, TOKENS, 2.0, column) - rows, column.expand_as(rows))
+    assert torch.allclose(find_median.tent_rows(terms, TOKENS, 2.0, column) - rows, column.expand_as(rows))
 
 
 def test_logit_fit_on_known_logits():
     ref = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
     answers = torch.tensor([0, 1])
-    same = circuits.logit_fit(ref, ref, answers)
+    same = find_median.logit_fit(ref, ref, answers)
     assert same["accuracy"] == same["agreement"] == same["margin_kept"] == 1.0 and same["logit_r2"] == pytest.approx(1.0)
     assert same["margin"] == pytest.approx(1.5), "margins 3-1 and 2-1: mean 1.5"
-    shifted = circuits.logit_fit(ref + torch.tensor([[5.0], [-2.0]]), ref, answers)
+    shifted = find_median.logit_fit(ref + torch.tensor([[5.0], [-2.0]]), ref, answers)
     assert shifted["logit_r2"] == pytest.approx(1.0) and shifted["loss"] == pytest.approx(same["loss"]), \
         "a constant per list changes no probability"
-    wrong = circuits.logit_fit(torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 1.0]]), ref, answers)
+    wrong = find_median.logit_fit(torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 1.0]]), ref, answers)
     assert wrong["accuracy"] == 0.5 and wrong["agreement"] == 0.5 and wrong["margin"] == pytest.approx((-1 + 1) / 2)
     assert wrong["margin_kept"] == pytest.approx(0.0)

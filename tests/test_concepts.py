@@ -1,8 +1,8 @@
-"""Unit tests of glassbox.concepts on drawn shapes whose answers are known."""
+"""Unit tests of glassbox.studies.mnist_mlp on drawn shapes whose answers are known."""
 import pytest
 import torch
 
-from glassbox import concepts
+from glassbox.studies import mnist_mlp
 
 
 def canvas() -> torch.Tensor:
@@ -22,19 +22,19 @@ def test_count_holes_counts_closed_loops():
     eight = ring(ring(canvas(), 2, 8, 11), 12, 8, 11)  # two rings sharing a stroke
     open_ring = ring(canvas(), 4, 8, 14)
     open_ring[4:6, 12:15] = 0.0  # a gap in the top stroke
-    got = concepts.count_holes(torch.stack([stroke, zero, eight, open_ring]))
+    got = mnist_mlp.count_holes(torch.stack([stroke, zero, eight, open_ring]))
     assert got.tolist() == [0, 1, 2, 0], "holes are background regions that do not reach the border"
     with pytest.raises(ValueError, match="reshape"):
-        concepts.count_holes(torch.zeros(2, 784))
+        mnist_mlp.count_holes(torch.zeros(2, 784))
 
 
 def test_stroke_thickness_measures_the_width_of_a_bar():
     thin, thick = canvas(), canvas()
     thin[4:24, 13:15] = 1.0
     thick[4:24, 11:17] = 1.0
-    got = concepts.stroke_thickness(torch.stack([thin, thick]))
+    got = mnist_mlp.stroke_thickness(torch.stack([thin, thick]))
     assert got[0] == pytest.approx(2 * 20 / 22, rel=1e-5) and got[1] == pytest.approx(6 * 20 / 26, rel=1e-5)
-    assert concepts.stroke_thickness(canvas()[None]).item() == 0.0, "an empty image has no stroke"
+    assert mnist_mlp.stroke_thickness(canvas()[None]).item() == 0.0, "an empty image has no stroke"
 
 
 def test_slant_sign_follows_the_lean():
@@ -44,7 +44,7 @@ def test_slant_sign_follows_the_lean():
         shift = (24 - r) // 3  # top rows further right
         right[r, 8 + shift:10 + shift] = 1.0
         left[r, 18 - shift:20 - shift] = 1.0
-    s = concepts.slant(torch.stack([upright, right, left]))
+    s = mnist_mlp.slant(torch.stack([upright, right, left]))
     assert abs(s[0]) < 1e-6, "an upright bar has slant 0"
     assert s[1] == pytest.approx(1 / 3, abs=0.05) and s[2] == pytest.approx(-1 / 3, abs=0.05), \
         "slant is the column shift per row going up: 1/3 for this bar (check the sign of the row axis)"
@@ -55,11 +55,11 @@ def test_binary_labels_threshold_at_the_reference_median():
     thin[4:24, 13:15] = 1.0
     thick[4:24, 11:17] = 1.0
     images = torch.stack([thin, thick, ring_img])
-    labels = concepts.binary_labels(images)
+    labels = mnist_mlp.binary_labels(images)
     assert labels["has_loop"].tolist() == [0, 0, 1]
     assert labels["thick_stroke"].tolist() == [0, 1, 0], "above the median thickness (the ring's) is thick"
     ref = torch.stack([thick, thick, thick])
-    assert concepts.binary_labels(images, ref)["thick_stroke"].tolist() == [0, 0, 0], \
+    assert mnist_mlp.binary_labels(images, ref)["thick_stroke"].tolist() == [0, 0, 0], \
         "thresholds must come from the reference images when given"
     assert set(labels) == {"has_loop", "thick_stroke", "leans_right"}
 
@@ -69,35 +69,35 @@ def test_a_notch_open_to_any_border_is_not_a_hole():
     notch[1, 5:11] = 1.0  # a bar one row below the top edge
     notch[0, 4] = notch[0, 11] = 1.0  # walls in the top row: background at row 0, columns 5..10, is cut off
     images = torch.stack([torch.rot90(notch, k) for k in range(4)])  # open to the top, left, bottom, right
-    assert concepts.count_holes(images).tolist() == [0, 0, 0, 0], "a region that touches any border row/column is no hole"
+    assert mnist_mlp.count_holes(images).tolist() == [0, 0, 0, 0], "a region that touches any border row/column is no hole"
 
 
 def test_a_frame_around_the_whole_image_encloses_one_hole():
     frame = torch.ones(28, 28)
     frame[1:-1, 1:-1] = 0.0  # the first background region found is the hole itself
-    assert concepts.count_holes(frame[None]).item() == 1
+    assert mnist_mlp.count_holes(frame[None]).item() == 1
 
 
 def test_count_holes_threshold_min_area_and_diagonal_closure():
     grey = ring(canvas(), 4, 8, 14) * 0.4
-    assert concepts.count_holes(grey[None]).item() == 0, "ink at 0.4 is background at the default threshold 0.5"
-    assert concepts.count_holes(grey[None], threshold=0.3).item() == 1
+    assert mnist_mlp.count_holes(grey[None]).item() == 0, "ink at 0.4 is background at the default threshold 0.5"
+    assert mnist_mlp.count_holes(grey[None], threshold=0.3).item() == 1
     tiny = ring(canvas(), 4, 4, 5)  # 5x5 ring of width 2: a 1-pixel hole
-    assert concepts.count_holes(tiny[None]).item() == 0, "holes smaller than min_area=2 pixels are noise"
-    assert concepts.count_holes(tiny[None], min_area=1).item() == 1
+    assert mnist_mlp.count_holes(tiny[None]).item() == 0, "holes smaller than min_area=2 pixels are noise"
+    assert mnist_mlp.count_holes(tiny[None], min_area=1).item() == 1
     diamond = canvas()
     for r, c in [(5, 8), (6, 7), (7, 6), (8, 7), (9, 8), (8, 9), (7, 10), (6, 9)]:
         diamond[r, c] = 1.0  # a loop of pixels touching only at corners around (7, 8)
     diamond[6:9, 8] = diamond[7, 7:10] = 0.0
-    assert concepts.count_holes(diamond[None], min_area=1).item() == 1, "ink touching diagonally closes a loop"
+    assert mnist_mlp.count_holes(diamond[None], min_area=1).item() == 1, "ink touching diagonally closes a loop"
 
 
 def test_stroke_thickness_uses_its_threshold():
     bar = canvas()
     bar[4:24, 11:17] = 0.6
     bar[4:24, 13:15] = 1.0
-    assert concepts.stroke_thickness(bar[None]).item() == pytest.approx(6 * 20 / 26, rel=1e-5)
-    assert concepts.stroke_thickness(bar[None], threshold=0.8).item() == pytest.approx(2 * 20 / 22, rel=1e-5)
+    assert mnist_mlp.stroke_thickness(bar[None]).item() == pytest.approx(6 * 20 / 26, rel=1e-5)
+    assert mnist_mlp.stroke_thickness(bar[None], threshold=0.8).item() == pytest.approx(2 * 20 / 22, rel=1e-5)
 
 
 def test_leans_right_thresholds_at_the_reference_median():
@@ -109,29 +109,29 @@ def test_leans_right_thresholds_at_the_reference_median():
             img[r, 8 + shift:10 + shift] = 1.0
         imgs.append(img)
     images = torch.stack(imgs)
-    assert concepts.binary_labels(images)["leans_right"].tolist() == [0, 1, 0], "only the one above the median slant (not the mean)"
+    assert mnist_mlp.binary_labels(images)["leans_right"].tolist() == [0, 1, 0], "only the one above the median slant (not the mean)"
     ref = torch.stack([imgs[0]] * 3)
-    assert concepts.binary_labels(images, ref)["leans_right"].tolist() == [0, 1, 1], \
+    assert mnist_mlp.binary_labels(images, ref)["leans_right"].tolist() == [0, 1, 1], \
         "the threshold is the reference's median slant (0 here)"
 
 
 def test_ink_exactly_at_the_threshold_is_ink_and_a_stroke_may_touch_the_border():
     half = ring(canvas(), 4, 8, 14) * 0.5
-    assert concepts.count_holes(half[None]).item() == 1, "pixels >= threshold are ink"
-    assert concepts.stroke_thickness(half[None]).item() == pytest.approx(concepts.stroke_thickness((half > 0).float()[None]).item())
+    assert mnist_mlp.count_holes(half[None]).item() == 1, "pixels >= threshold are ink"
+    assert mnist_mlp.stroke_thickness(half[None]).item() == pytest.approx(mnist_mlp.stroke_thickness((half > 0).float()[None]).item())
     corner = canvas()
     corner[0:20, 0:3] = 1.0  # touches the top and left edges: those edges count in the perimeter
-    assert concepts.stroke_thickness(corner[None]).item() == pytest.approx(60 / 23)
-    assert concepts.stroke_thickness(torch.flip(corner, (0, 1))[None]).item() == pytest.approx(60 / 23), \
+    assert mnist_mlp.stroke_thickness(corner[None]).item() == pytest.approx(60 / 23)
+    assert mnist_mlp.stroke_thickness(torch.flip(corner, (0, 1))[None]).item() == pytest.approx(60 / 23), \
         "the same bar in the bottom-right corner"
 
 
 def test_slant_on_short_and_faint_strokes_and_an_empty_image():
     diag = canvas()
     diag[10, 10] = diag[9, 11] = 1.0  # one column right per row up
-    assert concepts.slant(diag[None]).item() == pytest.approx(1.0), "two pixels, one row apart: slant exactly 1"
-    assert concepts.slant(0.3 * diag[None]).item() == pytest.approx(1.0), "faint ink: same slant"
-    assert concepts.slant(canvas()[None]).item() == 0.0, "an empty image has slant 0, not NaN"
+    assert mnist_mlp.slant(diag[None]).item() == pytest.approx(1.0), "two pixels, one row apart: slant exactly 1"
+    assert mnist_mlp.slant(0.3 * diag[None]).item() == pytest.approx(1.0), "faint ink: same slant"
+    assert mnist_mlp.slant(canvas()[None]).item() == 0.0, "an empty image has slant 0, not NaN"
 
 
 def test_thickness_median_comes_from_the_reference_and_not_the_mean():
@@ -141,10 +141,10 @@ def test_thickness_median_comes_from_the_reference_and_not_the_mean():
         bar[4:24, 10:10 + width] = 1.0
         bars.append(bar)
     images = torch.stack(bars)
-    assert concepts.binary_labels(images)["thick_stroke"].tolist() == [0, 0, 1], "above the median (the 3-wide bar), not the mean"
+    assert mnist_mlp.binary_labels(images)["thick_stroke"].tolist() == [0, 0, 1], "above the median (the 3-wide bar), not the mean"
 
 
 @pytest.mark.parametrize("name", ["count_holes", "stroke_thickness", "slant", "binary_labels"])
 def test_every_concept_refuses_flat_images(name):
     with pytest.raises(ValueError, match="reshape flat images"):
-        getattr(concepts, name)(torch.zeros(2, 784))
+        getattr(mnist_mlp, name)(torch.zeros(2, 784))

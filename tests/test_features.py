@@ -1,15 +1,15 @@
-"""glassbox.features: character rules, best-rule fitting (checked against brute force), dashboards."""
+"""glassbox.studies.char_features: character rules, best-rule fitting (checked against brute force), dashboards."""
 import pytest
 import torch
 
-from glassbox import features
+from glassbox.studies import char_features
 
 TEXT = "ROMEO:\nBut soft, what light?\n\nJULIET:\nAy me. The rose THE end.\nthe\n"
 
 
 @pytest.fixture(scope="module")
 def book():
-    return features.RuleBook.from_text(TEXT * 3, n_bigrams=20, n_trigrams=20)
+    return char_features.RuleBook.from_text(TEXT * 3, n_bigrams=20, n_trigrams=20)
 
 
 def rule(book, name):
@@ -63,12 +63,12 @@ def test_fit_rules_finds_the_planted_rule_and_agrees_with_brute_force(book):
         acts[:, u] = truth[:, r].float() * (1 + acts[:, u])  # fires exactly where the rule holds, zero elsewhere
     acts[:, 3] = -acts[:, 3]  # never positive
     sizes = (0.2, 0.5)  # no size below the rules' counts: the planted rule is then the only perfect one
-    fit = features.fit_rules(acts, book, codes, sizes=sizes, chunk=4)
+    fit = char_features.fit_rules(acts, book, codes, sizes=sizes, chunk=4)
     for u, r in enumerate(planted):
         assert truth[:, fit.rule[u]].equal(truth[:, r]), f"unit {u}: found {book.names[fit.rule[u]]!r}, planted {book.names[r]!r}"
         assert fit.f1[u] == pytest.approx(1.0), "a unit that is exactly a rule has F1 1 (is 'every positive activation' a candidate?)"
     assert fit.rule[3] == -1 and fit.f1[3] == 0, "a unit that is never positive has no rule"
-    sizes_n = features._sizes(len(TEXT), sizes).tolist()
+    sizes_n = char_features._sizes(len(TEXT), sizes).tolist()
     assert torch.allclose(fit.f1, brute_force_best_f1(acts, truth, sizes_n), atol=1e-6), "fit_rules disagrees with brute force"
 
 
@@ -76,9 +76,9 @@ def test_score_rules_uses_the_threshold_on_new_text(book):
     codes = book.codes(TEXT)
     truth = book.matrix(codes)
     r = rule(book, "char 'e'")
-    fit = features.RuleFit(rule=torch.tensor([r, r]), threshold=torch.tensor([0.5, 2.0]), f1=torch.zeros(2))
+    fit = char_features.RuleFit(rule=torch.tensor([r, r]), threshold=torch.tensor([0.5, 2.0]), f1=torch.zeros(2))
     acts = torch.stack([truth[:, r].float(), truth[:, r].float()], 1)
-    scores = features.score_rules(acts, book, codes, fit)
+    scores = char_features.score_rules(acts, book, codes, fit)
     assert scores["f1"][0] == 1.0 and scores["precision"][0] == 1.0 and scores["recall"][0] == 1.0
     assert scores["f1"][1] == 0.0, "a threshold above every activation predicts nothing: F1 0"
 
@@ -89,38 +89,38 @@ def test_greedy_cover_splits_a_two_pattern_unit(book):
     e, nl = rule(book, "char 'e'"), rule(book, "char '\\n'")
     acts = truth[:, e].float() * 2 + truth[:, nl].float()  # 'e' strongest, newlines second
     k = int(truth[:, e].sum() + truth[:, nl].sum())
-    cover = features.greedy_cover(acts, truth, k=k, max_base_rate=0.2)
+    cover = char_features.greedy_cover(acts, truth, k=k, max_base_rate=0.2)
     names = [book.names[r] for r, _ in cover]
     bigger = "char 'e'" if truth[:, e].sum() > truth[:, nl].sum() else "char '\\n'"
     assert set(names[:2]) == {"char 'e'", "char '\\n'"} and names[0] == bigger, \
         f"the cover should take the pattern covering most of the top k first, then the other; got {names}"
     assert sum(s for _, s in cover[:2]) == pytest.approx(1.0) and len(cover) == 2, "nothing is left after both patterns"
-    narrow = features.greedy_cover(acts, truth, k=k, max_base_rate=0.01)
+    narrow = char_features.greedy_cover(acts, truth, k=k, max_base_rate=0.01)
     assert all(truth[:, r].float().mean() <= 0.01 for r, _ in narrow), "rules above max_base_rate are not allowed"
 
 
 def test_contexts_html_marks_the_top_character():
     acts = torch.zeros(len(TEXT))
     acts[TEXT.index("?")] = 3.0
-    page = features.contexts_html(TEXT, acts, k=1, title="t<x>")
+    page = char_features.contexts_html(TEXT, acts, k=1, title="t<x>")
     assert "outline" in page and ">?</span>" in page.split("outline")[1][:80], "the top character must be the boxed one"
     assert "t&lt;x&gt;" in page and "3.00" in page and "↵" in page, "escape the title, print the value, draw newlines"
     with pytest.raises(ValueError, match="one activation per character"):
-        features.contexts_html(TEXT, acts[:-1])
+        char_features.contexts_html(TEXT, acts[:-1])
 
 
 def test_direct_logit_effect_is_centred_and_follows_the_unembedding():
     W_U = torch.zeros(4, 3)
     W_U[0, 2] = 1.0  # residual dimension 0 writes to token 2
-    effect = features.direct_logit_effect(torch.tensor([1.0, 0, 0, 0]), W_U)
+    effect = char_features.direct_logit_effect(torch.tensor([1.0, 0, 0, 0]), W_U)
     assert effect.argmax() == 2 and effect.sum().abs() < 1e-6
-    assert features.direct_logit_effect(torch.tensor([1.0, 0, 0, 0]), W_U, torch.tensor([-1.0, 1, 1, 1])).argmin() == 2, \
+    assert char_features.direct_logit_effect(torch.tensor([1.0, 0, 0, 0]), W_U, torch.tensor([-1.0, 1, 1, 1])).argmin() == 2, \
         "a negative LayerNorm weight flips the direction"
 
 
 def test_random_topk_latents_keep_k_positive_projections():
     acts = torch.randn(50, 8)
-    latents, directions = features.random_topk_latents(acts, 32, 3, seed=1)
+    latents, directions = char_features.random_topk_latents(acts, 32, 3, seed=1)
     assert latents.shape == (50, 32) and directions.norm(dim=1).allclose(torch.ones(32))
     assert ((latents > 0).sum(1) <= 3).all() and (latents >= 0).all()
     proj = (acts - acts.mean(0)) @ directions.T
@@ -129,7 +129,7 @@ def test_random_topk_latents_keep_k_positive_projections():
 
 def test_dashboard_figure_orders_promoted_then_suppressed():
     effect = torch.tensor([0.5, -2.0, 3.0, 0.0])
-    fig = features.dashboard_figure(torch.tensor([0.0, 1.0, 2.0]), effect, "ab\nc", n_chars=1)
+    fig = char_features.dashboard_figure(torch.tensor([0.0, 1.0, 2.0]), effect, "ab\nc", n_chars=1)
     bar = fig.data[1]
     assert list(bar.x) == ["\\n", "b"] and list(bar.y) == [3.0, -2.0], "most promoted first, most suppressed last"
     assert "66.67%" in fig.layout.annotations[0].text, "density counts non-zero activations over all characters"
@@ -143,8 +143,8 @@ def test_top_rule_share_matches_the_first_greedy_step(book):
     acts[:, 0] = truth[:, rule(book, "char 'e'")].float() + 0.01 * acts[:, 0]  # its top k are all e's
     acts[:, 4] = -1.0  # never positive: NaN
     k = int(truth[:, rule(book, "char 'e'")].sum())
-    shares = features.top_rule_share(acts, truth, k=k, max_base_rate=0.2, chunk=2)
+    shares = char_features.top_rule_share(acts, truth, k=k, max_base_rate=0.2, chunk=2)
     assert shares[0] == 1.0, "a unit whose top k all satisfy one rule has share 1"
     for u in range(1, 4):
-        assert shares[u] == pytest.approx(features.greedy_cover(acts[:, u], truth, k=k, max_base_rate=0.2, n_rules=1)[0][1])
+        assert shares[u] == pytest.approx(char_features.greedy_cover(acts[:, u], truth, k=k, max_base_rate=0.2, n_rules=1)[0][1])
     assert shares[4].isnan()

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 import glassbox
-from glassbox import checkpoints, data, hooks, models, training
+from glassbox import hooks, training
+from glassbox.studies import mnist_mlp, models
+from glassbox.journal import checkpoints
 
 
 def test_set_seed_makes_runs_repeat():
@@ -92,15 +94,15 @@ def test_checkpoint_errors_say_what_to_do(tmp_path):
 
 
 def test_load_mnist_checks_shapes_and_checksum(tmp_path):
-    mnist = data.load_mnist()
+    mnist = mnist_mlp.load_mnist()
     assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_test.shape == (10000, 28, 28)
     assert mnist.y_train.dtype == torch.int64 and set(mnist.y_test.unique().tolist()) == set(range(10))
     assert 0 <= mnist.x_train.min() and mnist.x_train.max() <= 1
     with pytest.raises(FileNotFoundError, match="make_mnist.py"):
-        data.load_mnist(tmp_path / "missing.npz")
+        mnist_mlp.load_mnist(tmp_path / "missing.npz")
     (tmp_path / "bad.npz").write_bytes(b"not mnist")
     with pytest.raises(ValueError, match="corrupt.*make_mnist.py"):
-        data.load_mnist(tmp_path / "bad.npz")
+        mnist_mlp.load_mnist(tmp_path / "bad.npz")
 
 
 def test_capture_matches_a_manual_forward_on_a_model_glassbox_did_not_build(tiny_cnn):

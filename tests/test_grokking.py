@@ -1,10 +1,11 @@
-"""glassbox.grokking: data, the full-batch loop, and the Fourier progress measures on known inputs."""
+"""glassbox.studies.grokking: data, the full-batch loop, and the Fourier progress measures on known inputs."""
 import math
 
 import pytest
 import torch
 
-from glassbox import fourier, grokking, models
+from glassbox import fourier
+from glassbox.studies import grokking, models
 
 
 def test_make_data_covers_every_pair_once():

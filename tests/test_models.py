@@ -1,9 +1,9 @@
-"""Unit tests of glassbox.models: the MLP against a hand-written forward, configs, the registry, small helpers."""
+"""Unit tests of glassbox.studies.models: the MLP against a hand-written forward, configs, the registry, small helpers."""
 import pytest
 import torch
 from torch import nn
 
-from glassbox import models
+from glassbox.studies import models
 
 
 def test_mlp_forward_is_normalise_then_linear_relu_layers():

@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from glassbox import checkpoints, data, models, training
+from glassbox import training
+from glassbox.studies import find_median, models
+from glassbox.journal import checkpoints
 
 SMALL = {"d_model": 16, "d_head": 16, "seed": 0}
 
@@ -16,7 +18,7 @@ def bridge() -> nn.Module:
 
 
 def test_bridge_takes_int_tokens_and_returns_logits_at_every_position(bridge):
-    tokens = data.make_lists(5)
+    tokens = find_median.make_lists(5)
     logits = bridge(tokens)
     assert logits.shape == (5, 7, 50), "expected logits (batch, n_ctx, d_vocab)"
     assert bridge.pos_embed.W_pos.shape == (7, 16), "positional embeddings live at model.pos_embed.W_pos"
@@ -33,7 +35,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 def test_state_dict_round_trip_is_exact(bridge):
     other = models.build("attn_only_transformer", SMALL | {"seed": 7}).eval()
-    tokens = data.make_lists(64, seed=1)
+    tokens = find_median.make_lists(64, seed=1)
     assert not torch.equal(other(tokens), bridge(tokens))
     other.load_state_dict(bridge.state_dict())
     for key, value in bridge.state_dict().items():
@@ -48,7 +50,7 @@ def test_checkpoint_round_trip_rebuilds_the_bridge_from_its_card(bridge, tmp_pat
     assert card["kind"] == "attn_only_transformer" and card["config"] == SMALL
     loaded = checkpoints.load_model("median", tmp_path)
     assert not loaded.training, "load_model must return the model in eval mode"
-    tokens = data.make_lists(64, seed=2)
+    tokens = find_median.make_lists(64, seed=2)
     assert torch.equal(loaded(tokens), bridge(tokens))
 
 
@@ -76,9 +78,9 @@ def test_train_clip_grad_limits_the_update():
 
 
 def test_train_list_model_learns_find_min_quickly():
-    x = data.make_lists(2000, seed=9)
-    model, history = training.train_list_model("min", steps=200, batch_size=256, lr=2e-2, config=SMALL,
+    x = find_median.make_lists(2000, seed=9)
+    model, history = find_median.train_list_model("min", steps=200, batch_size=256, lr=2e-2, config=SMALL,
                                                eval_every=50)
-    acc = training.accuracy(models.LastPosition(model), x, data.list_targets(x, "min"))
+    acc = training.accuracy(models.LastPosition(model), x, find_median.list_targets(x, "min"))
     assert acc > 0.9, f"Find-Min reached only {acc:.2f} after 200 steps: is the loss taken at the last position?"
     assert not model.training and len(history.column("loss")) == 5

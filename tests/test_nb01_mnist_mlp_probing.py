@@ -2,7 +2,8 @@
 and the checkpoint card."""
 import pytest
 
-from glassbox import checkpoints, findings
+from glassbox import findings
+from glassbox.journal import checkpoints
 
 STEM = "01_mnist_mlp_probing"
 KEYS = ["test_accuracy", "train_seconds", "probe_accuracy", "attribution_sanity_rank_correlation", "dead_neurons",

@@ -2,7 +2,9 @@
 validation families, a test that chose nothing, lists deduplicated against training), and its checkpoint cards."""
 import pytest
 
-from glassbox import checkpoints, data, findings
+from glassbox import findings
+from glassbox.studies import find_median
+from glassbox.journal import checkpoints
 
 STEM = "02_find_median_training"
 KEYS = ["uniform_accuracy", "family_accuracy", "train_seconds", "n_params", "min_model_uniform_accuracy", "headline",
@@ -23,7 +25,7 @@ def test_smoke(smoke_run):
     assert not missing, f"smoke run did not record {missing}"
     assert f["n_params"] == n_params(64), "n_params should count a 1-layer attention-only model with LayerNorm, d_model 64"
     assert f["p_uniform_median_is_0"] == pytest.approx(5.3357e-6, rel=1e-3), "P(median = 0) = P(at least 4 zeros of 7)"
-    assert set(f["family_accuracy"]) == set(data.FAMILIES), "score every family, validation ones included"
+    assert set(f["family_accuracy"]) == set(find_median.FAMILIES), "score every family, validation ones included"
     assert f["edge_median_fraction"]["uniform"] < 0.001 < 0.05 < f["edge_median_fraction"]["training mixture"], \
         "the training mixture must put real weight on medians 0 and 49"
     assert set(f["width_uniform_accuracy"]) == {"d16", "d32", "d64", "d128"}
@@ -31,8 +33,8 @@ def test_smoke(smoke_run):
     assert ranks["rank 63"] == 1.0 and 0.95 < ranks["rank 31"] < 1.0 and ranks["rank 15"] < ranks["rank 31"], \
         "the rank-r approximations of -|c - x| should get better with r and be exact at r = 63"
     assert f["unseen_accuracy"]["all_equal"]["unseen"] == 0, "40 smoke batches already draw all 50 all-equal lists"
-    assert set(f["test_accuracy"]["d64"]) == {"uniform"} | set(data.TEST_FAMILIES)
-    assert not set(data.TEST_FAMILIES) & set(data.FAMILIES), "test families must not be training or validation families"
+    assert set(f["test_accuracy"]["d64"]) == {"uniform"} | set(find_median.TEST_FAMILIES)
+    assert not set(find_median.TEST_FAMILIES) & set(find_median.FAMILIES), "test families must not be training or validation families"
     assert sum(f["d32_error_share_by_gap"].values()) == pytest.approx(1.0), "the shares of errors by gap must add up to 1"
     assert " s on " not in f["headline"] and "trained in" not in f["headline"], "the headline must quote no seconds"
 
@@ -115,7 +117,7 @@ def test_full_headline_quotes_the_findings():
 
 def test_full_exercise_answer_the_hardest_family_of_the_32_wide_model():
     e = findings.load(STEM)["exercise_d32_hardest_family"]
-    assert e["family"] == "spaced" and e["family"] in data.HELD_OUT_FAMILIES, \
+    assert e["family"] == "spaced" and e["family"] in find_median.HELD_OUT_FAMILIES, \
         f"the answer explains `spaced`, a validation family, as the hardest for median_d32; got {e['family']}"
     assert e["distinct_multisets"] <= 5 and e["top_multiset_share"] > 0.5, f"the answer says a few lists, one dominant: {e}"
     ranked = sorted(e["top_multiset"])

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from glassbox import checkpoints, findings
+from glassbox import findings
+from glassbox.journal import checkpoints
 
 STEM = "03_find_median_circuits"
 KEYS = ["attention_entropy_last_pos", "ov_fit_r2", "idealised_in_network", "ablation_accuracy", "headline",

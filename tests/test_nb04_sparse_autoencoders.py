@@ -3,7 +3,9 @@ it makes; the committed SAE checkpoints against their cards and the findings."""
 import pytest
 import torch
 
-from glassbox import checkpoints, data, findings, sae
+from glassbox import findings, sae
+from glassbox.studies import mnist_mlp
+from glassbox.journal import checkpoints
 
 STEM = "04_sparse_autoencoders"
 KEYS = ["toy_mmcs", "neuron_basis", "mnist_sae_l0", "mnist_sae_fvu", "mnist_sae_dead_fraction", "mnist_sae_spliced_accuracy",
@@ -123,7 +125,7 @@ def test_committed_relu1_sae_reproduces_its_card():
     """Differential: load the committed SAE, recompute its metrics from scratch, compare with the card."""
     card = checkpoints.load_sae_card("sae_mnist_relu1")
     trained = checkpoints.load_sae("sae_mnist_relu1")
-    mlp, mnist = checkpoints.load_model("mnist_mlp"), data.load_mnist()
+    mlp, mnist = checkpoints.load_model("mnist_mlp"), mnist_mlp.load_mnist()
     with torch.no_grad():
         metrics = sae.evaluate_sae(trained, sae.collect_activations(mlp, "relu1", mnist.x_test))
     metrics["spliced_accuracy"] = sae.spliced_accuracy(mlp, "relu1", trained, mnist.x_test, mnist.y_test)

@@ -3,7 +3,9 @@ and against its two checkpoints, whose cards must hold the same numbers and whos
 import pytest
 import torch
 
-from glassbox import backdoor, checkpoints, data, findings, training
+from glassbox import findings, training
+from glassbox.studies import backdoor, mnist_mlp
+from glassbox.journal import checkpoints
 
 STEM = "05_backdoor_safety"
 KEYS = ["clean_accuracy", "attack_success_rate", "clean_model_attack_success_rate", "trigger_pixel_attribution_share",
@@ -107,7 +109,7 @@ def test_full_findings_equal_the_checkpoint_cards():
 
 
 def test_committed_checkpoints_reproduce_their_cards():
-    mnist = data.load_mnist()
+    mnist = mnist_mlp.load_mnist()
     for name in ("mnist_mlp_backdoored", "mnist_mlp_backdoor_removed"):
         model, metrics = checkpoints.load_model(name), checkpoints.load_card(name)["metrics"]
         assert training.accuracy(model, mnist.x_test, mnist.y_test) == pytest.approx(metrics["clean_accuracy"], abs=2e-4), name

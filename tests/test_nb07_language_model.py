@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from glassbox import checkpoints, findings, paths
+from glassbox import findings, paths
+from glassbox.journal import checkpoints
 
 STEM = "07_language_model"
 LENS_LABELS = ["embeddings (before layer 0)", "after layer 0", "after layer 1 (output)"]

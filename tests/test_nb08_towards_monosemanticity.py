@@ -1,7 +1,8 @@
 """Notebook 08: a 1-layer character LM, SAEs on its MLP, features vs neurons, splitting and steering."""
 import pytest
 
-from glassbox import checkpoints, findings, paths
+from glassbox import findings, paths
+from glassbox.journal import checkpoints
 
 STEM = "08_towards_monosemanticity"
 

@@ -3,7 +3,9 @@ progress measures move before the test accuracy, and the control without weight 
 import pytest
 import torch
 
-from glassbox import checkpoints, findings, grokking
+from glassbox import findings
+from glassbox.studies import grokking
+from glassbox.journal import checkpoints
 
 STEM = "09_grokking"
 ABLATIONS = ["model as trained", "logits: key frequencies removed", "logits: key frequencies only",

@@ -1,10 +1,11 @@
-"""Unit tests of glassbox.pruning on a model glassbox did not build (tiny_cnn)."""
+"""Unit tests of glassbox.studies.pruning on a model glassbox did not build (tiny_cnn)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassbox import hooks, pruning, training
+from glassbox import hooks, training
+from glassbox.studies import pruning
 
 
 @pytest.fixture

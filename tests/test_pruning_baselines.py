@@ -1,9 +1,9 @@
-"""Unit tests of the data-aware pruning baselines added to glassbox.pruning (mean activation, in x out weight norms)."""
+"""Unit tests of the data-aware pruning baselines added to glassbox.studies.pruning (mean activation, in x out weight norms)."""
 import pytest
 import torch
 from torch import nn
 
-from glassbox import pruning
+from glassbox.studies import pruning
 
 
 @pytest.fixture

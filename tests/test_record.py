@@ -15,7 +15,8 @@ import nbformat
 import pytest
 import torch
 
-from glassbox import checkpoints, models
+from glassbox.studies import models
+from glassbox.journal import checkpoints
 from glassbox.journal import paths, record, runner
 from test_run_contract import ending, fixture_notebook, journal, repo, snapshot  # noqa: F401  (repo: a fixture)
 

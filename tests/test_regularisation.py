@@ -1,9 +1,10 @@
-"""Unit tests of glassbox.regularisation on hand-made activations and a model glassbox did not build (tiny_cnn)."""
+"""Unit tests of glassbox.studies.regularisation on hand-made activations and a model glassbox did not build (tiny_cnn)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from glassbox import hooks, neurons, regularisation, training
+from glassbox import hooks, neurons, training
+from glassbox.studies import regularisation
 
 LAYERS = ["features.1", "head.2"]
 

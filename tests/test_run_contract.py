@@ -28,7 +28,8 @@ def fixture_notebook(path: Path, last: str = "glassbox.finish()") -> Path:
         nbformat.v4.new_markdown_cell("# 98 · fixture"),
         params,
         nbformat.v4.new_code_cell(
-            "import glassbox\nfrom glassbox import checkpoints, findings, models\n"
+            "import glassbox\nfrom glassbox import findings\nfrom glassbox.journal import checkpoints\n"
+            "from glassbox.studies import models\n"
             f'run = glassbox.start("{path.stem}", smoke=SMOKE, seed=SEED)\n'
             'findings.record("n_steps", N_STEPS)\nfindings.record("headline", f"ran {N_STEPS} steps")\n'
             'm = models.build_mlp({"sizes": [784, 4, 10]})\n'
@@ -292,6 +293,7 @@ def test_the_machinery_has_no_import_cycle_and_the_tools_do_not_need_it():
                                          if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("glassbox.journal.")}
         later = imported & set(order[i:])
         assert not later, f"glassbox.journal.{name} imports {later}: imports must only go down {order}"
-    for tool in ["hooks", "neurons", "probes", "attribution", "ablation", "circuits", "superposition"]:
+    for tool in ["checks", "hooks", "neurons", "probes", "attribution", "ablation", "circuits", "lens", "sae",
+                 "fourier", "training", "lm"]:
         text = (src / f"{tool}.py").read_text()
         assert "glassbox.journal" not in text and "findings" not in text, f"the tool {tool} depends on the journal machinery"

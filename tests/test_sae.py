@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from glassbox import checkpoints, sae, training, viz
+from glassbox import sae, training, viz
+from glassbox.journal import checkpoints
 
 
 def identity_sae(d: int):

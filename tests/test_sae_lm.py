@@ -3,7 +3,8 @@ loss recovered. A tiny untrained 1-layer transformer (TransformerLens bridge) st
 import pytest
 import torch
 
-from glassbox import lm, models, sae
+from glassbox import lm, sae
+from glassbox.studies import models
 
 HOOK, MLP_OUT = "blocks.0.mlp.hook_post", "blocks.0.hook_mlp_out"
 

@@ -1,11 +1,11 @@
-"""Unit tests of glassbox.superposition: the batched toy model, its data, its training and its geometry."""
+"""Unit tests of glassbox.studies.superposition: the batched toy model, its data, its training and its geometry."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from glassbox import superposition as sp
+from glassbox.studies import superposition as sp
 
 
 def regular_polygon(k: int, radius: float = 1.0) -> torch.Tensor:

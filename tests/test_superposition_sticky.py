@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from glassbox import superposition as sp
+from glassbox.studies import superposition as sp
 
 
 def test_uniform_baseline_counts_the_windows_inside_the_range():

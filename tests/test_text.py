@@ -1,22 +1,23 @@
-"""Unit tests of glassbox.text: the checked corpus, the character tokenizer, the split and the windows."""
+"""Unit tests of glassbox.studies.shakespeare: the checked corpus, the character tokenizer, the split and the windows."""
 import pytest
 import torch
 
-from glassbox import text
+from glassbox import lm
+from glassbox.studies import shakespeare
 
 
 def test_load_shakespeare_checks_the_file(tmp_path):
-    corpus = text.load_shakespeare()
+    corpus = shakespeare.load_shakespeare()
     assert len(corpus) == 1_115_394 and corpus.startswith("First Citizen:")
     with pytest.raises(FileNotFoundError, match="missing.*restore data/tinyshakespeare.txt"):
-        text.load_shakespeare(tmp_path / "none.txt")
+        shakespeare.load_shakespeare(tmp_path / "none.txt")
     (tmp_path / "edited.txt").write_text(corpus[:-1])
     with pytest.raises(ValueError, match="corrupt or a different version"):
-        text.load_shakespeare(tmp_path / "edited.txt")
+        shakespeare.load_shakespeare(tmp_path / "edited.txt")
 
 
 def test_tokenizer_ids_are_sorted_characters_and_decode_inverts_encode():
-    tok = text.CharTokenizer.from_text("banana!")
+    tok = shakespeare.CharTokenizer.from_text("banana!")
     assert tok.chars == "!abn" and tok.d_vocab == 4
     assert tok.encode("nab").tolist() == [3, 1, 2] and tok.encode("nab").dtype == torch.int64
     assert tok.decode(tok.encode("a!nb")) == "a!nb" and tok.decode([3, 0]) == "n!"
@@ -30,7 +31,7 @@ def test_tokenizer_ids_are_sorted_characters_and_decode_inverts_encode():
 
 @pytest.mark.parametrize("n,fraction,cut", [(10, 0.12, 9), (10, 0.18, 8), (10, 0.5, 5), (3, 0.1, 3)])
 def test_split_keeps_the_first_rounded_share_for_training(n, fraction, cut):
-    train, val = text.split(torch.arange(n), fraction)
+    train, val = shakespeare.split(torch.arange(n), fraction)
     assert train.tolist() == list(range(cut)) and val.tolist() == list(range(cut, n)), \
         f"round({n} x (1 - {fraction})) = {cut} training tokens first, the rest for validation, unshuffled"
 
@@ -38,38 +39,38 @@ def test_split_keeps_the_first_rounded_share_for_training(n, fraction, cut):
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
 def test_split_refuses_a_fraction_outside_the_open_interval(fraction):
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        text.split(torch.arange(10), fraction)
+        shakespeare.split(torch.arange(10), fraction)
 
 
 def test_random_windows_are_consecutive_slices_from_every_possible_start():
     tokens = torch.arange(100, 106)
-    windows = text.random_windows(tokens, 300, 4, torch.Generator().manual_seed(0))
+    windows = lm.random_windows(tokens, 300, 4, torch.Generator().manual_seed(0))
     assert windows.shape == (300, 4)
     assert (windows.diff(dim=1) == 1).all(), "each window is a run of consecutive tokens"
     assert set(windows[:, 0].tolist()) == {100, 101, 102}, "starts 0..n-length, each possible"
-    assert text.random_windows(tokens, 2, 6).tolist() == [list(range(100, 106))] * 2, "a window as long as the text"
+    assert lm.random_windows(tokens, 2, 6).tolist() == [list(range(100, 106))] * 2, "a window as long as the text"
 
 
 def test_random_windows_follow_their_generator():
     tokens = torch.arange(1000)
     torch.manual_seed(1)
-    a = text.random_windows(tokens, 8, 3, torch.Generator().manual_seed(5))
+    a = lm.random_windows(tokens, 8, 3, torch.Generator().manual_seed(5))
     torch.manual_seed(2)
-    b = text.random_windows(tokens, 8, 3, torch.Generator().manual_seed(5))
+    b = lm.random_windows(tokens, 8, 3, torch.Generator().manual_seed(5))
     assert torch.equal(a, b), "the same generator seed must give the same windows"
-    assert not torch.equal(a, text.random_windows(tokens, 8, 3, torch.Generator().manual_seed(6)))
+    assert not torch.equal(a, lm.random_windows(tokens, 8, 3, torch.Generator().manual_seed(6)))
 
 
 @pytest.mark.parametrize("batch_size,length,match", [(0, 3, "must be >= 1"), (2, 0, "must be >= 1"),
                                                      (2, 7, "windows of 7 tokens do not fit in 6 tokens")])
 def test_random_windows_refuse_impossible_shapes(batch_size, length, match):
     with pytest.raises(ValueError, match=match):
-        text.random_windows(torch.arange(6), batch_size, length)
+        lm.random_windows(torch.arange(6), batch_size, length)
 
 
 def test_edge_cases_one_window_of_one_token_and_empty_text():
-    assert text.random_windows(torch.arange(5), 1, 1, torch.Generator().manual_seed(0)).shape == (1, 1)
-    tok = text.CharTokenizer.from_text("ab")
+    assert lm.random_windows(torch.arange(5), 1, 1, torch.Generator().manual_seed(0)).shape == (1, 1)
+    tok = shakespeare.CharTokenizer.from_text("ab")
     assert tok.encode("").dtype == torch.int64 and tok.decode([]) == ""
     with pytest.raises(AttributeError):
         tok.chars = "xyz"  # frozen: a tokenizer's vocabulary never changes under the ids it gave out

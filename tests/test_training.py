@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassbox import data, training
+from glassbox import training
+from glassbox.studies import find_median
 
 
 def test_the_schedule_is_linear_warmup_times_cosine_decay():
@@ -133,23 +134,23 @@ class Oracle(nn.Module):
 
     def forward(self, tokens):
         self.seen.append(tokens)
-        answer = data.list_targets(tokens, self.task)
+        answer = find_median.list_targets(tokens, self.task)
         return F.one_hot(answer, self.cfg.d_vocab).float()[:, None].expand(-1, tokens.shape[1], -1)
 
 
 def test_list_accuracy_scores_uniform_lists_and_every_family():
     oracle = Oracle("median")
-    acc = training.list_accuracy(oracle, "median", n_uniform=30, n_family=10, seed=3)
-    assert acc["uniform_accuracy"] == 1.0 and set(acc["family_accuracy"]) == set(data.FAMILIES)
+    acc = find_median.list_accuracy(oracle, "median", n_uniform=30, n_family=10, seed=3)
+    assert acc["uniform_accuracy"] == 1.0 and set(acc["family_accuracy"]) == set(find_median.FAMILIES)
     assert all(a == 1.0 for a in acc["family_accuracy"].values())
     sizes = [len(t) for t in oracle.seen]
-    assert sum(sizes) == 30 + 10 * len(data.FAMILIES), "n_uniform uniform lists and n_family lists of each family"
+    assert sum(sizes) == 30 + 10 * len(find_median.FAMILIES), "n_uniform uniform lists and n_family lists of each family"
     assert all(t.shape[1] == 5 and t.max() < 20 for t in oracle.seen), "lists shaped by the model's n_ctx and d_vocab"
-    wrong = training.list_accuracy(Oracle("min"), "median", n_uniform=200, n_family=10)
+    wrong = find_median.list_accuracy(Oracle("min"), "median", n_uniform=200, n_family=10)
     assert wrong["uniform_accuracy"] < 0.3 and wrong["family_accuracy"]["all_equal"] == 1.0, "min is not the median"
-    assert training.list_accuracy(Oracle("min"), "min", n_uniform=50, n_family=5)["uniform_accuracy"] == 1.0
+    assert find_median.list_accuracy(Oracle("min"), "min", n_uniform=50, n_family=5)["uniform_accuracy"] == 1.0
     other = Oracle("median")
-    training.list_accuracy(other, "median", n_uniform=30, n_family=10, seed=4)
+    find_median.list_accuracy(other, "median", n_uniform=30, n_family=10, seed=4)
     assert not torch.equal(other.seen[0], oracle.seen[0]), "another seed must draw other lists"
 
 
@@ -163,20 +164,20 @@ def test_train_list_model_passes_its_settings_to_the_model_the_data_and_the_loop
     monkeypatch.setattr(training, "train", spy)
     evaluate = lambda m: {}
     config = {"d_model": 8, "d_head": 4, "n_ctx": 5, "d_vocab": 12}
-    model, _ = training.train_list_model("min", steps=3, batch_size=6, lr=0.01, weights={"sorted": 1}, config=config, seed=4,
+    model, _ = find_median.train_list_model("min", steps=3, batch_size=6, lr=0.01, weights={"sorted": 1}, config=config, seed=4,
                                          evaluate=evaluate, eval_every=2, warmup=1, betas=(0.8, 0.9), clip_grad=None)
     assert (model.cfg.d_model, model.cfg.n_ctx, model.cfg.d_vocab) == (8, 5, 12), "config must reach the model"
     assert seen["model"].model is model and not model.training, "trained at the last position, returned in eval mode"
     assert {k: seen[k] for k in ("steps", "lr", "evaluate", "eval_every", "warmup", "betas", "clip_grad")} == dict(
         steps=3, lr=0.01, evaluate=evaluate, eval_every=2, warmup=1, betas=(0.8, 0.9), clip_grad=None)
     tokens, answers = seen["batch"]
-    expected = next(data.list_batches(6, {"sorted": 1}, task="min", length=5, vocab=12, seed=4))
+    expected = next(find_median.list_batches(6, {"sorted": 1}, task="min", length=5, vocab=12, seed=4))
     assert torch.equal(tokens, expected[0]) and torch.equal(answers, expected[1]), \
         "batches must come from the weights, task, model shape and seed given"
-    other, _ = training.train_list_model("median", steps=3, batch_size=6, lr=0.01, config=config, seed=5)
+    other, _ = find_median.train_list_model("median", steps=3, batch_size=6, lr=0.01, config=config, seed=5)
     assert not torch.equal(other.W_E, model.W_E), "the seed must reach the weight initialisation"
-    default = next(data.list_batches(6, data.TRAIN_WEIGHTS, length=5, vocab=12, seed=5))
-    assert torch.equal(seen["batch"][0], default[0]), "default weights: data.TRAIN_WEIGHTS"
+    default = next(find_median.list_batches(6, find_median.TRAIN_WEIGHTS, length=5, vocab=12, seed=5))
+    assert torch.equal(seen["batch"][0], default[0]), "default weights: find_median.TRAIN_WEIGHTS"
 
 
 def test_set_seed_seeds_python_numpy_and_torch():

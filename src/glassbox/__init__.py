@@ -1,11 +1,12 @@
 """glassbox: small, tested helpers for looking inside PyTorch models.
 
-Three kinds of module, so that a reader sees at a glance which part to reuse:
-- tools for any model: hooks, neurons, probes, attribution, ablation, circuits, lens, sae,
-  superposition, fourier, viz;
-- the journal's experiments: data, text, models, training, lm, checkpoints, concepts, backdoor,
-  pruning, regularisation, grokking, features;
-- the machinery that runs and renders the notebooks: the subpackage `glassbox.journal`.
+Three rooms, and the folders show which is which (imports only go down):
+- the tools, for any model, at the top: checks, hooks, neurons, probes, attribution, ablation,
+  lens, circuits, sae, training, lm, fourier, viz;
+- the journal's studies, one module per study: `glassbox.studies` (mnist_mlp, find_median,
+  superposition, backdoor, pruning, regularisation, shakespeare, char_features, grokking, models);
+- the machinery that runs and renders the notebooks: `glassbox.journal` (the run contract,
+  findings, checkpoints, the runner and the website).
 
 Import what you need, e.g. `from glassbox import hooks`. Notebooks call `glassbox.start(...)` and
 `glassbox.finish()` (the run contract) and `findings.record(...)`.

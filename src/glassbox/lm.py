@@ -10,7 +10,6 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from glassbox import checks
-from glassbox.text import random_windows
 
 
 def windows(tokens: Int[Tensor, "n"], batch_size: int, n_ctx: int, seed: int = 0) -> Iterator[Int[Tensor, "batch n_ctx_plus_1"]]:
@@ -173,3 +172,15 @@ def repeated_span_losses(model: nn.Module, tokens: Int[Tensor, "n"], spans: list
                 idx = torch.arange(s + 1, s + length) - start - 1  # predicting characters 2..end of the copy
                 out[row, i + j] = losses[j, idx].mean()
     return out
+
+
+def random_windows(tokens: Int[Tensor, "n"], batch_size: int, length: int,
+                   generator: torch.Generator | None = None) -> Int[Tensor, "batch_size length"]:
+    """`batch_size` windows of `length` consecutive tokens at uniformly random starts. For next-token
+    training use length = n_ctx + 1: inputs window[:, :-1], targets window[:, 1:]."""
+    if batch_size < 1 or length < 1:
+        raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
+    if length > len(tokens):
+        raise ValueError(f"windows of {length} tokens do not fit in {len(tokens)} tokens")
+    starts = torch.randint(0, len(tokens) - length + 1, (batch_size,), generator=generator)
+    return tokens[starts[:, None] + torch.arange(length)]

@@ -1,8 +1,9 @@
-"""Benchmarks of glassbox.backdoor: training the backdoored MLP of notebook 05, and the Neural Cleanse scan
+"""Benchmarks of glassbox.studies.backdoor: training the backdoored MLP of notebook 05, and the Neural Cleanse scan
 that finds it, each with the quality reached. Run: .venv/bin/python tests/bench.py backdoor"""
 import torch
 
-from glassbox import backdoor, data, training
+from glassbox import training
+from glassbox.studies import backdoor, mnist_mlp
 
 
 def _one_thread(fn):
@@ -16,7 +17,7 @@ def _one_thread(fn):
 
 
 def _train():
-    mnist = data.load_mnist()
+    mnist = mnist_mlp.load_mnist()
     cfg = backdoor.BackdoorConfig()
     model, history = backdoor.train_backdoored(mnist.x_train[:50_000], mnist.y_train[:50_000], cfg, seed=0)
     return mnist, cfg, model, history

@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from glassbox import paths, training
+from glassbox import paths
+from glassbox.studies import find_median
 from glassbox.journal import contract
 
 NOTEBOOK = paths.NOTEBOOK_DIR / "02_find_median_training.ipynb"
@@ -25,9 +26,9 @@ def _train(task: str, d_model: int, steps: int, batch_size: int, lr: float) -> d
     torch.set_num_threads(contract.DEFAULT_THREADS)
     try:
         config = {"d_model": d_model, "d_head": d_model, "seed": p["SEED"]}
-        model, hist = training.train_list_model(task, steps=steps, batch_size=batch_size, lr=lr, config=config,
+        model, hist = find_median.train_list_model(task, steps=steps, batch_size=batch_size, lr=lr, config=config,
                                                 seed=p["SEED"], eval_every=steps)
-        acc = training.list_accuracy(model, task, seed=p["SEED"] + 1)  # the notebook's evaluation lists
+        acc = find_median.list_accuracy(model, task, seed=p["SEED"] + 1)  # the notebook's evaluation lists
     finally:
         torch.set_num_threads(threads)
     return {"train_seconds": round(hist.seconds, 2), "train_seconds_target": "< 300",

@@ -7,7 +7,8 @@ import time
 
 import torch
 
-from glassbox import data, models, paths, training
+from glassbox import paths, training
+from glassbox.studies import mnist_mlp, models
 from glassbox.journal import contract
 
 NOTEBOOK = paths.NOTEBOOK_DIR / "01_mnist_mlp_probing.ipynb"
@@ -26,7 +27,7 @@ def bench_mnist_mlp_training() -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(contract.DEFAULT_THREADS)
     try:
-        mnist = data.load_mnist()
+        mnist = mnist_mlp.load_mnist()
         training.set_seed(p["SEED"])
         model = models.build_mlp({"sizes": [784, p["HIDDEN_1"], p["HIDDEN_2"], 10]})
         batches = training.minibatches(mnist.x_train, mnist.y_train, p["BATCH_SIZE"], seed=p["SEED"])

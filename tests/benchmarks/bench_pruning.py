@@ -8,7 +8,9 @@ import time
 
 import torch
 
-from glassbox import checkpoints, data, models, pruning, regularisation, training
+from glassbox import training
+from glassbox.studies import mnist_mlp, models, pruning, regularisation
+from glassbox.journal import checkpoints
 
 LAYERS = {"relu1": "fc1", "relu2": "fc2"}
 FRACTIONS = [i / 40 for i in range(25)]
@@ -16,7 +18,7 @@ FRACTIONS = [i / 40 for i in range(25)]
 
 def _score(method: str) -> dict:
     torch.set_num_threads(1)
-    mnist, model = data.load_mnist(), checkpoints.load_model("mnist_mlp")
+    mnist, model = mnist_mlp.load_mnist(), checkpoints.load_model("mnist_mlp")
     start = time.perf_counter()
     scores = pruning.score_neurons(model, method, LAYERS, mnist.x_train[:5000], mnist.y_train[:5000])
     seconds = time.perf_counter() - start
@@ -34,7 +36,7 @@ def bench_attribution_scores() -> dict:
 
 def bench_regulariser_step_cost(steps: int = 1000) -> dict:
     torch.set_num_threads(1)
-    mnist, hidden = data.load_mnist(), ["relu1", "relu2"]
+    mnist, hidden = mnist_mlp.load_mnist(), ["relu1", "relu2"]
     row = {}
     for name, loss_fn in {"plain": None, "l1": regularisation.l1_activation_loss(hidden, 0.1),
                           "dropout": regularisation.dropout_loss(hidden, 0.3)}.items():

@@ -4,7 +4,9 @@ import time
 
 import torch
 
-from glassbox import checkpoints, data, sae
+from glassbox import sae
+from glassbox.studies import mnist_mlp
+from glassbox.journal import checkpoints
 
 N_SAMPLES = 240_000  # notebook 04's MNIST_SAMPLES
 
@@ -20,7 +22,7 @@ def _threads(n: int, fn):
 
 
 def _relu1():
-    mlp, mnist = checkpoints.load_model("mnist_mlp"), data.load_mnist()
+    mlp, mnist = checkpoints.load_model("mnist_mlp"), mnist_mlp.load_mnist()
     return (mlp, mnist, sae.collect_activations(mlp, "relu1", mnist.x_train),
             sae.collect_activations(mlp, "relu1", mnist.x_test))
 

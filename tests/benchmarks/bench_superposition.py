@@ -1,10 +1,10 @@
-"""Benchmarks of glassbox.superposition: training time and throughput of the batched toy model, with
+"""Benchmarks of glassbox.studies.superposition: training time and throughput of the batched toy model, with
 the quality reached (so a fast but broken run shows). Run: .venv/bin/python tests/bench.py superposition"""
 import time
 
 import torch
 
-from glassbox import superposition as sp
+from glassbox.studies import superposition as sp
 
 
 def bench_superposition_20_to_5() -> dict:

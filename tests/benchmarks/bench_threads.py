@@ -5,7 +5,8 @@ import time
 
 import torch
 
-from glassbox import lm, models, text, training
+from glassbox import lm, training
+from glassbox.studies import models, shakespeare
 from glassbox.journal import contract
 
 
@@ -25,14 +26,14 @@ def _mlp():
 
 
 def _median():
-    from glassbox import data
+    from glassbox.studies import find_median
 
     model = models.build("attn_only_transformer", {"d_model": 64, "d_head": 64})
-    return models.LastPosition(model), data.list_batches(2048, data.TRAIN_WEIGHTS, task="median", seed=0), None
+    return models.LastPosition(model), find_median.list_batches(2048, find_median.TRAIN_WEIGHTS, task="median", seed=0), None
 
 
 def _char_lm():
-    tokens = text.CharTokenizer.from_text(corpus := text.load_shakespeare()).encode(corpus[:200_000])
+    tokens = shakespeare.CharTokenizer.from_text(corpus := shakespeare.load_shakespeare()).encode(corpus[:200_000])
     model = models.build("transformer", {"n_layers": 2, "d_model": 128, "n_heads": 4, "d_head": 32, "n_ctx": 128})
     return model, lm.windows(tokens, 32, 128), lm.next_token_loss
 

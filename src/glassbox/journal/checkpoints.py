@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from glassbox import models
+from glassbox.studies import models
 from glassbox.journal import contract, findings, paths, record
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def save_model(
     """Save weights and card (to the run's staging folder inside a notebook run); returns the card path."""
     _checked_name(name)
     if kind not in models.BUILDERS:
-        raise KeyError(f"unknown model kind {kind!r}; register a builder in glassbox.models.BUILDERS")
+        raise KeyError(f"unknown model kind {kind!r}; register a builder in glassbox.studies.models.BUILDERS")
     directory = Path(directory or _default_dir())
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()

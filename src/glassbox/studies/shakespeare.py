@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from glassbox import paths
+from glassbox.journal import paths
 
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_SOURCE = "https://github.com/karpathy/char-rnn (data/tinyshakespeare/input.txt); see data/README.md"
@@ -74,15 +74,3 @@ def split(tokens: Int[Tensor, "n"], val_fraction: float = 0.1) -> tuple[Int[Tens
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
     cut = round(len(tokens) * (1 - val_fraction))
     return tokens[:cut], tokens[cut:]
-
-
-def random_windows(tokens: Int[Tensor, "n"], batch_size: int, length: int,
-                   generator: torch.Generator | None = None) -> Int[Tensor, "batch_size length"]:
-    """`batch_size` windows of `length` consecutive tokens at uniformly random starts. For next-token
-    training use length = n_ctx + 1: inputs window[:, :-1], targets window[:, 1:]."""
-    if batch_size < 1 or length < 1:
-        raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
-    if length > len(tokens):
-        raise ValueError(f"windows of {length} tokens do not fit in {len(tokens)} tokens")
-    starts = torch.randint(0, len(tokens) - length + 1, (batch_size,), generator=generator)
-    return tokens[starts[:, None] + torch.arange(length)]

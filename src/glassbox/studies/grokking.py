@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from glassbox import checks, fourier, models
+from glassbox import checks, fourier
+from glassbox.studies import models
 
 
 @dataclass

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from glassbox import ablation, checks, hooks, models, neurons, training
+from glassbox import ablation, checks, hooks, neurons, training
+from glassbox.studies import models
 
 SIDE = 28  # MNIST images are SIDE x SIDE pixels
 TRIGGER = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])  # pixel values the trigger writes

@@ -1,47 +1,20 @@
-"""Data sets of the journal: MNIST from data/mnist.npz (offline, checksummed), and seeded lists of
-integers with their median or minimum (the Find-Median task of notebook 02)."""
-import hashlib
+"""The Find-Median study (notebooks 02 and 03): seeded lists of integers with their median or
+minimum, drawn from named families; training and measuring the list transformers; and the
+idealised parts of notebook 03 (tent-shaped OV tables, uniform attention) put into a trained model."""
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
-from typing import NamedTuple
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import einops
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
-from glassbox import paths
-
-MNIST_SHA256 = "094b831e432331f1f6d6829ab9bfff4551410a81e1f816c9cce482d3e9b3ba57"
-REBUILD = "rebuild it with `.venv/bin/python data/make_mnist.py` from the repository root (see data/README.md)"
-
-
-class MNIST(NamedTuple):
-    x_train: Float[Tensor, "60000 28 28"]  # pixels in [0, 1]
-    y_train: Int[Tensor, "60000"]
-    x_test: Float[Tensor, "10000 28 28"]
-    y_test: Int[Tensor, "10000"]
-
-
-def load_mnist(path: Path | None = None) -> MNIST:
-    """MNIST as float pixels in [0, 1] and int64 labels, after checking the file's sha256."""
-    path = Path(path or paths.DATA_DIR / "mnist.npz")
-    if not path.is_file():
-        raise FileNotFoundError(f"MNIST file {path} is missing: {REBUILD}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != MNIST_SHA256:
-        raise ValueError(f"MNIST file {path} is corrupt or a different version (sha256 {digest[:12]}..., "
-                         f"expected {MNIST_SHA256[:12]}...): {REBUILD}")
-    with np.load(path) as f:
-        arrays = {k: torch.from_numpy(f[k]) for k in MNIST._fields}
-    return MNIST(
-        x_train=arrays["x_train"].float() / 255,
-        y_train=arrays["y_train"],
-        x_test=arrays["x_test"].float() / 255,
-        y_test=arrays["y_test"],
-    )
-
+from glassbox import checks, circuits, training
+from glassbox.circuits import _check_one_layer, _replacement, _tokens
+from glassbox.studies import models
 
 # ---------------------------------------------------------------------------------------------
 # Lists of integers for the Find-Median / Find-Min transformers (notebook 02).
@@ -316,3 +289,225 @@ def make_test_lists(n: int, *, family: str, length: int = 7, vocab: int = 50, se
         raise KeyError(f"unknown test family {family!r}; test families: {', '.join(TEST_FAMILIES)}")
     x = TEST_FAMILIES[family](np.random.default_rng(seed), n, length, vocab)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64))
+
+
+def train_list_model(
+    task: str = "median",
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weights: dict[str, float] | None = None,
+    config: dict | None = None,
+    seed: int = 0,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 200,
+    warmup: int = 100,
+    betas: tuple[float, float] = (0.9, 0.98),
+    clip_grad: float | None = 1.0,
+) -> tuple[nn.Module, training.History]:
+    """Build an attention-only transformer and training.train it to output the median (or min) of a list at the last position.
+
+    Fresh lists every step from the mixture `weights` (default `TRAIN_WEIGHTS`); `config` overrides
+    `models.AttnOnlyConfig`. Returns the trained model (eval mode) and its history.
+    """
+
+    model = models.build("attn_only_transformer", {"seed": seed} | (config or {}))
+    cfg = model.cfg
+    batches = list_batches(batch_size, weights or TRAIN_WEIGHTS, task=task, length=cfg.n_ctx,
+                                vocab=cfg.d_vocab, seed=seed)
+    history = training.train(models.LastPosition(model), batches, steps=steps, lr=lr, evaluate=evaluate,
+                    eval_every=eval_every, warmup=warmup, desc=f"training.train {task}", betas=betas, clip_grad=clip_grad)
+    return model.eval(), history
+
+
+def list_accuracy(model: nn.Module, task: str = "median", *, n_uniform: int = 100_000, n_family: int = 20_000,
+                  seed: int = 0) -> dict:
+    """Accuracy of a list model's last-position answer on `n_uniform` fresh uniform lists and on `n_family`
+    lists of every family in `FAMILIES` (trained-on and held-out): {"uniform_accuracy", "family_accuracy"}."""
+
+    cfg = model.cfg
+    net = models.LastPosition(model)
+
+    def score(family: str, n: int, offset: int) -> float:
+        tokens = make_lists(n, length=cfg.n_ctx, vocab=cfg.d_vocab, family=family, seed=seed + offset)
+        return training.accuracy(net, tokens, list_targets(tokens, task))
+
+    return {"uniform_accuracy": score("uniform", n_uniform, 1),
+            "family_accuracy": {f: score(f, n_family, 2) for f in FAMILIES}}
+
+
+def unseen_accuracy(model: nn.Module, tokens: Int[Tensor, "batch length"], seen: np.ndarray, task: str = "median") -> dict:
+    """Accuracy of a list model's last-position answer on the lists of `tokens` whose multiset training never
+    saw (`seen_multisets`): {"n": drawn, "unseen": kept, "accuracy": on those (None when none is left)}."""
+
+    keep = unseen(tokens, seen, model.cfg.d_vocab)
+    x = tokens[keep]
+    acc = training.accuracy(models.LastPosition(model), x, list_targets(x, task)) if len(x) else None
+    return {"n": len(tokens), "unseen": int(keep.sum()), "accuracy": acc}
+
+
+def make_flip_pairs(tokens: Int[Tensor, "batch pos"], position: int, vocab: int, task: str = "median",
+                    seed: int = 0) -> Int[Tensor, "batch pos"]:
+    """Corrupted copies of `tokens`: the value at `position` redrawn, uniformly among the values that change the
+    answer (median or min). Lists where no single value at `position` can change it come back unchanged."""
+    checks.tokens(tokens, "tokens", d_vocab=checks.count(vocab, "vocab"))
+    checks.index(position, "position", tokens.shape[1], of=f" (the lists have {tokens.shape[1]} positions)", negative=True)
+    n, length = tokens.shape
+    trials = tokens[:, None, :].repeat(1, vocab, 1)
+    trials[:, :, position] = torch.arange(vocab)
+    answers = list_targets(trials.reshape(-1, length), task).reshape(n, vocab)
+    changes = answers != list_targets(tokens, task)[:, None]
+    weights = changes.float() + (~changes.any(1, keepdim=True)).float() * (torch.arange(vocab) == tokens[:, [position]])
+    new = torch.multinomial(weights, 1, generator=torch.Generator().manual_seed(seed))[:, 0]
+    corrupt = tokens.clone()
+    corrupt[:, position] = new
+    return corrupt
+
+
+# ---------------------------------------------------------------------------------------------
+# The tent hypothesis for the median: a token x writes a logit row -c|m - x| (+ bonus at m = x).
+
+@dataclass(frozen=True)
+class TentFit:
+    c: float  # slope: logit lost per unit distance |m - x|
+    bonus: float  # extra logit at m = x (0 when not fitted)
+    r2: float  # share of the table's variance (rows centred: a row offset changes no argmax) explained
+    column_residual: Float[Tensor, "d_vocab"]  # mean misfit per output m: a preference for m the tent lacks
+
+
+def tent_table(d_vocab: int, c: float = 1.0, bonus: float = 0.0) -> Float[Tensor, "d_vocab d_vocab"]:
+    """The idealised OV table T[x, m] = -c|m - x| + bonus [m = x]."""
+    checks.count(d_vocab, "d_vocab")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (c, bonus)):
+        raise ValueError(f"c and bonus must be finite numbers, got c={c!r}, bonus={bonus!r}")
+    idx = torch.arange(d_vocab, dtype=torch.float32)
+    return -c * (idx[None, :] - idx[:, None]).abs() + bonus * torch.eye(d_vocab)
+
+
+def fit_tent(table: Float[Tensor, "d_vocab d_vocab"], bonus: bool = False) -> TentFit:
+    """Least-squares fit T[x, m] ~ r_x - c|m - x| (+ bonus [m = x]) with a free offset r_x per row."""
+    if table.ndim != 2 or table.shape[0] != table.shape[1]:
+        raise ValueError(f"expected a square token -> logit table [d_vocab d_vocab], got shape {tuple(table.shape)}")
+    checks.tensor(table, "table")
+    n = table.shape[0]
+    centred = table - table.mean(1, keepdim=True)
+    features = [tent_table(n, c=-1.0)] + ([torch.eye(n)] if bonus else [])
+    X = torch.stack([f - f.mean(1, keepdim=True) for f in features], -1).reshape(n * n, -1)
+    coef = torch.linalg.lstsq(X.double(), centred.reshape(-1, 1).double()).solution[:, 0]
+    residual = centred.reshape(-1).double() - X.double() @ coef
+    r2 = 1 - residual.pow(2).sum() / centred.double().pow(2).sum()
+    columns = residual.reshape(n, n).mean(0).float()
+    return TentFit(c=-float(coef[0]), bonus=float(coef[1]) if bonus else 0.0, r2=float(r2), column_residual=columns)
+
+
+def get_local_slopes(table: Float[Tensor, "d_vocab d_vocab"], window: int = 10) -> Float[Tensor, "d_vocab"]:
+    """Per row x: the mean |T[x, m+1] - T[x, m]| over the steps within `window` of m = x (a tent's c, row by row)."""
+    checks.tensor(table, "table")
+    n = table.shape[0] if table.ndim else 0
+    if table.ndim != 2 or table.shape[1] != n or window < 1:
+        raise ValueError(f"expected a square table [d_vocab d_vocab] and window >= 1, got {tuple(table.shape)}, {window}")
+    steps = (table[:, 1:] - table[:, :-1]).abs()  # [x, m] for the step m -> m + 1
+    idx = torch.arange(n - 1)
+    near = ((idx[None, :] - torch.arange(n)[:, None]).abs() < window) | ((idx[None, :] + 1 - torch.arange(n)[:, None]).abs() < window)
+    return (steps * near).sum(1) / near.sum(1)
+
+
+class AveragingModel(nn.Module):
+    """A hand-built 'attention-only' model: uniform causal attention over an OV table.
+
+    logits[b, p] = mean over j <= p of table[tokens[b, j]]; with `tent_table` its argmax is the median."""
+
+    def __init__(self, table: Float[Tensor, "d_vocab d_vocab_out"]):
+        super().__init__()
+        self.register_buffer("table", checks.tensor(table, "table", ndim=2).float())
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab_out"]:
+        if tokens.dtype not in (torch.int64, torch.int32) or tokens.ndim != 2:
+            raise TypeError(f"expected int tokens [batch pos], got {tokens.dtype} of shape {tuple(tokens.shape)}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= len(self.table)):
+            raise ValueError(f"tokens must be in 0..{len(self.table) - 1} (the table's rows), got values from "
+                             f"{tokens.min().item()} to {tokens.max().item()}")
+        rows = self.table[tokens]  # batch pos vocab
+        return rows.cumsum(1) / torch.arange(1, tokens.shape[1] + 1, device=tokens.device)[:, None]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting a hypothesis into the trained network, one part at a time: the last position's logits are
+# (sum_j a_j T[x_j, j] + direct) / s + bias, exactly; replace any of the parts and compare.
+
+@dataclass(frozen=True)
+class LastPositionTerms:
+    pattern: Float[Tensor, "batch pos"]  # the last query's attention to each position (head 0)
+    ov: Float[Tensor, "batch pos d_vocab_out"]  # what each position's token writes: T[x_j, j] (exact OV table rows)
+    direct: Float[Tensor, "batch d_vocab_out"]  # skip connection: last token + last position embedding + b_O, through W_U
+    scale: Float[Tensor, "batch 1"]  # the list's final-LayerNorm scale (divides everything but the bias)
+    bias: Float[Tensor, "d_vocab_out"]  # ln_final.b W_U + b_U
+
+
+@torch.no_grad()
+def get_last_position_terms(model: nn.Module, tokens: Int[Tensor, "batch pos"]) -> LastPositionTerms:
+    """The parts of a 1-layer, 1-head attention-only model's last-position logits; `assemble_logits` of them
+    reproduces the model's logits exactly."""
+    _check_one_layer(model)
+    if model.cfg.n_heads != 1:
+        raise ValueError(f"the terms are per head; this model has {model.cfg.n_heads} heads, expected 1")
+    _tokens(model, tokens)
+    names = ["blocks.0.attn.hook_pattern", "ln_final.hook_scale", "hook_embed", "hook_pos_embed"]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    T = circuits.get_ov_table(model)  # token pos vocab
+    ov = T[tokens, torch.arange(tokens.shape[1])]  # batch pos vocab
+    resid = cache["hook_embed"][:, -1] + cache["hook_pos_embed"][:, -1] + model.b_O[0]
+    bias = model.b_U + (model.ln_final.b @ model.W_U if model.cfg.normalization_type == "LN" else 0)
+    return LastPositionTerms(pattern=cache["blocks.0.attn.hook_pattern"][:, 0, -1], ov=ov, direct=resid @ circuits.get_W_U_eff(model),
+                             scale=cache["ln_final.hook_scale"][:, -1], bias=bias)
+
+
+def assemble_logits(terms: LastPositionTerms, *, pattern: Tensor | None = None, ov: Tensor | None = None,
+                    direct: Tensor | None = None, bias: Tensor | None = None) -> Float[Tensor, "batch d_vocab_out"]:
+    """(sum_j a_j ov_j + direct) / scale + bias, with any part replaced by the given one (broadcast to its shape)."""
+    a = terms.pattern if pattern is None else _replacement(pattern, "pattern", terms.pattern.shape).expand_as(terms.pattern)
+    rows = terms.ov if ov is None else _replacement(ov, "ov", terms.ov.shape, exact=True)
+    d = terms.direct if direct is None else _replacement(direct, "direct", terms.direct.shape)
+    b = terms.bias if bias is None else _replacement(bias, "bias", terms.bias.shape)
+    return (einops.einsum(a, rows, "batch pos, batch pos vocab -> batch vocab") + d) / terms.scale + b
+
+
+def tent_rows(terms: LastPositionTerms, tokens: Int[Tensor, "batch pos"], c: float,
+              column: Float[Tensor, "d_vocab_out"] | None = None) -> Float[Tensor, "batch pos d_vocab_out"]:
+    """The OV rows the tent hypothesis predicts: each row's own mean, plus -c|m - x| (centred), plus an optional
+    preference per output m shared by all rows (e.g. a tent fit's column residual)."""
+    vocab = terms.ov.shape[-1]
+    checks.tokens(tokens, "tokens", d_vocab=vocab)
+    if tokens.shape != terms.pattern.shape:
+        raise ValueError(f"tokens {tuple(tokens.shape)} must be the lists the terms were computed on, "
+                         f"{tuple(terms.pattern.shape)}")
+    if column is not None:
+        _replacement(column, "column", torch.Size([vocab]), exact=True)
+    tent = tent_table(vocab, c=c)[tokens]  # batch pos vocab
+    rows = terms.ov.mean(-1, keepdim=True) + tent - tent.mean(-1, keepdim=True)
+    return rows if column is None else rows + column
+
+
+def logit_fit(logits: Float[Tensor, "batch vocab"], reference: Float[Tensor, "batch vocab"],
+              answers: Int[Tensor, "batch"]) -> dict[str, float]:
+    """How well `logits` reproduce `reference` (the trained model's): training.accuracy and agreement of the argmax,
+    mean cross-entropy, mean margin (answer minus best other logit) and its share of the reference's,
+    and R^2 of the logits with each list's mean removed (a constant per list changes no probability)."""
+    checks.tensor(logits, "logits", ndim=2)
+    _replacement(reference, "reference", logits.shape, exact=True)
+    checks.tokens(answers, "answers", ndim=1, d_vocab=logits.shape[1])
+    if answers.shape != logits.shape[:1]:
+        raise ValueError(f"answers must hold one class index per list, shape {tuple(logits.shape[:1])}")
+    def margin(lg: Tensor) -> Tensor:
+        other = lg.scatter(1, answers[:, None], -torch.inf).amax(-1)
+        return lg.gather(1, answers[:, None])[:, 0] - other
+    centre = lambda t: t - t.mean(-1, keepdim=True)
+    residual = (centre(logits) - centre(reference)).pow(2).sum()
+    return {"accuracy": (logits.argmax(-1) == answers).float().mean().item(),
+            "agreement": (logits.argmax(-1) == reference.argmax(-1)).float().mean().item(),
+            "loss": torch.nn.functional.cross_entropy(logits, answers).item(),
+            "margin": margin(logits).mean().item(),
+            "margin_kept": (margin(logits).mean() / margin(reference).mean()).item(),
+            "logit_r2": (1 - residual / centre(reference).pow(2).sum()).item()}
