@@ -60,9 +60,11 @@ def readme_table() -> str:
 
 
 def table_text(text: str) -> str:
-    """Recorded text for a Markdown table cell: on one line, and no HTML tag, comment or autolink can open
-    in it (a `<` before a letter, `/`, `!` or `?` becomes `&lt;`; `<=` stays as it is)."""
-    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"\s*[\r\n]+\s*", " ", text))
+    """Recorded text for a Markdown table cell: on one line, a `|` that would split the cell escaped as `\\|`,
+    and no HTML tag, comment or autolink can open in it (a `<` before a letter, `/`, `!` or `?` becomes
+    `&lt;`; `<=` stays as it is)."""
+    one_line = re.sub(r"\s*[\r\n]+\s*", " ", text)
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"(?<!\\)\|", r"\\|", one_line))
 
 
 def readme_with_table(text: str) -> str:
