@@ -100,15 +100,20 @@ def labels(value: Any, name: str, n_classes: int | None = None, *, indices: bool
     return t
 
 
+def _int(value: Any, name: str, expected: str, hint: str = "") -> int:
+    """`value` as a Python int (ints, numpy and 0-d torch integers; not bools or floats); else a TypeError."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {expected}, got the bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}){hint}") from None
+
+
 def index(value: Any, name: str, size: int, *, of: str = "", negative: bool = False) -> int:
     """`value` as an int in 0..size-1 (-size..size-1 if `negative`), e.g. a layer or a head; else a clear error.
     `of` says what is counted, e.g. " (the model has 2 layers)"."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got the bool {value!r}")
-    try:
-        i = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}); floats are not truncated") from None
+    i = _int(value, name, "an int", "; floats are not truncated")
     low = -size if negative else 0
     if not low <= i < size:
         hint = "; negative indices do not wrap round here, count from 0" if i < 0 and not negative else ""
@@ -118,12 +123,7 @@ def index(value: Any, name: str, size: int, *, of: str = "", negative: bool = Fa
 
 def count(value: Any, name: str, least: int = 1) -> int:
     """`value` as an int >= `least` (a size, a length, a number of samples); else a clear error."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int >= {least}, got the bool {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int >= {least}, got {value!r} ({type(value).__name__})") from None
+    n = _int(value, name, f"an int >= {least}")
     if n < least:
         raise ValueError(f"{name} must be an int >= {least}, got {n}")
     return n
