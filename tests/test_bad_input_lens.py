@@ -226,11 +226,18 @@ def test_patch_casts_a_float64_result_to_the_models_dtype(small):
     torch.testing.assert_close(out, small[2](small[1](small[0](x)) * 2))
 
 
-def test_capture_and_patch_refuse_a_module_whose_output_is_not_a_tensor():
+class _Counts(nn.Module):
+    def forward(self, x):
+        return {"n": len(x)}
+
+
+def test_capture_and_patch_refuse_a_module_whose_output_holds_no_tensor():
+    # a tuple or dict output is read through its first tensor (tests/test_any_model.py); one with none is refused
     model = nn.Sequential()
-    model.add_module("lstm", nn.LSTM(3, 4, batch_first=True))
-    for context in (hooks.capture(model, "lstm"), hooks.patch(model, {"lstm": lambda a: a})):
-        with pytest.raises(TypeError, match="module 'lstm' returns a tuple, not a tensor; hook a submodule"), context:
+    model.add_module("count", _Counts())
+    for context in (hooks.capture(model, "count"), hooks.patch(model, {"count": lambda a: a})):
+        with pytest.raises(TypeError, match=r"module 'count' returns dict\{n: int\}, which holds no tensor; "
+                                            "hook a submodule"), context:
             model(torch.randn(2, 5, 3))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got dict"):
         hooks.get_module({}, "x")
