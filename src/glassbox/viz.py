@@ -32,10 +32,23 @@ def _to_png(fig: go.Figure, width: int, height: int) -> bytes:
         return fig.to_image(format="png", width=width, height=height)
 
 
+def _in_ipython() -> bool:
+    """Whether an IPython shell (a notebook kernel or the IPython terminal) is running this code."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
 def show(fig: go.Figure, *, static: bool = True, width: int = 900, height: int | None = None) -> None:
-    """Display `fig`: interactive plotly JSON plus a PNG copy (full runs, when a browser is installed)."""
+    """Display `fig`: interactive plotly JSON plus a PNG copy (full runs, when a browser is installed);
+    outside IPython (a plain script) plotly's own `fig.show()`, which opens it in a browser."""
     from IPython.display import display
 
+    if not _in_ipython():  # display() would print the figure's JSON and PNG bytes to the terminal
+        fig.show()
+        return
     run = notebook.current()
     if notebook.in_colab() or not static or (run is not None and run.smoke) or _browser() is None:
         if static and _browser() is None and not notebook.in_colab():
