@@ -1,7 +1,15 @@
 """Reading a TransformerLens language model: logit lens, direct logit attribution, head scores,
 composition scores, and the induction toolkit (repeated sequences, in-context loss, head ablation,
 path patching). Works on any TransformerLens model (`HookedTransformer` or `TransformerBridge`) with
-standard hook names: nothing here assumes the journal built it.
+standard hook names: nothing here assumes the journal built it. Tested with LayerNorm, LNPre, RMS and none
+(normalization_type=None), standard and rotary positions, one layer or more, attention-only or with MLPs,
+and on a Hugging Face GPT-2 wrapped offline (tests/test_lens_any_model.py):
+
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    model = build_bridge_from_module(hf_model, "GPT2LMHeadModel", hf_config=hf_model.config)  # swaps hf_model's
+                                                                 # submodules in place: keep a deepcopy to compare
+A tool that cannot apply says what it needs: composition and path patching need two layers; path patching
+refuses shortformer positions (added to queries and keys outside the residual stream).
 
     _, cache = model.run_with_cache(tokens)
     logits_by_layer = logit_lens(model, cache)                  # [layer batch pos d_vocab], last = model output
@@ -33,6 +41,12 @@ def _model(model: nn.Module, *needs: str) -> nn.Module:
     return checks.transformer_lens_model(model, needs=needs)
 
 
+def _like(model: nn.Module) -> dict:
+    """The device and dtype of the model's weights, for tensors a tool creates."""
+    p = next(model.parameters(), None)
+    return dict(device=p.device, dtype=p.dtype) if p is not None else dict(device="cpu", dtype=torch.get_default_dtype())
+
+
 def _layer(model: nn.Module, layer: int, name: str = "layer") -> int:
     n = model.cfg.n_layers
     return checks.index(layer, name, n, of=f" (the model has {n} layers)")
@@ -48,6 +62,24 @@ def _head(model: nn.Module, pair: Head, name: str) -> Head:
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise TypeError(f"{name} must be a (layer, head) pair, got {pair!r}")
     return _layer(model, pair[0], f"{name}'s layer"), _head_index(model, pair[1], f"{name}'s head")
+
+
+def _two_layers(model: nn.Module, tool: str) -> None:
+    """Refuse a model with fewer than two layers for a tool that needs a writer layer and a later reader."""
+    n = model.cfg.n_layers
+    if n < 2:
+        raise ValueError(f"{tool} needs two layers (a head in an earlier layer writes, a head in a later layer "
+                         f"reads); the model has {n} layer{'s' if n != 1 else ''}")
+
+
+def _normalization(model: nn.Module) -> str | None:
+    """The final normalization's type: "LN", "LNPre", "RMS", "RMSPre" or None (no final LayerNorm)."""
+    return getattr(model.cfg, "normalization_type", None)
+
+
+def _adds_positions(model: nn.Module) -> bool:
+    """Whether the model adds a position embedding to the residual stream (not rotary, shortformer or alibi)."""
+    return getattr(model.cfg, "positional_embedding_type", "standard") == "standard"
 
 
 def _cached(cache, name: str) -> Tensor:
@@ -81,20 +113,24 @@ def accumulated_resid(cache, n_layers: int) -> tuple[Float[Tensor, "layer batch 
 
 
 def unembed(model: nn.Module, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-    """Logits of a residual-stream vector: the final LayerNorm (recomputed on `resid`), W_U and b_U."""
-    _model(model, "ln_final", "W_U", "b_U")
+    """Logits of a residual-stream vector: the final LayerNorm (recomputed on `resid`; none when the model has
+    none, normalization_type=None), W_U and b_U."""
+    _model(model, "W_U", "b_U")
+    if _normalization(model) is not None:
+        _model(model, "ln_final")
     checks.tensor(resid, "resid")
     if resid.ndim == 0 or resid.shape[-1] != model.cfg.d_model:
         raise ValueError(f"resid must end in d_model = {model.cfg.d_model}, got shape {tuple(resid.shape)}: "
                          "pass residual-stream vectors of this model")
-    return model.ln_final(resid) @ model.W_U + model.b_U
+    normed = model.ln_final(resid) if _normalization(model) is not None else resid
+    return normed @ model.W_U + model.b_U
 
 
 @torch.no_grad()
 def logit_lens(model: nn.Module, cache) -> Float[Tensor, "layer batch pos d_vocab"]:
     """Logit lens: each snapshot of the residual stream read with the model's own unembedding, as if the
     remaining layers were skipped. The last row is exactly the model's output."""
-    resid, _ = accumulated_resid(cache, _model(model, "ln_final", "W_U").cfg.n_layers)
+    resid, _ = accumulated_resid(cache, _model(model, "W_U").cfg.n_layers)
     return unembed(model, resid)
 
 
@@ -108,9 +144,12 @@ def head_outputs(model: nn.Module, cache, layer: int) -> Float[Tensor, "batch po
 @torch.no_grad()
 def residual_components(model: nn.Module, cache) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
     """The final residual stream split into what wrote it: token and position embeddings, then per layer
-    every head (L{l}H{h}), the attention bias b_O (L{l} b_O) and the MLP (L{l} MLP). They sum to it exactly."""
+    every head (L{l}H{h}), the attention bias b_O (L{l} b_O) and the MLP (L{l} MLP). They sum to it exactly.
+    A model whose positions never enter the residual stream (rotary, shortformer, alibi) has no pos_embed part."""
     _model(model, "W_O", "b_O")
-    parts, labels = [_cached(cache, "hook_embed"), _cached(cache, "hook_pos_embed")], ["embed", "pos_embed"]
+    parts, labels = [_cached(cache, "hook_embed")], ["embed"]
+    if _adds_positions(model):
+        parts, labels = parts + [_cached(cache, "hook_pos_embed")], labels + ["pos_embed"]
     for layer in range(model.cfg.n_layers):
         heads = head_outputs(model, cache, layer)
         parts += list(heads.unbind(2)) + [model.b_O[layer].expand_as(parts[0])]
@@ -139,7 +178,8 @@ def direct_logit_attribution(model: nn.Module, cache, components: Float[Tensor, 
     """Each component's direct effect on the logit of `targets` (the first n positions), with the final
     LayerNorm's centring and its scale taken from the cache (the scale of the whole stream, so the parts
     sum to the centred-stream logit): logit = sum over components + logit_bias. `relative`: the effect
-    on the target's logit minus the mean logit (what softmax sees); the bias then loses its mean too."""
+    on the target's logit minus the mean logit (what softmax sees); the bias then loses its mean too.
+    LN and LNPre centre the stream, RMS and RMSPre do not; LN and RMS multiply by ln_final.w."""
     _model(model, "W_U")
     if isinstance(components, Tensor) and (components.ndim != 4 or components.shape[-1] != model.cfg.d_model):
         raise ValueError(f"components must be [component batch pos d_model = {model.cfg.d_model}] (from "
@@ -151,18 +191,19 @@ def direct_logit_attribution(model: nn.Module, cache, components: Float[Tensor, 
         raise ValueError(f"targets has shape {tuple(targets.shape)}, but components hold {batch} sequences of {pos} "
                          "positions: pass at most one target per position of the cached run, e.g. tokens[:, 1:]")
     x = components[:, :, :n]
-    x = x - x.mean(-1, keepdim=True) if model.cfg.normalization_type in ("LN", "LNPre") else x
-    scale = _cached(cache, "ln_final.hook_scale")[:, :n].to(x.dtype) if model.cfg.normalization_type is not None else 1.0
+    norm = _normalization(model)
+    x = x - x.mean(-1, keepdim=True) if norm in ("LN", "LNPre") else x
+    scale = _cached(cache, "ln_final.hook_scale")[:, :n].to(x.dtype) if norm is not None else 1.0
     ones = torch.ones(model.cfg.d_model, dtype=model.W_U.dtype, device=model.W_U.device)
-    w = model.ln_final.w if model.cfg.normalization_type == "LN" else ones
+    w = model.ln_final.w if norm in ("LN", "RMS") else ones
     W_U = model.W_U - model.W_U.mean(1, keepdim=True) if relative else model.W_U
-    directions = (w[:, None] * W_U)[:, targets]  # d_model batch n
+    directions = (w[:, None] * W_U)[:, targets.to(W_U.device)]  # d_model batch n
     return einops.einsum(x / scale, directions, "comp batch n d_model, d_model batch n -> comp batch n")
 
 
 def logit_bias(model: nn.Module) -> Float[Tensor, "d_vocab"]:
     """The part of every logit that no component writes: ln_final.b @ W_U + b_U."""
-    has_bias = _model(model, "W_U", "b_U").cfg.normalization_type == "LN"
+    has_bias = _normalization(_model(model, "W_U", "b_U")) == "LN"
     return model.b_U + (model.ln_final.b @ model.W_U if has_bias else 0)
 
 
@@ -202,7 +243,7 @@ def prefix_matching_score(pattern: Float[Tensor, "batch head q k"], tokens: Int[
     if tokens.shape != (pattern.shape[0], pattern.shape[2]):
         raise ValueError(f"tokens has shape {tuple(tokens.shape)}, pattern {tuple(pattern.shape)}: pass the tokens "
                          "the pattern was computed on, [batch pos] with pos = q")
-    targets = induction_targets(tokens).to(pattern.dtype)
+    targets = induction_targets(tokens.to(pattern.device)).to(pattern.dtype)
     has = targets.sum(-1) > 0  # batch q
     mass = einops.einsum(pattern, targets, "batch head q k, batch q k -> batch head q")
     return (mass * has[:, None]).sum((0, 2)) / has.sum().clamp(min=1)
@@ -265,7 +306,8 @@ def composition_scores(model: nn.Module, kind: str, layer_a: int = 0, layer_b: i
     ||W_OV^A W_QK^B||; V: by its values, ||W_OV^A W_OV^B||), each over the product of the two norms."""
     if kind not in ("q", "k", "v"):
         raise ValueError(f"kind must be 'q', 'k' or 'v', got {kind!r}")
-    layer_a, layer_b = _layer(_model(model), layer_a, "layer_a"), _layer(model, layer_b, "layer_b")
+    _two_layers(_model(model), "composition_scores")
+    layer_a, layer_b = _layer(model, layer_a, "layer_a"), _layer(model, layer_b, "layer_b")
     if layer_a >= layer_b:
         raise ValueError(f"layer_a (the writer, {layer_a}) must come before layer_b (the reader, {layer_b}): a head "
                          "reads only what earlier layers wrote")
@@ -276,11 +318,13 @@ def composition_scores(model: nn.Module, kind: str, layer_a: int = 0, layer_b: i
 
 def random_composition_scores(model: nn.Module, n: int = 200, seed: int = 0) -> Float[Tensor, "n"]:
     """Composition scores of `n` pairs of random matrices shaped like the model's heads (Gaussian W_V W_O
-    and W_Q W_K^T): what two unrelated heads score by chance."""
+    and W_Q W_K^T): what two unrelated heads score by chance. Drawn on the CPU, then on the model's device
+    and in its dtype."""
     checks.count(n, "n")
     gen = torch.Generator().manual_seed(seed)
     d, h = _model(model).cfg.d_model, model.cfg.d_head
-    rand = lambda *shape: torch.randn(n, *shape, generator=gen)
+    like = _like(model)
+    rand = lambda *shape: torch.randn(n, *shape, generator=gen).to(**like)
     return composition_score(rand(d, h) @ rand(h, d), rand(d, h) @ rand(h, d))
 
 
@@ -376,6 +420,11 @@ def path_patch_logits(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt
     its LayerNorm from the clean residual stream plus (corrupt - clean) sender output; everything else is
     clean. `receiver` may be a list of heads of one layer, patched together."""
     _model(model, "blocks", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+    _two_layers(model, "path_patch_logits")
+    if getattr(model.cfg, "positional_embedding_type", "standard") == "shortformer":
+        raise ValueError("path_patch_logits recomputes a receiver's input from the residual stream, but a shortformer "
+                         "model adds its position embedding to queries and keys outside it: not supported; use "
+                         "positional_embedding_type 'standard', 'rotary' or 'alibi'")
     receivers = receiver if isinstance(receiver, list) else [receiver]
     if not receivers:
         raise ValueError("receiver is an empty list: name at least one (layer, head)")
