@@ -243,7 +243,7 @@ def test_train_sae_configures_the_trainer_from_its_arguments(monkeypatch):
             return seen["sae"]
 
     monkeypatch.setattr(sae, "_Trainer", Spy)
-    monkeypatch.setattr(sae, "to_inference", lambda s: s)
+    monkeypatch.setattr(sae, "to_inference", lambda s, device=None: s)
     clock = iter([10.0, 12.5] + [0.0] * 10)
     monkeypatch.setattr(sae, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))}))
     acts = torch.randn(40, 4)

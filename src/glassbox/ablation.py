@@ -45,7 +45,7 @@ def ablate(model: nn.Module, layer: str, neurons: Neurons,
             raise ValueError(f"values must have the shape of one input's activations {tuple(a.shape[1:])}, "
                              f"got {tuple(values.shape)}; pass e.g. get_activations(...).mean(0)")
         out = a.clone()
-        out[:, idx] = 0.0 if values is None else values[idx].to(a.dtype)
+        out[:, idx.to(a.device)] = 0.0 if values is None else values[idx.to(values.device)].to(a.device, a.dtype)
         return out
 
     with hooks.patch(model, {layer: replace}):
@@ -67,7 +67,7 @@ def class_accuracy_drop(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, 
     checks.labels(y, "y", n)
     base = training.per_class_accuracy(logits, y, n)
     with hooks.capture(model, layer) as acts:
-        model(x[:1])
+        model(x[:1].to(training.model_device(model, x)))
     n_units = acts[layer].shape[1]
     neurons = range(n_units) if neurons is None else _index(neurons, n_units).tolist()
     drops = []
@@ -115,8 +115,9 @@ def ablate_in_weights(model: nn.Module, layer: str, neurons: Neurons,
                              f"got shape {tuple(values.shape)}; pass e.g. get_activations(...).mean(0)")
         if linear.bias is None:
             raise ValueError(f"{reader!r} has no bias to fold the ablation values into; ablate to 0 (values=None)")
-        linear.bias += linear.weight[:, idx] @ values[idx].to(linear.weight.dtype)
-    linear.weight[:, idx] = 0.0
+        idx = idx.to(linear.weight.device)
+        linear.bias += linear.weight[:, idx] @ values.to(linear.weight.device, linear.weight.dtype)[idx]
+    linear.weight[:, idx.to(linear.weight.device)] = 0.0
     return clone
 
 

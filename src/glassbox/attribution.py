@@ -27,26 +27,29 @@ def attribute(model: nn.Module, x: Float[Tensor, "batch *input"], target: int | 
     """Attribution of the `target` logit to each input feature by a captum `method` (see METHODS).
 
     integrated_gradients: path integral from a black image (n_steps); saliency: |gradient|;
-    occlusion: drop of the logit when a `window` patch (moved by `stride`) is set to 0.
+    occlusion: drop of the logit when a `window` patch (moved by `stride`) is set to 0. Runs where the model
+    is; the map comes in the model's dtype (captum sums some methods in float32).
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of {METHODS}")
-    x = checks.tensor(x, "x", ndim=tuple(range(2, 8)), floating=False).detach().float()
+    device, dtype = checks.placement(model)  # the inputs go where the model is, in its dtype (float32 if it has none)
+    x = checks.tensor(x, "x", ndim=tuple(range(2, 8)), floating=False).detach().to(device, dtype)
     if isinstance(target, Tensor) and target.ndim == 1:
         checks.labels(target, "target")
         if len(target) != len(x):
             raise ValueError(f"target must hold one class per input ({len(x)}), got {len(target)}")
+        target = target.to(device)
     else:
         checks.count(target, "target", 0)
     if method == "integrated_gradients":
-        return IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=n_steps).detach()
+        return IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=n_steps).detach().to(x.dtype)
     if method == "saliency":
-        return Saliency(model).attribute(x.requires_grad_(True), target=target, abs=True).detach()
+        return Saliency(model).attribute(x.requires_grad_(True), target=target, abs=True).detach().to(x.dtype)
     if method == "occlusion":
         if len(window) != x.ndim - 1 or len(stride) != x.ndim - 1:
             raise ValueError(f"occlusion needs a window and stride with one size per input dimension {tuple(x.shape[1:])}, "
                              f"got window {window} and stride {stride}; e.g. window=(4, 4) for images (batch, 28, 28)")
-        return Occlusion(model).attribute(x, sliding_window_shapes=window, strides=stride, target=target, baselines=0.0).detach()
+        return Occlusion(model).attribute(x, sliding_window_shapes=window, strides=stride, target=target, baselines=0.0).detach().to(x.dtype)
     raise ValueError(f"unknown attribution method {method!r}; choose one of {METHODS}")
 
 
@@ -74,5 +77,6 @@ def rank_correlation(a: Float[Tensor, "batch *input"], b: Float[Tensor, "batch *
     a, b = a.flatten(1), b.flatten(1)
     if absolute:
         a, b = a.abs(), b.abs()
-    rho = [spearmanr(u.numpy(), v.numpy()).statistic for u, v in zip(a, b)]
-    return torch.tensor(np.nan_to_num(rho, nan=0.0), dtype=torch.float32)
+    numpy = lambda t: t.detach().cpu().numpy() if t.dtype in (torch.float32, torch.float64) else t.detach().cpu().double().numpy()  # noqa: E731
+    rho = [spearmanr(numpy(u), numpy(v)).statistic for u, v in zip(a, b)]
+    return torch.tensor(np.nan_to_num(rho, nan=0.0), dtype=torch.float32, device=a.device)

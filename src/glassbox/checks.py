@@ -3,7 +3,7 @@ expected, what came, and what to do. Two families:
 - activations and other tensors: rank, non-empty, finite, floating dtype (`tensor`); indices or bool
   masks (`indices`) and class labels (`labels`), never truncated from floats;
 - models: a TransformerLens model (HookedTransformer or TransformerBridge) and what it lacks
-  (`transformer_lens_model`).
+  (`transformer_lens_model`), and where a model lives (`placement`: its device and dtype).
 """
 import operator
 from typing import Any
@@ -146,3 +146,13 @@ def tokens(value: Any, name: str, *, ndim: int = 2, d_vocab: int | None = None, 
         raise ValueError(f"{name} has {t.shape[-1]} positions, more than the model's context n_ctx={n_ctx}; "
                          f"cut it to {name}[..., :{n_ctx}]")
     return t
+
+
+def placement(model: Any) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of `model`'s first floating parameter (or buffer); CPU and float32 for a module
+    with neither. Tools create their tensors there, so they run where the model is."""
+    tensors = list(model.parameters()) + list(model.buffers()) if isinstance(model, torch.nn.Module) else []
+    first = next((t for t in tensors if t.is_floating_point()), tensors[0] if tensors else None)
+    if first is None:
+        return torch.device("cpu"), torch.float32
+    return first.device, first.dtype if first.is_floating_point() else torch.float32

@@ -129,7 +129,7 @@ def get_logit_components(model: nn.Module, tokens: Int[Tensor, "batch pos"], pos
     _tokens(model, tokens)
     checks.index(pos, "pos", tokens.shape[1], of=f" (tokens has {tokens.shape[1]} positions)", negative=True)
     names = ["blocks.0.attn.hook_pattern", "blocks.0.attn.hook_v", "ln_final.hook_scale", "hook_embed", "hook_pos_embed"]
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    _, cache = model.run_with_cache(tokens.to(checks.placement(model)[0]), names_filter=lambda n: n in names)
     pattern = cache["blocks.0.attn.hook_pattern"][:, :, pos]  # batch head src
     v = cache["blocks.0.attn.hook_v"]  # batch src head d_head
     if v.shape[2] != pattern.shape[1]:
@@ -153,15 +153,18 @@ def get_attention_entropy(pattern: Float[Tensor, "... k"]) -> Float[Tensor, "...
 
 
 def mean_by_token(values: Float[Tensor, "batch pos"], tokens: Int[Tensor, "batch pos"], d_vocab: int) -> Float[Tensor, "d_vocab"]:
-    """Average of `values` (e.g. attention to each key) grouped by the token at that place; NaN where absent."""
+    """Average of `values` (e.g. attention to each key) grouped by the token at that place; NaN where absent.
+    On `values`' device, in float32 (float64 for float64 values)."""
     checks.tensor(values, "values")
     checks.count(d_vocab, "d_vocab")
     if not isinstance(tokens, Tensor) or values.shape != tokens.shape:
         got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
         raise ValueError(f"values {tuple(values.shape)} and tokens {got} must have the same shape")
     checks.tokens(tokens, "tokens", ndim=tokens.ndim, d_vocab=d_vocab)
-    sums = torch.zeros(d_vocab).index_add_(0, tokens.flatten(), values.flatten().float())
-    counts = torch.bincount(tokens.flatten(), minlength=d_vocab).float()
+    dtype = torch.promote_types(values.dtype, torch.float32)
+    tokens = tokens.to(values.device)
+    sums = torch.zeros(d_vocab, dtype=dtype, device=values.device).index_add_(0, tokens.flatten(), values.flatten().to(dtype))
+    counts = torch.bincount(tokens.flatten(), minlength=d_vocab).to(dtype)
     return sums / counts.where(counts > 0, torch.nan)
 
 
@@ -191,10 +194,11 @@ def set_pattern_hooks(pattern: Float[Tensor, "batch head q k"] | Float[Tensor, "
     return [(f"blocks.{layer}.attn.hook_v", keep_v), (f"blocks.{layer}.attn.hook_z", replace_z)]
 
 
-def uniform_causal_pattern(n_ctx: int) -> Float[Tensor, "q k"]:
-    """Each query attends equally to itself and every earlier position."""
+def uniform_causal_pattern(n_ctx: int, *, device: str | torch.device | None = None,
+                           dtype: torch.dtype = torch.float32) -> Float[Tensor, "q k"]:
+    """Each query attends equally to itself and every earlier position (on `device`, in `dtype`)."""
     checks.count(n_ctx, "n_ctx")
-    mask = torch.tril(torch.ones(n_ctx, n_ctx))
+    mask = torch.tril(torch.ones(n_ctx, n_ctx, device=device, dtype=dtype))
     return mask / mask.sum(-1, keepdim=True)
 
 
@@ -206,7 +210,7 @@ def last_query_pattern(scores: Float[Tensor, "batch k"], n_heads: int = 1) -> Fl
     if scores.isnan().any() or (scores == float("inf")).any():
         raise ValueError("scores holds NaN or +inf; pass finite scores (-inf masks a key)")
     n = scores.shape[-1]
-    pattern = uniform_causal_pattern(n).expand(len(scores), n_heads, n, n).clone()
+    pattern = uniform_causal_pattern(n, device=scores.device, dtype=scores.dtype).expand(len(scores), n_heads, n, n).clone()
     pattern[:, :, -1] = scores.softmax(-1)[:, None]
     return pattern
 
@@ -220,7 +224,7 @@ def ablate_hooks(name: str, how: str, reference: Tensor, dim: int = 0, seed: int
         raise ValueError(f"how must be one of {hows}, got {how!r}")
     checks.tensor(reference, "reference")
     dim = checks.index(dim, "dim", reference.ndim, of=f" (reference has shape {tuple(reference.shape)})", negative=True)
-    perm = torch.randperm(reference.shape[dim], generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(reference.shape[dim], generator=torch.Generator().manual_seed(seed)).to(reference.device)
     new = {"zero": lambda r: torch.zeros_like(r), "mean": lambda r: r.mean(dim, keepdim=True).expand_as(r),
            "resample": lambda r: r.index_select(dim, perm)}[how](reference)
     if name.endswith("hook_pattern"):
@@ -238,7 +242,7 @@ def predict_last(model: nn.Module, tokens: Int[Tensor, "batch pos"], fwd_hooks: 
     """The model's answer, the argmax of the last position's logits, with `fwd_hooks` in place."""
     _tokens(checks.transformer_lens_model(model), tokens)
     with torch.no_grad():
-        return model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))[:, -1].argmax(-1)
+        return model.run_with_hooks(tokens.to(checks.placement(model)[0]), fwd_hooks=list(fwd_hooks))[:, -1].argmax(-1)
 
 
 @torch.no_grad()
@@ -250,6 +254,7 @@ def patch_by_position(model: nn.Module, corrupt: Int[Tensor, "batch pos"], clean
     if isinstance(hook_names, str) or not hook_names:
         raise ValueError(f"hook_names must be a non-empty list of hook names, got {hook_names!r}")
     n_pos = corrupt.shape[1]
+    corrupt = corrupt.to(checks.placement(model)[0])
     out = torch.zeros(len(hook_names), n_pos)
     for i, name in enumerate(hook_names):
         clean = clean_cache[name]

@@ -52,12 +52,13 @@ def frequency_norms(coefficients: Float[Tensor, "p *rest"]) -> Float[Tensor, "n_
     whose first axis is already in Fourier coordinates (e.g. `basis(p) @ W_E`)."""
     p = checks.tensor(coefficients, "coefficients", ndim=tuple(range(1, 8)), floating=False).shape[0]
     sq = coefficients.reshape(p, -1).pow(2).sum(1)
-    return torch.zeros(n_frequencies(p)).index_add_(0, row_frequency(p), sq.float()).sqrt()
+    device = coefficients.device
+    return torch.zeros(n_frequencies(p), device=device).index_add_(0, row_frequency(p).to(device), sq.float()).sqrt()
 
 
 def embedding_frequency_norms(W_E: Float[Tensor, "p d_model"]) -> Float[Tensor, "n_freq"]:
     """Norm of each frequency of an embedding matrix over the p input numbers (rows = tokens 0..p-1)."""
-    return frequency_norms(basis(len(W_E)) @ W_E.float())
+    return frequency_norms(basis(len(W_E)).to(W_E.device) @ W_E.float())
 
 
 def sum_directions(p: int, freqs: list[int]) -> Float[Tensor, "2k p*p"]:
@@ -81,7 +82,7 @@ def sum_directions(p: int, freqs: list[int]) -> Float[Tensor, "2k p*p"]:
 def project_sum_frequencies(table: Float[Tensor, "p*p ..."], p: int, freqs: list[int]) -> Float[Tensor, "p*p ..."]:
     """The part of a table over the (a, b) grid (first axis, a-major) that varies as cos or sin of
     w k (a + b) for the given frequencies; every other axis (e.g. the output class) is kept apart."""
-    d = sum_directions(p, freqs)
+    d = sum_directions(p, freqs).to(table.device)
     flat = table.reshape(p * p, -1).float()
     return (d.T @ (d @ flat)).reshape(table.shape)
 
@@ -102,5 +103,5 @@ def gini(x: Float[Tensor, "n"]) -> float:
     n = len(x)
     if n == 0 or x.sum() <= 0:
         raise ValueError(f"gini needs at least one positive value in x, got {n} values summing to {x.sum().item():.3g}")
-    i = torch.arange(1, n + 1, dtype=torch.float64)
+    i = torch.arange(1, n + 1, dtype=torch.float64, device=x.device)
     return float(((2 * i - n - 1) * x).sum() / (n * x.sum()))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from glassbox import checks
+from glassbox import checks, training
 
 
 def windows(tokens: Int[Tensor, "n"], batch_size: int, n_ctx: int, seed: int = 0) -> Iterator[Int[Tensor, "batch n_ctx_plus_1"]]:
@@ -28,6 +28,7 @@ def next_token_loss(model: nn.Module, window: Int[Tensor, "batch n_ctx_plus_1"])
     checks.tokens(window, "window")
     if window.shape[1] < 2:
         raise ValueError(f"window must hold at least 2 positions (input and next token), got shape {tuple(window.shape)}")
+    window = window.to(training.model_device(model, window))
     logits = model(window[:, :-1])
     if not isinstance(logits, Tensor) or logits.shape[:2] != window[:, :-1].shape or logits.ndim != 3:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -48,7 +49,7 @@ def evaluate_loss(model: nn.Module, tokens: Int[Tensor, "n"], n_ctx: int, n_wind
     if len(tokens) < n_ctx + 1:
         raise ValueError(f"need at least n_ctx + 1 = {n_ctx + 1} tokens, got {len(tokens)}")
     starts = torch.linspace(0, len(tokens) - n_ctx - 1, n_windows).long()
-    batch = tokens[starts[:, None] + torch.arange(n_ctx + 1)]
+    batch = tokens[(starts[:, None] + torch.arange(n_ctx + 1)).to(tokens.device)]
     was_training = model.training
     model.eval()
     try:
@@ -67,14 +68,14 @@ def sample(model: nn.Module, prompt: Int[Tensor, "pos"], n_new: int, n_ctx: int,
     checks.count(n_ctx, "n_ctx")
     if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
         raise ValueError(f"temperature must be >= 0, got {temperature!r} (0: greedy; pass a finite number)")
-    gen = torch.Generator().manual_seed(seed)
-    tokens = prompt.clone()
+    gen = torch.Generator().manual_seed(seed)  # sampling on the CPU: the same draws on every device
+    tokens = prompt.to(training.model_device(model, prompt)).clone()
     for _ in range(n_new):
         logits = model(tokens[None, -n_ctx:])[0, -1]
         if temperature == 0:
             nxt = logits.argmax()
         else:
-            nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen)[0]
+            nxt = torch.multinomial(F.softmax(logits / temperature, -1).cpu(), 1, generator=gen)[0].to(tokens.device)
         tokens = torch.cat([tokens, nxt[None]])
     return tokens
 
@@ -89,11 +90,13 @@ def ngram_loss(train: Int[Tensor, "n_train"], val: Int[Tensor, "n_val"], d_vocab
             raise ValueError(f"{name} must hold at least 2 tokens for a bigram model, got {len(t)}")
     if order == 1:
         counts = torch.bincount(train, minlength=d_vocab).double() + 1
-        return -(counts / counts.sum()).log()[val].mean().item()
+        return -(counts / counts.sum()).log()[val.to(train.device)].mean().item()
     if order == 2:
-        counts = torch.ones(d_vocab, d_vocab, dtype=torch.float64)
-        counts.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64), accumulate=True)
+        counts = torch.ones(d_vocab, d_vocab, dtype=torch.float64, device=train.device)
+        counts.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64, device=train.device),
+                          accumulate=True)
         logp = (counts / counts.sum(1, keepdim=True)).log()
+        val = val.to(train.device)
         return -logp[val[:-1], val[1:]].mean().item()
     raise ValueError(f"order must be 1 (unigram) or 2 (bigram), got {order}")
 
@@ -160,16 +163,16 @@ def repeated_span_losses(model: nn.Module, tokens: Int[Tensor, "n"], spans: list
         if length < 2 or not start <= first < second or second + length - 1 > start + n_ctx:
             raise ValueError(f"spans[{i}] = {spans[i]} does not fit: need length >= 2 and both copies inside the "
                              f"window of n_ctx + 1 = {n_ctx + 1} tokens from {start}; make spans with repeated_word_spans")
-    out = torch.zeros(2, len(spans))
+    out, device = torch.zeros(2, len(spans)), training.model_device(model, tokens)
     for i in range(0, len(spans), batch_size):
         chunk = spans[i: i + batch_size]
         starts = torch.tensor([s[0] for s in chunk]).clamp(max=len(tokens) - n_ctx - 1)
-        windows_ = tokens[starts[:, None] + torch.arange(n_ctx + 1)]
+        windows_ = tokens[(starts[:, None] + torch.arange(n_ctx + 1)).to(tokens.device)].to(device)
         logits = model(windows_[:, :-1])
         losses = F.cross_entropy(logits.transpose(1, 2), windows_[:, 1:], reduction="none")  # loss[j]: token j + 1
         for j, ((_, first, second, length), start) in enumerate(zip(chunk, starts.tolist())):
             for row, s in enumerate((first, second)):
-                idx = torch.arange(s + 1, s + length) - start - 1  # predicting characters 2..end of the copy
+                idx = torch.arange(s + 1, s + length, device=losses.device) - start - 1  # characters 2..end of the copy
                 out[row, i + j] = losses[j, idx].mean()
     return out
 
@@ -183,4 +186,4 @@ def random_windows(tokens: Int[Tensor, "n"], batch_size: int, length: int,
     if length > len(tokens):
         raise ValueError(f"windows of {length} tokens do not fit in {len(tokens)} tokens")
     starts = torch.randint(0, len(tokens) - length + 1, (batch_size,), generator=generator)
-    return tokens[starts[:, None] + torch.arange(length)]
+    return tokens[(starts[:, None] + torch.arange(length, device=starts.device)).to(tokens.device)]

@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from glassbox import checks, hooks
+from glassbox import checks, hooks, training
 
 
 @torch.no_grad()
@@ -17,14 +17,15 @@ def get_activations(model: nn.Module, layer: str, x: Tensor, batch_size: int = 4
     """The output of module `layer` for every input in `x`, computed in batches without gradients.
 
     The model runs in eval mode for the read (no dropout, BatchNorm statistics untouched); each module's
-    mode is restored afterwards."""
+    mode is restored afterwards. Inputs move to the model's device; the activations stay there."""
     checks.tensor(x, "x", floating=False)
+    device = training.model_device(model, x)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with hooks.capture(model, layer) as acts:
             for chunk in x.split(batch_size):
-                model(chunk)
+                model(chunk.to(device))
     finally:
         for m, mode in modes:
             m.train(mode)
@@ -42,13 +43,15 @@ def per_neuron(acts: Float[Tensor, "batch neuron *spatial"]) -> Float[Tensor, "b
 
 def class_means(acts: Float[Tensor, "batch neuron *spatial"], y: Int[Tensor, "batch"],
                 n_classes: int | None = None) -> Float[Tensor, "n_classes neuron"]:
-    """Mean activation of every neuron over the inputs of each class."""
+    """Mean activation of every neuron over the inputs of each class (float32, or float64 for float64 activations)."""
     acts = per_neuron(acts)
     checks.labels(y, "y", n_classes)
     if len(acts) != len(y):
         raise ValueError(f"activations and labels differ in length: {len(acts)} vs {len(y)}; pass the labels of the same inputs")
     n = n_classes or int(y.max()) + 1
-    sums = torch.zeros(n, acts.shape[1]).index_add_(0, y, acts.float())
+    dtype = torch.promote_types(acts.dtype, torch.float32) if acts.is_floating_point() else torch.float32
+    y = y.to(acts.device)
+    sums = torch.zeros(n, acts.shape[1], dtype=dtype, device=acts.device).index_add_(0, y, acts.to(dtype))
     return sums / torch.bincount(y, minlength=n).clamp(min=1)[:, None]
 
 

@@ -52,10 +52,10 @@ def activation_batches(acts: Float[Tensor, "n d_in"], batch_size: int, seed: int
     """Endless shuffled batches of rows of `acts`, all of size `batch_size`, a new order every epoch."""
     if not 0 < batch_size <= len(acts):
         raise ValueError(f"batch_size must be in 1..{len(acts)} (the number of activations), got {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     while True:
         for idx in torch.randperm(len(acts), generator=gen)[: len(acts) // batch_size * batch_size].split(batch_size):
-            yield acts[idx]
+            yield acts[idx.to(acts.device)]
 
 
 def sampled_batches(sample: Callable[[int], Tensor], batch_size: int) -> Iterator[Float[Tensor, "batch d_in"]]:
@@ -65,8 +65,8 @@ def sampled_batches(sample: Callable[[int], Tensor], batch_size: int) -> Iterato
 
 
 def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None = None,
-             hook_name: str | None = None, **options) -> TrainingSAE:
-    """A fresh SAELens training SAE: "topk" (option k), "standard" (l1_coefficient), "jumprelu", ..."""
+             hook_name: str | None = None, device: str | torch.device = "cpu", **options) -> TrainingSAE:
+    """A fresh SAELens training SAE on `device`: "topk" (option k), "standard" (l1_coefficient), "jumprelu", ..."""
     if architecture not in SAE_TRAINING_CLASS_REGISTRY:
         raise KeyError(f"unknown SAE architecture {architecture!r}; SAELens has: {sorted(SAE_TRAINING_CLASS_REGISTRY)}")
     checks.count(d_in, "d_in")
@@ -76,19 +76,20 @@ def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None
         raise ValueError(f"k (latents kept per input) must be an int in 1..d_sae={d_sae}, got {k!r}; lower k or raise d_sae")
     sae_cls, cfg_cls = SAE_TRAINING_CLASS_REGISTRY[architecture]
     try:
-        cfg = cfg_cls(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(model_name=model_name, hook_name=hook_name), **options)
+        cfg = cfg_cls(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(model_name=model_name, hook_name=hook_name),
+                      device=str(torch.device(device)), **options)
     except TypeError as err:
         raise TypeError(f"{cfg_cls.__name__} rejected the options {sorted(options)}: {err}; "
                         f"see the fields of sae_lens.{cfg_cls.__name__}") from None
     return sae_cls(cfg)
 
 
-def _checked(batches: Iterator[Tensor], batch_size: int, d_in: int) -> Iterator[Tensor]:
-    """Pass batches through, refusing any whose shape is not (batch_size, d_in) or that holds NaN or inf."""
+def _checked(batches: Iterator[Tensor], batch_size: int, d_in: int, device: torch.device) -> Iterator[Tensor]:
+    """Batches moved to `device`, refusing any whose shape is not (batch_size, d_in) or that holds NaN or inf."""
     for i, batch in enumerate(batches):
         if batch.shape != (batch_size, d_in):
             raise ValueError(f"activation batches must be (batch_size={batch_size}, d_in={d_in}), got {tuple(batch.shape)}")
-        yield checks.tensor(batch, f"activation batch {i}")
+        yield checks.tensor(batch, f"activation batch {i}").to(device)
 
 
 class _Trainer(SAETrainer):
@@ -100,21 +101,26 @@ class _Trainer(SAETrainer):
             pbar.update(pbar.total - pbar.n)
 
 
-def to_inference(sae: TrainingSAE) -> SAE:
-    """The inference SAE of a trained training SAE, exactly as `checkpoints.load_sae` will return it."""
+def to_inference(sae: TrainingSAE, device: str | torch.device | None = None) -> SAE:
+    """The inference SAE of a trained training SAE, exactly as `checkpoints.load_sae` will return it, on
+    `device` (default: where `sae` is)."""
+    device = torch.device(device) if device is not None else sae.W_enc.device
     with tempfile.TemporaryDirectory() as tmp:
         sae.save_inference_model(tmp)
-        return SAE.load_from_disk(tmp).eval()
+        return SAE.load_from_disk(tmp, device=str(device)).eval()
 
 
 def train_sae(sae: TrainingSAE, data: Float[Tensor, "n d_in"] | Iterator[Tensor], *, n_samples: int,
-              batch_size: int = 512, lr: float = 1e-3, seed: int = 0, dead_after_steps: int = 25) -> tuple[SAE, float]:
+              batch_size: int = 512, lr: float = 1e-3, seed: int = 0, dead_after_steps: int = 25,
+              device: str | torch.device | None = None) -> tuple[SAE, float]:
     """Train `sae` with SAELens' SAETrainer on activations (a tensor or an iterator of batches).
 
     The learning rate is constant, then decays linearly to 0 over the last 20% of steps. A latent
     that has not fired for `dead_after_steps` steps counts as dead (TopK's auxiliary loss revives it).
-    Returns the inference SAE and the training seconds.
+    `device` (default: the SAE's, "cpu" unless `make_sae` was given one) is where it trains; batches move there.
+    Returns the inference SAE (on that device) and the training seconds.
     """
+    device = torch.device(device if device is not None else sae.cfg.device)
     if n_samples < batch_size:
         raise ValueError(f"n_samples ({n_samples}) must be at least one batch ({batch_size})")
     if isinstance(data, Tensor):
@@ -126,10 +132,10 @@ def train_sae(sae: TrainingSAE, data: Float[Tensor, "n d_in"] | Iterator[Tensor]
     cfg = SAETrainerConfig(
         total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr, lr_end=lr,
         lr_decay_steps=steps // 5, dead_feature_window=dead_after_steps, feature_sampling_window=steps + 1,
-        logger=LoggingConfig(log_to_wandb=False), device="cpu")
+        logger=LoggingConfig(log_to_wandb=False), device=str(device))
     start = time.perf_counter()
-    trained = _Trainer(cfg=cfg, sae=sae, data_provider=_checked(batches, batch_size, sae.cfg.d_in)).fit()
-    return to_inference(trained), time.perf_counter() - start
+    trained = _Trainer(cfg=cfg, sae=sae, data_provider=_checked(batches, batch_size, sae.cfg.d_in, device)).fit()
+    return to_inference(trained, device), time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -138,7 +144,7 @@ def encode(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 8192) -> F
     if isinstance(acts, Tensor) and (acts.ndim != 2 or acts.shape[1] != sae.cfg.d_in):
         raise ValueError(f"acts: expected activations (n, d_in={sae.cfg.d_in}), got shape {tuple(acts.shape)}")
     checks.tensor(acts, "acts")
-    return torch.cat([sae.encode(chunk) for chunk in acts.split(batch_size)])
+    return torch.cat([sae.encode(chunk.to(sae.W_enc.device)) for chunk in acts.split(batch_size)])
 
 
 def l0(latents: Float[Tensor, "n d_sae"]) -> float:
@@ -181,7 +187,7 @@ def evaluate_sae(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 8192
     """L0, fraction of variance unexplained and dead fraction of `sae` on `acts`."""
     latents = encode(sae, acts, batch_size)
     x_hat = torch.cat([sae.decode(chunk) for chunk in latents.split(batch_size)])
-    return {"l0": l0(latents), "fvu": fvu(acts, x_hat), "dead_fraction": dead_fraction(latents)}
+    return {"l0": l0(latents), "fvu": fvu(acts.to(x_hat.device), x_hat), "dead_fraction": dead_fraction(latents)}
 
 
 def ablate_latents(latents: Int[Tensor, "k"] | list[int]) -> Edit:
@@ -191,7 +197,7 @@ def ablate_latents(latents: Int[Tensor, "k"] | list[int]) -> Edit:
     def edit(f: Tensor) -> Tensor:
         idx = checks.indices(latents, "latents", f.shape[-1])
         _check_latents(idx, f.shape[-1])
-        return f.index_fill(-1, idx, 0.0)
+        return f.index_fill(-1, idx.to(f.device), 0.0)
     return edit
 
 
@@ -215,14 +221,18 @@ def clamp_latent(latent: int, value: float) -> Edit:
 
     def edit(f: Tensor) -> Tensor:
         _check_latents(idx, f.shape[-1])
-        return f.index_fill(-1, idx, value)
+        return f.index_fill(-1, idx.to(f.device), value)
     return edit
 
 
 def _reconstruct(sae: SAE, x: Tensor, edit: Edit | None, keep_error: bool) -> Tensor:
+    """The SAE's reconstruction of `x`, computed where the SAE is, returned on `x`'s device and in its dtype."""
+    home = x
+    x = x.to(sae.W_enc.device)
     latents = sae.encode(x)
     x_hat = sae.decode(edit(latents) if edit else latents)
-    return x_hat + (x - sae.decode(latents)) if keep_error else x_hat
+    out = x_hat + (x - sae.decode(latents)) if keep_error else x_hat
+    return out.to(home.device, home.dtype)
 
 
 @contextmanager
@@ -280,12 +290,14 @@ def logit_effect(model: nn.Module, name: str, direction: Float[Tensor, "d"], inp
     """
     checks.tensor(direction, "direction", ndim=1, floating=False)
     def add(out: Tensor) -> Tensor:
+        d = direction.to(out.device, out.dtype)
         if position is None:
-            return out + direction
+            return out + d
         new = out.clone()
-        new[:, position] += direction
+        new[:, position] += d
         return new
 
+    inputs = inputs.to(training.model_device(model, inputs))
     clean = model(inputs)
     with hooks.patch(model, {name: add}):
         steered = model(inputs)
@@ -298,6 +310,7 @@ def decoder_logit_effects(model: nn.Module, name: str, sae: SAE, inputs: Tensor,
                           position: int | None = None, out_position: int | None = None) -> Float[Tensor, "d_sae n_out"]:
     """`logit_effect` of every latent's decoder direction, each scaled by `scales` (e.g. its top activation)."""
     W_dec = sae.W_dec.detach()
+    scales = scales.to(W_dec.device)
     return torch.stack([logit_effect(model, name, W_dec[j] * scales[j], inputs, position=position, out_position=out_position)
                         for j in range(len(W_dec))])
 
@@ -317,8 +330,10 @@ def class_contributions(latents: Float[Tensor, "n d_sae"], labels: Int[Tensor, "
     if len(latents) != len(labels) or latents.shape[1] != len(effects) or len(scales) != len(effects):
         raise ValueError(f"expected latents (n, d_sae), labels (n,), effects (d_sae, n_out), scales (d_sae,); got "
                          f"{tuple(latents.shape)}, {tuple(labels.shape)}, {tuple(effects.shape)}, {tuple(scales.shape)}")
-    mean_on_class = latents.T @ F.one_hot(labels, n_out).float() / torch.bincount(labels, minlength=n_out).clamp(min=1)
-    return mean_on_class * effects / scales.clamp(min=1e-9)[:, None]
+    labels = labels.to(latents.device)
+    dtype = latents.dtype if latents.is_floating_point() else torch.float32
+    mean_on_class = latents.T @ F.one_hot(labels, n_out).to(dtype) / torch.bincount(labels, minlength=n_out).clamp(min=1)
+    return mean_on_class * effects.to(mean_on_class.device) / scales.to(mean_on_class.device).clamp(min=1e-9)[:, None]
 
 def outputs(model: nn.Module, x: Tensor, out_position: int | None = None) -> Float[Tensor, "n n_out"]:
     """The model's outputs on `x` (batched, no gradients), read at `out_position` for sequence outputs."""
@@ -330,7 +345,8 @@ def spliced_accuracy(model: nn.Module, name: str, sae: SAE, x: Tensor, y: Int[Te
                      position: int | None = None, out_position: int | None = None) -> float:
     """Accuracy of the model with the SAE's reconstruction in place of module `name`'s output."""
     with splice(model, name, sae, position=position):
-        return (outputs(model, x, out_position).argmax(-1) == y).float().mean().item()
+        pred = outputs(model, x, out_position).argmax(-1)
+    return (pred == y.to(pred.device)).float().mean().item()
 
 
 def latent_intervention(model: nn.Module, name: str, sae: SAE, latent: int, target: int, x: Tensor, y: Int[Tensor, "n"], *,
@@ -345,8 +361,8 @@ def latent_intervention(model: nn.Module, name: str, sae: SAE, latent: int, targ
     with splice(model, name, sae, edit=ablate_latents([latent]), **kw):
         change = training.per_class_accuracy(outputs(model, x, out_position), y, n_classes) - clean
     with splice(model, name, sae, edit=clamp_latent(latent, value), **kw):
-        clamped = outputs(model, x[y != target], out_position).argmax(-1)
-    others = torch.arange(n_classes) != target
+        clamped = outputs(model, x[(y != target).to(x.device)], out_position).argmax(-1)
+    others = torch.arange(n_classes, device=change.device) != target
     return {"class_accuracy_change": change, "target_drop": -change[target].item(),
             "max_other_change": change[others].abs().max().item(), "clamp_flip_rate": (clamped == target).float().mean().item()}
 
@@ -354,7 +370,8 @@ def latent_intervention(model: nn.Module, name: str, sae: SAE, latent: int, targ
 @torch.no_grad()
 def neuron_logit_effects(model: nn.Module, name: str, inputs: Tensor, scales: Float[Tensor, "d"]) -> Float[Tensor, "d n_out"]:
     """`logit_effect` of each unit of module `name` (the neuron basis: one-hot directions), scaled by `scales`."""
-    return torch.stack([logit_effect(model, name, torch.eye(len(scales))[j] * scales[j], inputs) for j in range(len(scales))])
+    eye = torch.eye(len(scales), device=scales.device, dtype=scales.dtype if scales.is_floating_point() else torch.float32)
+    return torch.stack([logit_effect(model, name, eye[j] * scales[j], inputs) for j in range(len(scales))])
 
 
 def neuron_intervention(model: nn.Module, name: str, neuron: int, target: int, x: Tensor, y: Int[Tensor, "n"], *,
@@ -364,9 +381,9 @@ def neuron_intervention(model: nn.Module, name: str, neuron: int, target: int, x
     with ablation.ablate(model, name, [neuron]):
         change = training.per_class_accuracy(outputs(model, x), y, n_classes) - clean
     probe = neurons.per_neuron(neurons.get_activations(model, name, x[:1]))
-    with ablation.ablate(model, name, [neuron], torch.full(probe.shape[1:], float(value))):
-        clamped = outputs(model, x[y != target]).argmax(-1)
-    others = torch.arange(n_classes) != target
+    with ablation.ablate(model, name, [neuron], torch.full(probe.shape[1:], float(value), device=probe.device)):
+        clamped = outputs(model, x[(y != target).to(x.device)]).argmax(-1)
+    others = torch.arange(n_classes, device=change.device) != target
     return {"class_accuracy_change": change, "target_drop": -change[target].item(),
             "max_other_change": change[others].abs().max().item(), "clamp_flip_rate": (clamped == target).float().mean().item()}
 
@@ -399,12 +416,14 @@ def lm_activation_batches(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hoo
     shuffled across windows: `windows_per_pass` windows are run, their activations shuffled and cut into batches."""
     if windows_per_pass * n_ctx < batch_size:
         raise ValueError(f"one pass gives {windows_per_pass * n_ctx} activations, fewer than batch_size={batch_size}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same windows on every device
+    device = training.model_device(model, tokens)
     while True:
-        starts = torch.randint(0, len(tokens) - n_ctx + 1, (windows_per_pass,), generator=gen)
-        _, cache = model.run_with_cache(tokens[starts[:, None] + torch.arange(n_ctx)], names_filter=hook_name)
+        starts = torch.randint(0, len(tokens) - n_ctx + 1, (windows_per_pass,), generator=gen).to(tokens.device)
+        window = tokens[starts[:, None] + torch.arange(n_ctx, device=tokens.device)].to(device)
+        _, cache = model.run_with_cache(window, names_filter=hook_name)
         acts = cache[hook_name].reshape(-1, cache[hook_name].shape[-1]).float()
-        yield from acts[torch.randperm(len(acts), generator=gen)].split(batch_size)[: len(acts) // batch_size]
+        yield from acts[torch.randperm(len(acts), generator=gen).to(acts.device)].split(batch_size)[: len(acts) // batch_size]
 
 
 @torch.no_grad()
@@ -415,9 +434,9 @@ def lm_activations(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hook_name:
     n = len(tokens) // n_ctx * n_ctx
     if n == 0:
         raise ValueError(f"need at least n_ctx = {n_ctx} tokens, got {len(tokens)}")
-    out = []
+    out, device = [], training.model_device(model, tokens)
     for chunk in tokens[:n].view(-1, n_ctx).split(batch_size):
-        _, cache = model.run_with_cache(chunk, names_filter=hook_name)
+        _, cache = model.run_with_cache(chunk.to(device), names_filter=hook_name)
         out.append(cache[hook_name].reshape(-1, cache[hook_name].shape[-1]).float())
     return torch.cat(out)
 
@@ -442,8 +461,9 @@ def zero_ablation_hook(act: Tensor, hook=None) -> Tensor:
 def lm_loss(model: nn.Module, windows: Int[Tensor, "batch n_ctx_plus_1"], fwd_hooks: list[tuple[str, Hook]] | None = None,
             batch_size: int = 32) -> float:
     """Mean next-token cross-entropy (nats/token) on `windows` (inputs window[:, :-1]) with `fwd_hooks` applied."""
-    total = 0.0
+    total, device = 0.0, training.model_device(model, windows)
     for chunk in windows.split(batch_size):
+        chunk = chunk.to(device)
         logits = model.run_with_hooks(chunk[:, :-1], fwd_hooks=fwd_hooks or [])
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1)).item() * len(chunk)
     return total / len(windows)

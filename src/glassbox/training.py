@@ -1,4 +1,5 @@
 """Seeding, a small training loop with a progress bar and a recorded history, and accuracy."""
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm import tqdm  # the text bar: tqdm.auto warns without ipywidgets and its widgets do not survive on GitHub
+
+from glassbox import checks
 
 Batch = tuple[Tensor, Tensor]
 
@@ -44,10 +47,10 @@ def minibatches(x: Tensor, y: Tensor, batch_size: int, seed: int = 0) -> Iterato
     """Endless shuffled minibatches of (x, y), a new permutation every epoch."""
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     while True:
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            yield x[idx], y[idx]
+            yield x[idx.to(x.device)], y[idx.to(y.device)]
 
 
 def train(
@@ -64,14 +67,19 @@ def train(
     desc: str = "train",
     betas: tuple[float, float] = (0.9, 0.999),
     clip_grad: float | None = None,
+    device: str | torch.device | None = None,
 ) -> History:
     """Train with AdamW and a cosine learning-rate decay; log loss (and `evaluate`) every `eval_every` steps.
 
     `loss_fn(model, batch)` defaults to cross-entropy of `model(x)` against `y`; `clip_grad` clips the
-    gradient norm.
+    gradient norm. `device` (default: where the model is) is where the model trains: the model moves there,
+    and so does every tensor of each batch.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    device = torch.device(device) if device is not None else _home(model)
+    if device is not None:
+        model.to(device)
     loss_fn = loss_fn or (lambda m, b: F.cross_entropy(m(b[0]), b[1]))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + np.cos(np.pi * s / steps)))
@@ -79,7 +87,7 @@ def train(
     model.train()
     bar = tqdm(range(steps), desc=desc, mininterval=1.0)
     for step in bar:
-        loss = loss_fn(model, next(batches))
+        loss = loss_fn(model, to_device(next(batches), device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad is not None:
@@ -99,19 +107,47 @@ def train(
     return history
 
 
+def to_device(batch, device: torch.device | None):
+    """`batch` (a tensor, or a tuple, list or dict of them and other values) with every tensor moved to `device`."""
+    if device is None:
+        return batch
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if type(batch) in (tuple, list):
+        return type(batch)(to_device(b, device) for b in batch)
+    if type(batch) is dict:
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _home(model: nn.Module) -> torch.device | None:
+    """The device of `model`'s first parameter or buffer; None for a module that holds no tensor."""
+    has_tensors = isinstance(model, nn.Module) and next(itertools.chain(model.parameters(), model.buffers()), None) is not None
+    return checks.placement(model)[0] if has_tensors else None
+
+
+def model_device(model: nn.Module, x: Tensor) -> torch.device:
+    """Where `model` runs: the device of its first parameter or buffer, else where its input `x` is."""
+    home = _home(model)
+    return x.device if home is None else home
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
-    """Model outputs on `x`, computed in batches without gradients."""
-    return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    """Model outputs on `x`, computed in batches without gradients, where the model is."""
+    device = model_device(model, x)
+    return torch.cat([model(chunk.to(device)) for chunk in x.split(batch_size)])
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Int[Tensor, "batch"], batch_size: int = 8192) -> float:
     """Fraction of `x` whose argmax output equals `y`."""
-    return (predict(model, x, batch_size).argmax(-1) == y).float().mean().item()
+    pred = predict(model, x, batch_size).argmax(-1)
+    return (pred == y.to(pred.device)).float().mean().item()
 
 
 def per_class_accuracy(logits: Float[Tensor, "batch n_classes"], y: Int[Tensor, "batch"], n_classes: int | None = None) -> Float[Tensor, "n_classes"]:
     """Accuracy of argmax(logits) within each true class."""
     n = n_classes or logits.shape[-1]
+    y = y.to(logits.device)
     hit = (logits.argmax(-1) == y).float()
-    return torch.zeros(n).index_add_(0, y, hit) / torch.bincount(y, minlength=n).clamp(min=1)
+    return torch.zeros(n, device=logits.device).index_add_(0, y, hit) / torch.bincount(y, minlength=n).clamp(min=1)

@@ -198,20 +198,21 @@ def neuron_dashboard(model: nn.Module, layer: str, neuron: int, x: Float[Tensor,
     """
     import matplotlib.pyplot as plt
 
-    from glassbox import hooks, neurons
+    from glassbox import hooks, neurons, training
 
-    acts = neurons.per_neuron(neurons.get_activations(model, layer, x))
+    acts = neurons.per_neuron(neurons.get_activations(model, layer, x)).float().cpu()  # plotted: on the CPU
     top = neurons.top_activating(acts, neuron, k)
-    x_top = x[top].detach().clone().requires_grad_(True)
+    x_top = x[top.to(x.device)].detach().to(training.model_device(model, x)).clone().requires_grad_(True)
     with hooks.capture(model, layer, detach=False) as cap:
         model(x_top)
     (grad,) = torch.autograd.grad(neurons.per_neuron(cap[layer])[:, neuron].sum(), x_top)
+    y = y.cpu()
     means = neurons.class_means(acts, y)
     sel = neurons.class_selectivity(acts, y)[neuron].item()
     fig = plt.figure(figsize=(12, 5))
     outer = fig.add_gridspec(1, 2, width_ratios=[1, 3.2], wspace=0.1)
     ax = fig.add_subplot(outer[0])
-    g = _as_images(grad.mean(0, keepdim=True))[0]
+    g = _as_images(grad.mean(0, keepdim=True).float().cpu())[0]
     lim = g.abs().max().item() or 1.0
     ax.imshow(g.numpy(), interpolation="nearest", cmap="RdBu_r", vmin=-lim, vmax=lim)
     ax.set_title(f"input gradient, mean over top {k}\n(red: more ink there raises it)", fontsize=8)
@@ -219,7 +220,7 @@ def neuron_dashboard(model: nn.Module, layer: str, neuron: int, x: Float[Tensor,
     rows = outer[1].subgridspec(2, 1, height_ratios=[1, 1.1], hspace=0.35)
     ncols = -(-k // 2)
     tops = rows[0].subgridspec(2, ncols, hspace=0.3)
-    for i, (img, idx) in enumerate(zip(_as_images(x[top].detach()), top)):
+    for i, (img, idx) in enumerate(zip(_as_images(x[top.to(x.device)].detach().float().cpu()), top)):
         a = fig.add_subplot(tops[i // ncols, i % ncols])
         a.imshow(img.numpy(), cmap="gray_r")
         a.set_title(f"y={int(y[idx])} a={acts[idx, neuron]:.1f}", fontsize=7)
@@ -235,7 +236,7 @@ def neuron_dashboard(model: nn.Module, layer: str, neuron: int, x: Float[Tensor,
     a.set_title(f"activations, log count\n(nonzero on {(acts[:, neuron] > 0).float().mean():.0%} of inputs)", fontsize=8)
     a = fig.add_subplot(charts[2])
     if drop is not None:
-        a.bar(range(len(drop)), 100 * drop.detach().numpy(), color="tab:red")
+        a.bar(range(len(drop)), 100 * drop.detach().float().cpu().numpy(), color="tab:red")
         a.set_xticks(range(len(drop)))
         a.set_title("class accuracy lost\nwhen mean-ablated (%)", fontsize=8)
     else:
@@ -277,7 +278,7 @@ def _linear_stack(model: nn.Module) -> list[tuple[str, nn.Linear]]:
 @torch.no_grad()
 def get_neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"]) -> NeuronGraph:
     """Node values and edge contributions (weight x activation) of a Linear stack on one input."""
-    from glassbox import hooks
+    from glassbox import hooks, training
 
     linears = _linear_stack(model)
     if len(x) != 1:
@@ -289,7 +290,7 @@ def get_neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"]) -> NeuronGr
                for n, m in linears]
     try:
         with hooks.capture(model, names[-1]) as out:
-            model(x)
+            model(x.to(training.model_device(model, x)))
     finally:
         for h in handles:
             h.remove()
