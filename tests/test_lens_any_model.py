@@ -325,6 +325,123 @@ def test_path_patching_matches_a_manual_patch_of_the_hf_model(gpt2, into):
     assert not torch.allclose(ours, hf(clean).logits), "a real corruption should change the logits"
 
 
+# ---- other Hugging Face architectures through TransformerBridge --------------------------------------
+
+def hf_llama(n_kv_heads: int = N_HEAD):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=64, num_hidden_layers=N_LAYER,
+                         num_attention_heads=N_HEAD, num_key_value_heads=n_kv_heads, max_position_embeddings=24,
+                         attn_implementation="eager")
+    return LlamaForCausalLM(config), "LlamaForCausalLM"
+
+
+def hf_neox():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    config = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=64, num_hidden_layers=N_LAYER,
+                           num_attention_heads=N_HEAD, max_position_embeddings=24, attn_implementation="eager")
+    return GPTNeoXForCausalLM(config), "GPTNeoXForCausalLM"
+
+
+ARCHITECTURES = {"Llama (RMS, rotary, no biases, gated MLP)": hf_llama,
+                 "GPT-NeoX (rotary, parallel attention and MLP)": hf_neox}
+
+
+@pytest.fixture(scope="module", params=list(ARCHITECTURES), ids=["llama", "neox"])
+def other_hf(request):
+    """(hf, bridge, tokens): an untouched HF model from its config (random weights, perturbed norms and biases)
+    and a bridge around a copy of it."""
+    torch.manual_seed(0)
+    hf, architecture = ARCHITECTURES[request.param]()
+    hf = perturbed(hf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = build_bridge_from_module(copy.deepcopy(hf), architecture, hf_config=hf.config)
+    return hf, bridge, torch.randint(0, VOCAB, (3, 12), generator=torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def test_lens_on_other_hf_architectures_matches_the_hf_model(other_hf):
+    """Logit lens, components and DLA, attention patterns and path patching on bridges whose positions are
+    rotary, whose norm is RMS or whose attention has no biases, against the HF model's own outputs."""
+    hf, bridge, tokens = other_hf
+    out = hf(tokens, output_attentions=True)
+    logits, cache = bridge.run_with_cache(tokens)
+    torch.testing.assert_close(logits, out.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lens.logit_lens(bridge, cache)[-1], out.logits, atol=1e-5, rtol=1e-5)
+    for layer in range(N_LAYER):
+        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_pattern"], out.attentions[layer])
+    parts, labels = lens.residual_components(bridge, cache)
+    assert "pos_embed" not in labels, "rotary positions never enter the residual stream"
+    torch.testing.assert_close(parts.sum(0), cache[f"blocks.{N_LAYER - 1}.hook_resid_post"], atol=1e-5, rtol=1e-4)
+    dla = lens.direct_logit_attribution(bridge, cache, parts, tokens[:, 1:])
+    torch.testing.assert_close(dla.sum(0) + lens.logit_bias(bridge)[tokens[:, 1:]], target_logits(out.logits, tokens),
+                               atol=1e-4, rtol=1e-4, msg="DLA plus the bias must be HF's logit of each target")
+    torch.testing.assert_close(lens.path_patch_logits(bridge, tokens, tokens, (0, 1), (1, 2)), out.logits,
+                               atol=1e-5, rtol=1e-5)
+    assert lens.head_scores(bridge, tokens)["previous-token"].shape == (N_LAYER, N_HEAD)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("into", ["q", "k", "v"])
+def test_path_patching_matches_a_manual_patch_of_hf_llama(into):
+    """Llama: rotary positions (applied after q_proj/k_proj, as after the bridge's hook_q/hook_k), RMSNorm, no
+    biases. By hand on HF: the sender's change (o_proj's inputs) added to the receiver layer's input, through
+    input_layernorm and q/k/v_proj, replaces only the receiver head's slice."""
+    torch.manual_seed(0)
+    hf, architecture = hf_llama()
+    hf = perturbed(hf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = build_bridge_from_module(copy.deepcopy(hf), architecture, hf_config=hf.config)
+    clean = torch.randint(0, VOCAB, (3, 12), generator=torch.Generator().manual_seed(5))
+    corrupt = torch.randint(0, VOCAB, (3, 12), generator=torch.Generator().manual_seed(6))
+    (ls, hs), (lr, hr) = (0, 1), (1, 2)
+    layers = hf.model.layers
+
+    def inputs(tokens):
+        seen = {}
+        handles = [layers[lr].register_forward_pre_hook(lambda m, a, kw: seen.__setitem__("in", a[0] if a else
+                                                         kw["hidden_states"]), with_kwargs=True),
+                   layers[ls].self_attn.o_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("z", a[0]))]
+        hf(tokens)
+        for h in handles:
+            h.remove()
+        return seen
+    seen_clean, seen_corrupt = inputs(clean), inputs(corrupt)
+    W_O = layers[ls].self_attn.o_proj.weight[:, hs * DH:(hs + 1) * DH]  # nn.Linear: x @ weight.T
+    delta = (seen_corrupt["z"] - seen_clean["z"])[..., hs * DH:(hs + 1) * DH] @ W_O.T
+    proj = getattr(layers[lr].self_attn, f"{into}_proj")
+    patched = proj(layers[lr].input_layernorm(seen_clean["in"] + delta))
+    cols = slice(hr * DH, (hr + 1) * DH)
+
+    def replace(module, args, out):
+        out = out.clone()
+        out[..., cols] = patched[..., cols]
+        return out
+    handle = proj.register_forward_hook(replace)
+    try:
+        manual = hf(clean).logits
+    finally:
+        handle.remove()
+    ours = lens.path_patch_logits(bridge, clean, corrupt, (ls, hs), (lr, hr), into=into)
+    torch.testing.assert_close(ours, manual, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(ours, hf(clean).logits), "a real corruption should change the logits"
+
+
+def test_path_patching_into_shared_key_heads_is_refused():
+    """Grouped-query attention (2 key/value heads for 4 query heads): one query head's keys cannot be patched alone."""
+    torch.manual_seed(0)
+    hf, architecture = hf_llama(n_kv_heads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = build_bridge_from_module(hf, architecture, hf_config=hf.config)
+    tokens = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(0))
+    for into in ("k", "v"):
+        with pytest.raises(ValueError, match="grouped-query"):
+            lens.path_patch_logits(bridge, tokens, tokens, (0, 1), (1, 2), into=into)
+    torch.testing.assert_close(lens.path_patch_logits(bridge, tokens, tokens, (0, 1), (1, 2), into="q"), bridge(tokens))
+
+
 # ---- dtypes: what the tools create follows the model ------------------------------------------------
 
 def each_tool(model, tokens):

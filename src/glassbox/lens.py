@@ -3,13 +3,15 @@ composition scores, and the induction toolkit (repeated sequences, in-context lo
 path patching). Works on any TransformerLens model (`HookedTransformer` or `TransformerBridge`) with
 standard hook names: nothing here assumes the journal built it. Tested with LayerNorm, LNPre, RMS and none
 (normalization_type=None), standard and rotary positions, one layer or more, attention-only or with MLPs,
-and on a Hugging Face GPT-2 wrapped offline (tests/test_lens_any_model.py):
+and on Hugging Face GPT-2, Llama (RMS, rotary, no attention biases) and GPT-NeoX models wrapped offline
+(tests/test_lens_any_model.py):
 
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     model = build_bridge_from_module(hf_model, "GPT2LMHeadModel", hf_config=hf_model.config)  # swaps hf_model's
                                                                  # submodules in place: keep a deepcopy to compare
 A tool that cannot apply says what it needs: composition and path patching need two layers; path patching
-refuses shortformer positions (added to queries and keys outside the residual stream).
+refuses shortformer positions (added to queries and keys outside the residual stream) and, into keys or
+values, grouped-query attention (one key/value head serves several query heads).
 
     _, cache = model.run_with_cache(tokens)
     logits_by_layer = logit_lens(model, cache)                  # [layer batch pos d_vocab], last = model output
@@ -82,6 +84,15 @@ def _adds_positions(model: nn.Module) -> bool:
     return getattr(model.cfg, "positional_embedding_type", "standard") == "standard"
 
 
+def _bias(model: nn.Module, name: str) -> Tensor | None:
+    """A stacked bias of the model (b_O, b_Q, b_K, b_V), or None where it has none: a TransformerBridge around a
+    model without attention biases (e.g. Llama) cannot stack them and raises a TypeError."""
+    try:
+        return getattr(model, name)
+    except (AttributeError, TypeError):
+        return None
+
+
 def _cached(cache, name: str) -> Tensor:
     try:
         return cache[name]
@@ -145,15 +156,18 @@ def head_outputs(model: nn.Module, cache, layer: int) -> Float[Tensor, "batch po
 def residual_components(model: nn.Module, cache) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
     """The final residual stream split into what wrote it: token and position embeddings, then per layer
     every head (L{l}H{h}), the attention bias b_O (L{l} b_O) and the MLP (L{l} MLP). They sum to it exactly.
-    A model whose positions never enter the residual stream (rotary, shortformer, alibi) has no pos_embed part."""
-    _model(model, "W_O", "b_O")
+    A model whose positions never enter the residual stream (rotary, shortformer, alibi) has no pos_embed part,
+    one without attention output biases (b_O None, e.g. Llama through TransformerBridge) no b_O parts."""
+    b_O = _bias(_model(model, "W_O"), "b_O")
     parts, labels = [_cached(cache, "hook_embed")], ["embed"]
     if _adds_positions(model):
         parts, labels = parts + [_cached(cache, "hook_pos_embed")], labels + ["pos_embed"]
     for layer in range(model.cfg.n_layers):
         heads = head_outputs(model, cache, layer)
-        parts += list(heads.unbind(2)) + [model.b_O[layer].expand_as(parts[0])]
-        labels += [f"L{layer}H{h}" for h in range(model.cfg.n_heads)] + [f"L{layer} b_O"]
+        parts += list(heads.unbind(2))
+        labels += [f"L{layer}H{h}" for h in range(model.cfg.n_heads)]
+        if b_O is not None:
+            parts, labels = parts + [b_O[layer].expand_as(parts[0])], labels + [f"L{layer} b_O"]
         if not model.cfg.attn_only:
             parts.append(_cached(cache, f"blocks.{layer}.hook_mlp_out"))
             labels.append(f"L{layer} MLP")
@@ -419,7 +433,7 @@ def path_patch_logits(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt
     values, `into`) carries the sender's output on `corrupt`: the receiver's input is recomputed through
     its LayerNorm from the clean residual stream plus (corrupt - clean) sender output; everything else is
     clean. `receiver` may be a list of heads of one layer, patched together."""
-    _model(model, "blocks", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+    _model(model, "blocks", "W_Q", "W_K", "W_V", "W_O")
     _two_layers(model, "path_patch_logits")
     if getattr(model.cfg, "positional_embedding_type", "standard") == "shortformer":
         raise ValueError("path_patch_logits recomputes a receiver's input from the residual stream, but a shortformer "
@@ -436,6 +450,11 @@ def path_patch_logits(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt
         raise ValueError(f"the sender's layer ({ls}) must come before the receiver's ({lr})")
     if into not in ("q", "k", "v"):
         raise ValueError(f"into must be 'q', 'k' or 'v', got {into!r}")
+    n_kv = getattr(model.cfg, "n_key_value_heads", None)
+    if into != "q" and n_kv is not None and n_kv != model.cfg.n_heads:
+        raise ValueError(f"path_patch_logits into {into!r} needs one key and value head per query head; the model "
+                         f"shares {n_kv} key/value heads among {model.cfg.n_heads} (grouped-query attention): "
+                         "patch into 'q', or patch the shared key/value head with run_with_hooks")
     for name, t in (("clean", clean), ("corrupt", corrupt)):
         checks.tokens(t, name, d_vocab=model.cfg.d_vocab, n_ctx=model.cfg.n_ctx)
     if clean.shape != corrupt.shape:
@@ -446,8 +465,9 @@ def path_patch_logits(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt
     _, corrupt_cache = model.run_with_cache(corrupt, names_filter=names)
     delta = head_outputs(model, corrupt_cache, ls)[:, :, hs] - head_outputs(model, clean_cache, ls)[:, :, hs]
     x = model.blocks[lr].ln1(clean_cache[f"blocks.{lr}.hook_resid_pre"] + delta)
-    W, b = {"q": (model.W_Q, model.b_Q), "k": (model.W_K, model.b_K), "v": (model.W_V, model.b_V)}[into]
-    patched = einops.einsum(x, W[lr, hr], "batch pos d_model, head d_model d_head -> batch pos head d_head") + b[lr, hr]
+    W, b = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[into], _bias(model, f"b_{into.upper()}")
+    patched = einops.einsum(x, W[lr, hr], "batch pos d_model, head d_model d_head -> batch pos head d_head")
+    patched = patched + b[lr, hr] if b is not None else patched  # no q/k/v biases (e.g. Llama): None
 
     def hook(act: Tensor, hook) -> Tensor:
         act = act.clone()
