@@ -33,7 +33,7 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgro
 SCREENSHOTS = paths.ROOT / "build" / "screenshots"
 FIXTURE = "99_website_fixture"
 NOTEBOOKS = catalogue.notebooks()
-PAGES = ["index", "glossary", *(nb.stem for nb in NOTEBOOKS), FIXTURE]
+PAGES = ["index", "glossary", "library", *(nb.stem for nb in NOTEBOOKS), FIXTURE]
 
 FIXTURE_CELLS = [
     ("md", f"# 99 · Website fixture\n\n[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
@@ -165,9 +165,10 @@ def test_page_draws_every_figure_offline_without_errors(browser, site, page_name
     assert not problems, f"{page_name}.html: " + "\n".join(problems)
     if page_name == "index":
         links = set(re.findall(r'href="([^"#]+\.html)"', (out / "index.html").read_text()))
-        assert links == {f"{stem}.html" for stem in nbs} | {"glossary.html"}, "the index must link every notebook page"
+        assert links == {f"{stem}.html" for stem in nbs} | {"glossary.html", "library.html"}, \
+            "the index must link every notebook page, the glossary and the library"
         return
-    if page_name == "glossary":
+    if page_name in ("glossary", "library"):
         return
     plotly, views = expected_figures(nbs[page_name])
     assert len(drawn["plotly"]) == plotly, f"{page_name}: {plotly} plotly figures in the notebook, {len(drawn['plotly'])} on the page"

@@ -8,6 +8,7 @@ glassbox's tools on your own model.
     findings   `record` a notebook's numbers; `load` them back; `markdown` prose from them
     catalogue  the numbered notebooks, their titles and headlines, the README table
     lab        JupyterLab on a working copy in build/lab/, so autosave never touches the record
+    library    the website's library page: the tools' public API and an example per module, from the code
     render     the offline HTML journal
     runner     `python -m glassbox.journal run | render | readme | verify | recover | lab`
 

@@ -236,10 +236,11 @@ def page_href(nb: Path) -> str:
 
 
 def nav(prev: Path | None, nxt: Path | None) -> str:
-    """Previous / index / next links for a notebook page, named by the notebooks' titles."""
+    """Previous / index and library / next links for a notebook page, named by the notebooks' titles."""
     left = f'<a href="{page_href(prev)}">&larr; {html.escape(title(prev))}</a>' if prev else '<span></span>'
     right = f'<a href="{page_href(nxt)}">{html.escape(title(nxt))} &rarr;</a>' if nxt else '<span></span>'
-    return f'<nav class="journal">{left}<a href="index.html">journal index</a>{right}</nav>'
+    return (f'<nav class="journal">{left}<span><a href="index.html">journal index</a> · '
+            f'<a href="library.html">the library</a></span>{right}</nav>')
 
 
 def exporter():
@@ -307,6 +308,9 @@ in Colab to be rerun.</p>
 <p>What each entry needs first, and what you will be able to do after it. Terms of art are defined in
 the <a href="glossary.html">glossary</a>.</p>
 <ol class="path">{reading_path(nbs)}</ol>
+<h2>The library</h2>
+<p>The tools the notebooks use work on any PyTorch model: <a href="library.html">glassbox, the library</a>
+lists each module's public functions with their signatures and a short example you can run.</p>
 <footer>Rendered from the executed notebooks by <code>make journal</code>; works offline.</footer>
 </body></html>"""
 
@@ -338,7 +342,7 @@ def glossary_page(markdown_text: str) -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>Glossary · The interpretability journal</title>
 {ICON}<link rel="stylesheet" href="journal.css"></head><body class="index glossary">
-<nav class="journal"><span></span><a href="index.html">journal index</a><span></span></nav>
+<nav class="journal"><span></span><span><a href="index.html">journal index</a> · <a href="library.html">the library</a></span><span></span></nav>
 <h1>Glossary</h1><p>The terms of art the notebooks use, each with where it is first used.</p>
 <dl>{entries}</dl></body></html>"""
 
@@ -359,7 +363,7 @@ def copy_assets(out: Path) -> bool:
 
 
 def render_journal(nbs: list[Path], out: Path) -> Path:
-    """Render all notebooks and the index into `out`; returns the index path."""
+    """Render all notebooks, the glossary, the library page and the index into `out`; returns the index path."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("[0-9][0-9]_*.html"):  # pages of notebooks renamed or removed since
         stale.unlink()
@@ -372,6 +376,9 @@ def render_journal(nbs: list[Path], out: Path) -> Path:
 
     glossary = paths.NOTEBOOK_DIR / "GLOSSARY.md"
     (out / "glossary.html").write_text(glossary_page(glossary.read_text() if glossary.is_file() else ""), encoding="utf-8")
+    from glassbox.journal.library import library_page
+
+    (out / "library.html").write_text(library_page(nbs), encoding="utf-8")
     index = out / "index.html"
     index.write_text(index_page(nbs), encoding="utf-8")
     return index
