@@ -4,6 +4,11 @@ class selectivity and the inputs that activate a neuron most.
 A layer's *neurons* are the entries of its output along dim 1: the features of a Linear layer
 (batch, d) or the channels of a convolution (batch, channels, height, width), whose spatial
 positions are averaged where one number per neuron is needed.
+
+`layer` is any name `glassbox.hooks` takes: "relu1", an nn.Sequential child as an int (2), or one
+tensor of a tuple or dict output ("lstm" or "lstm[0]" for an LSTM's output, "attn[1]" for
+nn.MultiheadAttention's weights, "transformer.h.0" for a Hugging Face block). For a sequence model's
+(batch, pos, d) output dim 1 is the position: pick a position first (acts[:, -1]) before reading neurons.
 """
 import torch
 from jaxtyping import Float, Int
@@ -13,8 +18,9 @@ from glassbox import checks, hooks, training
 
 
 @torch.no_grad()
-def get_activations(model: nn.Module, layer: str, x: Tensor, batch_size: int = 4096) -> Float[Tensor, "batch *unit"]:
-    """The output of module `layer` for every input in `x`, computed in batches without gradients.
+def get_activations(model: nn.Module, layer: str | int, x: Tensor, batch_size: int = 4096) -> Float[Tensor, "batch *unit"]:
+    """The output of module `layer` (or the tensor of it that `layer` selects) for every input in `x`, computed in
+    batches without gradients.
 
     The model runs in eval mode for the read (no dropout, BatchNorm statistics untouched); each module's
     mode is restored afterwards. Inputs move to the model's device; the activations stay there."""
