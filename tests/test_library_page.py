@@ -5,7 +5,6 @@ from the rest of the site, and the README's snippets run as written."""
 import html.parser
 import inspect
 import re
-import time
 
 import nbformat
 import pytest
@@ -14,7 +13,6 @@ import torch
 from glassbox import paths
 from glassbox.journal import library, render
 
-SLOW = 30  # s: an example is meant to take a second or two; this only catches one that has grown far past it
 
 
 def public_objects():
@@ -154,12 +152,9 @@ def test_each_module_example_runs_and_holds_what_it_says(module_name):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        start = time.perf_counter()
         exec(compile(code, f"<library example: {module_name}>", "exec"), {"__name__": f"example_{module_name}"})
-        seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    assert seconds < SLOW, f"the {module_name} example took {seconds:.1f} s; examples are meant to take a second or two"
 
 
 def test_a_failing_example_fails_the_check():
