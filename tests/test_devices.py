@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from glassbox import ablation, attribution, checks, circuits, hooks, lm, neurons, sae, training
+from glassbox.studies import backdoor, grokking, models, superposition
 from glassbox.studies.models import build_attn_only_transformer, build_mlp, build_transformer
 
 TOOLS = Path(__file__).resolve().parents[1] / "src" / "glassbox"
@@ -200,6 +201,42 @@ def test_language_model_tools_follow_the_model_dtype(dtype):
     assert sae.lm_loss(model, windows, [("blocks.0.hook_mlp_out", sae.zero_ablation_hook)]) > 0
 
 
+def test_study_training_loops_take_a_device_and_keep_cpu_results():
+    """grokking.train_full_batch and superposition.train_toy with device="cpu" match their defaults bit for bit."""
+    data = grokking.make_data(7, 0.5, 0)
+    params = []
+    for kw in ({}, {"device": "cpu"}):
+        model = models.build("transformer", grokking.model_config(7, 0, d_model=8, n_heads=2, d_mlp=16))
+        grokking.train_full_batch(model, data, epochs=3, lr=1e-3, weight_decay=1.0, progress=False, **kw)
+        params.append(torch.cat([q.detach().flatten() for q in model.parameters()]))
+    assert torch.equal(*params)
+    toys = []
+    for kw in ({}, {"device": "cpu"}):
+        torch.manual_seed(0)
+        toy = superposition.ToyModel(5, 2, 3, feature_probability=0.1, importance=1.0)
+        superposition.train_toy(toy, steps=5, batch_size=32, **kw)
+        toys.append(toy.W.detach().clone())
+    assert torch.equal(*toys)
+
+
+@DTYPES
+def test_study_tools_follow_the_model_dtype(mlp32, data, dtype):
+    x, _ = data
+    torch.manual_seed(0)
+    toy = superposition.ToyModel(5, 2, 3, feature_probability=0.1, importance=1.0).to(dtype)
+    superposition.train_toy(toy, steps=3, batch_size=16)
+    assert toy.W.dtype == dtype and superposition.evaluate_loss(toy, n_samples=64).dtype == dtype
+    mask32, _ = backdoor.reconstruct_trigger(mlp32, x, 3, steps=5, batch_size=16)
+    mask, _ = backdoor.reconstruct_trigger(copy.deepcopy(mlp32).to(dtype), x, 3, steps=5, batch_size=16)
+    assert close(mask, mask32, dtype), "Neural Cleanse's mask (optimised in float32) must not depend much on the model's dtype"
+    data_ = grokking.make_data(7, 0.5, 0)
+    model32 = models.build("transformer", grokking.model_config(7, 0, d_model=8, n_heads=2, d_mlp=16)).eval()
+    model = copy.deepcopy(model32).to(dtype)
+    assert grokking.mlp_activations(model, data_).dtype == dtype
+    assert grokking.evaluate(model, data_)["train_loss"] == pytest.approx(
+        grokking.evaluate(model32, data_)["train_loss"], abs=1e-5 if dtype == torch.float64 else 0.05)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_capture_ablation_and_sae_training_on_cuda_match_the_cpu(mlp32, data):
     x, y = data
@@ -231,6 +268,12 @@ def test_capture_ablation_and_sae_training_on_cuda_match_the_cpu(mlp32, data):
     model = build_mlp({"sizes": [784, 16, 10]})
     training.train(model, training.minibatches(x, y, 16), steps=3, device="cuda")
     assert next(model.parameters()).device.type == "cuda"
+    torch.manual_seed(0)
+    toy = superposition.ToyModel(5, 2, 3, feature_probability=0.1, importance=1.0)
+    superposition.train_toy(toy, steps=3, batch_size=16, device="cuda")
+    assert toy.W.device.type == "cuda" and superposition.evaluate_loss(toy, n_samples=64).device.type == "cuda"
+    mask, _ = backdoor.reconstruct_trigger(gpu, x, 3, steps=5, batch_size=16)
+    assert torch.allclose(mask.cpu(), backdoor.reconstruct_trigger(mlp32, x, 3, steps=5, batch_size=16)[0], atol=1e-4)
 
 
 def test_no_tool_hard_codes_the_cpu():

@@ -189,20 +189,20 @@ def reconstruct_trigger(model: nn.Module, x_clean: Float[Tensor, "batch *pixels"
     _check_images(x_clean, "x_clean")
     if len(x_clean) == 0:
         raise ValueError("x_clean is empty; pass clean images (batch, 28, 28) to optimise the trigger on")
-    with torch.no_grad():
-        n_classes = model(x_clean[:1]).shape[-1]
+    n_classes = training.predict(model, x_clean[:1]).shape[-1]
     checks.index(target, "target", n_classes, of=" (a class of the model's outputs)")
-    gen = torch.Generator().manual_seed(seed)
-    m_logit = torch.full((SIDE, SIDE), -3.0, requires_grad=True)
-    p_logit = torch.zeros(SIDE, SIDE).normal_(generator=gen).requires_grad_(True)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same start on every device
+    device = training.model_device(model, x_clean)
+    m_logit = torch.full((SIDE, SIDE), -3.0, device=device, requires_grad=True)
+    p_logit = torch.zeros(SIDE, SIDE).normal_(generator=gen).to(device).requires_grad_(True)
     opt = torch.optim.Adam([m_logit, p_logit], lr=lr)
     x_clean = x_clean.reshape(len(x_clean), SIDE, SIDE)
     batches = training.minibatches(x_clean, torch.zeros(len(x_clean), dtype=torch.long), batch_size, seed)
     for _ in range(steps):
-        xb, _ = next(batches)
+        xb = next(batches)[0].to(device)
         mask, pattern = torch.sigmoid(m_logit), torch.sigmoid(p_logit)
         logits = model((1 - mask) * xb + mask * pattern)
-        loss = F.cross_entropy(logits, torch.full((len(logits),), target)) + lam * mask.sum()
+        loss = F.cross_entropy(logits, torch.full((len(logits),), target, device=logits.device)) + lam * mask.sum()
         m_logit.grad, p_logit.grad = torch.autograd.grad(loss, [m_logit, p_logit])  # model weights untouched
         opt.step()
     return torch.sigmoid(m_logit).detach(), torch.sigmoid(p_logit).detach()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from glassbox import checks
+from glassbox import checks, training
 
 CLASSES = {  # character classes a rule can name (besides single characters)
     "lowercase": str.islower, "uppercase": str.isupper, "letter": str.isalpha, "digit": str.isdigit,
@@ -303,12 +303,12 @@ def generate(model, prompts: Int[Tensor, "batch pos"], n_new: int, *, n_ctx: int
     checks.tensor(prompts, "prompts", ndim=2, floating=False)
     if prompts.is_floating_point():
         raise TypeError(f"prompts must be integer token ids (batch, pos), got {prompts.dtype}")
-    gen = torch.Generator().manual_seed(seed)
-    tokens = prompts.clone()
+    gen = torch.Generator().manual_seed(seed)  # sampling on the CPU: the same draws on every device
+    tokens = prompts.to(training.model_device(model, prompts)).clone()
     for _ in range(n_new):
         logits = model.run_with_hooks(tokens[:, -n_ctx:], fwd_hooks=fwd_hooks or [])[:, -1]
         probs = F.softmax(logits / max(temperature, 1e-6), -1)
-        tokens = torch.cat([tokens, torch.multinomial(probs, 1, generator=gen)], 1)
+        tokens = torch.cat([tokens, torch.multinomial(probs.cpu(), 1, generator=gen).to(tokens.device)], 1)
     return tokens[:, prompts.shape[1]:]
 
 

@@ -305,11 +305,13 @@ def train_list_model(
     warmup: int = 100,
     betas: tuple[float, float] = (0.9, 0.98),
     clip_grad: float | None = 1.0,
+    device: str | torch.device | None = None,
 ) -> tuple[nn.Module, training.History]:
     """Build an attention-only transformer and training.train it to output the median (or min) of a list at the last position.
 
     Fresh lists every step from the mixture `weights` (default `TRAIN_WEIGHTS`); `config` overrides
-    `models.AttnOnlyConfig`. Returns the trained model (eval mode) and its history.
+    `models.AttnOnlyConfig`. `device` (default: the CPU, where the model is built) is where it trains; the
+    lists are drawn on the CPU and moved there. Returns the trained model (eval mode, on `device`) and its history.
     """
 
     model = models.build("attn_only_transformer", {"seed": seed} | (config or {}))
@@ -317,7 +319,8 @@ def train_list_model(
     batches = list_batches(batch_size, weights or TRAIN_WEIGHTS, task=task, length=cfg.n_ctx,
                                 vocab=cfg.d_vocab, seed=seed)
     history = training.train(models.LastPosition(model), batches, steps=steps, lr=lr, evaluate=evaluate,
-                    eval_every=eval_every, warmup=warmup, desc=f"training.train {task}", betas=betas, clip_grad=clip_grad)
+                    eval_every=eval_every, warmup=warmup, desc=f"training.train {task}", betas=betas, clip_grad=clip_grad,
+                    device=device)
     return model.eval(), history
 
 
@@ -455,9 +458,10 @@ def get_last_position_terms(model: nn.Module, tokens: Int[Tensor, "batch pos"]) 
         raise ValueError(f"the terms are per head; this model has {model.cfg.n_heads} heads, expected 1")
     _tokens(model, tokens)
     names = ["blocks.0.attn.hook_pattern", "ln_final.hook_scale", "hook_embed", "hook_pos_embed"]
+    tokens = tokens.to(checks.placement(model)[0])
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     T = circuits.get_ov_table(model)  # token pos vocab
-    ov = T[tokens, torch.arange(tokens.shape[1])]  # batch pos vocab
+    ov = T[tokens, torch.arange(tokens.shape[1], device=tokens.device)]  # batch pos vocab
     resid = cache["hook_embed"][:, -1] + cache["hook_pos_embed"][:, -1] + model.b_O[0]
     bias = model.b_U + (model.ln_final.b @ model.W_U if model.cfg.normalization_type == "LN" else 0)
     return LastPositionTerms(pattern=cache["blocks.0.attn.hook_pattern"][:, 0, -1], ov=ov, direct=resid @ circuits.get_W_U_eff(model),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from glassbox import checks, fourier
+from glassbox import checks, fourier, training
 from glassbox.studies import models
 
 
@@ -47,13 +47,14 @@ def model_config(p: int, seed: int, d_model: int = 128, n_heads: int = 4, d_mlp:
 
 
 def answer_logits(model: nn.Module, tokens: Int[Tensor, "batch 3"]) -> Float[Tensor, "batch p"]:
-    """Logits of the answers 0..p-1 at the last position ("=" dropped)."""
-    logits = model(tokens)[:, -1]
+    """Logits of the answers 0..p-1 at the last position ("=" dropped), computed where the model is."""
+    logits = model(tokens.to(training.model_device(model, tokens)))[:, -1]
     return logits[:, : logits.shape[-1] - 1]
 
 
 def loss_and_accuracy(logits: Float[Tensor, "batch p"], labels: Int[Tensor, "batch"]) -> tuple[float, float]:
     """Mean cross-entropy (computed in float64: tiny losses stay exact) and accuracy."""
+    labels = labels.to(logits.device)
     loss = F.cross_entropy(logits.double(), labels).item()
     return loss, (logits.argmax(-1) == labels).float().mean().item()
 
@@ -77,14 +78,19 @@ class History:
 
 def train_full_batch(model: nn.Module, data: ModularData, *, epochs: int, lr: float, weight_decay: float,
                      betas: tuple[float, float] = (0.9, 0.98), log_every: int = 10, checkpoint_every: int = 100,
-                     progress: bool = True) -> History:
+                     progress: bool = True, device: str | torch.device | None = None) -> History:
     """AdamW on the whole training set at every step (one step = one epoch), constant learning rate.
     Logs train/test loss and accuracy every `log_every` epochs and keeps a copy of the weights every
-    `checkpoint_every` epochs (epoch 0 = initialisation and the last epoch included)."""
+    `checkpoint_every` epochs (epoch 0 = initialisation and the last epoch included). `device` (default: the
+    model's) is where it trains: the model and the training set move there."""
     from tqdm.auto import tqdm
 
+    if device is not None:
+        model.to(device)
+
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
-    x, y = data.tokens[data.train], data.labels[data.train]
+    home = training.model_device(model, data.tokens)
+    x, y = data.tokens[data.train].to(home), data.labels[data.train].to(home)
     history, start = History(), time.perf_counter()
     for epoch in tqdm(range(epochs + 1), disable=not progress, mininterval=5):
         if epoch % log_every == 0 or epoch == epochs:
@@ -118,7 +124,8 @@ def grid_logits(model: nn.Module, data: ModularData) -> Float[Tensor, "pairs p"]
 @torch.no_grad()
 def mlp_activations(model: nn.Module, data: ModularData) -> Float[Tensor, "pairs d_mlp"]:
     """The MLP neurons' activations (after ReLU) at the last position, for every pair, a-major."""
-    _, cache = model.run_with_cache(data.tokens, names_filter=lambda n: n == "blocks.0.mlp.hook_post")
+    tokens = data.tokens.to(training.model_device(model, data.tokens))
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == "blocks.0.mlp.hook_post")
     return cache["blocks.0.mlp.hook_post"][:, -1]
 
 

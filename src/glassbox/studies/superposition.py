@@ -96,7 +96,8 @@ def sample_features(batch_size: int, feature_probability: Float[Tensor, "instanc
     One uniform u per entry does both: the feature is on when u < p, and then u / p is uniform in [0, 1].
     """
     p = feature_probability
-    u = torch.rand(batch_size, *p.shape, generator=generator, device=p.device)
+    device = generator.device if generator is not None else p.device  # drawn where the generator is, then moved
+    u = torch.rand(batch_size, *p.shape, generator=generator, device=device).to(p.device, p.dtype)
     return torch.where(u < p, u / p, torch.zeros((), device=p.device))
 
 
@@ -112,8 +113,9 @@ def sample_activations(model: ToyModel, batch_size: int, *, generator: torch.Gen
 
 
 def train_toy(model: ToyModel, *, steps: int, batch_size: int = 1024, lr: float = 1e-3, seed: int = 0,
-              threads: int | None = 1, desc: str = "toy model") -> training.History:
+              threads: int | None = 1, desc: str = "toy model", device: str | torch.device | None = None) -> training.History:
     """Train every instance at once with Adam and a cosine decay on fresh samples; logs the summed loss.
+    `device` (default: the model's) is where it trains; samples are drawn on the CPU (the same on every device).
 
     `threads=1` by default: the tensors are small, and on a shared 2-core CPU two threads spin-wait for
     each other (we measured a step 8x slower under load). None keeps torch's setting.
@@ -130,8 +132,10 @@ def train_toy(model: ToyModel, *, steps: int, batch_size: int = 1024, lr: float 
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     try:
+        if device is not None:
+            model.to(device)
         return training.train(model, batches(), steps=steps, lr=lr, loss_fn=lambda m, b: m.loss(b[0]).sum(),
-                              eval_every=max(steps // 10, 1), desc=desc)
+                              eval_every=max(steps // 10, 1), desc=desc, device=device)
     finally:
         torch.set_num_threads(before)
 
@@ -141,7 +145,8 @@ def evaluate_loss(model: ToyModel, n_samples: int = 65_536, seed: int = 1234) ->
     """Per-instance loss on `n_samples` fresh samples (in chunks, so memory stays small)."""
     gen = torch.Generator().manual_seed(seed)
     chunk = max(1, min(n_samples, 2 ** 22 // (model.n_instances * model.n_features)))
-    total, done = torch.zeros(model.n_instances), 0
+    fp = model.feature_probability
+    total, done = torch.zeros(model.n_instances, device=fp.device, dtype=fp.dtype), 0
     while done < n_samples:
         k = min(chunk, n_samples - done)
         total += model.loss(sample_features(k, model.feature_probability, gen)) * k
