@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from glassbox import ablation, attribution, checks, circuits, hooks, lm, neurons, sae, training
-from glassbox.studies import backdoor, grokking, models, superposition
+from glassbox.studies import backdoor, grokking, models, pruning, superposition
 from glassbox.studies.models import build_attn_only_transformer, build_mlp, build_transformer
 
 TOOLS = Path(__file__).resolve().parents[1] / "src" / "glassbox"
@@ -229,6 +229,11 @@ def test_study_tools_follow_the_model_dtype(mlp32, data, dtype):
     mask32, _ = backdoor.reconstruct_trigger(mlp32, x, 3, steps=5, batch_size=16)
     mask, _ = backdoor.reconstruct_trigger(copy.deepcopy(mlp32).to(dtype), x, 3, steps=5, batch_size=16)
     assert close(mask, mask32, dtype), "Neural Cleanse's mask (optimised in float32) must not depend much on the model's dtype"
+    x, y = data
+    low = copy.deepcopy(mlp32).to(dtype)
+    assert pruning.activation_scores(low, "relu1", x).dtype == dtype
+    assert close(pruning.activation_scores(low, "relu1", x), pruning.activation_scores(mlp32, "relu1", x), dtype)
+    assert pruning.ablation_scores(low, "relu1", x, y).isfinite().all()
     data_ = grokking.make_data(7, 0.5, 0)
     model32 = models.build("transformer", grokking.model_config(7, 0, d_model=8, n_heads=2, d_mlp=16)).eval()
     model = copy.deepcopy(model32).to(dtype)

@@ -53,9 +53,11 @@ def remove(model: nn.Module, removed: Removed) -> Iterator[None]:
 def absolute_ablation_scores(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "batch"],
                              batch_size: int = 8192) -> Float[Tensor, "neuron"]:
     """Mean over inputs of |change in that input's cross-entropy| when each neuron of `layer` alone is removed."""
+    device = training.model_device(model, x)
+    y = y.to(device)
     base = F.cross_entropy(training.predict(model, x, batch_size), y, reduction="none")
     with hooks.capture(model, layer) as acts:
-        model(x[:1])
+        model(x[:1].to(device))
     scores = []
     for neuron in range(acts[layer].shape[1]):
         with ablation.ablate(model, layer, [neuron]):
@@ -67,9 +69,11 @@ def absolute_ablation_scores(model: nn.Module, layer: str, x: Tensor, y: Int[Ten
 def ablation_scores(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "batch"],
                     batch_size: int = 8192) -> Float[Tensor, "neuron"]:
     """Cross-entropy gained on (x, y) when each neuron of `layer` alone is removed (zero-ablated)."""
+    device = training.model_device(model, x)
+    y = y.to(device)
     base = F.cross_entropy(training.predict(model, x, batch_size), y).item()
     with hooks.capture(model, layer) as acts:
-        model(x[:1])
+        model(x[:1].to(device))
     scores = []
     for neuron in range(acts[layer].shape[1]):
         with ablation.ablate(model, layer, [neuron]):
@@ -82,9 +86,9 @@ def attribution_scores(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "
     """Mean over inputs of |sum over positions of activation x d loss / d activation| per neuron."""
     per_input_loss = lambda inputs, labels: F.cross_entropy(model(inputs), labels, reduction="none")
     method = LayerGradientXActivation(per_input_loss, hooks.get_module(model, layer))
-    total = None
+    total, device = None, training.model_device(model, x)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        attr = method.attribute(xb, additional_forward_args=(yb,)).detach()
+        attr = method.attribute(xb.to(device), additional_forward_args=(yb.to(device),)).detach()
         part = attr.flatten(2).sum(-1).abs().sum(0) if attr.ndim > 2 else attr.abs().sum(0)
         total = part if total is None else total + part
     return total / len(x)
@@ -111,10 +115,10 @@ def outgoing_norms(model: nn.Module, reader: str) -> Float[Tensor, "neuron"]:
 @torch.no_grad()
 def activation_scores(model: nn.Module, layer: str, x: Tensor, batch_size: int = 8192) -> Float[Tensor, "neuron"]:
     """Mean activation of each neuron of `layer` on `x` (over inputs and any spatial positions)."""
-    total = None
+    total, device = None, training.model_device(model, x)
     for xb in x.split(batch_size):
         with hooks.capture(model, layer) as acts:
-            model(xb)
+            model(xb.to(device))
         a = acts[layer]
         part = (a.flatten(2).mean(-1) if a.ndim > 2 else a).sum(0)
         total = part if total is None else total + part
