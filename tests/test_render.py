@@ -215,3 +215,51 @@ def test_headlines_are_text_on_the_index_and_in_the_readme(monkeypatch, tmp_path
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in index
     cell = catalogue.table_text("A <= B\nand <script>x</script> <!-- c --> <http://x> <img src=x>")
     assert cell == "A <= B and &lt;script>x&lt;/script> &lt;!-- c --> &lt;http://x> &lt;img src=x>"
+
+
+def significant_digits(number: str) -> int:
+    """How many significant digits a JSON number is written with (`0.000123` -> 3, `1.5e-05` -> 2, `0` -> 1)."""
+    digits = re.split(r"[eE]", number.lstrip("-"))[0]
+    digits = digits.replace(".", "").lstrip("0") if "." in digits else digits.strip("0")
+    return max(len(digits), 1)
+
+
+def test_circuitsvis_numbers_are_rounded_for_display_and_the_text_kept():
+    attention = torch.softmax(torch.randn(2, 6, 6, generator=torch.Generator().manual_seed(0)) * 3, -1)
+    attention[0, 0, 1:] = 0  # exact zeros and ones, as a causal mask writes them
+    attention[0, 0, 0] = 1
+    tokens = ["a", "<b>", "1.23456789", "c", "d", "e"]
+    made = cv.attention.attention_heads(attention=attention, tokens=tokens)
+    nb = notebook_with({"text/html": viz.circuitsvis_html(made, bundle=False)}, {"text/html": made.local_src},
+                       {"text/html": made.cdn_src})
+    before = sum(len(o.data["text/html"]) for o in nb.cells[2].outputs)
+    assert render.localise_circuitsvis(nb) == 3
+    for page in (o.data["text/html"] for o in nb.cells[2].outputs):
+        props = re.search(r'render\(\s*"circuits-vis-[\w-]+",\s*[\w."\[\]]+,\s*(\{.*\})\s*\)', page)[1]
+        numbers = re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", re.sub(r'"(?:[^"\\]|\\.)*"', '""', props))
+        assert numbers and max(map(significant_digits, numbers)) <= 4, f"numbers written in full: {props[:300]}"
+        shown = json.loads(props)
+        assert shown["tokens"] == tokens, "strings (tokens) are not numbers: kept as they are"
+        assert torch.allclose(torch.tensor(shown["attention"]), attention, rtol=5e-3, atol=1e-9), "3 significant digits"
+        assert shown["attention"][0][0] == [1, 0, 0, 0, 0, 0]
+    assert sum(len(o.data["text/html"]) for o in nb.cells[2].outputs) < 0.8 * before
+
+
+def test_significant_digits_counts_what_a_reader_would():
+    assert [significant_digits(n) for n in ["0", "1", "0.5", "0.000123", "1.5e-05", "0.68512344", "-12.25"]] == [1, 1, 1, 3, 2, 8, 4]
+
+
+def test_mathjax_typesets_the_prose_only_and_plotly_false_colour_warnings_are_dropped(tmp_path):
+    nbformat.write(notebook_with({render.PLOTLY_MIME: {"data": [{"type": "bar", "y": [1]}], "layout": {}}}), tmp_path / "07_x.ipynb")
+    page = render.render_notebook(tmp_path / "07_x.ipynb", tmp_path, None, None).read_text()
+    assert 'tex2jax: {ignoreClass: "jp-OutputArea", processClass: "jp-RenderedMarkdown"}' in page, \
+        "MathJax must skip what code printed (a text sample with two $) and keep Markdown outputs"
+    assert page.index("console.trace = ") < page.index('<script src="plotly.min.js">')
+
+
+def test_the_glossary_page_keeps_one_anchor_per_entry():
+    page = render.glossary_page('# Glossary\n\n### Residual stream\n<a id="residual-stream"></a>The running sum.\n'
+                                '*Used in:* [07](07_language_model.ipynb)\n')
+    assert page.count('id="residual-stream"') == 1 and '<dt id="residual-stream">' in page, \
+        "the explicit anchor (for JupyterLab) must not repeat the entry's id on the page"
+    assert "The running sum." in page and 'href="07_language_model.html"' in page

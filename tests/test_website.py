@@ -49,6 +49,11 @@ FIXTURE_CELLS = [
              "viz.show_circuitsvis(cv.attention.attention_pattern(tokens=list('abcd'), attention=attn[0]))"),
     ("code", "display(HTML(str(cv.attention.attention_pattern(tokens=list('abcd'), attention=attn[1]))))  # CDN form\n"
              "cv.attention.attention_heads(attention=attn, tokens=list('abcd'))  # circuitsvis's own HTML"),
+    ("code", "from IPython.display import Markdown\nimport plotly.graph_objects as go\n"
+             "display(Markdown('A Markdown output, typeset: $k = 8$'))\n"
+             "display(HTML('<table><tr><td>a generated sample: ND$By$Xv</td></tr></table>'))\n"
+             "print('printed: ND$By$Xv')\n"
+             "viz.show(go.Figure(go.Bar(x=[1, 2, 3], marker=dict(color=[0, 0.5, 1], colorscale='Viridis'))))"),
 ]
 
 
@@ -138,7 +143,8 @@ def visit(browser, base: str, page_name: str) -> tuple[dict, list[str]]:
     """Load one page; returns what drew and every problem seen (errors, failed or outside requests)."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type == "error" or m.text.startswith("WARN:") else None)  # WARN: plotly.js's warnings
     page.on("pageerror", lambda err: problems.append(f"JavaScript error: {err}"))
     page.on("response", lambda r: problems.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
     page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else
@@ -179,7 +185,7 @@ def test_page_draws_every_figure_offline_without_errors(browser, site, page_name
 
 def test_fixture_page_is_light_and_navigable(site):
     base, nbs, out = site
-    assert expected_figures(nbs[FIXTURE]) == (1, 4), "the fixture notebook should hold 1 plotly figure and 4 circuitsvis views"
+    assert expected_figures(nbs[FIXTURE]) == (2, 4), "the fixture notebook should hold 2 plotly figures and 4 circuitsvis views"
     page = (out / f"{FIXTURE}.html").read_text()
     assert "var CircuitsVis=" not in page and "circuitsvis-bundle" not in page, \
         "inlined circuitsvis bundles must be replaced by the page's one circuitsvis.js"
@@ -231,6 +237,57 @@ def test_code_toggle_hides_code_and_the_contents_follow_the_reader(browser, site
     top = heads.nth(middle).evaluate("h => h.getBoundingClientRect().top")
     assert page.evaluate("window.scrollY") > 500 and -5 < top < 100, f"the link must scroll its heading into view (top {top})"
     assert "current" in (links.nth(middle).get_attribute("class") or ""), "the contents must follow the reader"
+    page.close()
+
+
+def test_math_is_typeset_in_the_prose_only(browser, site):
+    """A generated text sample with two `$` in it (an HTML table, a print) stays text; Markdown is typeset."""
+    base, nbs, out = site
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{base}/{FIXTURE}.html", wait_until="load")
+    page.evaluate("() => new Promise(done => MathJax.Hub.Queue(done))")
+    typeset = page.evaluate("""() => [...document.querySelectorAll('script[type^="math/tex"]')].map(s =>
+      [s.closest('.jp-MarkdownCell') ? 'cell' : s.closest('.jp-RenderedMarkdown') ? 'markdown output' : 'other', s.textContent])""")
+    text = page.inner_text("body")
+    page.close()
+    assert ["markdown output", "k = 8"] in typeset and ["cell", "W_{OV} = W_V W_O"] in typeset, typeset
+    assert all(where != "other" for where, _ in typeset), f"MathJax typeset outside the prose: {typeset}"
+    assert "a generated sample: ND$By$Xv" in text and "printed: ND$By$Xv" in text, "text samples must stay text"
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (390, 844)])
+def test_contents_and_code_toggle_at_laptop_and_phone_widths(browser, site, width, height):
+    base, nbs, out = site
+    page = browser.new_page(viewport={"width": width, "height": height})
+    stem = NOTEBOOKS[0].stem if NOTEBOOKS else FIXTURE
+    page.goto(f"{base}/{stem}.html", wait_until="load")
+    page.evaluate("() => localStorage.removeItem('journal-hide-code')")
+    page.reload(wait_until="load")
+    wide = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert wide[0] <= wide[1], f"the page scrolls sideways at {width} px: {wide[0]} px wide"
+    code = page.locator(".jp-CodeCell .jp-Cell-inputWrapper").first
+    toggle, menu = page.locator("#toggle-code"), page.locator("#toggle-contents")
+    assert toggle.is_visible() and menu.is_visible(), "the code toggle and the contents button are on screen"
+    toggle.click()
+    assert not code.is_visible() and toggle.inner_text() == "Show code", "the toggle must hide code"
+    toggle.click()
+    assert code.is_visible()
+    links = page.locator("nav.toc a")
+    assert links.count() >= 3 and not links.first.is_visible(), "the contents are folded until asked for"
+    page.screenshot(path=str(SCREENSHOTS / f"{stem}-{width}.png"))
+    menu.click()
+    assert links.first.is_visible() and menu.get_attribute("aria-expanded") == "true", "the button opens the contents"
+    page.screenshot(path=str(SCREENSHOTS / f"{stem}-{width}-contents.png"))
+    heads = page.locator(".jp-MarkdownCell h1[id], .jp-MarkdownCell h2[id], .jp-MarkdownCell h3[id]")
+    middle = heads.count() // 2
+    links.nth(middle).click()
+    page.wait_for_timeout(300)
+    top = heads.nth(middle).evaluate("h => h.getBoundingClientRect().top")
+    bar = page.locator("nav.toc").evaluate("n => n.getBoundingClientRect().bottom")
+    assert page.evaluate("window.scrollY") > 500 and bar - 5 < top < height / 2, \
+        f"the link must bring its heading into view below the bar (heading top {top}, bar bottom {bar})"
+    assert not links.first.is_visible(), "following a link folds the contents away"
+    assert toggle.is_visible(), "the toggle stays on screen while reading"
     page.close()
 
 

@@ -33,36 +33,60 @@ CV_CDN_IMPORT = re.compile(r'import \{ render, (\w+) \} from "https://unpkg\.com
 CV_PROPS = re.compile(r'(render\(\s*"circuits-vis-[\w-]+",\s*[\w.]+,[ \t]*\n[ \t]*)([^\n]*)(?=\n[ \t]*\))'
                       r'|(^[ \t]*cv\.render\("circuits-vis-[\w-]+", cv\["\w+"\], )([^\n]*)(?=\);[ \t]*$)', re.M)
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)\s]+)\)")
+# circuitsvis draws a view in one long task (07's attention heads: seconds); drawn once the page has
+# loaded, its text and figures show first. All three forms of view call CircuitsVis.render.
+CIRCUITSVIS_SCRIPTS = """<script src="circuitsvis.js"></script><script>window.CircuitsVis = (cv => { const loaded = new Promise(done =>
+  addEventListener("load", () => setTimeout(done, 50))); return {...cv, render: (...args) => loaded.then(() => cv.render(...args))}; })(CircuitsVis);
+</script>"""
 ICON = '<link rel="icon" href="data:,">'  # no favicon.ico request (a 404 in the console)
 MATHJAX_CONFIG = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 GLOSSARY_LINK = re.compile(r'href="(?:\./)?GLOSSARY\.md#')  # notebooks link terms to notebooks/GLOSSARY.md
+GLOSSARY_ANCHOR = re.compile(r'<a id="[\w-]+"></a>\s*')  # an entry's explicit anchor in GLOSSARY.md (for JupyterLab)
+# plotly.js 4.1.1 asks for the opacity of each bar's colour-scale value (a number) before the colour scale
+# maps it to a colour, and logs "Invalid color specifier: number 0.5" (or the array's name when the value
+# is 0) for every bar; the bars are drawn in the right colours. Only that false warning is dropped.
+PLOTLY_SCRIPTS = r"""<script>(trace => { console.trace = (...args) => args[0] === "WARN:"
+  && /^Invalid color specifier: (number |\w*Array\(\d+\)\.)/.test(args[1]) ? undefined : trace.apply(console, args); })(console.trace);
+</script><script src="plotly.min.js"></script>"""
 
 # The table of contents (filled from the page's headings, the one being read highlighted) and the
 # button that hides and shows the code, remembered across pages.
-TOC = """<nav class="toc" aria-label="contents"><button type="button" id="toggle-code">Hide code</button></nav>
+# Below 1400 px (a laptop, a half-screen window, a phone) the contents fold into a menu that a small
+# bar, fixed at the top right beside the code toggle, opens and closes.
+TOC = """<nav class="toc" aria-label="contents"><div class="toc-bar"><button type="button" id="toggle-contents"
+  aria-expanded="false" aria-controls="toc-links">Contents</button><button type="button" id="toggle-code">Hide code</button></div>
+<div class="toc-links" id="toc-links"></div></nav>
 <script>document.addEventListener("DOMContentLoaded", () => {
-  const toc = document.querySelector("nav.toc"), button = document.getElementById("toggle-code");
+  const toc = document.querySelector("nav.toc"), list = document.getElementById("toc-links");
+  const button = document.getElementById("toggle-code"), menu = document.getElementById("toggle-contents");
+  const open = wanted => { toc.classList.toggle("open", wanted); menu.setAttribute("aria-expanded", String(wanted)); };
+  menu.addEventListener("click", () => open(!toc.classList.contains("open")));
+  list.addEventListener("click", e => { if (e.target.closest("a")) open(false); });
+  document.addEventListener("click", e => { if (!toc.contains(e.target)) open(false); });
+  document.addEventListener("keydown", e => { if (e.key === "Escape") open(false); });
   const show = hidden => { document.body.classList.toggle("hide-code", hidden); button.textContent = hidden ? "Show code" : "Hide code"; };
   show(localStorage.getItem("journal-hide-code") === "1");
   button.addEventListener("click", () => { const hidden = !document.body.classList.contains("hide-code");
     localStorage.setItem("journal-hide-code", hidden ? "1" : "0"); show(hidden); });
   const heads = [...document.querySelectorAll(".jp-MarkdownCell h1[id], .jp-MarkdownCell h2[id], .jp-MarkdownCell h3[id]")];
   const links = heads.map(h => { const a = document.createElement("a"); a.href = "#" + encodeURIComponent(h.id);
-    a.textContent = h.textContent.replace(/¶$/, ""); a.className = h.tagName.toLowerCase(); toc.appendChild(a); return a; });
+    a.textContent = h.textContent.replace(/¶$/, ""); a.className = h.tagName.toLowerCase(); list.appendChild(a); return a; });
   const follow = () => { let i = heads.findLastIndex(h => h.getBoundingClientRect().top < 120); i = Math.max(i, 0);
     links.forEach((a, j) => a.classList.toggle("current", j === i)); };
   document.addEventListener("scroll", follow, {passive: true}); follow();
 });</script>"""
 
 # nbconvert's lab template without require.js and mermaid (unused here, and from a CDN), with our
-# nav and style. MathJax is jupyter-server-mathjax's MathJax 2, which ships the STIX-Web fonts only;
+# nav and style. MathJax typesets the prose only: Markdown cells and Markdown outputs, not what code
+# printed or drew (a generated text sample with two `$` in it stays text). MathJax is jupyter-server-mathjax's MathJax 2, which ships the STIX-Web fonts only;
 # its blank probe font is `url(about:blank)`, which Chromium refuses with a console error, so it
 # becomes a local() name here.
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {% block html_head_js_requirejs %}{% endblock %}
 {% block html_head_js_mermaidjs %}{% endblock %}
 {% block html_head_js_mathjax %}{% if resources.journal.mathjax %}{{ super() }}
-<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], webFont: "STIX-Web",
+<script type="text/x-mathjax-config">MathJax.Hub.Config({tex2jax: {ignoreClass: "jp-OutputArea", processClass: "jp-RenderedMarkdown"},
+  "HTML-CSS": {availableFonts: [], webFont: "STIX-Web",
   imageFont: null, preferredFont: null, styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"}}}});
 </script>{% endif %}{% endblock %}
 {% block html_head_css %}{{ resources.journal.head }}{% endblock %}
@@ -85,13 +109,13 @@ MARKDOWN_TAGS = {"a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "det
 MARKDOWN_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "img": ["src", "alt", "title", "width", "height"],
                        "details": ["open"], "ol": ["start"], "th": ["style", "align"], "td": ["style", "align"]}
 DEFAULT_FIGURE_HEIGHT = 450  # px, plotly's own default
+DISPLAY_DIGITS = 3  # significant digits kept of each number a circuitsvis view draws (attention weights)
 
 
 PAGE_CSS = """
-body.jp-Notebook { padding-left: 15rem; }
-@media (max-width: 1400px) { body.jp-Notebook { padding-left: 1.5rem; } nav.toc { display: none; } }
 nav.toc { position: fixed; top: 1rem; left: 1rem; width: 13rem; max-height: calc(100vh - 2rem); overflow-y: auto;
-  font-size: .85rem; line-height: 1.35; border-right: 1px solid #d0d7de; padding-right: .6rem; }
+  font-size: .85rem; line-height: 1.35; border-right: 1px solid #d0d7de; padding-right: .6rem; z-index: 100; }
+nav.toc #toggle-contents { display: none; }
 nav.toc a { display: block; padding: .15rem .3rem; color: #57606a; border-radius: 3px; }
 nav.toc a.h3 { padding-left: 1rem; }
 nav.toc a.current { background: #ddf4ff; color: #0b5cad; font-weight: 600; }
@@ -125,6 +149,20 @@ table.findings { border-collapse: collapse; width: 100%; margin: 1.5rem 0; }
 table.findings th, table.findings td { text-align: left; vertical-align: top; padding: .55rem .7rem; border-bottom: 1px solid #d0d7de; }
 table.findings th { background: #f6f8fa; }
 footer { color: #57606a; font-size: .9rem; margin-top: 2rem; }
+.jp-OutputArea-output, .jp-RenderedHTMLCommon table, .MathJax_Display { max-width: 100%; overflow-x: auto; }
+.jp-RenderedHTMLCommon table { display: block; }  /* a wide table scrolls in its box, not the page */
+table.findings td, table.findings th { overflow-wrap: anywhere; }  /* long words wrap on a phone */
+@media (max-width: 1400px) {  /* the contents as a menu under a bar fixed at the top right */
+  body.jp-Notebook { padding-top: 2.8rem; }
+  html { scroll-padding-top: 3.2rem; }  /* a heading reached from the menu is not hidden under the bar */
+  nav.toc { top: .4rem; left: auto; right: .4rem; width: auto; max-width: calc(100vw - .8rem); max-height: calc(100vh - .8rem);
+    padding: .3rem; border: 1px solid #d0d7de; border-radius: 6px; background: #fff; box-shadow: 0 2px 8px rgba(31, 35, 40, .15); }
+  nav.toc .toc-bar { display: flex; gap: .4rem; justify-content: flex-end; }
+  nav.toc .toc-bar button { margin: 0; }
+  nav.toc #toggle-contents { display: inline-block; }
+  nav.toc .toc-links { display: none; width: min(22rem, calc(100vw - 2rem)); margin-top: .4rem; }
+  nav.toc.open .toc-links { display: block; }
+}
 """
 
 
@@ -181,9 +219,33 @@ def localise_circuitsvis(nb: nbformat.NotebookNode) -> int:
             if "circuits-vis-" in data.get("text/html", ""):
                 page = CV_INLINED.sub("", CV_BUNDLE_SCRIPT.sub("", data["text/html"]))
                 page = CV_CDN_IMPORT.sub(r"const { render, \1 } = window.CircuitsVis;", page)
-                data["text/html"] = CV_PROPS.sub(lambda m: (m[1] or m[3]) + script_safe(m[2] or m[4]), page)
+                data["text/html"] = CV_PROPS.sub(lambda m: (m[1] or m[3]) + script_safe(rounded_props(m[2] or m[4])), page)
                 views += data["text/html"].count('id="circuits-vis-')
     return views
+
+
+def rounded(value):
+    """`value` (parsed JSON) with each finite float rounded to `DISPLAY_DIGITS` significant digits (whole ones as ints)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return value
+        short = float(f"{value:.{DISPLAY_DIGITS}g}")
+        return int(short) if short.is_integer() else short  # 0 and 1, not 0.0 and 1.0: a third of a pattern
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
+
+
+def rounded_props(props: str) -> str:
+    """A circuitsvis view's props (JSON) with its numbers rounded for display (`rounded`): a colour and a
+    hover label need 3 digits, and float32 weights written in full made page 07 weigh 1.7 MB. Props that
+    are not JSON are left as they are."""
+    try:
+        return json.dumps(rounded(json.loads(props)), separators=(",", ":"))
+    except ValueError:
+        return props
 
 
 def script_safe(js: str) -> str:
@@ -261,9 +323,9 @@ def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, 
     tidy_for_the_web(nb)
     tidy_streams(nb)
     tag_hidden_sources(nb)
-    scripts = '<script src="plotly.min.js"></script>' if inline_plotly(nb, path.stem) else ""
+    scripts = PLOTLY_SCRIPTS if inline_plotly(nb, path.stem) else ""
     if localise_circuitsvis(nb):
-        scripts += '<script src="circuitsvis.js"></script>'
+        scripts += CIRCUITSVIS_SCRIPTS
     head = f'{ICON}<link rel="stylesheet" href="journal.css">{scripts}'
     resources = {"metadata": {"name": path.stem},
                  "journal": {"head": head, "nav": nav(prev, nxt), "toc": TOC, "mathjax": mathjax}}
@@ -335,7 +397,7 @@ def glossary_page(markdown_text: str) -> str:
 
     from glassbox.journal.catalogue import glossary_entries
 
-    entries = "".join(f'<dt id="{slug}">{html.escape(term)}</dt><dd>{markdown2html_mistune(text)}</dd>'
+    entries = "".join(f'<dt id="{slug}">{html.escape(term)}</dt><dd>{markdown2html_mistune(GLOSSARY_ANCHOR.sub("", text))}</dd>'
                       for slug, term, text in glossary_entries(markdown_text))
     entries = re.sub(r'href="(?:\.\./)?notebooks/([0-9]{2}_[a-z0-9_]+)\.ipynb', r'href="\1.html', entries)
     entries = re.sub(r'href="([0-9]{2}_[a-z0-9_]+)\.ipynb', r'href="\1.html', entries)
