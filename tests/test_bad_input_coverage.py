@@ -248,75 +248,6 @@ XFAIL = {  # (name, kind): what happens now (issue 27); the fix each needs is in
                                              "divides by zero",
     ("probes.within_class_probes", "one rank more"): "(1, 6, 3) features_train: returns {} (the one-row class is skipped) "
                                                      "without checking features_train",
-    ("lens.accumulated_resid", "nan"): "a cache holding NaN: returns the NaN residual stream stacked",
-    ("lens.accumulated_resid", "empty"): "an empty cache (batch 0): returns a (3, 0, 10, 16) stack",
-    ("lens.logit_lens", "nan"): "refused by unembed as 'resid holds 3 NaN': names unembed's argument, not cache",
-    ("lens.logit_lens", "empty"): "refused by unembed as 'resid is empty': names unembed's argument, not cache",
-    ("lens.head_outputs", "nan"): "a cache holding NaN: returns NaN head outputs",
-    ("lens.head_outputs", "empty"): "an empty cache: returns a (0, 10, 2, 16) tensor",
-    ("lens.head_outputs", "one rank less"): "RuntimeError from torch.einsum (4 subscripts, 3 dimensions), naming nothing",
-    ("lens.head_outputs", "one rank more"): "RuntimeError from torch.einsum (4 subscripts, 5 dimensions), naming nothing",
-    ("lens.residual_components", "nan"): "a cache holding NaN: returns NaN components",
-    ("lens.residual_components", "empty"): "an empty cache: returns (10, 0, 10, 16) components",
-    ("lens.residual_components", "one rank less"): "RuntimeError from torch.einsum inside head_outputs, naming nothing",
-    ("lens.residual_components", "one rank more"): "RuntimeError from torch.einsum inside head_outputs, naming nothing",
-    ("lens.mean_z", "nan"): "a cache holding NaN: returns NaN means (then used as the ablation reference)",
-    ("lens.mean_z", "empty"): "an empty cache: returns all-NaN means (the mean of nothing)",
-    ("lens.mean_z", "one rank less"): "hook_z of (pos, head, d_head): returns (head, d_head) means over positions, "
-                                      "which head_ablation_hooks then refuses later",
-    ("lens.mean_z", "one rank more"): "hook_z of (1, batch, pos, head, d_head): returns a 4-d 'mean' (a copy)",
-    ("sae.collect_activations", "nan"): "refused by get_activations as 'x holds 1 NaN': names x, not inputs",
-    ("sae.collect_activations", "empty"): "refused by get_activations as 'x is empty': names x, not inputs",
-    ("sae.activation_batches", "nan"): "returns batches that hold the NaN row (train_sae refuses them only later)",
-    ("sae.activation_batches", "empty"): "ValueError 'batch_size must be in 1..0': blames batch_size, not acts",
-    ("sae.activation_batches", "one rank less"): "a 1-d acts: returns batches of scalars, shape (2,)",
-    ("sae.activation_batches", "one rank more"): "ValueError 'batch_size must be in 1..1': blames batch_size, not acts",
-    ("sae.decoder_logit_effects", "nan"): "refused by logit_effect as 'direction holds 6 NaN': names direction, not scales",
-    ("sae.decoder_logit_effects", "empty"): "IndexError from scales[0], naming nothing",
-    ("sae.decoder_logit_effects", "one rank less"): "IndexError 'invalid index of a 0-dim tensor', naming nothing",
-    ("sae.decoder_logit_effects", "one rank more"): "RuntimeError size mismatch (6 vs 12) from torch, naming nothing",
-    ("sae.outputs", "nan"): "returns NaN outputs (x is not checked; training.predict runs the model on it)",
-    ("sae.spliced_accuracy", "nan"): "returns an accuracy (0.17) for an input holding NaN",
-    ("sae.latent_intervention", "nan"): "returns its dict (all changes 0.0) for an input holding NaN",
-    ("sae.neuron_logit_effects", "nan"): "refused by logit_effect as 'direction holds 6 NaN': names direction, not scales",
-    ("sae.neuron_logit_effects", "empty"): "RuntimeError 'stack expects a non-empty TensorList', naming nothing",
-    ("sae.neuron_logit_effects", "one rank less"): "TypeError 'len() of a 0-d tensor' from torch, naming nothing",
-    ("sae.neuron_logit_effects", "one rank more"): "(1, 6) scales: returns a (1, 10) effect, one unit's, silently",
-    ("sae.switch_off_drops", "nan"): "returns drops (0.0) for an input holding NaN",
-    ("sae.lm_activation_batches", "nan"): "float tokens: RuntimeError size mismatch inside the model, naming nothing",
-    ("sae.lm_activation_batches", "empty"): "RuntimeError from torch.randint (from=0 >= to=-7), naming nothing",
-    ("sae.lm_activation_batches", "one rank less"): "TypeError 'len() of a 0-d tensor', naming nothing",
-    ("sae.lm_activation_batches", "one rank more"): "RuntimeError from torch.randint (from=0 >= to=-6), naming nothing",
-    ("sae.lm_activations", "nan"): "float tokens: RuntimeError size mismatch inside the model, naming nothing",
-    ("sae.lm_activations", "one rank less"): "TypeError 'len() of a 0-d tensor', naming nothing",
-    ("sae.lm_sae_hook", "nan"): "an activation holding NaN: returns a NaN reconstruction",
-    ("sae.lm_loss", "nan"): "float windows: RuntimeError size mismatch inside the model, naming nothing",
-    ("sae.lm_loss", "empty"): "RuntimeError 'cannot reshape tensor of 0 elements' inside the model",
-    ("sae.lm_loss", "one rank less"): "IndexError 'too many indices for tensor of dimension 1', naming nothing",
-    ("sae.lm_loss", "one rank more"): "RuntimeError size mismatch inside the model, naming nothing",
-    ("training.minibatches", "nan"): "returns batches of x holding NaN",
-    ("training.minibatches", "empty"): "returns empty batches, forever",
-    ("training.train", "nan"): "trains on x holding NaN: returns a History whose loss is nan",
-    ("training.train", "empty"): "trains on empty batches: returns a History whose loss is nan",
-    ("training.predict", "nan"): "returns NaN outputs",
-    ("training.accuracy", "nan"): "returns an accuracy (0.5) for an input holding NaN",
-    ("training.per_class_accuracy", "nan"): "returns accuracies for logits holding NaN (argmax picks the NaN)",
-    ("training.per_class_accuracy", "empty"): "returns ten zeros for no logits",
-    ("training.per_class_accuracy", "one rank less"): "(10,) logits: argmax is one number, compared to 3 labels: "
-                                                      "returns accuracies",
-    ("training.per_class_accuracy", "one rank more"): "RuntimeError from index_add_ (shape mismatch), naming nothing",
-    ("lm.random_windows", "nan"): "float tokens holding NaN: returns float windows",
-    ("lm.random_windows", "one rank less"): "TypeError 'len() of a 0-d tensor', naming nothing",
-    ("fourier.embedding_frequency_norms", "nan"): "refused by frequency_norms as 'coefficients holds 5 NaN': "
-                                                  "names coefficients, not W_E",
-    ("fourier.embedding_frequency_norms", "empty"): "ValueError 'p must be at least 2, got 0' from basis: names p, not W_E",
-    ("fourier.embedding_frequency_norms", "one rank less"): "a (3,) W_E: returns norms as if p = 3 tokens of width 1",
-    ("fourier.embedding_frequency_norms", "one rank more"): "ValueError 'p must be at least 2, got 1': names p, not W_E",
-    ("fourier.project_sum_frequencies", "nan"): "returns a NaN projection",
-    ("fourier.project_sum_frequencies", "empty"): "returns a (0, 3) 'projection' of an empty table",
-    ("fourier.project_sum_frequencies", "one rank less"): "RuntimeError 'shape [9, -1] is invalid for input of size 3'",
-    ("fourier.project_sum_frequencies", "one rank more"): "a (1, 9, 3) table (first axis 1, not p*p = 9): returns a "
-                                                          "projection of the wrong axis",
     ("viz.image_grid", "nan"): "draws a figure with a NaN pixel, silently",
     ("viz.image_grid", "empty"): "ValueError from matplotlib's gridspec ('Number of rows must be a positive integer')",
     ("viz.get_neuron_graph", "nan"): "returns a graph whose activations are NaN",
@@ -403,11 +334,7 @@ MODEL_ONLY_CALLS = {
     "circuits.get_ov_table": circuits.get_ov_table, "circuits.get_attn_scale": circuits.get_attn_scale,
     "circuits.get_qk_table": circuits.get_qk_table,
 }
-MODEL_XFAIL = {
-    "circuits.get_W_pos": "AttributeError 'Sequential has neither .W_pos nor .pos_embed.W_pos' (an AttributeError, "
-                          "not the TypeError every other tool gives)",
-    "circuits.get_attn_scale": "raw AttributeError \"'Sequential' object has no attribute 'cfg'\"",
-}
+MODEL_XFAIL: dict[str, str] = {}  # none left (issue 27)
 
 
 def test_every_model_only_exemption_is_checked():
@@ -421,7 +348,6 @@ def test_model_only_tools_refuse_a_model_that_is_not_a_transformer_lens_model(na
         MODEL_ONLY_CALLS[name](nn.Sequential(nn.Linear(3, 3)))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: loss_recovered(nan, 1.0, 2.0) returns nan")
 def test_loss_recovered_refuses_nan():
     assert sae.loss_recovered(2.0, 2.5, 4.0) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="clean"):

@@ -231,11 +231,16 @@ def test_tables_and_components_at_an_earlier_position():
 def test_attention_scale_follows_the_config():
     from types import SimpleNamespace as NS
 
-    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16))) == 4.0
-    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=True, attn_scale=2.5))) == 2.5
-    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=True, attn_scale=-1.0))) == 4.0
-    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=False, attn_scale=2.5))) == 1.0
-    assert circuits.get_attn_scale(NS(cfg=NS(d_head=16, use_attn_scale=True, attn_scale=0.0))) == 4.0, "0 means unset"
+    def model(**cfg):  # a stand-in that passes checks.transformer_lens_model (a cfg with n_layers, run_with_cache)
+        return NS(cfg=NS(n_layers=1, **cfg), run_with_cache=None)
+
+    assert circuits.get_attn_scale(model(d_head=16)) == 4.0
+    assert circuits.get_attn_scale(model(d_head=16, use_attn_scale=True, attn_scale=2.5)) == 2.5
+    assert circuits.get_attn_scale(model(d_head=16, use_attn_scale=True, attn_scale=-1.0)) == 4.0
+    assert circuits.get_attn_scale(model(d_head=16, use_attn_scale=False, attn_scale=2.5)) == 1.0
+    assert circuits.get_attn_scale(model(d_head=16, use_attn_scale=True, attn_scale=0.0)) == 4.0, "0 means unset"
+    with pytest.raises(TypeError, match="TransformerLens model"):
+        circuits.get_attn_scale(NS(d_head=16))  # no cfg
     with pytest.raises(TypeError, match="expected a TransformerLens model"):
         circuits.get_ov_table(NS(cfg=NS(n_layers=1, attn_only=True)))  # a cfg but no W_E
 
@@ -290,13 +295,34 @@ def test_W_pos_and_the_effective_unembedding_on_stand_ins():
     from types import SimpleNamespace as NS
 
     W = torch.randn(5, 4)
-    assert circuits.get_W_pos(NS(W_pos=W)) is W and circuits.get_W_pos(NS(W_pos=None, pos_embed=NS(W_pos=W))) is W
+    tl = dict(cfg=NS(n_layers=1), run_with_cache=None)  # passes checks.transformer_lens_model
+    assert circuits.get_W_pos(NS(W_pos=W, **tl)) is W and circuits.get_W_pos(NS(W_pos=None, pos_embed=NS(W_pos=W), **tl)) is W
     with pytest.raises(AttributeError, match="neither .W_pos nor .pos_embed.W_pos"):
-        circuits.get_W_pos(NS())
+        circuits.get_W_pos(NS(**tl))
+    with pytest.raises(TypeError, match="TransformerLens model"):
+        circuits.get_W_pos(NS(W_pos=W))  # not a TransformerLens model
     W_U, w = torch.randn(4, 3), torch.tensor([1.0, 2.0, 0.5, -1.0])
     ln = NS(cfg=NS(normalization_type="LN", d_model=4), ln_final=NS(w=w), W_U=W_U)
     centred = W_U * w[:, None] - (W_U * w[:, None]).mean(0)
     assert torch.allclose(circuits.get_W_U_eff(ln), centred, atol=1e-6), "centre the residual, scale by ln_final.w, then W_U"
+
+
+@pytest.mark.parametrize("norm", ["RMS", "RMSPre"])
+def test_the_effective_unembedding_of_an_rms_model_gives_its_logits(norm):
+    """RMSNorm does not centre: the effective unembedding is ln_final.w * W_U (RMS) or W_U (RMSPre), and
+    (resid / ln_final's scale) @ it + b_U is the model's logits."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    model = HookedTransformer(HookedTransformerConfig(n_layers=1, n_heads=1, d_model=16, d_head=8, d_vocab=11, n_ctx=5,
+                                                      attn_only=True, normalization_type=norm, act_fn="relu")).eval()
+    if norm == "RMS":
+        with torch.no_grad():
+            model.ln_final.w.copy_(torch.rand(16) + 0.5)  # not all ones, so a skipped weight would show
+    logits, cache = model.run_with_cache(TOKENS)
+    resid = cache["blocks.0.hook_resid_post"] / cache["ln_final.hook_scale"]
+    assert torch.allclose(resid @ circuits.get_W_U_eff(model) + model.b_U, logits, atol=1e-4), \
+        f"{norm}: the effective unembedding must give the model's logits"
 
 
 def test_without_a_final_layernorm_the_effective_unembedding_is_W_U():

@@ -58,6 +58,7 @@ def _replacement(value: Tensor, name: str, shape: torch.Size, exact: bool = Fals
 
 def get_W_pos(model: nn.Module) -> Float[Tensor, "n_ctx d_model"]:
     """The positional embedding matrix, wherever the model keeps it (`W_pos` or `pos_embed.W_pos`)."""
+    checks.transformer_lens_model(model)
     W_pos = getattr(model, "W_pos", None)
     if W_pos is None:
         W_pos = getattr(getattr(model, "pos_embed", None), "W_pos", None)
@@ -77,11 +78,13 @@ def get_ln1_outputs(model: nn.Module) -> Float[Tensor, "d_vocab n_ctx d_model"]:
 
 def get_W_U_eff(model: nn.Module) -> Float[Tensor, "d_model d_vocab_out"]:
     """The unembedding as the final LayerNorm feeds it: centring and weight folded in (exact), scale left out.
-    Without a final LayerNorm it is W_U itself."""
+    Without a final LayerNorm it is W_U itself. RMS and RMSPre do not centre; RMS (like LN) multiplies by ln_final.w."""
     if not hasattr(getattr(model, "cfg", None), "normalization_type") or not hasattr(model, "W_U"):
         raise TypeError(f"model must be a TransformerLens model with .cfg and .W_U, got {type(model).__name__}")
     if model.cfg.normalization_type is None:
         return model.W_U
+    if model.cfg.normalization_type in ("RMS", "RMSPre"):
+        return model.ln_final.w[:, None] * model.W_U if model.cfg.normalization_type == "RMS" else model.W_U
     like = dict(dtype=model.W_U.dtype, device=model.W_U.device)
     w = model.ln_final.w if model.cfg.normalization_type == "LN" else torch.ones(model.cfg.d_model, **like)
     centre = torch.eye(model.cfg.d_model, **like) - 1 / model.cfg.d_model
@@ -101,7 +104,7 @@ def get_ov_table(model: nn.Module, head: int = 0) -> Float[Tensor, "d_vocab n_ct
 
 def get_attn_scale(model: nn.Module) -> float:
     """What the attention scores are divided by (sqrt(d_head) unless the config says otherwise)."""
-    cfg = model.cfg
+    cfg = checks.transformer_lens_model(model).cfg
     if not getattr(cfg, "use_attn_scale", True):
         return 1.0
     return float(cfg.attn_scale) if getattr(cfg, "attn_scale", -1) > 0 else math.sqrt(cfg.d_head)

@@ -58,6 +58,7 @@ def frequency_norms(coefficients: Float[Tensor, "p *rest"]) -> Float[Tensor, "n_
 
 def embedding_frequency_norms(W_E: Float[Tensor, "p d_model"]) -> Float[Tensor, "n_freq"]:
     """Norm of each frequency of an embedding matrix over the p input numbers (rows = tokens 0..p-1)."""
+    checks.tensor(W_E, "W_E", ndim=2, floating=False)
     return frequency_norms(basis(len(W_E)).to(W_E.device) @ W_E.float())
 
 
@@ -82,6 +83,10 @@ def sum_directions(p: int, freqs: list[int]) -> Float[Tensor, "2k p*p"]:
 def project_sum_frequencies(table: Float[Tensor, "p*p ..."], p: int, freqs: list[int]) -> Float[Tensor, "p*p ..."]:
     """The part of a table over the (a, b) grid (first axis, a-major) that varies as cos or sin of
     w k (a + b) for the given frequencies; every other axis (e.g. the output class) is kept apart."""
+    checks.tensor(table, "table", floating=False)
+    if table.ndim == 0 or table.shape[0] != p * p:
+        raise ValueError(f"table must have p * p = {p * p} rows (the (a, b) grid, a-major) on its first axis, got shape "
+                         f"{tuple(table.shape)}")
     d = sum_directions(p, freqs).to(table.device)
     flat = table.reshape(p * p, -1).float()
     return (d.T @ (d @ flat)).reshape(table.shape)

@@ -93,12 +93,14 @@ def _bias(model: nn.Module, name: str) -> Tensor | None:
         return None
 
 
-def _cached(cache, name: str) -> Tensor:
+def _cached(cache, name: str, ndim: int | None = None) -> Tensor:
+    """cache[name], checked: a non-empty finite floating tensor (of `ndim` dimensions when given), named by its key."""
     try:
-        return cache[name]
+        value = cache[name]
     except KeyError:
         raise ValueError(f"cache lacks {name!r}; cache it: model.run_with_cache(tokens) without a names_filter "
                          "that drops it") from None
+    return checks.tensor(value, f"cache[{name!r}]", ndim=ndim)
 
 
 def _pattern(pattern: Tensor, name: str = "pattern") -> Tensor:
@@ -148,7 +150,7 @@ def logit_lens(model: nn.Module, cache) -> Float[Tensor, "layer batch pos d_voca
 def head_outputs(model: nn.Module, cache, layer: int) -> Float[Tensor, "batch pos head d_model"]:
     """What each head of `layer` writes into the residual stream (z @ W_O, without the shared b_O)."""
     layer = _layer(_model(model, "W_O"), layer)
-    return einops.einsum(_cached(cache, f"blocks.{layer}.attn.hook_z"), model.W_O[layer],
+    return einops.einsum(_cached(cache, f"blocks.{layer}.attn.hook_z", 4), model.W_O[layer],
                          "batch pos head d_head, head d_head d_model -> batch pos head d_model")
 
 
@@ -423,7 +425,7 @@ def _heads(heads: list[Head], means: dict | None, model: nn.Module | None) -> li
 def mean_z(cache, n_layers: int) -> dict[int, Float[Tensor, "pos head d_head"]]:
     """Mean head outputs z over the batch of a cache, per layer: the reference for mean ablation."""
     checks.count(n_layers, "n_layers")
-    return {layer: _cached(cache, f"blocks.{layer}.attn.hook_z").mean(0) for layer in range(n_layers)}
+    return {layer: _cached(cache, f"blocks.{layer}.attn.hook_z", 4).mean(0) for layer in range(n_layers)}
 
 
 @torch.no_grad()

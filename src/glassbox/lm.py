@@ -181,6 +181,7 @@ def random_windows(tokens: Int[Tensor, "n"], batch_size: int, length: int,
                    generator: torch.Generator | None = None) -> Int[Tensor, "batch_size length"]:
     """`batch_size` windows of `length` consecutive tokens at uniformly random starts. For next-token
     training use length = n_ctx + 1: inputs window[:, :-1], targets window[:, 1:]."""
+    checks.tokens(tokens, "tokens", ndim=1)
     if batch_size < 1 or length < 1:
         raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
     if length > len(tokens):

@@ -37,6 +37,7 @@ Edit = Callable[[Float[Tensor, "batch d_sae"]], Float[Tensor, "batch d_sae"]]
 def collect_activations(model: nn.Module, name: str, inputs: Tensor, *, position: int | None = None,
                         batch_size: int = 4096) -> Float[Tensor, "n d_in"]:
     """The output of module `name` on every input, one row per input (at `position` for sequences)."""
+    checks.tensor(inputs, "inputs", floating=False)
     out = neurons.get_activations(model, name, inputs, batch_size)
     if position is not None:
         if out.ndim != 3:
@@ -50,6 +51,7 @@ def collect_activations(model: nn.Module, name: str, inputs: Tensor, *, position
 
 def activation_batches(acts: Float[Tensor, "n d_in"], batch_size: int, seed: int = 0) -> Iterator[Float[Tensor, "batch d_in"]]:
     """Endless shuffled batches of rows of `acts`, all of size `batch_size`, a new order every epoch."""
+    checks.tensor(acts, "acts", ndim=2)
     if not 0 < batch_size <= len(acts):
         raise ValueError(f"batch_size must be in 1..{len(acts)} (the number of activations), got {batch_size}")
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
@@ -310,6 +312,9 @@ def decoder_logit_effects(model: nn.Module, name: str, sae: SAE, inputs: Tensor,
                           position: int | None = None, out_position: int | None = None) -> Float[Tensor, "d_sae n_out"]:
     """`logit_effect` of every latent's decoder direction, each scaled by `scales` (e.g. its top activation)."""
     W_dec = sae.W_dec.detach()
+    checks.tensor(scales, "scales", ndim=1, floating=False)
+    if len(scales) != len(W_dec):
+        raise ValueError(f"scales must hold one scale per latent (d_sae = {len(W_dec)}), got {len(scales)}")
     scales = scales.to(W_dec.device)
     return torch.stack([logit_effect(model, name, W_dec[j] * scales[j], inputs, position=position, out_position=out_position)
                         for j in range(len(W_dec))])
@@ -370,6 +375,7 @@ def latent_intervention(model: nn.Module, name: str, sae: SAE, latent: int, targ
 @torch.no_grad()
 def neuron_logit_effects(model: nn.Module, name: str, inputs: Tensor, scales: Float[Tensor, "d"]) -> Float[Tensor, "d n_out"]:
     """`logit_effect` of each unit of module `name` (the neuron basis: one-hot directions), scaled by `scales`."""
+    checks.tensor(scales, "scales", ndim=1, floating=False)
     eye = torch.eye(len(scales), device=scales.device, dtype=scales.dtype if scales.is_floating_point() else torch.float32)
     return torch.stack([logit_effect(model, name, eye[j] * scales[j], inputs) for j in range(len(scales))])
 
@@ -414,6 +420,7 @@ def lm_activation_batches(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hoo
                           windows_per_pass: int = 64, seed: int = 0) -> Iterator[Float[Tensor, "batch d_in"]]:
     """Endless batches of the activation `hook_name` at every position of random windows of `tokens`,
     shuffled across windows: `windows_per_pass` windows are run, their activations shuffled and cut into batches."""
+    _lm_tokens(model, tokens, n_ctx)
     if windows_per_pass * n_ctx < batch_size:
         raise ValueError(f"one pass gives {windows_per_pass * n_ctx} activations, fewer than batch_size={batch_size}")
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same windows on every device
@@ -431,6 +438,7 @@ def lm_activations(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hook_name:
                    batch_size: int = 64) -> Float[Tensor, "n d_in"]:
     """The activation `hook_name` at every token, the tokens cut into consecutive windows of `n_ctx`
     (row i belongs to tokens[i]; a remainder shorter than a window is dropped)."""
+    _lm_tokens(model, tokens, n_ctx)
     n = len(tokens) // n_ctx * n_ctx
     if n == 0:
         raise ValueError(f"need at least n_ctx = {n_ctx} tokens, got {len(tokens)}")
@@ -441,9 +449,21 @@ def lm_activations(model: nn.Module, tokens: Int[Tensor, "n_tokens"], hook_name:
     return torch.cat(out)
 
 
+def _d_vocab(model: nn.Module) -> int | None:
+    return getattr(getattr(model, "cfg", None), "d_vocab", None)
+
+
+def _lm_tokens(model: nn.Module, tokens: Tensor, n_ctx: int) -> None:
+    """Refuse `tokens` unless they are a 1-D stream of the model's token ids at least one window (`n_ctx`) long."""
+    checks.tokens(tokens, "tokens", ndim=1, d_vocab=_d_vocab(model))
+    if len(tokens) < checks.count(n_ctx, "n_ctx"):
+        raise ValueError(f"tokens holds {len(tokens)} tokens, fewer than one window of n_ctx = {n_ctx}")
+
+
 def lm_sae_hook(sae: SAE, *, edit: Edit | None = None, keep_error: bool = False) -> Hook:
     """A TransformerLens hook that replaces a (batch, pos, d_in) activation by the SAE's reconstruction."""
     def hook(act: Tensor, hook=None) -> Tensor:
+        checks.tensor(act, "act", nonempty=False)
         if act.shape[-1] != sae.cfg.d_in:
             raise ValueError(f"sae reads activations of width d_in={sae.cfg.d_in}, but hook "
                              f"{getattr(hook, 'name', '?')!r} gives shape {tuple(act.shape)}; use it at the hook it was trained on")
@@ -461,6 +481,7 @@ def zero_ablation_hook(act: Tensor, hook=None) -> Tensor:
 def lm_loss(model: nn.Module, windows: Int[Tensor, "batch n_ctx_plus_1"], fwd_hooks: list[tuple[str, Hook]] | None = None,
             batch_size: int = 32) -> float:
     """Mean next-token cross-entropy (nats/token) on `windows` (inputs window[:, :-1]) with `fwd_hooks` applied."""
+    checks.tokens(windows, "windows", d_vocab=_d_vocab(model))
     total, device = 0.0, training.model_device(model, windows)
     for chunk in windows.split(batch_size):
         chunk = chunk.to(device)
@@ -472,6 +493,9 @@ def lm_loss(model: nn.Module, windows: Int[Tensor, "batch n_ctx_plus_1"], fwd_ho
 def loss_recovered(clean: float, spliced: float, ablated: float) -> float:
     """Share of the loss gap between an ablated layer and the clean model that the SAE closes:
     (ablated - spliced) / (ablated - clean); 1 = as good as clean, 0 = as bad as ablating."""
+    for name, value in (("clean", clean), ("spliced", spliced), ("ablated", ablated)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} loss is {value}; a loss must be finite: find where the NaN or inf came from")
     if ablated <= clean:
         raise ValueError(f"ablating should raise the loss: ablated {ablated:.4f} <= clean {clean:.4f}; nothing to recover")
     return (ablated - spliced) / (ablated - clean)

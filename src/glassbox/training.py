@@ -45,8 +45,13 @@ class History:
 
 def minibatches(x: Tensor, y: Tensor, batch_size: int, seed: int = 0) -> Iterator[Batch]:
     """Endless shuffled minibatches of (x, y), a new permutation every epoch."""
+    checks.tensor(x, "x", floating=False)
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    return _minibatches(x, y, batch_size, seed)
+
+
+def _minibatches(x: Tensor, y: Tensor, batch_size: int, seed: int) -> Iterator[Batch]:
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     while True:
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
@@ -96,6 +101,9 @@ def train(
         sched.step()
         if step % eval_every == 0 or step == steps - 1:
             row = {"step": step, "loss": loss.item()}
+            if not np.isfinite(row["loss"]):
+                raise ValueError(f"the loss at step {step} is {row['loss']}: batches gave data the model cannot learn "
+                                 "from (NaN, infinite or empty?), or training diverged (lower lr, or clip_grad)")
             if evaluate is not None:
                 model.eval()
                 row |= evaluate(model)
@@ -135,6 +143,7 @@ def model_device(model: nn.Module, x: Tensor) -> torch.device:
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
     """Model outputs on `x`, computed in batches without gradients, where the model is."""
+    checks.tensor(x, "x", floating=False)
     device = model_device(model, x)
     return torch.cat([model(chunk.to(device)) for chunk in x.split(batch_size)])
 
@@ -147,7 +156,11 @@ def accuracy(model: nn.Module, x: Tensor, y: Int[Tensor, "batch"], batch_size: i
 
 def per_class_accuracy(logits: Float[Tensor, "batch n_classes"], y: Int[Tensor, "batch"], n_classes: int | None = None) -> Float[Tensor, "n_classes"]:
     """Accuracy of argmax(logits) within each true class."""
+    checks.tensor(logits, "logits", ndim=2, floating=False)
     n = n_classes or logits.shape[-1]
+    checks.labels(y, "y", n)
+    if len(y) != len(logits):
+        raise ValueError(f"logits and y must have one row per example, got {len(logits)} and {len(y)}")
     y = y.to(logits.device)
     hit = (logits.argmax(-1) == y).float()
     return torch.zeros(n, device=logits.device).index_add_(0, y, hit) / torch.bincount(y, minlength=n).clamp(min=1)
