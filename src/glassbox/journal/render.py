@@ -36,7 +36,10 @@ COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)\s]+)\)")
 # circuitsvis draws a view in one long task (07's attention heads: seconds); drawn once the page has
 # loaded, its text and figures show first. All three forms of view call CircuitsVis.render.
 CIRCUITSVIS_SCRIPTS = """<script src="circuitsvis.js"></script><script>window.CircuitsVis = (cv => { const loaded = new Promise(done =>
-  addEventListener("load", () => setTimeout(done, 50))); return {...cv, render: (...args) => loaded.then(() => cv.render(...args))}; })(CircuitsVis);
+  addEventListener("load", () => setTimeout(done, 50)));
+  const failed = (id, err) => { const el = document.getElementById(id); console.error(err);
+    if (el) { el.className += " circuitsvis-error"; el.textContent = "circuitsvis view not drawn (" + err + ")"; } };
+  return {...cv, render: (id, ...rest) => loaded.then(() => cv.render(id, ...rest)).catch(err => failed(id, err))}; })(CircuitsVis);
 </script>"""
 ICON = '<link rel="icon" href="data:,">'  # no favicon.ico request (a 404 in the console)
 MATHJAX_CONFIG = "MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
