@@ -132,7 +132,7 @@ def _cases(c: dict) -> dict:
     mlp, relu2_sae, bridge, tokens, cache, y = c["mlp"], c["sae"], c["bridge"], c["tokens"], c["cache"], c["y"]
     x = torch.rand(6, 784)
     means = lens.mean_z(cache, 2)
-    ys = lambda t: y[:len(t)]  # one label per row of the bad input
+    ys = lambda t: y[:len(t) if t.ndim else 1]  # one label per row of the bad input (one for a 0-d input)
     ALL, MODEL_X = KINDS, ["nan", "empty"]
     return {
         "checks.tensor": (lambda t: checks.tensor(t, "acts", ndim=2), torch.rand(6, 3), "acts", ALL),
@@ -244,21 +244,6 @@ CORRECT = {  # (name, kind): where that input is valid for the tool, a check of 
 }
 
 XFAIL = {  # (name, kind): what happens now (issue 27); the fix each needs is in the commit message that added this file
-    ("probes.within_class_probes", "empty"): "empty features_train: returns {} (no class fitted), and pooled({}) then "
-                                             "divides by zero",
-    ("probes.within_class_probes", "one rank more"): "(1, 6, 3) features_train: returns {} (the one-row class is skipped) "
-                                                     "without checking features_train",
-    ("viz.image_grid", "nan"): "draws a figure with a NaN pixel, silently",
-    ("viz.image_grid", "empty"): "ValueError from matplotlib's gridspec ('Number of rows must be a positive integer')",
-    ("viz.get_neuron_graph", "nan"): "returns a graph whose activations are NaN",
-    ("viz.neuron_graph", "nan"): "ValueError from plotly (a NaN line width), naming nothing of ours",
-    ("viz.feature_dashboard", "nan"): "draws a dashboard for activations holding NaN",
-    ("viz.feature_dashboard", "empty"): "ZeroDivisionError (len(on) / len(acts)), naming nothing",
-    ("viz.feature_dashboard", "one rank less"): "TypeError 'len() of a 0-d tensor', naming nothing",
-    ("viz.feature_dashboard", "one rank more"): "RuntimeError from torch.bincount, naming nothing",
-    ("viz.top_inputs_table", "nan"): "returns a table whose top activation is NaN",
-    ("viz.top_inputs_table", "one rank less"): "TypeError 'len() of a 0-d tensor', naming nothing",
-    ("viz.top_inputs_table", "one rank more"): "TypeError 'unsupported format string passed to list.__format__'",
 }
 
 

@@ -98,6 +98,8 @@ def within_class_probes(features_train: Float[Tensor, "n_train d"], labels_train
     Classes whose training labels take one value only are left out. Returns {class: {accuracy, majority, n}}."""
     out = {}
     for c in sorted(set(np.asarray(classes_train).tolist())):
+    checks.tensor(_as_tensor(features_train), "features_train", ndim=2, floating=False)
+    checks.tensor(_as_tensor(features_test), "features_test", ndim=2, floating=False)
         tr, te = classes_train == c, classes_test == c
         if len(np.unique(np.asarray(labels_train[tr]))) < 2 or not te.any():
             continue

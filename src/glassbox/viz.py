@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from glassbox import checks
 from glassbox.journal import contract as notebook
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -162,6 +163,7 @@ def image_grid(images, titles: list[str] | None = None, *, ncols: int = 8, diver
     if images.ndim != 3:
         raise ValueError(f"expected images (batch, height, width), got shape {tuple(images.shape)}; "
                          "reshape flat MNIST with x.reshape(-1, 28, 28)")
+    checks.tensor(images, "images", ndim=3)
     nrows = -(-len(images) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * (1.25 if titles else 1)), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -282,6 +284,7 @@ def get_neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"]) -> NeuronGr
 
     linears = _linear_stack(model)
     if len(x) != 1:
+    checks.tensor(x, "x", floating=False)
         raise ValueError(f"neuron_graph explains one input: pass it with its batch dimension, e.g. x[:1] "
                          f"(got a batch of {len(x)})")
     names = [n for n, _ in linears]
@@ -352,6 +355,7 @@ def feature_dashboard(acts: Float[Tensor, "n"], effect: Float[Tensor, "n_out"], 
 
     if len(acts) != len(labels):
         raise ValueError(f"one label per input expected: {len(acts)} activations, {len(labels)} labels")
+    checks.tensor(acts, "acts", ndim=1, floating=False)
     on = acts[acts != 0]
     top = labels[acts.topk(min(k, len(acts))).indices]
     names = out_names or [str(i) for i in range(len(effect))]
@@ -378,6 +382,7 @@ def top_inputs_table(tokens: Int[Tensor, "n pos"], acts: Float[Tensor, "n"], *, 
 
     if tokens.ndim != 2 or len(tokens) != len(acts):
         raise ValueError(f"expected tokens (n, pos) and one activation per input; got {tuple(tokens.shape)} and {tuple(acts.shape)}")
+    checks.tensor(acts, "acts", ndim=1, floating=False, nonempty=False)
     top = acts.topk(min(k, len(acts))).indices
     table = pd.DataFrame({"activation": acts[top].numpy().round(2), "input": [" ".join(f"{t:2d}" for t in row) for row in tokens[top].tolist()]})
     if answers is not None:
