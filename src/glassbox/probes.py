@@ -96,10 +96,10 @@ def within_class_probes(features_train: Float[Tensor, "n_train d"], labels_train
     """A probe for `labels` fitted and scored inside each class (e.g. has_loop among the 2s only), next to
     that class's majority baseline: what the features say about the label beyond the class itself.
     Classes whose training labels take one value only are left out. Returns {class: {accuracy, majority, n}}."""
-    out = {}
-    for c in sorted(set(np.asarray(classes_train).tolist())):
     checks.tensor(_as_tensor(features_train), "features_train", ndim=2, floating=False)
     checks.tensor(_as_tensor(features_test), "features_test", ndim=2, floating=False)
+    out = {}
+    for c in sorted(set(np.asarray(classes_train).tolist())):
         tr, te = classes_train == c, classes_test == c
         if len(np.unique(np.asarray(labels_train[tr]))) < 2 or not te.any():
             continue

@@ -282,9 +282,9 @@ def get_neuron_graph(model: nn.Module, x: Float[Tensor, "1 *input"]) -> NeuronGr
     """Node values and edge contributions (weight x activation) of a Linear stack on one input."""
     from glassbox import hooks, training
 
+    checks.tensor(x, "x", floating=False)
     linears = _linear_stack(model)
     if len(x) != 1:
-    checks.tensor(x, "x", floating=False)
         raise ValueError(f"neuron_graph explains one input: pass it with its batch dimension, e.g. x[:1] "
                          f"(got a batch of {len(x)})")
     names = [n for n, _ in linears]
@@ -353,9 +353,9 @@ def feature_dashboard(acts: Float[Tensor, "n"], effect: Float[Tensor, "n_out"], 
     its decoder direction promotes (`effect`, e.g. from `sae.logit_effect`)."""
     from plotly.subplots import make_subplots
 
+    checks.tensor(acts, "acts", ndim=1, floating=False)
     if len(acts) != len(labels):
         raise ValueError(f"one label per input expected: {len(acts)} activations, {len(labels)} labels")
-    checks.tensor(acts, "acts", ndim=1, floating=False)
     on = acts[acts != 0]
     top = labels[acts.topk(min(k, len(acts))).indices]
     names = out_names or [str(i) for i in range(len(effect))]
@@ -380,9 +380,9 @@ def top_inputs_table(tokens: Int[Tensor, "n pos"], acts: Float[Tensor, "n"], *, 
     """The k inputs (token lists) on which a latent is most active, most active first, as a DataFrame."""
     import pandas as pd
 
+    checks.tensor(acts, "acts", ndim=1, floating=False, nonempty=False)
     if tokens.ndim != 2 or len(tokens) != len(acts):
         raise ValueError(f"expected tokens (n, pos) and one activation per input; got {tuple(tokens.shape)} and {tuple(acts.shape)}")
-    checks.tensor(acts, "acts", ndim=1, floating=False, nonempty=False)
     top = acts.topk(min(k, len(acts))).indices
     table = pd.DataFrame({"activation": acts[top].numpy().round(2), "input": [" ".join(f"{t:2d}" for t in row) for row in tokens[top].tolist()]})
     if answers is not None:
