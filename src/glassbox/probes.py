@@ -24,6 +24,8 @@ from glassbox.neurons import get_activations
 
 @dataclass
 class Probe:
+    """A fitted linear probe: its test accuracy, the majority-class rate (chance) and the scikit-learn pipeline."""
+
     accuracy: float  # accuracy on the test split
     chance: float  # accuracy of always answering the most common training label, on the test split
     model: Pipeline  # the fitted scaler + logistic regression

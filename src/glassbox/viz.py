@@ -253,6 +253,8 @@ LINEAR_STACK_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.
 
 @dataclass
 class NeuronGraph:
+    """A stack of Linear layers on one input: the units of each layer, their activations, weight x activation per edge."""
+
     names: list[str]  # one per layer of nodes: "input", then the name of the Linear that produced it
     activations: list[Float[Tensor, "width"]]  # node values: the input to each Linear, then the output
     contributions: list[Float[Tensor, "width_out width_in"]]  # W[j, i] * a[i]: what node i adds to node j
