@@ -425,3 +425,13 @@ def test_every_tool_refuses_nan_empty_and_wrong_rank_input_by_name(mlp, relu2_sa
 
 def test_the_property_test_covers_every_case():
     assert sorted(CASE_NAMES) == sorted(_cases(None, None))
+
+
+def test_within_class_probes_and_pooled_refuse_when_no_class_can_be_probed():
+    x = torch.rand(8, 3)
+    same = torch.zeros(8, dtype=torch.long)  # one label value in every class: nothing to fit
+    classes = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match="nothing to probe within a class"):
+        probes.within_class_probes(x, same, classes, x, same, classes)
+    with pytest.raises(ValueError, match="per_class holds no test examples"):
+        probes.pooled({})

@@ -107,10 +107,15 @@ def within_class_probes(features_train: Float[Tensor, "n_train d"], labels_train
             continue
         p = fit_probe(features_train[tr], labels_train[tr], features_test[te], labels_test[te], **probe_kwargs)
         out[int(c)] = {"accuracy": p.accuracy, "majority": p.chance, "n": int(te.sum())}
+    if not out:
+        raise ValueError("no class has both label values among its training examples and examples in the test split, "
+                         "so there is nothing to probe within a class; use more examples or a label that varies")
     return out
 
 
 def pooled(per_class: dict[int, dict[str, float]], key: str = "accuracy") -> float:
     """The test-set-weighted mean of `key` over the classes of `within_class_probes`."""
     n = sum(v["n"] for v in per_class.values())
+    if not n:
+        raise ValueError(f"per_class holds no test examples ({per_class!r}); pass what within_class_probes returned")
     return sum(v[key] * v["n"] for v in per_class.values()) / n
