@@ -264,9 +264,11 @@ def test_make_lab_opens_a_working_copy_and_keeps_the_readers_edits(tmp_path, mon
 
 
 def test_make_lab_runs_the_lab_module():
-    done = subprocess.run(["make", "-n", "lab"], cwd=paths.ROOT, capture_output=True, text=True, timeout=60)
+    # --no-print-directory: under `make test` (a make inside make) make would add "Entering directory" lines
+    done = subprocess.run(["make", "-n", "--no-print-directory", "lab"], cwd=paths.ROOT, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "-m glassbox.journal.lab" in done.stdout.splitlines()[-1], done.stdout
+    assert "-m glassbox.journal.lab" in done.stdout.strip().splitlines()[-1], done.stdout
 
 
 def test_jupyterlab_serves_the_working_copy(tmp_path):
