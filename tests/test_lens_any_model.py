@@ -311,18 +311,8 @@ def test_path_patching_matches_a_manual_patch_of_the_hf_model(gpt2, into):
     patched = block.attn.c_attn(block.ln_1(seen_clean[f"in{lr}"] + delta))
     cols = slice({"q": 0, "k": D, "v": 2 * D}[into] + hr * DH, {"q": 0, "k": D, "v": 2 * D}[into] + (hr + 1) * DH)
 
-    def replace(module, args, out):
-        out = out.clone()
-        out[..., cols] = patched[..., cols]
-        return out
-    handle = block.attn.c_attn.register_forward_hook(replace)
-    try:
-        manual = hf(clean).logits
-    finally:
-        handle.remove()
     ours = lens.path_patch_logits(bridge, clean, corrupt, (ls, hs), (lr, hr), into=into)
-    torch.testing.assert_close(ours, manual, atol=1e-5, rtol=1e-4)
-    assert not torch.allclose(ours, hf(clean).logits), "a real corruption should change the logits"
+    assert_matches_a_hand_patch(ours, hf, block.attn.c_attn, cols, patched, clean)
 
 
 # ---- other Hugging Face architectures through TransformerBridge --------------------------------------
@@ -414,18 +404,8 @@ def test_path_patching_matches_a_manual_patch_of_hf_llama(into):
     patched = proj(layers[lr].input_layernorm(seen_clean["in"] + delta))
     cols = slice(hr * DH, (hr + 1) * DH)
 
-    def replace(module, args, out):
-        out = out.clone()
-        out[..., cols] = patched[..., cols]
-        return out
-    handle = proj.register_forward_hook(replace)
-    try:
-        manual = hf(clean).logits
-    finally:
-        handle.remove()
     ours = lens.path_patch_logits(bridge, clean, corrupt, (ls, hs), (lr, hr), into=into)
-    torch.testing.assert_close(ours, manual, atol=1e-5, rtol=1e-4)
-    assert not torch.allclose(ours, hf(clean).logits), "a real corruption should change the logits"
+    assert_matches_a_hand_patch(ours, hf, proj, cols, patched, clean)
 
 
 def test_path_patching_into_shared_key_heads_is_refused():
@@ -476,3 +456,19 @@ def test_every_tool_follows_the_models_dtype(gpt2, source, dtype, tol):
         scale = reference[name].abs().max().clamp(min=1)
         torch.testing.assert_close(out.double() / scale, reference[name].double() / scale, atol=tol, rtol=0,
                                    msg=f"{name} in {dtype} drifts from float32")
+
+
+def assert_matches_a_hand_patch(ours, hf, module, cols, patched, clean) -> None:
+    """`ours` equals the HF model's logits on `clean` with `module`'s output columns `cols` taken from `patched`,
+    and differs from the unpatched logits (a real corruption changes them)."""
+    def replace(_module, _args, out):
+        out = out.clone()
+        out[..., cols] = patched[..., cols]
+        return out
+    handle = module.register_forward_hook(replace)
+    try:
+        manual = hf(clean).logits
+    finally:
+        handle.remove()
+    torch.testing.assert_close(ours, manual, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(ours, hf(clean).logits), "a real corruption should change the logits"
