@@ -1,9 +1,9 @@
 """Checks at the boundary of glassbox's public functions: each error names the argument, what was
-expected, what came, and what to do. Two families:
-- activations and other tensors: rank, non-empty, finite, floating dtype (`tensor`); indices or bool
-  masks (`indices`) and class labels (`labels`), never truncated from floats;
-- models: a TransformerLens model (HookedTransformer or TransformerBridge) and what it lacks
-  (`transformer_lens_model`), and where a model lives (`placement`: its device and dtype).
+expected, what came, and what to do. Tensors are checked for rank, emptiness, finite values and a
+floating dtype (`tensor`); indices or bool masks (`indices`), class labels (`labels`) and ints (`index`,
+`count`) are never truncated from floats. Models are checked for being a TransformerLens model
+(HookedTransformer or TransformerBridge) with what a tool needs (`transformer_lens_model`), and
+`placement` says where a model lives (its device and dtype).
 """
 import operator
 from typing import Any
