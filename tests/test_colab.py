@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from glassbox import paths
-from glassbox.journal import catalogue
+from glassbox.journal import address, catalogue
 
-REPO_URL = "https://github.com/glassbox-journal/journal"
-COLAB_URL = "https://colab.research.google.com/github/glassbox-journal/journal/blob/main/notebooks/{name}"
+REPO_URL = address.repository_url()  # the one place: [project.urls] Repository in pyproject.toml
+COLAB_URL = "https://colab.research.google.com/github/" + REPO_URL.removeprefix("https://github.com/") + "/blob/main/notebooks/{name}"
 NOTEBOOKS = catalogue.notebooks()
 ids = [nb.stem for nb in NOTEBOOKS]
 
@@ -113,3 +113,41 @@ def test_colab_badge_and_clone_url_point_at_the_repository(nb):
     for var in ("JOURNAL_REPO_URL", "JOURNAL_HOME"):  # what lets this test point the cell at a local clone
         assert f'os.environ.get("{var}"' in setup_cell(nb), \
             f"the setup cell must read {var} (an old nbtools mangled it): rebuild the notebook's first cells with nbtools"
+
+
+def test_the_address_lives_in_pyproject_and_every_notebook_agrees_with_it():
+    assert REPO_URL.startswith("https://github.com/"), REPO_URL
+    disagree = [p for nb in NOTEBOOKS for p in address.problems(nb, REPO_URL)]
+    assert not disagree, "\n".join(disagree) + "\nrun `python -m glassbox.journal address`"
+
+
+def test_a_fork_sets_its_address_in_one_line_and_the_stamp_changes_only_badge_and_setup_cell(tmp_path):
+    import nbformat
+
+    pyproject = tmp_path / "pyproject.toml"
+    text = (paths.ROOT / "pyproject.toml").read_text()
+    pyproject.write_text(text.replace(f'Repository = "{REPO_URL}"', 'Repository = "https://github.com/someone/fork"'))
+    url = address.repository_url(pyproject)
+    assert url == "https://github.com/someone/fork"
+    nb = tmp_path / NOTEBOOKS[0].name
+    nb.write_bytes(NOTEBOOKS[0].read_bytes())
+    assert address.problems(nb, url), "the committed notebook must disagree with another address"
+    assert address.stamp([nb], url) == [nb]
+    before, after = nbformat.read(NOTEBOOKS[0], as_version=4), nbformat.read(nb, as_version=4)
+    assert "colab.research.google.com/github/someone/fork/blob/main/notebooks/" + nb.name in after.cells[0].source
+    assert '"https://github.com/someone/fork")' in after.cells[1].source
+    assert REPO_URL not in after.cells[0].source + after.cells[1].source
+    assert [c.source for c in after.cells[2:]] == [c.source for c in before.cells[2:]], "only the first two cells change"
+    assert [c.get("outputs") for c in after.cells] == [c.get("outputs") for c in before.cells], "outputs are kept"
+    assert address.problems(nb, url) == [] and address.stamp([nb], url) == [], "stamping twice changes nothing"
+
+
+@pytest.mark.parametrize("line, message", [
+    ('Repository = "https://gitlab.com/someone/fork"', "GitHub only"),
+    ('Homepage = "https://github.com/someone/fork"', "has no `Repository"),
+])
+def test_an_address_colab_cannot_open_is_refused_with_what_to_write(tmp_path, line, message):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text((paths.ROOT / "pyproject.toml").read_text().replace(f'Repository = "{REPO_URL}"', line))
+    with pytest.raises(ValueError, match=message):
+        address.repository_url(pyproject)

@@ -3,6 +3,7 @@
     python -m glassbox.journal run [--smoke] [--out DIR] [-p NAME=VALUE ...] [NOTEBOOK ...]
     python -m glassbox.journal render [--out build/journal]
     python -m glassbox.journal readme      # README's findings table, the glossary's 'Used in' lines
+    python -m glassbox.journal address     # the address in pyproject.toml into every Colab badge and setup cell
 
 `run` executes each notebook with papermill, all or nothing: the notebook writes its findings and
 checkpoints to a staging folder (build/stage/<stem>/, or DIR/stage/<stem>/), and only a run that
@@ -329,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p_render.add_argument("--out", type=Path, default=paths.BUILD_DIR / "journal")
     sub.add_parser("readme", help="update the findings table in README.md and the glossary's 'Used in' lines")
     sub.add_parser("lab", help="JupyterLab on a working copy in build/lab/ (make lab)")
+    sub.add_parser("address", help="stamp the address in pyproject.toml ([project.urls] Repository) into every "
+                                   "notebook's Colab badge and setup cell")
     sub.add_parser("verify", help="check that every findings file and checkpoint is the one its notebook promoted")
     p_recover = sub.add_parser("recover", help="complete or roll back a promotion that was interrupted (a kill)")
     p_recover.add_argument("--out", type=Path, help="the DIR an interrupted `run --out DIR` wrote to")
@@ -344,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "recover":
             control = Targets.under(args.out).control if args.out else Targets.committed().control
             print(record.recover(control) or "nothing to recover: no promotion was interrupted")
+        elif args.command == "address":
+            from glassbox.journal import address
+
+            url = address.repository_url()
+            changed = address.stamp(catalogue.notebooks(), url)
+            print(f"{len(changed)} notebook(s) now point at {url}" + "".join(f"\n  {paths.shown(p)}" for p in changed)
+                  if changed else f"every notebook already points at {url}")
         elif args.command == "render":
             from glassbox.journal import render
 
