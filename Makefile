@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup journal test lab bench clean
+.PHONY: setup read journal test lab bench clean
 
 setup: $(STAMP)  ## create .venv and install torch (CPU), the pinned requirements and glassbox
 
@@ -15,6 +15,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+read: setup  ## render the committed notebooks, outputs included, into build/journal (nothing is rerun)
+	$(PY) -m glassbox.journal render --out build/journal
+	@echo "open build/journal/index.html in a browser"
 
 journal: setup  ## execute every notebook in full mode (in place), render build/journal, update README
 	$(PY) -m glassbox.journal run

@@ -2,6 +2,7 @@
 import ast
 import json
 import re
+import subprocess
 
 import pytest
 
@@ -208,3 +209,18 @@ def test_no_test_asserts_a_duration():
     found = [f"{p.name}:{i}" for p in sorted((paths.ROOT / "tests").glob("test_*.py"))
              for i, line in enumerate(p.read_text().splitlines(), 1) if timed.search(line)]
     assert not found, f"tests asserting a duration: {found}"
+
+
+def test_the_readme_starts_with_reading_and_make_read_only_renders():
+    readme = (paths.ROOT / "README.md").read_text()
+    sections = re.findall(r"^## (.+)$", readme, flags=re.M)
+    assert sections[0] == "Start here", f"the README's first section must be 'Start here', found {sections[:2]}"
+    start = readme.split("## Start here", 1)[1].split("\n## ", 1)[0]
+    for what in ("make read", catalogue.ORDER_START, "--smoke", "make journal", "make test"):
+        assert what in start, f"'Start here' must give {what!r} (read, the order, rerun one, rerun and test all)"
+    assert start.index("make read") < start.index(catalogue.ORDER_START) < start.index("make journal")
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "read"], cwd=paths.ROOT, capture_output=True,
+                         text=True, check=False)
+    commands = [line for line in dry.stdout.splitlines() if "glassbox.journal" in line]
+    assert commands == [commands[0]] and " render " in commands[0] and "build/journal" in commands[0], \
+        f"make read must only render the committed notebooks, it would run: {commands}"

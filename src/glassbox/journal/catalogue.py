@@ -6,6 +6,7 @@ from pathlib import Path
 from glassbox.journal import findings, paths
 
 README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"
+ORDER_START, ORDER_END = "<!-- reading-order:start -->", "<!-- reading-order:end -->"
 
 # For the index's reading path: the notebooks to read first, and what a learner can do afterwards.
 READING_PATH: dict[str, tuple[tuple[str, ...], str]] = {
@@ -67,13 +68,31 @@ def table_text(text: str) -> str:
     return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"(?<!\\)\|", r"\\|", one_line))
 
 
+def reading_order() -> str:
+    """Markdown list of the notebooks in reading order (indented: it sits inside the README's "Start here"
+    list): what each teaches you to do, and what to read first."""
+    nbs = notebooks()
+    lines = []
+    for nb in nbs:
+        needs, skill = READING_PATH.get(nb.stem[:2], ((), ""))
+        before = ", ".join(f"[{p.stem[:2]}](notebooks/{p.name})" for p in nbs if p.stem[:2] in needs)
+        lines.append(f"   {len(lines) + 1}. [{title(nb)}](notebooks/{nb.name}){f' (after {before})' if before else ''}: "
+                     f"{skill or 'see its first cell'}")
+    return "\n".join(lines)
+
+
+def _between(text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"README.md lacks the markers {start} ... {end}")
+    head, rest = text.split(start, 1)
+    old, tail = rest.split(end, 1)
+    indent = re.search(r"[ \t]*$", old)[0]  # the end marker keeps its indentation (inside a list item)
+    return f"{head}{start}\n{body}\n{indent}{end}{tail}"
+
+
 def readme_with_table(text: str) -> str:
-    """README text with the findings table between its markers replaced by the current one."""
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"README.md lacks the markers {README_START} ... {README_END}")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    return f"{head}{README_START}\n{readme_table()}\n{README_END}{tail}"
+    """README text with the findings table and the reading order between their markers regenerated."""
+    return _between(_between(text, README_START, README_END, readme_table()), ORDER_START, ORDER_END, reading_order())
 
 
 def update_readme() -> None:
