@@ -1,4 +1,6 @@
 """Unit tests of glassbox.studies.shakespeare: the checked corpus, the character tokenizer, the split and the windows."""
+import math
+
 import pytest
 import torch
 
@@ -74,3 +76,45 @@ def test_edge_cases_one_window_of_one_token_and_empty_text():
     assert tok.encode("").dtype == torch.int64 and tok.decode([]) == ""
     with pytest.raises(AttributeError):
         tok.chars = "xyz"  # frozen: a tokenizer's vocabulary never changes under the ids it gave out
+
+
+def test_drop_width_tells_a_sudden_drop_from_a_linear_decline():
+    steps = list(range(0, 1001, 20))
+    sudden = [4.0 - 3.8 / (1 + math.exp(-(s - 300) / 15)) for s in steps]
+    linear = shakespeare.linear_decline(steps, sudden)
+    assert shakespeare.drop_width(steps, linear) == pytest.approx(600, abs=1), "a straight line covers 20%->80% in 60% of the run"
+    assert shakespeare.drop_width(steps, sudden) < 100, "a logistic drop of scale 15 covers 20%->80% in about 42 steps"
+    assert shakespeare.drop_step(steps, sudden, 0.5) == pytest.approx(300, abs=2)
+    assert shakespeare.drop_step([0, 10], [1.0, 0.0], 0.25) == pytest.approx(2.5), "interpolated between saved steps"
+    with pytest.raises(ValueError, match="no drop"):
+        shakespeare.drop_step([0, 1, 2], [1.0, 0.5, 1.0], 0.5)
+    with pytest.raises(ValueError, match="fraction"):
+        shakespeare.drop_step([0, 1], [1.0, 0.0], 1.0)
+
+
+class _Copier(torch.nn.Module):
+    """A lookup that copies: at each position, predicts the character that followed the last earlier copy of the current one."""
+
+    def forward(self, tokens):
+        logits = torch.zeros(*tokens.shape, 65)
+        for b in range(tokens.shape[0]):
+            after = {}
+            for i in range(tokens.shape[1]):
+                if i > 0:
+                    after[int(tokens[b, i - 1])] = int(tokens[b, i])
+                if int(tokens[b, i]) in after:
+                    logits[b, i, after[int(tokens[b, i])]] = 10.0
+        return logits
+
+
+def test_span_copy_losses_scramble_control_separates_a_copier_from_a_model_that_ignores_context():
+    tokens = shakespeare.CharTokenizer.from_text(text := shakespeare.load_shakespeare()).encode(text)[-20_000:]
+    from glassbox import lm
+    spans = lm.repeated_word_spans(shakespeare.CharTokenizer.from_text(text).decode(tokens), 64)[:20]
+    blind = lambda t: torch.zeros(*t.shape, 65)  # ignores its context: the scramble changes nothing
+    same = shakespeare.span_copy_losses(blind, tokens, spans, 64)
+    assert torch.allclose(same[0], same[1]), "a model that ignores context cannot tell the scramble"
+    copied = shakespeare.span_copy_losses(_Copier(), tokens, spans, 64)
+    assert copied[1].mean() > copied[0].mean() + 1, "a copier must lose its advantage when the first copy is scrambled"
+    with pytest.raises(ValueError, match="empty"):
+        shakespeare.span_copy_losses(blind, tokens, [], 64)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from jaxtyping import Int
-from torch import Tensor
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
 
 from glassbox.journal import paths
 
@@ -74,3 +75,140 @@ def split(tokens: Int[Tensor, "n"], val_fraction: float = 0.1) -> tuple[Int[Tens
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
     cut = round(len(tokens) * (1 - val_fraction))
     return tokens[:cut], tokens[cut:]
+
+
+def drop_step(steps: list[int], values: list[float], fraction: float) -> float:
+    """The first step (interpolated between saved steps) at which `values` has covered `fraction` of its way from
+    its first to its last value."""
+    if len(steps) != len(values) or len(steps) < 2:
+        raise ValueError(f"steps and values must be two equal lists of >= 2 points, got {len(steps)} and {len(values)}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be strictly between 0 and 1, got {fraction}")
+    v = torch.tensor(values, dtype=torch.float64)
+    if v[-1] == v[0]:
+        raise ValueError("values start and end at the same value: there is no drop to locate")
+    done = (v - v[0]) / (v[-1] - v[0])  # 0 at the start, 1 at the end
+    i = int(torch.nonzero(done >= fraction)[0])
+    if i == 0:
+        return float(steps[0])
+    t = float((fraction - done[i - 1]) / (done[i] - done[i - 1]))
+    return steps[i - 1] + t * (steps[i] - steps[i - 1])
+
+
+def drop_width(steps: list[int], values: list[float], lo: float = 0.2, hi: float = 0.8) -> float:
+    """Steps the curve takes to go from `lo` to `hi` of its total drop (a sudden change is narrow; a linear
+    decline over the whole run takes (hi - lo) of it)."""
+    return drop_step(steps, values, hi) - drop_step(steps, values, lo)
+
+
+def linear_decline(steps: list[int], values: list[float]) -> list[float]:
+    """The control curve: a straight line from the first value to the last over the same steps."""
+    a, b = values[0], values[-1]
+    return [a + (b - a) * (s - steps[0]) / (steps[-1] - steps[0]) for s in steps]
+
+
+@torch.no_grad()
+def span_copy_losses(model: nn.Module, tokens: Int[Tensor, "n"], spans: list[tuple[int, int, int, int]], n_ctx: int,
+                     seed: int = 0) -> Float[Tensor, "2 n_spans"]:
+    """Loss on characters 2..end of each span's second copy, in the same window at the same positions: row 0 as
+    in the text, row 1 with the first copy's characters shuffled (the scramble control: only the earlier copy
+    differs, so the context length is equal)."""
+    if not spans:
+        raise ValueError("spans is empty: no repeated words to measure (see lm.repeated_word_spans)")
+    gen, intact, scrambled, where = torch.Generator().manual_seed(seed), [], [], []
+    for window, first, second, length in spans:
+        start = min(window, len(tokens) - n_ctx - 1)
+        if not start <= first < second or second + length - 1 > start + n_ctx:
+            raise ValueError(f"span {(window, first, second, length)} does not fit a window of {n_ctx + 1} tokens")
+        w = tokens[start: start + n_ctx + 1]
+        s, a = w.clone(), first - start
+        s[a: a + length] = w[a: a + length][torch.randperm(length, generator=gen)]
+        intact.append(w), scrambled.append(s), where.append((second - start, length))
+    rows = []
+    for batch in (torch.stack(intact), torch.stack(scrambled)):
+        loss = F.cross_entropy(model(batch[:, :-1]).transpose(1, 2), batch[:, 1:], reduction="none")  # [j]: token j + 1
+        rows.append(torch.stack([loss[j, b: b + n - 1].mean() for j, (b, n) in enumerate(where)]))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def repetition_tests(model: nn.Module, val_tokens: Int[Tensor, "n"], n_ctx: int, length: int, n_sequences: int,
+                     n_spans: int, seed: int = 0) -> dict[str, dict[str, float]]:
+    """First- and second-copy loss of a repeated random sequence, of a repeated validation line and of names that
+    recur in validation text, each beside its control at equal context: the second copy after a *different*
+    first copy (other random characters, another line, the name's characters shuffled)."""
+    from glassbox import lens, lm
+
+    d_vocab = model.cfg.d_vocab
+    rand = lens.repeated_tokens(n_sequences, length, d_vocab, seed=seed)
+    other = torch.randint(0, d_vocab, (n_sequences, length), generator=torch.Generator().manual_seed(seed + 1))
+    starts = torch.linspace(0, len(val_tokens) - length - 1, n_sequences).long()
+    line = val_tokens[starts[:, None] + torch.arange(length)]
+    out = {}
+    for name, a, b in [("random characters", rand[:, :length], other), ("repeated line", line, line.roll(1, 0))]:
+        same, swapped = torch.cat([a, a], 1), torch.cat([b, a], 1)
+        first, second = lens.copy_losses(lens.per_token_loss(model(same), same), length)
+        control = lens.copy_losses(lens.per_token_loss(model(swapped), swapped), length)[1]
+        out[name] = {"first copy": first, "second copy": second, "second copy after another first copy": control}
+    spans = lm.repeated_word_spans(CharTokenizer.from_text(load_shakespeare()).decode(val_tokens), n_ctx)[:n_spans]
+    names = span_copy_losses(model, val_tokens, spans, n_ctx, seed=seed).mean(1).tolist()
+    out["repeated names"] = {"second copy": names[0], "second copy, first copy scrambled": names[1], "n": len(spans)}
+    return out
+
+
+def train_induction(config: dict, steps: int, lr: float, batch_size: int, probe: Int[Tensor, "batch two_length"],
+                    every: int, seed: int) -> tuple[nn.Module, list[dict]]:
+    """Notebook 07's induction model trained with `seed`; its first- and second-copy loss on `probe` every `every` steps."""
+    from glassbox import lens, lm, training
+    from glassbox.studies import models
+
+    model, length = models.build("transformer", dict(config, seed=seed)), probe.shape[1] // 2
+    rows = [dict(zip(["step", "first copy", "second copy"], [0, *lens.copy_losses(lens.per_token_loss(model(probe), probe), length)]))]
+    step = iter([s + 1 for s in range(steps) if s % every == 0 or s == steps - 1])
+
+    def measure(m):
+        with torch.no_grad():
+            rows.append(dict(zip(["step", "first copy", "second copy"], [next(step), *lens.copy_losses(lens.per_token_loss(m(probe), probe), length)])))
+        return {}
+    training.train(model, lm.periodic_batches(batch_size, config["n_ctx"], config["d_vocab"], 8, 32, seed=seed), steps=steps,
+                   lr=lr, loss_fn=lm.next_token_loss, evaluate=measure, eval_every=every, warmup=50, betas=(0.9, 0.99),
+                   clip_grad=1.0, desc=f"induction model, seed {seed}")
+    return model, rows
+
+
+# The learning-rate / batch-size sweep for the language model of notebook 07. Each configuration trains on the
+# first 90% of the training split and is scored on the last 10% of it (never on the reported validation split);
+# the same compute as the notebook's run: batch_size x steps windows of 128 characters.
+SWEEP_FILE = Path(__file__).with_name("shakespeare_sweep.json")
+
+
+def sweep_one(lr: float, batch_size: int, steps: int, seed: int = 0, n_windows: int = 512) -> dict:
+    """Train notebook 07's language model with (lr, batch_size, steps) on 90% of the training split; its loss on the rest."""
+    import time
+
+    from glassbox import lm, training
+    from glassbox.studies import models
+
+    tokens = CharTokenizer.from_text(text := load_shakespeare()).encode(text)
+    fit, held = split(split(tokens)[0])  # the reported validation split stays untouched
+    model = models.build("transformer", models.config_dict(models.TransformerConfig(seed=seed)))
+    cpu = time.process_time()
+    training.train(model, lm.windows(fit, batch_size, 128, seed=seed), steps=steps, lr=lr, loss_fn=lm.next_token_loss,
+                   eval_every=steps, warmup=50, betas=(0.9, 0.99), clip_grad=1.0, desc=f"sweep lr={lr} batch={batch_size}")
+    return {"lr": lr, "batch_size": batch_size, "steps": steps, "seed": seed, "threads": torch.get_num_threads(),
+            "cpu_seconds": round(time.process_time() - cpu, 1),
+            "sweep_val_loss": lm.evaluate_loss(model, held, 128, n_windows=n_windows)}
+
+
+def load_sweep() -> list[dict]:
+    """The recorded sweep: one dict per configuration (see `sweep_one`); empty if none was run."""
+    import json
+    return json.loads(SWEEP_FILE.read_text()) if SWEEP_FILE.is_file() else []
+
+
+if __name__ == "__main__":  # python -m glassbox.studies.shakespeare LR BATCH STEPS: run one configuration, append it
+    import json
+    import sys
+    row = sweep_one(float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    SWEEP_FILE.write_text(json.dumps(load_sweep() + [row], indent=1) + "\n")
+    print(row)
