@@ -10,7 +10,7 @@ STEM = "02_find_median_training"
 KEYS = ["uniform_accuracy", "family_accuracy", "train_seconds", "n_params", "min_model_uniform_accuracy", "headline",
         "width_uniform_accuracy", "rank_r_median_table_accuracy", "edge_median_fraction", "training_multisets",
         "unseen_accuracy", "d32_error_rate_by_gap", "d32_error_share_by_gap", "d32_edge_median_accuracy",
-        "d32_bunched_accuracy", "test_accuracy", "test_worst_family"]
+        "d32_bunched_accuracy", "test_accuracy", "test_worst_family", "control_uniform_only_d32"]
 
 
 def n_params(d: int, vocab: int = 50, ctx: int = 7) -> int:
@@ -36,6 +36,9 @@ def test_smoke(smoke_run):
     assert set(f["test_accuracy"]["d64"]) == {"uniform"} | set(find_median.TEST_FAMILIES)
     assert not set(find_median.TEST_FAMILIES) & set(find_median.FAMILIES), "test families must not be training or validation families"
     assert sum(f["d32_error_share_by_gap"].values()) == pytest.approx(1.0), "the shares of errors by gap must add up to 1"
+    control = f["control_uniform_only_d32"]
+    assert set(control["edge_median_accuracy"]) == {"median 0", "median 49"} and control["lists_with_median_0_or_49"] > 0, \
+        "the uniform-only control must be scored on the same any_median lists as the mixture models"
     assert " s on " not in f["headline"] and "trained in" not in f["headline"], "the headline must quote no seconds"
 
 
@@ -80,6 +83,13 @@ def test_full_what_the_mixture_and_the_width_did():
         "accuracy should rise with d_model under the same recipe"
     assert min(f["d32_edge_median_accuracy"].values()) >= 0.99 and min(f["d32_bunched_accuracy"].values()) >= 0.99, \
         "claim: with our mixture the 32-wide model already answers the edges and the bunched families"
+    control = f["control_uniform_only_d32"]  # same width, recipe and seed, uniform lists only
+    assert max(control["edge_median_accuracy"].values()) < 0.5, \
+        f"the control trained on uniform lists only must fail at medians 0 and 49, or the mixture fixed nothing: {control}"
+    assert control["predicted_0_or_49"] < 0.5 * control["lists_with_median_0_or_49"], \
+        f"the control should rarely answer 0 or 49 at all: {control}"
+    assert min(control["bunched_accuracy"].values()) < 0.9 < min(f["d32_bunched_accuracy"].values()), \
+        f"claim: the mixture, not the width, answers lists bunched at both ends: control {control['bunched_accuracy']}"
     assert widths["d32"] < 0.99 <= 0.999 <= widths["d64"], "claim: width fixed the precision on uniform lists"
 
 
@@ -111,6 +121,7 @@ def test_full_headline_quotes_the_findings():
     for text in (f"{f['uniform_accuracy']:.3%} of 100k", f">= {min(f['family_accuracy'].values()):.2%}",
                  f"{t['uniform']['accuracy']:.3%}", f"{t['two_clusters']['accuracy']:.2%} of two tight clusters",
                  f"medians 0/49 {sum(f['d32_edge_median_accuracy'].values()) / 2:.1%}",
+                 f"uniform lists only {sum(f['control_uniform_only_d32']['edge_median_accuracy'].values()) / 2:.1%}",
                  f"{f['width_uniform_accuracy']['d32']:.2%} uniform", f"{f['min_model_uniform_accuracy']:.3%}"):
         assert text in h, f"the headline should quote {text!r}: {h}"
 
