@@ -157,3 +157,37 @@ def test_ablate_in_weights_finds_the_reader_past_nested_blocks_and_elementwise_l
     with ablation.ablate(stack, "0", [2]):
         hooked = stack(x)
     assert torch.allclose(ablation.ablate_in_weights(stack, "0", [2], reader="1")(x), hooked, atol=1e-6)
+
+
+def test_resample_ablation_gives_each_input_a_row_of_the_reference(tiny_cnn):
+    """Resample ablation: each input's ablated neurons take their values from one random row of
+    `resample_from` (the same row for all of them), the other neurons keep theirs, and the draw is the seed's."""
+    x = torch.rand(6, 784)
+    reference = torch.arange(40.0).reshape(20, 2).repeat(1, 8)  # 20 rows of 16 units, every row different
+    with ablation.ablate(tiny_cnn, "head.2", [1, 3], resample_from=reference, seed=4), hooks.capture(tiny_cnn, "head.2") as acts:
+        tiny_cnn(x)
+    got = acts["head.2"]
+    rows = [int(torch.nonzero((reference[:, [1, 3]] == got[i, [1, 3]]).all(1))[0, 0]) for i in range(6)]  # the row each input got
+    assert len(set(rows)) > 1, "every input drew the same row: the draw must be per input"
+    untouched = neurons.get_activations(tiny_cnn, "head.2", x)
+    assert torch.equal(got[:, [0, 2, 4]], untouched[:, [0, 2, 4]]), "neurons not named must keep their values"
+    with ablation.ablate(tiny_cnn, "head.2", [1, 3], resample_from=reference, seed=4), hooks.capture(tiny_cnn, "head.2") as again:
+        tiny_cnn(x)
+    assert torch.equal(again["head.2"], got), "the same seed must draw the same rows"
+
+
+def test_resample_from_a_constant_reference_is_mean_ablation_and_bad_references_are_refused(tiny_cnn):
+    """A differential check: when every reference row holds the same values, resampling from it is ablating to them."""
+    torch.manual_seed(2)
+    x = torch.rand(300, 784)
+    y = training.predict(tiny_cnn, x).argmax(-1)
+    mean = neurons.get_activations(tiny_cnn, "head.2", x).mean(0)
+    resampled = ablation.class_accuracy_drop(tiny_cnn, "head.2", x, y, resample_from=mean.expand(7, 16), neurons=[0, 5, 9])
+    assert torch.allclose(resampled, ablation.class_accuracy_drop(tiny_cnn, "head.2", x, y, mean, neurons=[0, 5, 9]))
+    with pytest.raises(ValueError, match="not both"), ablation.ablate(tiny_cnn, "head.2", [0], mean, resample_from=mean[None]):
+        pass
+    with pytest.raises(ValueError, match=r"rows shaped like one input's activations \(16,\)"), \
+            ablation.ablate(tiny_cnn, "head.2", [0], resample_from=torch.zeros(5, 8)):
+        tiny_cnn(x[:2])
+    with pytest.raises(ValueError, match="resample_from"), ablation.ablate(tiny_cnn, "head.2", [0], resample_from=torch.full((5, 16), float("nan"))):
+        pass

@@ -152,3 +152,37 @@ def test_rank_correlation_compares_absolute_values_by_default_and_gives_0_for_a_
     assert rho.item() == pytest.approx(1.0), "Spearman depends only on the ranks"
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     assert attribution.rank_correlation(x, torch.tensor([[1.0, 3.0, 2.0, 4.0]])).item() == pytest.approx(0.8)
+
+
+def test_superpixels_are_row_major_blocks_and_partial_blocks_at_the_edge():
+    ids = attribution._superpixels((5, 3), (2, 2), torch.device("cpu"))
+    assert torch.equal(ids, torch.tensor([[0, 0, 1], [0, 0, 1], [2, 2, 3], [2, 2, 3], [4, 4, 5]]))
+    assert attribution._superpixels((28, 28), (4, 4), torch.device("cpu")).unique().numel() == 49
+
+
+def test_kernel_shap_on_a_linear_model_gives_each_superpixel_its_exact_contribution():
+    """For logits linear in x and a black baseline, a superpixel's Shapley value is the sum of w * x over its pixels."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))
+    torch.manual_seed(0)
+    x = torch.rand(2, 28, 28)
+    attr = attribution.attribute(model, x, torch.tensor([0, 2]), "kernel_shap", n_samples=300).flatten(1)
+    ids = attribution._superpixels((28, 28), (4, 4), torch.device("cpu")).flatten()
+    first = torch.tensor([int(torch.nonzero(ids == k)[0, 0]) for k in range(49)])  # one pixel of each superpixel
+    for i, target in enumerate((0, 2)):
+        exact = torch.zeros(49).index_add_(0, ids, model[1].weight.detach()[target] * x[i].flatten())
+        assert torch.allclose(attr[i, first], exact, atol=1e-3), "KernelSHAP should recover w . x per superpixel"
+        assert torch.equal(attr[i], attr[i, first][ids]), "every pixel of a superpixel must carry its superpixel's value"
+
+
+@pytest.mark.parametrize("method", attribution.SAMPLED)
+def test_sampled_methods_follow_their_seed_and_leave_the_global_random_stream_alone(tiny_cnn, method):
+    x = torch.rand(2, 28, 28)
+    torch.manual_seed(5)
+    a = attribution.attribute(tiny_cnn, x, 1, method, n_samples=60, seed=0)
+    after = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(1), after), "attribute must not consume the caller's random numbers"
+    assert torch.equal(attribution.attribute(tiny_cnn, x, 1, method, n_samples=60, seed=0), a), "the same seed must give the same map"
+    assert not torch.equal(attribution.attribute(tiny_cnn, x, 1, method, n_samples=60, seed=1), a), "another seed, other samples"
+    with pytest.raises(ValueError, match="one size per input dimension"):
+        attribution.attribute(tiny_cnn, x.flatten(1), 1, method)

@@ -148,3 +148,50 @@ def test_thickness_median_comes_from_the_reference_and_not_the_mean():
 def test_every_concept_refuses_flat_images(name):
     with pytest.raises(ValueError, match="reshape flat images"):
         getattr(mnist_mlp, name)(torch.zeros(2, 784))
+
+
+def test_weight_smoothness_tells_strokes_from_noise():
+    torch.manual_seed(0)
+    noise = torch.randn(4, 28, 28)
+    stroke = torch.zeros(2, 28, 28)
+    stroke[:, 10:14, 3:25] = 1.0  # a horizontal bar: neighbours along a row agree
+    s = mnist_mlp.weight_smoothness(torch.cat([noise, stroke]))
+    assert s[:4].abs().max() < 0.1 and (s[4:] > 0.9).all(), f"noise near 0, a bar near 1: {s.tolist()}"
+    with pytest.raises(ValueError, match="weights"):
+        mnist_mlp.weight_smoothness(torch.randn(28, 28))
+
+
+def test_shuffled_label_twin_memorises_labels_that_carry_no_class():
+    torch.manual_seed(0)
+    x = torch.rand(64, 28, 28)
+    y = torch.arange(64) % 4
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+
+    twin, fit = mnist_mlp.train_shuffled_label_twin(x, y, build, steps=150, lr=1e-2, seed=0)
+    assert fit > 0.9, f"the twin should memorise its 64 shuffled labels, fitted {fit:.2f}"
+    again, _ = mnist_mlp.train_shuffled_label_twin(x, y, build, steps=150, lr=1e-2, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(twin.parameters(), again.parameters())), "the seed must fix the twin"
+
+
+def test_attribution_sanity_finds_a_model_equal_to_itself_and_not_to_a_random_one():
+    """The table's check can fail: a control that is the model itself correlates at 1."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    x, y = torch.rand(3, 28, 28), torch.tensor([0, 1, 2])
+    table = mnist_mlp.attribution_sanity(model, {"itself": model, "other": other}, x, y, ("saliency", "kernel_shap"), n_samples=100)
+    assert table["saliency"]["itself"] > 0.999 and table["saliency"]["repeat"] == 1.0
+    assert abs(table["saliency"]["other"]) < 0.3, table
+    assert 0.5 < table["kernel_shap"]["repeat"] < 1.0, "another seed, other samples: a sampled map repeats only roughly"
+    assert set(table["kernel_shap"]) == {"itself", "itself abs", "other", "other abs", "repeat"}
+
+
+def test_weight_correlation_is_pearson_per_row():
+    torch.manual_seed(0)
+    a = torch.randn(3, 50)
+    b = torch.stack([2 * a[0] + 1, -a[1], torch.randn(50)])
+    r = mnist_mlp.weight_correlation(a, b)
+    assert torch.allclose(r[:2], torch.tensor([1.0, -1.0]), atol=1e-5) and abs(r[2]) < 0.4
+    assert torch.allclose(r[2], torch.corrcoef(torch.stack([a[2], b[2]]))[0, 1], atol=1e-5)

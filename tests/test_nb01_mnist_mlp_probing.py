@@ -6,10 +6,13 @@ from glassbox import findings
 from glassbox.journal import checkpoints
 
 STEM = "01_mnist_mlp_probing"
-KEYS = ["test_accuracy", "train_seconds", "probe_accuracy", "attribution_sanity_rank_correlation", "dead_neurons",
-        "dead_neuron_init_corr", "has_loop_share_by_digit", "has_loop_conditional", "has_loop_within_digit",
-        "has_loop_within_digit_pooled", "top_ablation_drop", "intervention_flip_rate", "intervention_control_flip_rate",
-        "intervention_curve", "headline"]
+KEYS = ["test_accuracy", "train_seconds", "probe_accuracy", "attribution_sanity", "attribution_passes", "dead_neurons",
+        "dead_neuron_init_corr", "dead_neuron_wrong_seed_corr", "weight_smoothness", "mean_class_selectivity_random",
+        "has_loop_share_by_digit", "has_loop_conditional", "has_loop_within_digit", "has_loop_within_digit_pooled",
+        "has_loop_digits_above", "top_ablation_drop", "ablation_by_method", "ablation_control_logit_top_drop",
+        "live_neuron_zero_share_median", "top_ablation_neuron_values", "shuffled_label_twin", "intervention_flip_rate",
+        "intervention_control_flip_rate", "intervention_curve", "intervention_example_prediction", "headline"]
+METHODS = {"integrated_gradients", "saliency", "occlusion", "lime", "kernel_shap"}
 CONCEPTS = {"digit", "has_loop", "thick_stroke", "leans_right"}
 FEATURES = {"pixels", "relu1", "relu2", "out", "random relu1", "random relu2", "random out"}
 
@@ -27,6 +30,13 @@ def test_smoke(smoke_run):
     assert "1" not in f["has_loop_within_digit"], "no probe can be fitted inside a digit whose label is constant"
     assert f["intervention_flip_rate"] > f["intervention_control_flip_rate"], "chosen neurons should flip more than random ones"
     assert " s of training" not in f["headline"], "the headline must quote no seconds"
+    assert set(f["attribution_sanity"]) == METHODS, "every attribution method goes through the sanity checks"
+    assert all({"random weights", "shuffled labels", "repeat"} <= set(row) for row in f["attribution_sanity"].values())
+    assert all(row["repeat"] == 1.0 for m, row in f["attribution_sanity"].items() if m not in ("lime", "kernel_shap")), \
+        "a deterministic method must give the same map twice"
+    assert set(f["ablation_by_method"]) == {"mean", "zero", "resample"}
+    assert f["ablation_control_logit_top_drop"] > 0.5, "ablating one logit must cost its class most of its accuracy"
+    assert abs(f["weight_smoothness"]["initial relu1"]) < 0.1, "initial weights are noise: neighbours uncorrelated"
 
 
 def test_full_findings_meet_the_targets_and_match_the_checkpoint():
@@ -44,6 +54,18 @@ def test_full_dead_neurons_learned_then_died():
     lo, hi = f["dead_neuron_init_corr"]["relu1"]
     assert 0.3 < lo <= hi < 0.95, f"claim: dead relu1 neurons moved from init but kept part of it ({lo}..{hi})"
     assert lo > f["live_neuron_init_corr_median"]["relu1"], "claim: dead neurons moved less than the typical live one"
+    for layer, (wlo, whi) in f["dead_neuron_wrong_seed_corr"].items():  # the control: another seed's initial weights
+        assert -0.25 < wlo <= whi < 0.25, f"control: with the wrong initial weights the correlation must be near 0 ({layer})"
+        assert f["dead_neuron_init_corr"][layer][0] > whi + 0.3, f"the right initial weights must beat the wrong ones ({layer})"
+    s = f["weight_smoothness"]
+    assert s["live relu1"] > s["dead relu1"] + 0.2 > s["initial relu1"] + 0.2, f"claim: live smooth, dead less, init noise: {s}"
+
+
+def test_full_selectivity_beats_the_random_init_twin():
+    f = findings.load(STEM)
+    trained, rnd = f["mean_class_selectivity"], f["mean_class_selectivity_random"]
+    assert all(trained[n] > rnd[n] + 0.1 for n in trained), f"claim: training makes neurons more selective: {trained} vs {rnd}"
+    assert all(rnd[n] > 0.2 for n in rnd), f"claim: a random ReLU layer is already far from 0: {rnd}"
 
 
 def test_full_probes_show_what_each_layer_makes_linear():
@@ -70,24 +92,50 @@ def test_full_loops_conditional_test():
     w = f["has_loop_within_digit"]
     gains = {d: v["relu2"] - v["majority"] for d, v in w.items()}
     assert {d for d, g in gains.items() if g > 0.02} == {"2", "4", "6", "9"}, f"claim: the gain is in 2, 4, 6, 9: {gains}"
+    over = {d: v["relu2"] - max(v["random relu2"], v["pixels"]) for d, v in w.items()}  # per digit, against both controls
+    assert {d for d, g in over.items() if g > 0.01} == {"2", "9"}, f"claim: relu2 beats both controls on 2s and 9s only: {over}"
+    assert all(w[d]["pixels"] >= w[d]["relu2"] - 0.01 for d in ("4", "6")), "claim: on 4s and 6s the pixels read the loop as well"
+    assert f["has_loop_digits_above"] == {"majority": [2, 4, 6, 9], "controls": [2, 9]}
+    assert f["has_loop_digits_above_text"]["controls"] == "2s and 9s"
     assert f["has_loop_within_digit_best"] == {"digit": 2, "relu2": w["2"]["relu2"], "majority": w["2"]["majority"]}
     share = f["has_loop_share_by_digit"]
     assert share[1] == 0 and 0.2 < share[2] < 0.4 and share[0] < 0.9 and share[9] < 0.8, f"claim: the label is noisy: {share}"
 
 
-def test_full_attribution_passes_the_randomisation_check_only_on_signed_maps():
+def test_full_attribution_sanity_checks_say_which_methods_pass():
     f = findings.load(STEM)
-    signed, absolute = f["attribution_sanity_rank_correlation"], f["attribution_sanity_rank_correlation_abs"]
-    assert set(signed) == {"integrated_gradients", "saliency", "occlusion"}
-    assert all(abs(r) < 0.1 for r in signed.values()), f"signed maps should not survive weight randomisation: {signed}"
+    table, passes = f["attribution_sanity"], f["attribution_passes"]
+    assert set(table) == METHODS
+    for method, row in table.items():  # the recorded verdicts follow the stated rule
+        assert passes[method] == [c for c in ("random weights", "shuffled labels") if abs(row[c]) < 0.1 and row["repeat"] > 0.5]
+    both = {m for m, p in passes.items() if len(p) == 2}
+    assert both == {"integrated_gradients", "occlusion", "lime", "kernel_shap"}, f"claim: these four pass both checks: {passes}"
+    assert all(0.05 < abs(table[m]["shuffled labels"]) < 0.1 for m in ("occlusion", "lime")), "the prose says these two pass narrowly"
+    assert passes["saliency"] == ["random weights"] and table["saliency"]["shuffled labels"] > 0.15, \
+        "claim: saliency fails the label check (a network trained on shuffled labels shares part of its map)"
+    assert all(0.5 < table[m]["repeat"] < 0.9 for m in ("lime", "kernel_shap")), "claim: the sampled maps rerun only roughly"
+    assert f["shuffled_label_twin"]["fits_its_labels"] > 0.95 and f["shuffled_label_twin"]["test_accuracy"] < 0.15, \
+        "the label control must have memorised its shuffled labels and learned no digit"
+    absolute = {m: row["random weights abs"] for m, row in table.items()}
     assert absolute["integrated_gradients"] > 0.9 and absolute["occlusion"] > 0.85, \
         "the notebook claims |IG| and |occlusion| stay correlated through randomisation (zero on black pixels)"
     assert abs(absolute["saliency"]) < 0.1
+    assert f["n_attribution"] == {"exact": 100, "sampled": 30, "surrogate_samples": 500}
 
 
 def test_full_ablation_and_intervention():
     f = findings.load(STEM)
     assert 0.01 < f["top_ablation_drop"] < 0.1, "the notebook claims no single neuron is essential (largest drop < 10 points)"
+    assert all(v["top_drop"] < 0.1 for v in f["ablation_by_method"].values()), f"claim: under every replacement: {f['ablation_by_method']}"
+    assert f["ablation_by_method"]["mean"]["top_drop"] == f["top_ablation_drop"]
+    assert f["ablation_control_logit_top_drop"] > 0.9, "control: the same measurement on the logits finds an essential unit"
+    zero, top = f["live_neuron_zero_share_median"], f["top_ablation_neuron_values"]
+    assert zero["relu1"] > 0.5 and top["zero_share"] > 0.7 and top["near_mean_share"] < 0.05, \
+        f"claim: 0 is the common value of a ReLU neuron, its mean a rare one: {zero}, {top}"
+    assert set(f["top_ablation_neuron_favourite_classes"]) == {5, 7}, "the prose says it fires most on 5s and 7s (a flat top stroke)"
+    assert abs(f["top_ablation_neuron_selectivity"] - f["mean_class_selectivity"]["relu1"]) < 0.1 < \
+        f["most_selective_relu1"]["selectivity"] - f["top_ablation_neuron_selectivity"], "claim: the most needed neuron is of ordinary selectivity"
+    assert f["intervention_example_prediction"] == 8
     assert f["ablation_cells_within_half_point"] > 0.9
     assert f["most_selective_relu1"]["selectivity"] > 0.9 and f["most_selective_relu1"]["largest_class_drop"] < 0.01, \
         "claim: the most selective neuron is not needed (no class loses a point without it)"
@@ -103,7 +151,8 @@ def test_full_headline_quotes_the_findings():
     f = findings.load(STEM)
     p, c, w = f["probe_accuracy"], f["has_loop_conditional"], f["has_loop_within_digit"]["2"]
     for text in (f"{f['test_accuracy']:.2%}", f"{p['digit']['relu2']:.1%}", f"label {c['digit label']:.1%}",
-                 f"label + relu2 {c['digit label + relu2']:.1%}", f"{w['relu2']:.1%} vs majority {w['majority']:.1%}",
+                 f"label + relu2 {c['digit label + relu2']:.1%}", f"{w['relu2']:.1%} vs pixels {w['pixels']:.1%}, majority {w['majority']:.1%}",
+                 "in 2s and 9s only",
                  f"-{f['top_ablation_drop']:.1%}", f"{f['intervention_flip_rate']:.0%} of 3s",
                  f"{f['intervention_control_flip_rate']:.1%} with random"):
         assert text in f["headline"], f"the headline should quote {text!r}: {f['headline']}"
@@ -140,3 +189,4 @@ def test_full_exercise_zero_ablation_costs_more_than_mean_ablation():
     assert e["zero_ablation_drop"] > e["mean_ablation_drop"], f"the answer says zeroing costs more: {e}"
     assert e["mean_on_class"] > 2 * e["training_mean"], f"the neuron is evidence for its class: {e}"
     assert e["silent_on_class"] > 0.5, f"the answer says it is silent on most of the class: {e}"
+    assert e["zero_share"] > 0.5, f"the answer says 0 is no unusual value for it: {e}"

@@ -3,12 +3,18 @@
     mean = neurons.get_activations(model, "relu1", x_train).mean(0)
     with ablation.ablate(model, "relu1", [3, 17], mean):   # mean-ablate neurons 3 and 17
         logits = model(x)
+    with ablation.ablate(model, "relu1", [3, 17], resample_from=acts_train):   # resample-ablate them
+        logits = model(x)
     drop = ablation.class_accuracy_drop(model, "relu1", x_test, y_test, mean)   # (class, neuron)
     pruned = ablation.ablate_in_weights(model, "relu1", [3, 17], mean, reader="fc2")   # same, in the weights
 
 Neurons are indexed along dim 1 of the layer's output (features, or conv channels: all positions
 of a channel are replaced together). `neurons` is a list or tensor of indices, or a bool mask with one
 entry per neuron (its True entries are ablated).
+
+Three choices of what replaces a neuron: 0 (zero ablation); its mean over a data set (mean ablation:
+the next layer's input keeps its average over that data); its value on another, random input (resample
+ablation, `resample_from`: the neuron keeps its whole distribution, only its tie to this input is cut).
 """
 import copy
 from collections.abc import Iterator, Sequence
@@ -33,19 +39,34 @@ def _index(neurons: Neurons, n_units: int) -> Tensor:
 
 @contextmanager
 def ablate(model: nn.Module, layer: str, neurons: Neurons,
-           values: Float[Tensor, "neuron *spatial"] | None = None) -> Iterator[None]:
-    """Inside the block, `neurons` of `layer` output `values[neurons]` (e.g. their mean; default 0)."""
+           values: Float[Tensor, "neuron *spatial"] | None = None, *,
+           resample_from: Float[Tensor, "n_ref neuron *spatial"] | None = None, seed: int = 0) -> Iterator[None]:
+    """Inside the block, `neurons` of `layer` output `values[neurons]` (e.g. their mean; default 0), or with
+    `resample_from` (the layer's activations on other inputs) their values on a random row of it, drawn from
+    `seed` afresh for each input (resample ablation; one row per input for all `neurons` together)."""
     checks.indices(neurons, "neurons")
     if values is not None:
         checks.tensor(values, "values", floating=False)
+    if resample_from is not None:
+        if values is not None:
+            raise ValueError("pass values (a fixed replacement) or resample_from (activations to draw from), not both")
+        checks.tensor(resample_from, "resample_from", ndim=tuple(range(2, 8)), floating=False)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
 
     def replace(a: Tensor) -> Tensor:
         idx = _index(neurons, a.shape[1])
         if values is not None and values.shape != a.shape[1:]:
             raise ValueError(f"values must have the shape of one input's activations {tuple(a.shape[1:])}, "
                              f"got {tuple(values.shape)}; pass e.g. get_activations(...).mean(0)")
+        if resample_from is not None and resample_from.shape[1:] != a.shape[1:]:
+            raise ValueError(f"resample_from must hold rows shaped like one input's activations {tuple(a.shape[1:])}, "
+                             f"got {tuple(resample_from.shape)}; pass e.g. get_activations(model, layer, x_train)")
         out = a.clone()
-        out[:, idx.to(a.device)] = 0.0 if values is None else values[idx.to(values.device)].to(a.device, a.dtype)
+        if resample_from is not None:
+            rows = torch.randint(len(resample_from), (len(a),), generator=gen).to(resample_from.device)
+            out[:, idx.to(a.device)] = resample_from[rows][:, idx.to(resample_from.device)].to(a.device, a.dtype)
+        else:
+            out[:, idx.to(a.device)] = 0.0 if values is None else values[idx.to(values.device)].to(a.device, a.dtype)
         return out
 
     with hooks.patch(model, {layer: replace}):
@@ -56,10 +77,12 @@ def ablate(model: nn.Module, layer: str, neurons: Neurons,
 def class_accuracy_drop(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, "batch"],
                         values: Float[Tensor, "neuron *spatial"] | None = None, *,
                         neurons: Neurons | None = None, n_classes: int | None = None,
-                        batch_size: int = 8192) -> Float[Tensor, "n_classes neuron"]:
+                        batch_size: int = 8192, resample_from: Float[Tensor, "n_ref neuron *spatial"] | None = None,
+                        seed: int = 0) -> Float[Tensor, "n_classes neuron"]:
     """Accuracy lost on each class when each neuron of `layer` alone is ablated to `values` (default 0).
 
-    Column j is for `neurons[j]` (default: every neuron of the layer). Positive = the class needs it.
+    Column j is for `neurons[j]` (default: every neuron of the layer). Positive = the class needs it. With
+    `resample_from` (and `seed`), each neuron is resample-ablated instead (see `ablate`).
     """
     checks.tensor(x, "x", floating=False)
     logits = training.predict(model, x, batch_size)
@@ -72,7 +95,7 @@ def class_accuracy_drop(model: nn.Module, layer: str, x: Tensor, y: Int[Tensor, 
     neurons = range(n_units) if neurons is None else _index(neurons, n_units).tolist()
     drops = []
     for neuron in neurons:
-        with ablate(model, layer, [int(neuron)], values):
+        with ablate(model, layer, [int(neuron)], values, resample_from=resample_from, seed=seed):
             drops.append(base - training.per_class_accuracy(training.predict(model, x, batch_size), y, n))
     return torch.stack(drops, dim=1)
 

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import numpy as np
 import torch
 from jaxtyping import Float, Int
 from scipy import ndimage
-from torch import Tensor
+from torch import Tensor, nn
 
-from glassbox import checks
+from glassbox import attribution, checks, training
 from glassbox.journal import paths
 
 
@@ -76,6 +75,55 @@ def binary_labels(images: Float[Tensor, "batch h w"], reference: Float[Tensor, "
     return {"has_loop": (count_holes(images) > 0).long(),
             "thick_stroke": (stroke_thickness(images) > stroke_thickness(reference).median()).long(),
             "leans_right": (slant(images) > slant(reference).median()).long()}
+
+def weight_correlation(a: Float[Tensor, "neuron d_in"], b: Float[Tensor, "neuron d_in"]) -> Float[Tensor, "neuron"]:
+    """Per neuron (row): the Pearson correlation of its input weights in `a` with those in `b`."""
+    checks.tensor(a, "a", ndim=2)
+    checks.tensor(b, "b", ndim=2)
+    a, b = a.detach(), b.detach()
+    return torch.nn.functional.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True))
+
+
+def weight_smoothness(weights: Float[Tensor, "neuron h w"]) -> Float[Tensor, "neuron"]:
+    """Per weight image: the Pearson correlation of each weight with its right-hand neighbour (near 0 for noise)."""
+    checks.tensor(weights, "weights", ndim=3)
+    left, right = weights[:, :, :-1].flatten(1), weights[:, :, 1:].flatten(1)
+    left, right = left - left.mean(1, keepdim=True), right - right.mean(1, keepdim=True)
+    return (left * right).sum(1) / (left.norm(dim=1) * right.norm(dim=1)).clamp(min=1e-12)
+
+
+def train_shuffled_label_twin(x: Float[Tensor, "n h w"], y: Int[Tensor, "n"], build, *, steps: int, lr: float,
+                              seed: int, batch_size: int = 128) -> tuple[nn.Module, float]:
+    """A model from `build()` trained on `x` with `y` shuffled (Adebayo et al.'s data-randomisation control),
+    and the share of those shuffled labels it fits (memorised: near 1)."""
+    checks.tensor(x, "x", floating=False)
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
+    training.set_seed(seed)
+    twin = build()
+    training.train(twin, training.minibatches(x, shuffled, batch_size, seed=seed), steps=steps, lr=lr,
+                   eval_every=steps, desc="shuffled-label twin")
+    return twin, training.accuracy(twin, x, shuffled)
+
+
+def attribution_sanity(model: nn.Module, controls: dict[str, nn.Module], x: Float[Tensor, "batch h w"],
+                       y: Int[Tensor, "batch"], methods: tuple[str, ...], **kwargs) -> dict[str, dict[str, float]]:
+    """Per method: the mean Spearman correlation of `model`'s maps with each control model's, on signed maps
+    (key: the control's name) and on |maps| (name + " abs"), and with its own maps from another seed ("repeat":
+    1 for a deterministic method, lower for LIME and KernelSHAP). `kwargs` go to `attribution.attribute`."""
+    table = {}
+    for method in methods:
+        mine = attribution.attribute(model, x, y, method, **kwargs)
+        row = {}
+        for name, control in controls.items():
+            theirs = attribution.attribute(control, x, y, method, **kwargs)
+            row[name] = attribution.rank_correlation(mine, theirs, absolute=False).mean().item()
+            row[f"{name} abs"] = attribution.rank_correlation(mine, theirs).mean().item()
+        again = (attribution.attribute(model, x, y, method, **(kwargs | {"seed": kwargs.get("seed", 0) + 1}))
+                 if method in attribution.SAMPLED else mine)
+        row["repeat"] = attribution.rank_correlation(mine, again, absolute=False).mean().item()
+        table[method] = {k: round(v, 4) for k, v in row.items()}
+    return table
+
 
 MNIST_SHA256 = "094b831e432331f1f6d6829ab9bfff4551410a81e1f816c9cce482d3e9b3ba57"
 REBUILD = "rebuild it with `.venv/bin/python data/make_mnist.py` from the repository root (see data/README.md)"
