@@ -114,8 +114,9 @@ def test_geometry_of_hand_built_arrangements():
 
 
 def test_phase_classification_and_sweep_layout():
-    W = torch.tensor([[[1.0, 0.0]], [[0.1, 0.95]], [[0.9, -1.0]]])
-    assert sp.classify_phase(W).tolist() == [0, 1, 2]
+    W = torch.tensor([[[1.0, 0.0]], [[0.1, 0.95]], [[0.9, -1.0]], [[0.9, 1.0]]])
+    assert sp.classify_phase(W).tolist() == [0, 1, 2, 3], "both kept: superposition only with opposite signs, else code 3"
+    assert sp.PHASES[3] == "both, same sign"
     imp, prob = sp.phase_sweep(torch.tensor([0.1, 10.0]), torch.tensor([0.01, 0.1, 1.0]), n_seeds=2)
     assert imp.shape == prob.shape == (12, 2)
     assert imp[4].tolist() == pytest.approx([1.0, 10.0]) and prob[4].tolist() == pytest.approx([0.1, 0.1]), \
@@ -185,7 +186,7 @@ def test_best_of_seeds_with_more_seeds_than_conditions():
 
 def test_thresholds_and_tolerances_are_used():
     W = torch.tensor([[[0.3, 0.6]], [[0.7, 0.7]]])
-    assert sp.classify_phase(W).tolist() == [1, 2] and sp.classify_phase(W, threshold=0.65).tolist() == [0, 2]
+    assert sp.classify_phase(W).tolist() == [1, 3] and sp.classify_phase(W, threshold=0.65).tolist() == [0, 3]
     assert sp.count_represented(W.transpose(1, 2), threshold=0.7).tolist() == [0, 1]
     D = torch.tensor([0.95, 0.7, 0.3])
     assert sp.sticky_share(D) == 0.0 and sp.sticky_share(D, tolerance=0.06) == pytest.approx(2 / 3)
@@ -217,3 +218,19 @@ def test_sample_activations_are_the_hidden_image_of_the_sampled_features():
     x, h = sp.sample_activations(model, 7, generator=torch.Generator().manual_seed(1))
     assert torch.equal(x, sp.sample_features(7, model.feature_probability, torch.Generator().manual_seed(1)))
     assert torch.allclose(h, torch.einsum("ihf,bif->bih", model.W, x), atol=1e-6) and not h.requires_grad
+
+
+def test_phase_losses_score_trained_and_candidate_solutions_on_the_same_samples():
+    r, p = torch.tensor([0.5, 2.0, 1.0]), torch.tensor([0.3, 0.8, 0.05])
+    importance, probability = sp.phase_sweep(r, p)  # 9 cells
+    cand_W, cand_b = sp.candidate_solutions(probability[:, 1])
+    losses = sp.phase_losses(cand_W[2], cand_b[2], importance, probability, n_samples=200_000)
+    assert losses.shape == (9, 4)
+    assert torch.allclose(losses[:, 0], losses[:, 3]), "the superposition candidate given as 'trained' must score exactly as column 3"
+    closed = sp.theoretical_loss(importance[:, 1], probability[:, 1]).float()
+    assert torch.allclose(losses[:, 1:], closed, rtol=0.1), f"sampled {losses[:, 1:].tolist()} vs closed forms {closed.tolist()}"
+    better = cand_W[2].clone()
+    better[:, 0, 1] *= 0.9  # a different solution gets a different loss: the first column is not a copy
+    assert not torch.allclose(sp.phase_losses(better, cand_b[2], importance, probability, n_samples=4096)[:, 0], losses[:, 3])
+    with pytest.raises(ValueError, match=r"W \(cells, 1, 2\)"):
+        sp.phase_losses(torch.rand(9, 2, 2), cand_b[2], importance, probability)

@@ -28,7 +28,8 @@ Scalars = float | Tensor  # one value, or a tensor that broadcasts to (instances
 # Dimensionalities where features "stick" in the paper (section "Feature Dimensionality"):
 # dedicated dimension, tetrahedron, triangle, antipodal pair, pentagon, square antiprism.
 STICKY_FRACTIONS = (1.0, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8)
-PHASES = ("not represented", "dedicated dimension", "superposition")  # codes 0, 1, 2 of the phase diagram
+# codes 0..3 of the phase diagram; 3 (both kept with the same sign) is a local minimum, never a candidate solution
+PHASES = ("not represented", "dedicated dimension", "superposition", "both, same sign")
 
 
 def _per_feature(name: str, value: Scalars, n_instances: int, n_features: int) -> Float[Tensor, "instances features"]:
@@ -218,17 +219,22 @@ def phase_sweep(relative_importance: Float[Tensor, "R"], density: Float[Tensor, 
 
 
 def classify_phase(W: Float[Tensor, "instances 1 2"], threshold: float = 0.5) -> Int[Tensor, "instances"]:
-    """Phase of the extra feature (index 1): 0 not represented, 1 dedicated dimension, 2 superposition."""
+    """Phase of the extra feature (index 1): 0 not represented, 1 dedicated dimension, 2 superposition (both
+    norms > threshold, opposite signs: the antipodal pair the ReLU can filter), 3 both kept with the same sign."""
     if W.ndim != 3 or W.shape[1:] != (1, 2):
         raise ValueError(f"expected W of a 2-feature, 1-dimension model, shape (instances, 1, 2); got {tuple(W.shape)}")
     norms = feature_norms(W)
     extra, first = norms[:, 1] > threshold, norms[:, 0] > threshold
-    return torch.where(~extra, 0, torch.where(first, 2, 1))
+    opposite = W[:, 0, 0] * W[:, 0, 1] < 0
+    return torch.where(~extra, 0, torch.where(first, torch.where(opposite, 2, 3), 1))
 
 
 def theoretical_loss(relative_importance: Float[Tensor, "..."], density: Float[Tensor, "..."],
                      ) -> Float[Tensor, "... 3"]:
-    """Expected loss of the three candidate solutions of the n=2, m=1 model (our derivation).
+    """Expected loss of three hand-picked candidate solutions of the n=2, m=1 model (our derivation).
+
+    A three-candidate approximation, not the optimum: a trained model can beat the superposition candidate
+    (shorter weights and a positive bias on the less important feature lower its loss further).
 
     With v = p/3 - p^2/4 the variance of a feature of density p:
     - not represented, W = [1, 0], b = [0, p/2]: feature 0 exact, feature 1 predicted by its mean: r v
@@ -245,6 +251,41 @@ def theoretical_loss(relative_importance: Float[Tensor, "..."], density: Float[T
 def theoretical_phase(relative_importance: Float[Tensor, "..."], density: Float[Tensor, "..."]) -> Int[Tensor, "..."]:
     """The candidate with the lowest expected loss: 0 not represented, 1 dedicated, 2 superposition."""
     return theoretical_loss(relative_importance, density).argmin(-1)
+
+
+def candidate_solutions(density: Float[Tensor, "cells"]) -> tuple[Float[Tensor, "3 cells 1 2"], Float[Tensor, "3 cells 2"]]:
+    """W and b of the three candidate solutions of `theoretical_loss` (not represented, dedicated, superposition)."""
+    p = torch.as_tensor(density, dtype=torch.float32).reshape(-1)
+    W = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, -1.0]]]).unsqueeze(1).expand(3, len(p), 1, 2)
+    zero = torch.zeros_like(p)
+    b = torch.stack([torch.stack([zero, p / 2], -1), torch.stack([p / 2, zero], -1), torch.stack([zero, zero], -1)])
+    return W.clone(), b
+
+
+@torch.no_grad()
+def phase_losses(W: Float[Tensor, "cells 1 2"], b: Float[Tensor, "cells 2"], importance: Float[Tensor, "cells 2"],
+                 probability: Float[Tensor, "cells 2"], n_samples: int = 65_536, seed: int = 1234) -> Float[Tensor, "cells 4"]:
+    """Loss of a trained solution per cell and of the three candidate solutions, all on the same samples.
+
+    Columns: trained, not represented, dedicated, superposition. The same features x feed all four, so
+    their differences carry no sampling noise between them (common random numbers).
+    """
+    if W.ndim != 3 or W.shape[1:] != (1, 2) or b.shape != (len(W), 2):
+        raise ValueError(f"expected W (cells, 1, 2) and b (cells, 2) of a 2-feature, 1-dimension model; got W "
+                         f"{tuple(W.shape)}, b {tuple(b.shape)}")
+    cells = len(W)
+    cand_W, cand_b = candidate_solutions(probability[:, 1])
+    model = ToyModel(2, 1, 4 * cells, feature_probability=probability.repeat(4, 1), importance=importance.repeat(4, 1))
+    model.W.copy_(torch.cat([W, cand_W.reshape(-1, 1, 2)]))
+    model.b.copy_(torch.cat([b, cand_b.reshape(-1, 2)]))
+    gen, total, done = torch.Generator().manual_seed(seed), torch.zeros(4 * cells), 0
+    chunk = max(1, min(n_samples, 2 ** 22 // (8 * cells)))
+    while done < n_samples:
+        k = min(chunk, n_samples - done)
+        x = sample_features(k, probability.float(), gen)  # [k cells 2], shared by the four solutions
+        total += model.loss(x.repeat(1, 4, 1)) * k
+        done += k
+    return (total / n_samples).reshape(4, cells).T
 
 
 STICKY_LABELS = ("1", "3/4", "2/3", "1/2", "2/5", "3/8")
@@ -318,14 +359,15 @@ def plot_polygon(W: Float[Tensor, "2 features"], title: str = "") -> go.Figure:
 
 def plot_phase_diagram(empirical: Int[Tensor, "R P"], theory: Int[Tensor, "R P"],
                        relative_importance: Tensor, density: Tensor) -> go.Figure:
-    """Trained (left) and theoretical (right) phase of the extra feature over importance x density."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["trained models", "theory (lowest-loss candidate)"],
+    """Trained (left) and three-candidate (right) phase of the extra feature over importance x density."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["trained models", "three-candidate approximation (lowest-loss candidate)"],
                         horizontal_spacing=0.08)
-    colors = [[0, "#d9d9d9"], [1 / 3, "#d9d9d9"], [1 / 3, "#4c78a8"], [2 / 3, "#4c78a8"], [2 / 3, "#f58518"], [1, "#f58518"]]
+    palette = ["#d9d9d9", "#4c78a8", "#f58518", "#e45756"]
+    colors = [[edge, color] for i, color in enumerate(palette) for edge in (i / 4, (i + 1) / 4)]
     for c, z in enumerate([empirical, theory]):
-        fig.add_trace(go.Heatmap(z=z.numpy(), x=density.numpy(), y=relative_importance.numpy(), zmin=-0.5, zmax=2.5,
+        fig.add_trace(go.Heatmap(z=z.numpy(), x=density.numpy(), y=relative_importance.numpy(), zmin=-0.5, zmax=3.5,
                                  colorscale=colors, showscale=c == 0,
-                                 colorbar=dict(tickvals=[0, 1, 2], ticktext=list(PHASES)),
+                                 colorbar=dict(tickvals=[0, 1, 2, 3], ticktext=list(PHASES)),
                                  hovertemplate="density %{x:.3g}<br>importance %{y:.3g}<br>phase %{z}<extra></extra>"),
                       row=1, col=c + 1)
         fig.update_xaxes(type="log", title_text="feature density 1 - S", autorange="reversed", row=1, col=c + 1)
