@@ -134,3 +134,39 @@ def test_progress_measures_on_a_tiny_model():
     assert m["weight_norm"] == pytest.approx(squares.sqrt().item())
     every = grokking.progress_measures(model, data, list(range(1, p // 2 + 1)))
     assert every["restricted_test_accuracy"] != m["restricted_test_accuracy"] or every["restricted_loss"] != m["restricted_loss"]
+
+
+def test_restricted_test_logits_cannot_see_the_training_answers():
+    p, k = 13, 4
+    data = grokking.make_data(p, 0.5, 0)
+    logits = synthetic_logits(p, k, other=2)
+    pure = grokking.restricted_test_logits(5 * fourier.cos_logit_table(p, k), p, [k], data.test)
+    assert pure.shape == (len(data.test), p)
+    assert (pure.argmax(-1) == data.labels[data.test]).all(), "the solving frequency on the test rows keeps every answer"
+    kept = grokking.restricted_test_logits(logits, p, [k], data.test)
+    changed = logits.clone()
+    changed[data.train] = torch.randn(len(data.train), p) * 100
+    assert torch.allclose(grokking.restricted_test_logits(changed, p, [k], data.test), kept, atol=1e-4), \
+        "the training rows must not enter the test pairs' restricted logits"
+
+
+def test_a_lookup_table_generalises_only_through_the_all_pairs_projection():
+    p = 31
+    data = grokking.make_data(p, 0.5, 0)
+    table = grokking.lookup_table_logits(data, seed=0)
+    assert (table[data.train].argmax(-1) == data.labels[data.train]).all(), "right on every training pair"
+    _, test_acc = grokking.loss_and_accuracy(table[data.test], data.labels[data.test])
+    assert test_acc < 0.1, "noise on the test pairs"
+    m = grokking.logit_measures(table, data, [3, 7, 11])
+    assert m["restricted_test_accuracy_all_pairs_projection"] > 0.3, \
+        "projecting over all pairs carries memorised training answers onto test pairs (the leak this control shows)"
+    assert m["restricted_test_accuracy"] < 0.15, "fitted on the test pairs alone, a lookup table answers nothing"
+
+
+def test_covered_epoch():
+    epochs = [0, 10, 20, 30, 40, 50]
+    falling = [9.0, 8.0, 6.0, 4.0, 1.0, 2.0]  # from 8 at epoch 10 to 1: 90% of the way is 1.7, reached at 40
+    assert grokking.covered_epoch(epochs, falling, start=10, fraction=0.9) == 40
+    assert grokking.covered_epoch(epochs, falling, start=10, fraction=0.5) == grokking.halfway_epoch(epochs, falling, 10)
+    with pytest.raises(ValueError, match="fraction"):
+        grokking.covered_epoch(epochs, falling, start=0, fraction=0)

@@ -134,6 +134,30 @@ def restricted_logits(logits: Float[Tensor, "pairs p"], p: int, freqs: list[int]
     return logits.mean(0, keepdim=True) + fourier.project_sum_frequencies(logits, p, freqs)
 
 
+def restricted_test_logits(logits: Float[Tensor, "pairs p"], p: int, freqs: list[int],
+                           rows: Int[Tensor, "n"]) -> Float[Tensor, "n p"]:
+    """The key-frequency part of the logits of `rows` (the test pairs), fitted on those rows alone: per answer,
+    least squares on a constant and cos / sin of w k (a + b). No other row enters, so memorised training
+    answers cannot reach it (projecting over all p * p pairs, as `restricted_logits` does, carries them)."""
+    checks.tensor(logits, "logits", ndim=2, floating=False)
+    if logits.shape != (p * p, p):
+        raise ValueError(f"logits must be (p*p, p) = ({p * p}, {p}), one row per pair (a, b), got {tuple(logits.shape)}")
+    rows = torch.as_tensor(rows, device=logits.device)
+    d = fourier.sum_directions(p, freqs).to(logits.device)[:, rows].double()
+    X = torch.cat([torch.ones(len(rows), 1, dtype=torch.float64, device=logits.device), d.T], 1)
+    y = logits[rows].double()
+    return (X @ torch.linalg.lstsq(X, y).solution).to(logits.dtype)
+
+
+def lookup_table_logits(data: ModularData, seed: int, margin: float = 10.0) -> Float[Tensor, "pairs p"]:
+    """A pure memoriser, the control for the restricted measures: standard-normal logits everywhere plus
+    `margin` on the right answer of every training pair; on test pairs it is noise (accuracy about 1/p)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(data.p * data.p, data.p, generator=g)
+    logits[data.train, data.labels[data.train]] += margin
+    return logits
+
+
 def excluded_logits(logits: Float[Tensor, "pairs p"], p: int, freqs: list[int]) -> Float[Tensor, "pairs p"]:
     """Remove what varies as cos / sin of w k (a + b) for the key frequencies; keep everything else."""
     return logits - fourier.project_sum_frequencies(logits, p, freqs)
@@ -144,19 +168,25 @@ def weight_norm(model: nn.Module) -> float:
     return torch.sqrt(sum(p.detach().double().pow(2).sum() for p in model.parameters())).item()
 
 
+def logit_measures(logits: Float[Tensor, "pairs p"], data: ModularData, key_freqs: list[int]) -> dict[str, float]:
+    """The progress measures read from the logits alone: restricted loss and accuracy on the test pairs from the
+    key-frequency part fitted on the test pairs' own logits (`restricted_test_logits`); the same accuracy from
+    the older projection over all pairs, which memorised training answers leak into (kept to show the leak);
+    and the excluded loss (training pairs, key frequencies removed)."""
+    kept = restricted_test_logits(logits, data.p, key_freqs, data.test)
+    restricted, restricted_acc = loss_and_accuracy(kept, data.labels[data.test])
+    _, leaky_acc = loss_and_accuracy(restricted_logits(logits, data.p, key_freqs)[data.test], data.labels[data.test])
+    excluded, _ = loss_and_accuracy(excluded_logits(logits, data.p, key_freqs)[data.train], data.labels[data.train])
+    return {"restricted_loss": restricted, "restricted_test_accuracy": restricted_acc,
+            "restricted_test_accuracy_all_pairs_projection": leaky_acc, "excluded_loss": excluded}
+
+
 def progress_measures(model: nn.Module, data: ModularData, key_freqs: list[int]) -> dict[str, float]:
-    """Nanda et al.'s progress measures of one checkpoint: restricted loss (all pairs, only the key
-    frequencies of a + b kept in the logits) and the test accuracy of those restricted logits, excluded
-    loss (training pairs, key frequencies removed), the Gini coefficient of the embedding's norms over
-    the frequencies 1..p//2 (the constant left out), and the total weight norm."""
-    logits = grid_logits(model, data)
-    kept = restricted_logits(logits, data.p, key_freqs)
-    restricted, _ = loss_and_accuracy(kept, data.labels)
-    _, restricted_test_accuracy = loss_and_accuracy(kept[data.test], data.labels[data.test])
-    excl = excluded_logits(logits, data.p, key_freqs)[data.train]
-    excluded, _ = loss_and_accuracy(excl, data.labels[data.train])
+    """Nanda et al.'s progress measures of one checkpoint: the logit measures (`logit_measures`: restricted
+    loss and accuracy on the test pairs, excluded loss on the training pairs), the Gini coefficient of the
+    embedding's norms over the frequencies 1..p//2 (the constant left out), and the total weight norm."""
     W_E = model.W_E.detach()[: data.p]
-    return {"restricted_loss": restricted, "restricted_test_accuracy": restricted_test_accuracy, "excluded_loss": excluded,
+    return {**logit_measures(grid_logits(model, data), data, key_freqs),
             "embedding_gini": fourier.gini(fourier.embedding_frequency_norms(W_E)[1:]), "weight_norm": weight_norm(model)}
 
 
@@ -232,13 +262,15 @@ def with_embedding_frequencies(model: nn.Module, p: int, freqs: list[int], keep:
     return new
 
 
-def halfway_epoch(epochs, values, start: int, log: bool = False) -> int | None:
-    """First epoch >= `start` at which a curve has covered half of its way from its value at `start` to
+def covered_epoch(epochs, values, start: int, fraction: float = 0.5, log: bool = False) -> int | None:
+    """First epoch >= `start` at which a curve has covered `fraction` of its way from its value at `start` to
     its most extreme later value (the one farthest from the start value; in log space with log=True).
     None when the curve never moves."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     e = torch.as_tensor(list(epochs))
     v = torch.as_tensor(list(values), dtype=torch.float64)
-    v = v.log() if log else v
+    v = v.clamp_min(1e-300).log() if log else v
     after = e >= start
     e, v = e[after], v[after]
     if len(v) == 0:
@@ -246,6 +278,49 @@ def halfway_epoch(epochs, values, start: int, log: bool = False) -> int | None:
     extreme = v[(v - v[0]).abs().argmax()]
     if extreme == v[0]:
         return None
-    target = (v[0] + extreme) / 2
+    target = v[0] + fraction * (extreme - v[0])
     crossed = (v >= target) if extreme > v[0] else (v <= target)
     return int(e[crossed.nonzero()[0, 0]])
+
+
+def halfway_epoch(epochs, values, start: int, log: bool = False) -> int | None:
+    """`covered_epoch` at half of the way: the first epoch >= `start` half-way to the most extreme later value."""
+    return covered_epoch(epochs, values, start, 0.5, log)
+
+
+def replay_measures(history: History, config: dict, data: ModularData, key_freqs: list[int],
+                    until: int | None = None) -> list[dict]:
+    """`progress_measures` of every kept checkpoint (up to epoch `until`), merged with the logged curves."""
+    model, logged = models.build("transformer", config), {r["epoch"]: r for r in history.records}
+    out = []
+    for epoch in sorted(e for e in history.checkpoints if until is None or e <= until):
+        model.load_state_dict(history.checkpoints[epoch])
+        out.append({"epoch": epoch, **progress_measures(model, data, key_freqs), **logged.get(epoch, {})})
+    return out
+
+
+def prefix_summary(history: History, config: dict, data: ModularData, epochs: int, seed: int) -> dict:
+    """What the first `epochs` epochs of a run show, for comparing seeds: the key frequencies of the model at
+    `epochs`, the epoch it memorised, the restricted and model test accuracy then, the restricted loss's
+    half-way epoch, and the same restricted measure on a lookup table of this split (the control)."""
+    if epochs not in history.checkpoints:
+        raise ValueError(f"no checkpoint at epoch {epochs}; kept: {sorted(history.checkpoints)[:5]}...")
+    model = models.build("transformer", config)
+    model.load_state_dict(history.checkpoints[epochs])
+    freq, share = neuron_frequencies(mlp_activations(model, data), data.p)
+    key = key_frequencies(freq, share)
+    found = bool(((share >= 0.5) & (freq == key[0])).float().mean() >= 0.05)  # False: the rule's fallback
+    rows = replay_measures(history, config, data, key, until=epochs)
+    memorised = first_epoch(history.records, "train_accuracy", 0.99)
+    at = min(rows, key=lambda r: abs(r["epoch"] - (memorised if memorised is not None else epochs)))
+    table = lookup_table_logits(data, seed)
+    lookup = logit_measures(table, data, key)
+    _, lookup_test = loss_and_accuracy(table[data.test], data.labels[data.test])
+    return {"key_frequencies": key, "key_frequencies_found": found, "epoch_memorised": memorised,
+            "at_memorised": {m: at[m] for m in ("epoch", "test_accuracy", "restricted_test_accuracy")},
+            "restricted_loss_halfway": halfway_epoch([r["epoch"] for r in rows], [r["restricted_loss"] for r in rows],
+                                                     memorised or 0),
+            "at_end": {m: rows[-1][m] for m in ("test_accuracy", "restricted_test_accuracy")},
+            "lookup_table": {"test_accuracy": lookup_test, "restricted_test_accuracy": lookup["restricted_test_accuracy"],
+                             "restricted_test_accuracy_all_pairs_projection":
+                                 lookup["restricted_test_accuracy_all_pairs_projection"]}}
