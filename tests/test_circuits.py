@@ -341,3 +341,71 @@ def test_pattern_hooks_name_the_layer_they_edit():
     names = [n for n, _ in circuits.ablate_hooks("blocks.1.attn.hook_pattern", "zero", torch.zeros(2, 1, 5, 5))]
     assert names == ["blocks.1.attn.hook_v", "blocks.1.attn.hook_z"], "a layer-1 pattern must be replaced in layer 1"
     assert [n for n, _ in circuits.set_pattern_hooks(torch.eye(5), layer=2)] == ["blocks.2.attn.hook_v", "blocks.2.attn.hook_z"]
+
+
+@pytest.mark.parametrize("changed", range(5))
+def test_patching_cells_fixed_by_construction_are_so_on_a_random_model(changed):
+    """The cells find_median.patching_by_construction calls 0 or 1 are exactly that on a random 1-layer bridge; the
+    cells it leaves open are not all 0 or 1 there (so the rule does not hide a measurement)."""
+    model = bridge(1, seed=3)
+    clean = torch.randint(0, 11, (64, 5), generator=torch.Generator().manual_seed(0))
+    corrupt = clean.clone()
+    corrupt[:, changed] = (clean[:, changed] + 3) % 11
+    lo, hi = model(corrupt)[:, -1], model(clean)[:, -1]
+    metric = lambda lg: ((lg[:, -1] - lo) * (hi - lo)).sum() / (hi - lo).pow(2).sum()  # projection on the clean change
+    _, cache = model.run_with_cache(clean)
+    grid = circuits.patch_by_position(model, corrupt, cache, find_median.PATCHING_HOOKS, metric)
+    fixed = find_median.patching_by_construction(changed, 5)
+    known = ~fixed.isnan()
+    assert torch.allclose(grid[known], fixed[known], atol=1e-4), "a cell called fixed by construction was measured otherwise"
+    open_cells = grid[~known]
+    assert len(open_cells) >= 2 and ((open_cells - open_cells.round()).abs() > 0.01).any(), \
+        f"the open cells should be measurements, not 0/1: {open_cells.tolist()}"
+    with pytest.raises(ValueError, match="changed"):
+        find_median.patching_by_construction(5, 5)
+
+
+def test_direct_path_patch():
+    model = bridge(1, seed=3)
+    clean = torch.randint(0, 11, (64, 5), generator=torch.Generator().manual_seed(0))
+    metric = lambda lg: lg[:, -1].sum()
+    for changed, expect_change in ((1, False), (4, True)):
+        corrupt = clean.clone()
+        corrupt[:, changed] = (clean[:, changed] + 3) % 11
+        patched = find_median.patch_direct_path(model, corrupt, clean, metric)
+        same = math.isclose(patched, metric(model(corrupt)).item(), rel_tol=1e-5)
+        assert same != expect_change, f"changed at {changed}: the direct path at the last position moved={not same}"
+    # with the head's output removed, the direct path is the whole model: patching it restores the clean logits
+    model = hooked_transformer(1)  # its weights are parameters (a bridge's W_O is a view built on access)
+    for p in (model.blocks[0].attn.W_O, model.blocks[0].attn.b_O):
+        p.zero_()
+    corrupt = clean.clone()
+    corrupt[:, -1] = (clean[:, -1] + 3) % 11
+    assert math.isclose(find_median.patch_direct_path(model, corrupt, clean, metric), metric(model(clean)).item(), rel_tol=1e-4)
+    with pytest.raises(ValueError, match="same shape"):
+        find_median.patch_direct_path(model, corrupt, clean[:3], metric)
+
+
+def test_fit_slope_finds_a_planted_slope_and_kl_is_zero_on_itself():
+    tokens = torch.randint(0, 20, (500, 7), generator=torch.Generator().manual_seed(0))
+    counts = torch.nn.functional.one_hot(tokens, 20).sum(1).float()
+    tents = counts @ find_median.tent_table(20, c=1.0) / 7  # [lists logit]
+    reference = 3.7 * tents
+    assert find_median.kl_from_reference(reference, reference) == pytest.approx(0, abs=1e-9)
+    c = find_median.fit_slope(lambda c: c * tents, reference, 0.1, 20.0)
+    assert c == pytest.approx(3.7, rel=1e-3), f"the slope closest to a reference made with 3.7 should be 3.7, got {c}"
+    assert find_median.kl_from_reference(2 * tents, reference) > find_median.kl_from_reference(3.5 * tents, reference) > 0
+    with pytest.raises(ValueError, match="lo"):
+        find_median.fit_slope(lambda c: c * tents, reference, 5.0, 1.0)
+
+
+def test_patch_changed_number_on_a_random_model():
+    model = bridge(1, seed=3)
+    lists = torch.randint(0, 11, (64, 5), generator=torch.Generator().manual_seed(0))
+    grid, direct = find_median.patch_changed_number(model, lists, 1)
+    fixed = find_median.patching_by_construction(1, 5)
+    known = ~fixed.isnan()
+    assert grid.shape == (len(find_median.PATCHING_HOOKS), 5) and torch.allclose(grid[known], fixed[known], atol=1e-4)
+    assert direct == pytest.approx(0, abs=1e-5), "an earlier position has no direct path to the last position's logits"
+    grid, direct = find_median.patch_changed_number(model, lists, 4, task="min")
+    assert abs(direct) > 0.01, "the last number reaches the logits directly through the skip connection"

@@ -86,3 +86,25 @@ def test_logit_fit_on_known_logits():
     wrong = find_median.logit_fit(torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 1.0]]), ref, answers)
     assert wrong["accuracy"] == 0.5 and wrong["agreement"] == 0.5 and wrong["margin"] == pytest.approx((-1 + 1) / 2)
     assert wrong["margin_kept"] == pytest.approx(0.0)
+
+
+def test_idealised_parts_and_choose_slope_on_a_planted_tent_model():
+    """A model whose OV rows are exact tents of slope 7 behind uniform attention: the chosen slope of the fully
+    idealised splice is 7, and the shuffled-peak control is far from it."""
+    from glassbox.studies import find_median
+
+    tokens = torch.randint(0, 20, (300, 7), generator=torch.Generator().manual_seed(0))
+    ov = find_median.tent_table(20, c=7.0)[tokens]
+    terms = find_median.LastPositionTerms(pattern=torch.full((300, 7), 1 / 7), ov=ov, direct=torch.zeros(300, 20),
+                                          scale=torch.ones(300, 1), bias=torch.zeros(20))
+    fit = find_median.fit_tent(find_median.tent_table(20, c=3.0))  # a wrong least-squares slope: the choice must fix it
+    c = find_median.choose_slope("all, pure tents", terms, tokens, fit)
+    assert c == pytest.approx(7.0, rel=1e-3)
+    reference = find_median.assemble_logits(terms)
+    kl = lambda name, c: find_median.kl_from_reference(
+        find_median.assemble_logits(terms, **find_median.idealised_parts(name, terms, tokens, c, fit)), reference)
+    assert kl("all, pure tents", c) < 1e-6 < 1.0 < kl("control: tents peaked at shuffled tokens", c)
+    with pytest.raises(ValueError, match="bonus_fit"):
+        find_median.idealised_parts("tents+bonus", terms, tokens, c, fit)
+    with pytest.raises(ValueError, match="unknown"):
+        find_median.idealised_parts("tents", terms, tokens, c, fit)

@@ -10,13 +10,15 @@ from glassbox.journal import checkpoints
 STEM = "03_find_median_circuits"
 KEYS = ["attention_entropy_last_pos", "ov_fit_r2", "idealised_in_network", "ablation_accuracy", "headline",
         "qk_variance_share", "bonus_test", "dla", "bias_test", "patching", "error_prediction", "hypothesis_ablations",
-        "hypothesis_ablation_cost", "min_model", "slope_vs_attention", "example_list", "widths", "uniform_attention_worst_family"]
+        "hypothesis_ablation_cost", "min_model", "slope_vs_attention", "example_list", "widths", "uniform_attention_worst_family",
+        "tent_slope", "slope_sensitivity", "co_adaptation", "patching_control_find_min", "patching_by_construction_max_gap"]
 ABLATIONS = ["none", "attention pattern: zero", "attention pattern: mean", "attention pattern: resample",
              "attention pattern: uniform", "positional embeddings: zero", "positional embeddings: mean",
              "positional embeddings: resample", "LayerNorm-1 scale: mean", "LayerNorm-1 scale: resample",
              "final LayerNorm scale: mean", "final LayerNorm scale: resample"]
-IDEALISATIONS = ["trained", "uniform attention", "tents+column", "tents+bonus", "pure tents, no bias", "no skip",
-                 "all, formula", "all, pure tents"]
+IDEALISATIONS = ["trained", "uniform attention", "no skip", "tents+column", "tents+bonus", "pure tents, no bias",
+                 "all, formula", "all, pure tents", "control: tents peaked at shuffled tokens"]
+CONTROL = "control: tents peaked at shuffled tokens"
 KEY_ONLY = "key-only attention (query removed)"
 
 
@@ -31,10 +33,12 @@ def test_smoke(smoke_run):
     assert list(n) == IDEALISATIONS
     assert n["trained"]["agreement"] == 1.0 and n["trained"]["margin_kept"] == 1.0 and n["trained"]["logit_r2"] > 0.9999, \
         "with nothing replaced the assembled logits must be the model's own"
-    assert n["all, pure tents"]["accuracy"] == 1.0, "uniform attention over exact tents is the median by construction"
+    assert n["all, pure tents"]["accuracy"] == 1.0, "a sanity check, not a finding: uniform attention over exact tents is the median by construction"
+    assert n[CONTROL]["kl"] > n["all, pure tents"]["kl"], "tents peaked at shuffled tokens must be further from the model"
+    assert f["patching_by_construction_max_gap"] < 1e-3, "the grey patching cells must be 0 or 1 as the architecture says"
     assert set(f["ablation_accuracy"]) == set(ABLATIONS)
     assert f["ablation_accuracy"]["attention pattern: zero"] < 0.3, "without the head's output the model cannot work"
-    assert f["patching"]["changed at 2"]["v at changed position"] > 0.9
+    assert f["patching"]["changed at 2"]["v at changed position"] > 0.5
     assert f["example_list"]["logit_argmax"] == f["example_list"]["median"] == 22
     assert f["min_model"]["attention_entropy_last_pos"] < 0.5, "the min model should attend sharply"
 
@@ -61,6 +65,8 @@ def test_full_attention_and_qk_claims():
     assert s["corr_slope_key_score"] < -0.5, "claim: steeper tents get less attention"
     assert s["slope_times_attention_spread"] < s["slope_spread"], "claim: attention evens out the votes"
     assert s["slope_min"] > f["ov_fit"]["c"], "claim: every tent is steeper near its peak than the global fit's c"
+    assert 1 < s["logits_per_step_min"] < s["logits_per_step_max"] < 20, \
+        f"a step of a vote, in logits (table units / (7 s)), should be a few logits: {s}"
 
 
 def test_full_ov_claims():
@@ -104,43 +110,56 @@ def test_full_ablation_claims():
 
 
 def test_full_patching_claims():
-    p = findings.load(STEM)["patching"]
+    f = findings.load(STEM)
+    p, control = f["patching"], f["patching_control_find_min"]["changed at 2"]
     two, six = p["changed at 2"], p["changed at 6"]
-    assert two["v at changed position"] > 0.99 and two["embed at changed position"] > 0.99 and two["z at last position"] > 0.99
-    assert abs(two["k at changed position"]) < 0.01 and abs(two["q at last position"]) < 0.01, "keys and queries carry nothing"
-    assert two["largest at other positions"] < 0.01 and six["largest at other positions"] < 0.01
-    assert 0.7 < six["v at changed position"] < 0.9 and six["q at last position"] < 0.1, "claim: value most, query little"
-    assert six["resid_post at last position"] > 0.99
+    assert f["patching_by_construction_max_gap"] < 1e-3, "the greyed cells are 0 or 1 by construction: measured so"
+    assert two["v at changed position"] > 0.95 and abs(two["k at changed position"]) < 0.02, "claim: value carries it, key nothing"
+    assert control["k at changed position"] > 0.2, f"control: in Find-Min the key must carry much of the change: {control}"
+    assert 0.5 < six["v at changed position"] < 0.95 and abs(six["q at last position"]) < 0.15, "claim: value most, query little"
+    assert 0.5 < six["head output z at last position"] < 1 and 0 < six["direct path alone"] < 0.5, \
+        f"claim: the head carries most of a change of the last number, the direct path the smaller part: {six}"
 
 
 def test_full_idealisations_put_into_the_network():
     f = findings.load(STEM)
-    n = f["idealised_in_network"]
+    n, slope = f["idealised_in_network"], f["tent_slope"]
     assert list(n) == IDEALISATIONS
     assert n["trained"]["family_errors"] == f["error_anatomy"]["n"], "the assembled logits must reproduce the model's errors"
-    # attention: a small correction on uniform lists, larger on the families
-    assert n["uniform attention"]["accuracy"] > 0.998 and 0.8 < n["uniform attention"]["margin_kept"] < 0.95
-    assert n["uniform attention"]["family_errors"] > 5 * n["trained"]["family_errors"]
-    # the OV tents alone lose much of the margin although their logits correlate: the story's central qualification
-    for name in ("tents+column", "pure tents, no bias"):
-        assert n[name]["margin_kept"] < 0.6 and n[name]["accuracy"] < 0.95 and n[name]["logit_r2"] > 0.95, f"{name}: {n[name]}"
-    assert n["tents+bonus"]["loss"] > n["tents+column"]["loss"], "claim: the bonus control is no better (cross-entropy)"
-    assert n["all, formula"]["accuracy"] < 0.8, "claim: the formula's parts together fail (beta cancels gamma in shape, not size)"
-    together = n["all, pure tents"]
-    # its answers are the median by construction; what could fail is how much of the trained logits it reproduces
-    assert 0.6 < together["margin_kept"] < 0.9 and together["logit_r2"] > 0.95, together
-    assert together["loss"] > n["trained"]["loss"], "the idealised algorithm is less confident than the trained network"
+    assert n["trained"]["kl"] < 1e-6
+    # the slope: chosen on validation lists, inside its search range, not the least-squares one
+    c = slope["chosen_on_validation"]
+    assert 0 < c["all, pure tents"] < 4 * slope["least_squares"] and c["all, pure tents"] > slope["least_squares"], slope
+    sens = f["slope_sensitivity"]["all, pure tents"]
+    kl_at_chosen = n["all, pure tents"]["kl"]
+    assert sens[0]["kl"] > kl_at_chosen and sens[-1]["kl"] > kl_at_chosen, "claim: KL has a minimum inside the grid"
+    assert sens[2]["margin_kept"] < sens[6]["margin_kept"], "claim: the margin kept grows with c"
+    # all together: close to the trained network; the shuffled-peak control far
+    together, control = n["all, pure tents"], n[CONTROL]
+    assert together["kl"] < 0.05 and together["logit_r2"] > 0.8, together
+    assert control["kl"] > 1 and control["accuracy"] < 0.2 and control["kl"] > 20 * together["kl"], control
+    # one part at a time: uniform attention a correction on the families; the tents alone a small remainder
+    assert n["uniform attention"]["accuracy"] > 0.998 and n["uniform attention"]["family_errors"] > 5 * n["trained"]["family_errors"]
+    co = f["co_adaptation"]
+    assert 0.001 < co["tents_alone_accuracy_cost"] < 0.03, f"claim: the tents alone cost a little accuracy: {co}"
+    assert co["tents_alone_kl_over_all_idealised_kl"] > 1.5, f"claim: the tents alone are further from the model than all together: {co}"
+    assert n["tents+column"]["kl"] < control["kl"] / 10
+    assert n["tents+column"]["family_errors"] > max(100 * n["trained"]["family_errors"], 0.01 * f["n_family_lists"]), \
+        "claim: across the families the tents alone, beside the trained bias and skip, err on many lists"
 
 
 def test_full_key_only_ablation_and_attention_conclusion():
     f = findings.load(STEM)
     e = f["error_prediction"]
     k, u = e[KEY_ONLY], e["uniform attention"]
-    assert (k["predicted_errors"], k["actual_errors"], k["hits"]) == (27, 21, 17), "the prose rests on 27 predicted, 21 actual, 17 hits"
-    assert u["predicted_errors"] > 10 * u["actual_errors"] and u["precision"] < 0.05, "claim: uniform attention errs far more"
+    assert k["actual_errors"] == f["error_anatomy"]["n"] and k["hits"] <= min(k["predicted_errors"], k["actual_errors"])
+    assert k["predicted_errors"] < 3 * k["actual_errors"] + 10, "claim: removing the query changes the answer on a handful of lists"
+    assert u["predicted_errors"] > 10 * u["actual_errors"] and u["precision"] < 0.1, "claim: uniform attention errs far more"
     w = f["uniform_attention_worst_family"]
-    assert w["family"] == "clipped_gaussian" and w["uniform attention"] > 10 * w["trained"]
-    assert f["error_anatomy"] == {"n": 21, "off_by_at_most_3": 21, "answer_is_a_value_repeated_3_times": 12}, f["error_anatomy"]
+    assert w["family"] in ("clipped_gaussian", "two_ends", "ends_and_middle", "median_at_edge") and w["uniform attention"] > 5 * w["trained"], \
+        f"claim: uniform attention errs most on lists that pile up at the ends: {w}"
+    a = f["error_anatomy"]
+    assert a["off_by_at_most_3"] == a["n"] and 0 < a["answer_is_a_value_repeated_3_times"] <= a["n"], a
 
 
 def test_full_unused_and_essential_parts():
@@ -159,8 +178,7 @@ def test_full_widths_use_the_same_shape():
         card = checkpoints.load_card("median" if d == "d64" else f"median_{d}")
         assert abs(c["accuracy"] - card["metrics"]["uniform_accuracy"]) < 0.01, \
             f"{d}: {c['accuracy']} here, {card['metrics']['uniform_accuracy']} on its card: a different checkpoint?"
-        assert c["tents_alone_accuracy"] < c["accuracy"], f"{d}: the fitted tents alone should lose accuracy"
-    assert w["d16"]["accuracy"] < 0.9 and abs(w["d16"]["ov_fit_r2"] - w["d64"]["ov_fit_r2"]) < 0.01, \
+    assert w["d16"]["accuracy"] < 0.9 and abs(w["d16"]["ov_fit_r2"] - w["d64"]["ov_fit_r2"]) < 0.02, \
         "claim: the 16-wide model fits tents as well as the 64-wide one yet is far less accurate"
 
 
@@ -177,11 +195,12 @@ def test_full_headline_quotes_the_findings():
     f = findings.load(STEM)
     n, h = f["idealised_in_network"], f["headline"]
     for text in (f"entropy {f['attention_entropy_last_pos']:.4f}", f"R² {f['ov_fit_r2']:.3f}",
-                 f"{n['all, pure tents']['accuracy']:.2%} accurate", f"keeps {n['all, pure tents']['margin_kept']:.0%}",
-                 f"tents alone keep {n['tents+column']['margin_kept']:.0%}", f"({n['tents+column']['accuracy']:.1%} accuracy)",
-                 f"uniform attention alone {n['uniform attention']['margin_kept']:.0%}"):
+                 f"c = {f['tent_slope']['chosen_on_validation']['all, pure tents']:.0f}", f"KL {n['all, pure tents']['kl']:.4f} nats",
+                 f"shuffled tokens: {n[CONTROL]['kl']:.2f}", f"answer {n['tents+column']['accuracy']:.2%}",
+                 f"the trained {n['trained']['accuracy']:.2%}", f"err on {n['tents+column']['family_errors']:,} of"):
         assert text in h, f"the headline should quote {text!r}: {h}"
     assert "recall" not in h and "errors with" not in h, "the key-only ablation is not a test of the hypothesis: keep it out"
+    assert "100.00% accurate" not in h, "the idealised network is the median by construction: not a finding"
 
 
 def test_full_exercise_answer_find_min_needs_its_attention():

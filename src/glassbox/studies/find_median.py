@@ -510,8 +510,157 @@ def logit_fit(logits: Float[Tensor, "batch vocab"], reference: Float[Tensor, "ba
     centre = lambda t: t - t.mean(-1, keepdim=True)
     residual = (centre(logits) - centre(reference)).pow(2).sum()
     return {"accuracy": (logits.argmax(-1) == answers).float().mean().item(),
+            "kl": kl_from_reference(logits, reference),
             "agreement": (logits.argmax(-1) == reference.argmax(-1)).float().mean().item(),
             "loss": torch.nn.functional.cross_entropy(logits, answers).item(),
             "margin": margin(logits).mean().item(),
             "margin_kept": (margin(logits).mean() / margin(reference).mean()).item(),
             "logit_r2": (1 - residual / centre(reference).pow(2).sum()).item()}
+
+
+def kl_from_reference(logits: Float[Tensor, "batch vocab"], reference: Float[Tensor, "batch vocab"]) -> float:
+    """Mean KL divergence KL(softmax(reference) || softmax(logits)) over the batch, in nats: how far `logits`' answer
+    distribution is from the reference model's (0 when they give the same probabilities)."""
+    checks.tensor(logits, "logits", ndim=2)
+    _replacement(reference, "reference", logits.shape, exact=True)
+    log_p, log_q = reference.double().log_softmax(-1), logits.double().log_softmax(-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean().item()
+
+
+def fit_slope(logits_at: Callable[[float], Float[Tensor, "batch vocab"]], reference: Float[Tensor, "batch vocab"],
+              lo: float, hi: float, *, iters: int = 40) -> float:
+    """The slope c in [lo, hi] whose logits `logits_at(c)` are closest to `reference` (the trained model's) in mean
+    KL divergence: maximum likelihood of the trained model's answer distribution. Ternary search: with logits affine
+    in c (as `tent_rows` makes them) the divergence is convex in c."""
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi) or iters < 1:
+        raise ValueError(f"expected finite 0 <= lo < hi and iters >= 1, got lo={lo!r}, hi={hi!r}, iters={iters!r}")
+    kl = lambda c: kl_from_reference(logits_at(c), reference)
+    for _ in range(iters):
+        a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        lo, hi = (lo, b) if kl(a) <= kl(b) else (a, hi)
+    return (lo + hi) / 2
+
+
+PATCHING_HOOKS = ["hook_embed", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v", "blocks.0.attn.hook_z",
+                  "blocks.0.hook_attn_out", "blocks.0.hook_resid_post"]
+
+
+def patching_by_construction(changed: int, n_ctx: int, hooks: list[str] = PATCHING_HOOKS) -> Float[Tensor, "hook pos"]:
+    """For a 1-layer, attention-only model whose answer is read at the last position, and lists that differ at
+    position `changed` only: the fraction of the logit difference that patching each hook at each position restores
+    *by construction* (0 or 1), NaN where the architecture leaves it open. A hook at a position other than `changed`
+    holds the same activation in both runs, except where attention mixes positions (z, attn_out, resid_post at the
+    last position); nothing at an earlier position reaches the last position except through its key and value."""
+    if not 0 <= changed < n_ctx:
+        raise ValueError(f"changed must be a position in 0..{n_ctx - 1}, got {changed!r}")
+    unknown = set(hooks) - set(PATCHING_HOOKS)
+    if unknown:
+        raise ValueError(f"no rule for hooks {sorted(unknown)}; known: {PATCHING_HOOKS}")
+    last, out = n_ctx - 1, torch.full((len(hooks), n_ctx), float("nan"))
+    for i, name in enumerate(hooks):
+        short = name.split(".")[-1]
+        for p in range(n_ctx):
+            if short == "hook_resid_post":
+                out[i, p] = float(p == last)  # the logits read the last position's residual, all of it
+            elif short == "hook_embed":
+                out[i, p] = float(p == changed)  # the one thing that differs; everything flows from it
+            elif short in ("hook_z", "hook_attn_out"):
+                if p != last:
+                    out[i, p] = 0.0  # an earlier position's head output reaches no later position
+                elif changed != last:
+                    out[i, p] = 1.0  # the skip connection is the same in both runs: the head carries all
+            elif short == "hook_q":
+                if p != last or changed != last:
+                    out[i, p] = 0.0  # only the last query matters, and its token changed only if changed == last
+            elif p != changed:  # hook_k, hook_v: depend on their own position's token only
+                out[i, p] = 0.0
+    return out
+
+
+def patch_direct_path(model: nn.Module, corrupt: Int[Tensor, "batch pos"], clean: Int[Tensor, "batch pos"],
+                      metric: Callable[[Tensor], Tensor], position: int = -1) -> float:
+    """metric(logits) of the corrupt run with only the direct path of the clean run patched in at `position`: the
+    clean-minus-corrupt input embedding (`blocks.0.hook_resid_pre`) added to the last block's output residual there,
+    so it reaches the unembedding past every block while every block still reads the corrupt input."""
+    model = checks.transformer_lens_model(model)
+    _tokens(model, corrupt, "corrupt"), _tokens(model, clean, "clean")
+    if corrupt.shape != clean.shape:
+        raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} must be lists of the same shape")
+    first, last = "blocks.0.hook_resid_pre", f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    device = checks.placement(model)[0]
+    embedded = {}
+    for name, tokens in (("clean", clean), ("corrupt", corrupt)):
+        _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n == first)
+        embedded[name] = cache[first][:, position]
+    delta = embedded["clean"] - embedded["corrupt"]
+
+    def hook(act: Tensor, hook) -> Tensor:
+        act = act.clone()
+        act[:, position] += delta
+        return act
+    value = metric(model.run_with_hooks(corrupt.to(device), fwd_hooks=[(last, hook)]))
+    if isinstance(value, Tensor) and value.numel() != 1:
+        raise ValueError(f"metric must return one number per run, got a tensor of shape {tuple(value.shape)}")
+    return float(value)
+
+
+@torch.no_grad()
+def patch_changed_number(model: nn.Module, tokens: Int[Tensor, "batch pos"], position: int, task: str = "median",
+                         hooks: list[str] = PATCHING_HOOKS, seed: int = 0) -> tuple[Float[Tensor, "hook pos"], float]:
+    """Activation patching on flip pairs: each list (clean) and a copy with the number at `position` redrawn so that
+    the answer changes (corrupt; lists that cannot change are dropped). Returns the fraction of the clean-minus-corrupt
+    logit difference of the two answers restored by patching each hook at each position, and by patching the direct
+    path alone at the last position (`patch_direct_path`)."""
+    _check_one_layer(model)
+    corrupt = make_flip_pairs(tokens, position, model.cfg.d_vocab, task, seed=seed)
+    changed = list_targets(corrupt, task) != list_targets(tokens, task)
+    if not changed.any():
+        raise ValueError(f"no list of `tokens` can change its {task} at position {position}")
+    clean, corrupt = tokens[changed], corrupt[changed]
+    a, b, rows = list_targets(clean, task), list_targets(corrupt, task), torch.arange(len(clean))
+    logit_diff = lambda lg: (lg[rows, -1, a] - lg[rows, -1, b]).mean()
+    _, clean_cache = model.run_with_cache(clean, names_filter=lambda name: name in hooks)
+    lo, hi = logit_diff(model(corrupt)), logit_diff(model(clean))
+    metric = lambda lg: (logit_diff(lg) - lo) / (hi - lo)
+    return (circuits.patch_by_position(model, corrupt, clean_cache, hooks, metric),
+            patch_direct_path(model, corrupt, clean, metric))
+
+
+IDEALISATIONS = ("trained", "uniform attention", "no skip", "tents+column", "tents+bonus", "pure tents, no bias",
+                 "all, formula", "all, pure tents", "control: tents peaked at shuffled tokens")
+SLOPE_FREE = ("trained", "uniform attention", "no skip")  # the idealisations without tents: no slope to choose
+
+
+def idealised_parts(name: str, terms: LastPositionTerms, tokens: Int[Tensor, "batch pos"], c: float, fit: TentFit,
+                    bonus_fit: TentFit | None = None, seed: int = 0) -> dict[str, Tensor]:
+    """The parts of the last-position `terms` of `tokens` that idealisation `name` (one of `IDEALISATIONS`) replaces,
+    as keyword arguments of `assemble_logits`: uniform attention, tents of slope c (with `fit`'s column term or
+    without), no output bias, no skip connection; 'tents+bonus' adds `bonus_fit`'s bonus in proportion to c; the
+    control peaks every tent at a shuffled token (a fixed permutation drawn from `seed`)."""
+    if name not in IDEALISATIONS:
+        raise ValueError(f"unknown idealisation {name!r}; expected one of {IDEALISATIONS}")
+    vocab, n_ctx = terms.ov.shape[-1], terms.pattern.shape[-1]
+    uniform, none = torch.full((n_ctx,), 1 / n_ctx), torch.zeros(vocab)
+    tents = lambda column=None, peaks=tokens: tent_rows(terms, peaks, c, column)
+    if name == "tents+bonus":
+        if bonus_fit is None:
+            raise ValueError("'tents+bonus' needs bonus_fit, a fit_tent(..., bonus=True)")
+        one_hot = torch.nn.functional.one_hot(tokens, vocab) - 1 / vocab
+        return dict(ov=tents(bonus_fit.column_residual) + bonus_fit.bonus / bonus_fit.c * c * one_hot)
+    if name.startswith("control"):
+        shuffled = torch.randperm(vocab, generator=torch.Generator().manual_seed(seed))
+        return dict(pattern=uniform, ov=tents(peaks=shuffled[tokens]), bias=none, direct=none)
+    return {"trained": lambda: {}, "uniform attention": lambda: dict(pattern=uniform), "no skip": lambda: dict(direct=none),
+            "tents+column": lambda: dict(ov=tents(fit.column_residual)), "pure tents, no bias": lambda: dict(ov=tents(), bias=none),
+            "all, formula": lambda: dict(pattern=uniform, ov=tents(fit.column_residual), direct=none),
+            "all, pure tents": lambda: dict(pattern=uniform, ov=tents(), bias=none, direct=none)}[name]()
+
+
+def choose_slope(name: str, terms: LastPositionTerms, tokens: Int[Tensor, "batch pos"], fit: TentFit,
+                 bonus_fit: TentFit | None = None, *, hi: float | None = None, iters: int = 30) -> float:
+    """The slope c in [0, hi] (default 4x the least-squares `fit.c`) for idealisation `name`, chosen on the lists
+    `tokens` by `fit_slope`: the c whose spliced logits are closest to the trained ones in KL divergence. Pass
+    validation lists, not the lists the result is reported on."""
+    reference = assemble_logits(terms)
+    at = lambda c: assemble_logits(terms, **idealised_parts(name, terms, tokens, c, fit, bonus_fit))
+    return fit_slope(at, reference, 0.0, hi if hi is not None else 4 * fit.c, iters=iters)
