@@ -275,14 +275,16 @@ def phase_losses(W: Float[Tensor, "cells 1 2"], b: Float[Tensor, "cells 2"], imp
                          f"{tuple(W.shape)}, b {tuple(b.shape)}")
     cells = len(W)
     cand_W, cand_b = candidate_solutions(probability[:, 1])
-    model = ToyModel(2, 1, 4 * cells, feature_probability=probability.repeat(4, 1), importance=importance.repeat(4, 1))
-    model.W.copy_(torch.cat([W, cand_W.reshape(-1, 1, 2)]))
-    model.b.copy_(torch.cat([b, cand_b.reshape(-1, 2)]))
-    gen, total, done = torch.Generator().manual_seed(seed), torch.zeros(4 * cells), 0
+    model = ToyModel(2, 1, 4 * cells, feature_probability=probability.cpu().repeat(4, 1),
+                     importance=importance.cpu().repeat(4, 1)).to(W.device)  # on W's device
+    model.W.copy_(torch.cat([W, cand_W.to(W.device).reshape(-1, 1, 2)]))
+    model.b.copy_(torch.cat([b, cand_b.to(W.device).reshape(-1, 2)]))
+    probability = probability.to(W.device, torch.float32)
+    gen, total, done = torch.Generator().manual_seed(seed), torch.zeros(4 * cells, device=W.device), 0
     chunk = max(1, min(n_samples, 2 ** 22 // (8 * cells)))
     while done < n_samples:
         k = min(chunk, n_samples - done)
-        x = sample_features(k, probability.float(), gen)  # [k cells 2], shared by the four solutions
+        x = sample_features(k, probability, gen)  # [k cells 2], shared by the four solutions
         total += model.loss(x.repeat(1, 4, 1)) * k
         done += k
     return (total / n_samples).reshape(4, cells).T
