@@ -1,5 +1,6 @@
-"""Notebook 09: the model groks, the Fourier mechanism survives interventions that could break it, the
-progress measures move before the test accuracy, and the control without weight decay does not grok."""
+"""Notebook 09: the model generalises long after memorising (gradually, not sharply), the Fourier mechanism
+survives interventions that could break it, the leak-free restricted measure sees the circuit before the test
+accuracy while a lookup table fails it, and the control without weight decay does not generalise."""
 import pytest
 import torch
 
@@ -9,7 +10,8 @@ from glassbox.journal import checkpoints
 
 STEM = "09_grokking"
 ABLATIONS = ["model as trained", "logits: key frequencies removed", "logits: key frequencies only",
-             "logits: as many other frequencies removed", "embedding: key frequencies removed",
+             "logits: as many other frequencies removed", "logits: key frequencies only, fitted on test pairs",
+             "embedding: key frequencies removed",
              "embedding: key frequencies only", "embedding: as many other frequencies removed"]
 
 
@@ -23,7 +25,9 @@ def n_params(p: int, d: int, mlp: int) -> int:
 def test_smoke(smoke_run):
     f = smoke_run(STEM)
     for key in ["headline", "final", "epoch_memorised", "key_frequencies", "ablations", "measures_at", "halfway_epoch",
-                "control_final", "control_weights", "cos_fit_r2", "embedding_gini"]:
+                "control_final", "control_weights", "cos_fit_r2", "embedding_gini", "phase_epochs", "restricted_controls",
+                "seeds", "by_seed", "small_train_fraction", "decay_per_step", "test_accuracy_rise", "bias_parameters",
+                "measures_that_see_it_coming"]:
         assert key in f, f"smoke run did not record {key!r}"
     assert f["n_params"] == n_params(13, 32, 64), "a 1-layer model without LayerNorm, smoke sizes p 13, d_model 32, d_mlp 64"
     assert f["n_pairs"] == {"train": round(0.5 * 169), "test": 169 - round(0.5 * 169)}
@@ -33,11 +37,15 @@ def test_smoke(smoke_run):
     assert f["control_final"]["train_accuracy"] >= 0.99, "the control memorises too"
     assert f["control_weights"]["weight_norm"] > f["measures_at"]["end"]["weight_norm"], \
         "weight decay must leave the smaller weights"
+    assert sum(f["bias_parameters"].values()) > 0, "the model's biases are counted (the authors' model has fewer)"
+    assert len(f["by_seed"]) == 3 and f["seeds"]["epochs"] == 40, "three seeds over the smoke run's first SEED_EPOCHS"
+    for name, m in f["restricted_controls"].items():
+        assert 0 <= m["restricted_test_accuracy"] <= 1, f"{name}: an accuracy out of range"
 
 
-def test_full_grokking_happens_late():
+def test_full_generalisation_is_late_and_gradual():
     f = findings.load(STEM)
-    assert f["final"]["test_accuracy"] >= 0.99, f"test accuracy {f['final']['test_accuracy']:.2%}: the model did not grok"
+    assert f["final"]["test_accuracy"] >= 0.99, f"test accuracy {f['final']['test_accuracy']:.2%}: the model did not generalise"
     assert f["final"]["train_accuracy"] == 1.0
     mem, half, grok = f["epoch_memorised"], f["epoch_test_half"], f["epoch_grokked"]
     assert mem is not None and half is not None and grok is not None, f"phase epochs {mem}, {half}, {grok}"
@@ -46,6 +54,23 @@ def test_full_grokking_happens_late():
     assert f["test_accuracy_when_memorised"] < 0.5
     assert f["measures_at"]["memorised"]["test_loss"] > f["measures_at"]["start"]["test_loss"], \
         "the memorising model is confidently wrong on test pairs: its test loss is above the initial one"
+    rise = f["test_accuracy_rise"]
+    assert rise["epoch_90%"] - rise["epoch_10%"] >= 200 and rise["max_gain_per_100_epochs"] < 0.5, \
+        f"the prose calls the rise gradual (no sharp jump): {rise}"
+    # the control on which the same width measure must fail: a sharp step (what the glossary's grokking describes)
+    epochs = list(range(0, 1510, 10))
+    step = [0.05 if e < 900 else 1.0 for e in epochs]
+    width = grokking.covered_epoch(epochs, step, mem, 0.9) - grokking.covered_epoch(epochs, step, mem, 0.1)
+    gain = max(b - a for a, b in zip(step, step[10:]))
+    assert width < 200 and gain >= 0.5, "a step must not pass as gradual"
+
+
+def test_full_weight_decay_per_step_is_lr_times_weight_decay():
+    d = findings.load(STEM)["decay_per_step"]
+    card = checkpoints.load_card("grokking")["metrics"]
+    assert d["this run (lr * weight decay)"] == pytest.approx(card["lr"] * card["weight_decay"])
+    assert d["this run (lr * weight decay)"] == pytest.approx(2 * d["Nanda et al. (1e-3 * 1.0)"]), \
+        "doubling the learning rate at the same weight decay doubles the decay per step"
 
 
 def test_full_mechanism_is_fourier():
@@ -64,6 +89,8 @@ def test_full_interventions():
     assert a["logits: key frequencies removed"] < 0.1, f"removing the key frequencies should destroy accuracy: {a}"
     assert a["embedding: key frequencies removed"] < 0.1, f"... also when removed from the embedding: {a}"
     assert a["logits: key frequencies only"] >= 0.95, f"keeping only the key frequencies should keep accuracy: {a}"
+    assert a["logits: key frequencies only, fitted on test pairs"] >= 0.95, \
+        "... also fitted on the test pairs alone, where no training answer can leak in (the lookup table's score is in test_full_progress_measures...)"
     assert a["embedding: key frequencies only"] >= 0.9, f"... also in the embedding: {a}"
     assert a["logits: as many other frequencies removed"] >= 0.95, "the control: other frequencies are not needed"
     assert a["embedding: as many other frequencies removed"] >= 0.95
@@ -71,18 +98,47 @@ def test_full_interventions():
 
 def test_full_progress_measures_move_before_the_test_accuracy():
     f = findings.load(STEM)
-    m, half = f["measures_at"], f["epoch_test_half"]
-    assert f["halfway_epoch"]["restricted_loss"] < half, "restricted loss should be half-way down before test accuracy hits 50%"
-    assert f["halfway_epoch"]["restricted_loss"] < f["halfway_epoch"]["test_loss"], "... and before the test loss is"
-    assert m["memorised"]["restricted_test_accuracy"] > m["memorised"]["test_accuracy"] + 0.2, \
-        "at memorisation the key frequencies alone should already answer far more test pairs than the model"
-    assert m["test_half"]["restricted_loss"] < m["memorised"]["restricted_loss"] / 3, "restricted loss falls in circuit formation"
-    assert m["test_half"]["restricted_loss"] < m["test_half"]["test_loss"], "the key frequencies alone already do better"
-    assert m["test_half"]["excluded_loss"] > m["memorised"]["excluded_loss"], "the training answers come to rely on the key frequencies"
-    assert m["grokked"]["weight_norm"] < m["test_half"]["weight_norm"] < m["memorised"]["weight_norm"], \
-        "weight decay cleans up: the weights shrink after memorisation"
-    assert m["grokked"]["embedding_gini"] > m["test_half"]["embedding_gini"] > m["memorised"]["embedding_gini"], \
+    m, half, c = f["measures_at"], f["epoch_test_half"], f["restricted_controls"]
+    mem = m["memorised"]
+    assert mem["restricted_test_accuracy"] > mem["test_accuracy"] + 0.15, \
+        "at memorisation the key frequencies of the test logits alone should answer far more test pairs than the model"
+    lookup = c["lookup table"]
+    assert lookup["restricted_test_accuracy"] < lookup["test_accuracy"] + 0.05 and lookup["restricted_test_accuracy"] < 0.1, \
+        f"the control: a lookup table must not 'generalise' on the leak-free measure: {lookup}"
+    assert lookup["restricted_test_accuracy_all_pairs_projection"] > 0.3, \
+        "the all-pairs projection should leak memorised answers (else the control shows nothing)"
+    decoy = c["model at memorisation, as many other frequencies"]
+    assert decoy["restricted_test_accuracy"] < mem["restricted_test_accuracy"] - 0.15, \
+        "other frequencies of the same test logits must answer far fewer pairs"
+    h = f["halfway_epoch"]
+    assert h["restricted_loss"] < half and h["restricted_loss"] < h["test_loss"], \
+        "restricted loss should be half-way down before the test accuracy reaches 50% and before the test loss is half-way"
+    seen = f["measures_that_see_it_coming"]
+    assert seen["before test accuracy 50%"] == ["restricted_loss"], "the prose: only the logit-side key-frequency measure is early"
+    assert set(seen["before test accuracy 50%"]) | set(seen["not before"]) == {"restricted_loss", "excluded_loss", "embedding_gini", "weight_norm"}
+
+
+def test_full_phases_come_from_the_measures():
+    f = findings.load(STEM)
+    e, m = f["phase_epochs"], f["measures_at"]
+    assert e["memorised"] == f["epoch_memorised"] < e["circuit_formed"] < e["cleaned_up"], f"phase epochs {e}"
+    assert m["cleaned_up"]["embedding_gini"] > m["circuit_formed"]["embedding_gini"] > m["memorised"]["embedding_gini"], \
         "the embedding grows sparser in the Fourier basis through both later phases"
+    assert m["circuit_formed"]["test_accuracy"] > m["memorised"]["test_accuracy"] + 0.1, \
+        "the prose says the test accuracy is not flat during circuit formation"
+
+
+def test_full_three_seeds():
+    f = findings.load(STEM)
+    runs = f["by_seed"]
+    assert len(runs) == 3
+    memorised = [r["epoch_memorised"] for r in runs.values()]
+    assert None not in memorised and max(memorised) - min(memorised) <= 60, f"memorisation epochs {memorised}"
+    for name, r in runs.items():
+        assert r["at_end"]["test_accuracy"] > r["at_memorised"]["test_accuracy"] + 0.05, f"{name}: the test accuracy climbs after memorisation"
+        lookup = r["lookup_table"]
+        assert lookup["restricted_test_accuracy"] < 0.1 < lookup["restricted_test_accuracy_all_pairs_projection"], \
+            f"{name}: the lookup table fails the leak-free measure and passes the leaky one: {lookup}"
 
 
 def test_full_control_does_not_grok():
@@ -128,9 +184,21 @@ def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
     checker_catches_wrong_answers(STEM)
 
 
-def test_full_exercise_one_frequency_alone_leaves_a_margin_too_thin():
+def test_full_exercise_one_frequency_alone_is_swamped_by_the_answer_means():
     f = findings.load(STEM)
     one, all_key = f["only_strongest_frequency"], f["ablations"]["logits: key frequencies only"]
     assert one["frequency"] in f["key_frequencies"]
     assert one["test_accuracy"] < 0.5 <= all_key["test_accuracy"] and one["test_loss"] > 10 * all_key["test_loss"], \
         f"exercise 1's answer: one frequency ({one}) is far worse than all key frequencies together ({all_key})"
+    assert one["margin_nats"] * 10 < one["answer_mean_spread_nats"], "the answer says the means swamp the margin"
+    assert one["accuracy_means_removed_amplitudes_equalised"] > one["test_accuracy"] + 0.2, \
+        "the check of that cause: with the per-answer means and amplitudes equalised, one frequency should answer far more pairs"
+    low, high = one["answer_amplitude_range"]
+    assert high - low > 10 * one["margin_nats"], "amplitude differences dwarf the margin"
+
+
+def test_full_exercise_four_fewer_pairs_generalise_later():
+    f = findings.load(STEM)
+    s = f["small_train_fraction"]
+    assert s["train_fraction"] < 0.5 and s["epoch_memorised"] is not None
+    assert s["test_accuracy_at_end"] < s["this_run_test_accuracy_at_same_epoch"], f"exercise 4's answer: {s}"
