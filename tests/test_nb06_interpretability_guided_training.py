@@ -17,7 +17,10 @@ def check_keys(f: dict) -> None:
     for key in ("prune_fraction_at_1pt_drop", "regulariser_table", "headline", "guided_margin_at_1pt", "guided_margin_acc_at_60",
                 "guided_margin_fine_tuned_at_30", "guided_margin_fine_tuned_at_50", "fine_tuned_accuracy", "probe_accuracy",
                 "attribution_prune_fraction_by_recipe", "regulariser_strengths", "regulariser_sweep_validation",
-                "weight_decay_readability", "plain_validation"):
+                "weight_decay_readability", "plain_validation", "selectivity_spearman_other_scores", "concept_neuron_auc",
+                "concept_neuron_auc_seeds", "concept_neuron_auc_shuffled", "concept_neuron_auc_untrained",
+                "concepts_where_l1_reads_less_than_plain", "concepts_where_weight_decay_reads_more_than_plain",
+                "attribution_selectivity_spearman_l1", "l1_accuracy_cost"):
         assert key in f, f"finding {key!r} missing"
     assert set(f["prune_fraction_at_1pt_drop"]) == set(METHODS)
     assert set(f["regulariser_table"]) == set(RECIPES)
@@ -81,9 +84,12 @@ def test_fine_tuning_makes_the_score_matter_little(full):
     assert spread["0.3"] < 0.01, f"claimed: within a point of each other at 30% removed after the fine-tune, {spread}"
 
 
-def test_importance_is_unrelated_to_selectivity(full):
+def test_importance_is_unrelated_to_selectivity_while_a_score_that_follows_it_is_detected(full):
     rho = full["importance_selectivity_spearman"]
     assert abs(rho) < 0.2, f"claimed (as Morcos et al. 2018): a neuron's importance does not follow its selectivity, rho={rho:.3f}"
+    other = full["selectivity_spearman_other_scores"]
+    assert other["activation"] < -0.3, f"control: the mean-activation score must show the link the measure can detect, {other}"
+    assert other["attribution"] < -0.2, f"claimed: attribution (x activation) partly follows selectivity, {other}"
 
 
 def test_l1_gives_nameable_neurons_and_weight_decay_does_not(full):
@@ -111,9 +117,29 @@ def test_probes_do_not_tell_the_recipes_apart(full):
         assert min(accs) > 0.93 and max(accs) - min(accs) < 0.02, f"{layer}: claimed every recipe's layer is linearly readable alike, {accs}"
 
 
-def test_readable_models_also_prune_further(full):
+def test_l1_models_prune_further_but_selectivity_does_not_pick_the_pruned_neurons_inside_them(full):
     p = full["attribution_prune_fraction_by_recipe"]
     assert p["l1"] >= 1.5 * p["none"], f"claimed: the L1 model can lose far more neurons at 1 point, got {p}"
+    inside, plain = full["attribution_selectivity_spearman_l1"], full["selectivity_spearman_other_scores"]["attribution"]
+    assert abs(inside) < 0.2, f"claimed: inside the L1 model selectivity says nothing about the attribution score, rho={inside:.3f}"
+    assert plain < inside - 0.2, f"claimed: the link is not steady across models (plain {plain:.3f} vs L1 {inside:.3f})"
+
+
+def test_concept_neurons_beat_the_shuffled_control_and_l1_reads_less_beyond_the_digit(full):
+    auc, shuffled, untrained = full["concept_neuron_auc"], full["concept_neuron_auc_shuffled"], full["concept_neuron_auc_untrained"]
+    for name in RECIPES:
+        for c, v in auc[name].items():
+            assert abs(shuffled[name][c] - 0.5) < 0.03, f"control {name}/{c}: shuffled within digits must read nothing, {shuffled[name]}"
+            assert v > shuffled[name][c] + 0.04, f"{name}/{c}: the best neuron should read the concept beyond the digit, {auc[name]}"
+    assert full["concepts_where_l1_reads_less_than_plain"] == sum(auc["l1"][c] < auc["none"][c] for c in auc["none"])
+    assert full["concepts_where_l1_reads_less_than_plain"] >= 2, f"claimed: L1's best neurons read less beyond the digit, {auc}"
+    assert full["concepts_where_weight_decay_reads_more_than_plain"] >= 2, f"claimed: weight decay's read more, {auc}"
+    for c in auc["none"]:
+        assert abs(untrained[c] - auc["none"][c]) < 0.07, \
+            f"claimed: an untrained network reads {c} beyond the digit about as well as the plain one: {untrained} vs {auc['none']}"
+    for c in ("thick_stroke", "leans_right"):
+        assert untrained[c] > 0.65, f"claimed: {c} is readable from random projections of the pixels: {untrained}"
+        assert auc["weight_decay"][c] > untrained[c] + 0.05, f"claimed: weight decay's neurons read {c} clearly better: {auc}"
 
 
 def test_headline_quotes_the_findings(full):

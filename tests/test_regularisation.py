@@ -137,3 +137,42 @@ def test_l1_penalty_is_on_absolute_values_and_zero_strength_is_plain_cross_entro
     assert loss.item() == pytest.approx((F.cross_entropy(acts, y) + 0.5 * acts.abs().mean()).item(), abs=1e-6)
     plain = regularisation.l1_activation_loss(["1"], 0.0)(model, (x, y))
     assert plain.item() == pytest.approx(F.cross_entropy(acts, y).item(), abs=1e-6), "strength 0 is allowed"
+
+
+def test_within_class_auc_reads_only_what_lies_beyond_the_class():
+    classes = torch.tensor([0] * 6 + [1] * 6)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1] * 2)
+    beyond = torch.tensor([0.0, 0.1, 0.2, 0.5, 0.6, 0.7] * 2)  # separates the label inside each class
+    by_class = classes.float() * 5  # knows the class, nothing else
+    tied = torch.zeros(12)  # a ReLU that never fires: every pair is a tie
+    acts = torch.stack([beyond, -beyond, by_class, tied], 1)
+    auc = regularisation.within_class_auc(acts, labels, classes)
+    assert torch.allclose(auc, torch.tensor([1.0, 0.0, 0.5, 0.5])), f"pairs of the same class only, ties count 1/2; got {auc.tolist()}"
+    mixed = torch.tensor([0, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0])  # class 1 has no positives: adds no pairs
+    assert regularisation.within_class_auc(acts[:, :1], mixed, classes).item() == pytest.approx(6 / 9), "3 x 3 pairs of class 0"
+    with pytest.raises(ValueError, match="no class holds both"):
+        regularisation.within_class_auc(acts, torch.zeros(12, dtype=torch.long), classes)
+
+
+def test_best_concept_neuron_chooses_on_validation_and_shuffling_removes_the_signal():
+    gen = torch.Generator().manual_seed(0)
+    classes = torch.randint(0, 3, (600,), generator=gen)
+    labels = torch.randint(0, 2, (600,), generator=gen)
+    acts = torch.rand(600, 5, generator=gen)
+    acts[:, 3] = -labels.float() + 0.3 * torch.rand(600, generator=gen)  # neuron 3 reads the label, with a negative sign
+    val, test = slice(0, 300), slice(300, 600)
+    got = regularisation.best_concept_neuron(acts[val], labels[val], classes[val], acts[test], labels[test], classes[test])
+    assert got["neuron"] == 3 and got["auc_test"] > 0.95, f"the reading neuron, oriented by its validation sign: {got}"
+    shuffled = regularisation.shuffle_within_class(labels, classes, seed=1)
+    assert all(int(shuffled[classes == c].sum()) == int(labels[classes == c].sum()) for c in range(3)), "same counts per class"
+    control = regularisation.best_concept_neuron(acts[val], shuffled[val], classes[val], acts[test], shuffled[test], classes[test])
+    assert abs(control["auc_test"] - 0.5) < 0.1, f"shuffled labels leave nothing to read: {control}"
+
+
+def test_selectivity_spearman_finds_a_score_that_follows_selectivity(tiny_cnn, batch):
+    x, y = batch
+    acts = neurons.get_activations(tiny_cnn, "head.2", x)
+    sel = neurons.class_selectivity(acts, y)
+    rho = regularisation.selectivity_spearman(tiny_cnn, ["head.2"], {"head.2": sel}, x, y)
+    assert rho == pytest.approx(1.0), "a score equal to the selectivity ranks the live neurons identically"
+    assert regularisation.selectivity_spearman(tiny_cnn, ["head.2"], {"head.2": -sel}, x, y) == pytest.approx(-1.0)

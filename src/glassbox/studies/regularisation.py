@@ -3,15 +3,18 @@
     loss_fn = regularisation.dropout_loss(["relu1", "relu2"], p=0.2)            # or l1_activation_loss
     training.train(model, batches, steps=3000, lr=3e-3, loss_fn=loss_fn)      # weight decay: weight_decay=...
     regularisation.neuron_report(model, ["relu1", "relu2"], x, y)             # selectivity, dead, classes per neuron
+    regularisation.best_concept_neuron(acts_val, loop_val, y_val, acts_test, loop_test, y_test)  # a concept beyond the class
 
 Both losses reach the hidden layers through hooks, so they work on any `nn.Module` by layer name,
 without a dropout module or an auxiliary output built into the model.
 """
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
+from scipy.stats import rankdata, spearmanr
 from torch import Tensor, nn
 
 from glassbox import hooks, neurons, training
@@ -91,3 +94,64 @@ def neuron_report(model: nn.Module, layers: Sequence[str], x: Tensor, y: Int[Ten
         raise ValueError(f"every neuron of {list(layers)} is dead on these inputs: nothing to read (lower the regulariser)")
     return {"selectivity": sel.mean().item(), "dead": dead, "classes_per_neuron": poly.mean().item(),
             "one_class_fraction": (poly == 1).float().mean().item()}
+
+
+def within_class_auc(acts: Float[Tensor, "batch neuron"], labels: Int[Tensor, "batch"],
+                     classes: Int[Tensor, "batch"]) -> Float[Tensor, "neuron"]:
+    """Per neuron: the AUC of its activation for a 0/1 `labels` among inputs of the same class, pooled over classes.
+
+    Only pairs (positive, negative) of the same class count, so what the neuron knows about the class itself
+    cannot help: 0.5 reads nothing beyond the class, 1 (or 0) separates the label perfectly inside every class.
+    Ties (e.g. a ReLU at 0) count one half. Classes whose labels take one value add no pairs.
+    """
+    if acts.ndim != 2 or labels.shape != (len(acts),) or classes.shape != (len(acts),):
+        raise ValueError(f"expected acts (batch, neuron) with labels and classes of shape (batch,); got {tuple(acts.shape)}, "
+                         f"{tuple(labels.shape)}, {tuple(classes.shape)}")
+    a, lab, cls = acts.detach().double().cpu().numpy(), labels.cpu().numpy(), classes.cpu().numpy()
+    if not np.isin(lab, (0, 1)).all():
+        raise ValueError("labels must be 0/1")
+    concordant, pairs = np.zeros(a.shape[1]), 0.0
+    for c in np.unique(cls):
+        m = cls == c
+        pos, neg = lab[m].sum(), (1 - lab[m]).sum()
+        if pos and neg:
+            ranks = rankdata(a[m], axis=0)  # average ranks for ties
+            concordant += ranks[lab[m] == 1].sum(0) - pos * (pos + 1) / 2
+            pairs += pos * neg
+    if not pairs:
+        raise ValueError("no class holds both label values: nothing to read beyond the class")
+    return torch.tensor(concordant / pairs, dtype=torch.float32)
+
+
+def best_concept_neuron(acts_val: Float[Tensor, "n_val neuron"], labels_val: Int[Tensor, "n_val"], classes_val: Int[Tensor, "n_val"],
+                        acts_test: Float[Tensor, "n_test neuron"], labels_test: Int[Tensor, "n_test"],
+                        classes_test: Int[Tensor, "n_test"]) -> dict[str, float]:
+    """The single neuron that best reads a concept beyond the class: chosen on validation (largest |AUC - 0.5| of
+    `within_class_auc`, either sign), then its within-class AUC on test, oriented by the validation sign."""
+    val = within_class_auc(acts_val, labels_val, classes_val)
+    neuron = int((val - 0.5).abs().argmax())
+    sign = 1.0 if val[neuron] >= 0.5 else -1.0
+    test = within_class_auc(acts_test[:, neuron:neuron + 1], labels_test, classes_test)[0].item()
+    return {"neuron": neuron, "auc_validation": 0.5 + sign * (val[neuron].item() - 0.5), "auc_test": 0.5 + sign * (test - 0.5)}
+
+
+def shuffle_within_class(labels: Int[Tensor, "batch"], classes: Int[Tensor, "batch"], seed: int = 0) -> Int[Tensor, "batch"]:
+    """`labels` permuted among the inputs of each class: the same counts per class, no link to the input (a control)."""
+    gen, out = torch.Generator().manual_seed(seed), labels.clone()
+    for c in classes.unique():
+        idx = (classes == c).nonzero()[:, 0]
+        out[idx] = labels[idx[torch.randperm(len(idx), generator=gen)]]
+    return out
+
+
+def selectivity_spearman(model: nn.Module, layers: Sequence[str], layer_scores: dict[str, Float[Tensor, "neuron"]],
+                         x: Tensor, y: Int[Tensor, "batch"]) -> float:
+    """Spearman rank correlation, over the live neurons of `layers` on (x, y), between a per-neuron score
+    (e.g. a pruning score) and the neuron's class selectivity."""
+    acts = {layer: neurons.get_activations(model, layer, x) for layer in layers}
+    live = torch.cat([~dead_neurons(acts[layer]) for layer in layers])
+    selectivity = torch.cat([neurons.class_selectivity(acts[layer], y) for layer in layers])
+    score = torch.cat([layer_scores[layer].detach().cpu() for layer in layers])
+    if int(live.sum()) < 3:
+        raise ValueError(f"need at least 3 live neurons in {list(layers)} to rank them, got {int(live.sum())}")
+    return float(spearmanr(score[live].numpy(), selectivity[live].numpy()).statistic)
