@@ -15,30 +15,49 @@ LENS_LABELS = ["embeddings (before layer 0)", "after layer 0", "after layer 1 (o
 def test_smoke(smoke_run):
     f = smoke_run(STEM)
     for key in ["val_loss", "unigram_val_loss", "bigram_val_loss", "lm_head_classes", "logit_lens_loss", "accumulated_dla",
-                "lm_repetition_losses", "phase_change_steps", "k_composition", "ablation_second_copy_loss",
-                "path_patching_fraction", "induction_repetition_losses", "circuit_checks", "headline"]:
+                "lm_repetition", "phase_change_width_steps", "phase_change_width_linear_control", "phase_change_by_seed",
+                "k_composition", "ablation_second_copy_loss", "ablation_first_copy_loss", "path_patching_fraction",
+                "induction_attention_on_target", "induction_repetition", "untrained_max_prefix_matching", "circuit_checks",
+                "target_status", "exercise_previous_token_ablation", "headline"]:
         assert key in f, f"smoke run did not record {key!r}"
     assert f["n_characters"] == 1_115_394 and f["d_vocab"] == 65, "Tiny Shakespeare has 1,115,394 characters, 65 distinct"
     assert f["bigram_val_loss"] < f["unigram_val_loss"] < math.log(65), "counting baselines: bigram < unigram < uniform"
     assert len(f["lm_head_classes"]) == 8, "2 layers x 4 heads must each get a class"
     assert list(f["logit_lens_loss"]) == LENS_LABELS
     assert len(f["k_composition"]) == 2 and len(f["k_composition"][0]) == 2, "K-composition is [layer-0 head, layer-1 head]"
-    lo, hi = f["phase_change_steps"]
-    assert lo < hi, "the phase change bracket must be two saved steps in order"
+    assert len(f["phase_change_by_seed"]) == 3, "the induction model's headline is spread over 3 seeds"
+    assert f["phase_change_width_linear_control"] > 0, "the linear control declines over the run"
+    assert f["target_status"] in ("met", "missed")
+    assert (f["target_status"] == "met") == (f["val_loss"] <= 1.55), "the target status must follow the loss"
+    assert f"target 1.55 {f['target_status']}" in f["headline"], "the headline must say whether the 1.55 target was met"
     assert not re.search(r"\d\s*(s|sec|seconds|min|minutes)\b", f["headline"]), "the headline must not quote wall-clock time"
 
 
-@pytest.mark.xfail(strict=True, reason="target missed in the committed run (its val_loss is in the findings): 1,400 steps fit the "
-                   "5-minute budget; longer runs and a learning-rate / batch sweep are in the closing note of 2026-12-02; "
-                   "remove this mark once a run meets it")
-def test_full_language_model_meets_the_issue_target():
+def test_notebook_speaks_in_its_own_words():
+    """Readers cannot see the tracker: the notebook says what it means instead of pointing to an issue."""
+    import nbformat
+    nb = nbformat.read(paths.NOTEBOOK_DIR / f"{STEM}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    hits = re.findall(r"(?i)\bthe issue\b|\bissue\s*#?\d+", text)
+    assert not hits, f"the notebook refers readers to {hits}: say it in its own words"
+
+
+@pytest.mark.xfail(strict=True, reason="target missed in the committed run (its val_loss and target_status are in the findings); "
+                   "the learning rate and batch size are untuned (no sweep recorded); remove this mark once a run meets it")
+def test_full_language_model_meets_the_target():
     f = findings.load(STEM)
     assert f["val_loss"] <= 1.55, f"validation loss {f['val_loss']:.3f} nats/char, target <= 1.55"
 
 
+def test_full_target_missed_is_said():
+    f = findings.load(STEM)
+    if f["val_loss"] > 1.55:
+        assert f["target_status"] == "missed" and "target 1.55 missed" in f["headline"], "a missed target must be said in the headline"
+
+
 def test_full_language_model_learned_and_reads_out_layer_by_layer():
     f = findings.load(STEM)
-    assert f["val_loss"] < 1.7, f"validation loss {f['val_loss']:.3f}: the committed run reached about 1.66"
+    assert f["val_loss"] < 1.7, f"validation loss {f['val_loss']:.3f}: the committed run reached about 1.6"
     assert f["val_loss"] < f["bigram_val_loss"] - 0.5, "the transformer should beat the bigram baseline by a wide margin"
     lens_loss = [f["logit_lens_loss"][k] for k in LENS_LABELS]
     assert lens_loss[0] > lens_loss[1] > lens_loss[2], f"the logit lens loss should fall layer by layer: {lens_loss}"
@@ -47,39 +66,68 @@ def test_full_language_model_learned_and_reads_out_layer_by_layer():
     assert acc[0] < acc[2], f"the layers should add evidence for the right character: {acc}"
 
 
-def test_full_language_model_repetition_measured():
+def test_full_no_induction_head_in_the_lm_against_untrained_and_induction_model():
     f = findings.load(STEM)
-    rand = f["lm_repetition_losses"]["random characters"]
-    assert rand[1] > 0.8 * rand[0], ("the headline says the text model does not copy repeated random characters "
-                                     f"(second copy {rand[1]:.3f} vs first {rand[0]:.3f})")
-    assert f["lm_repetition_losses"]["n_names"] >= 100, "too few repeated names measured to say anything"
+    lm_max, untrained = f["lm_max_prefix_matching"], f["untrained_max_prefix_matching"]
+    assert lm_max < 2 * untrained, f"LM prefix-matching {lm_max:.3f} vs untrained {untrained:.3f}: 'no induction head' needs it near chance"
+    assert max(f["copying_scores"].values()) > 0.5 and len(f["induction_heads"]) >= 1, "positive control: the induction model has one"
+
+
+def _gain(rep, test):
+    row = rep[test]
+    control = [v for k, v in row.items() if k.startswith("second copy") and k != "second copy"][0]
+    return control - row["second copy"]
+
+
+def test_full_the_lm_copies_nothing_at_equal_context_and_the_induction_model_does():
+    f = findings.load(STEM)
+    for test in ("repeated names", "repeated line", "random characters"):
+        lm_gain, ind_gain = _gain(f["lm_repetition"], test), _gain(f["induction_repetition"], test)
+        assert abs(lm_gain) < 0.1, f"{test}: the LM gains {lm_gain:.3f} nats/char from the real first copy: it copies"
+        assert ind_gain > 1.0, f"{test}: the induction model gains only {ind_gain:.3f} over the scramble control"
+    assert f["lm_repetition"]["repeated names"]["n"] >= 100, "too few repeated names measured to say anything"
+
+
+def test_full_repeated_line_is_worse_at_the_seam_not_from_repetition():
+    f = findings.load(STEM)
+    line, seam = f["lm_repetition"]["repeated line"], f["lm_line_seam"]
+    assert seam["first 3 of the second copy"] > seam["rest of the second copy"] + 0.5, f"the cost should sit at the seam: {seam}"
+    assert line["second copy"] == pytest.approx(line["second copy after another first copy"], abs=0.05), "equally worse after another line"
+
+
+def test_full_phase_change_is_narrow_against_a_linear_decline():
+    f = findings.load(STEM)
+    width, control = f["phase_change_width_steps"], f["phase_change_width_linear_control"]
+    assert width < 0.4 * control, f"20-80% of the drop takes {width:.0f} steps, a linear decline {control:.0f}: not a phase change"
+    for seed, row in f["phase_change_by_seed"].items():
+        assert row["width 20-80%"] < 0.4 * row["linear control width"], f"seed {seed}: {row}"
+        assert row["second / first copy"] <= 0.10, f"seed {seed}: second copy at {row['second / first copy']:.1%} of the first"
+
+
+def test_full_previous_token_head_rises_late():
+    f = findings.load(STEM)
+    assert f["previous_token_halfway_step"] > f["phase_change_halfway_step"], "the notebook says the previous-token score rises after the loss"
+    prev = f["previous_token_score_over_training"]
+    assert prev["at half drop"] < prev["final"], prev
 
 
 def test_full_induction_heads_form_and_are_verified():
     f = findings.load(STEM)
     assert f["second_over_first"] <= 0.10, f"second copy at {f['second_over_first']:.1%} of the first, target <= 10%"
-    assert f["phase_change_bracket_steps"] <= 100, "the phase change must be located within 100 steps"
     assert f["induction_heads"], "no head passed the induction (prefix-matching) threshold"
     prev = int(f["previous_token_head"][-1])
     for head in f["induction_heads"]:
-        k, other = f["k_composition"][prev][int(head[-1])], f["k_composition"][1 - prev][int(head[-1])]
+        k = f["k_composition"][prev][int(head[-1])]
         assert k > f["composition_baseline_p95"], f"K-composition {f['previous_token_head']} -> {head} = {k:.3f}, not above random"
-        assert k > other, f"{head}'s keys should read the previous-token head more than the other layer-0 head"
-    ablation = f["ablation_summary"]
-    assert ablation["induction heads"] > ablation["random control"] + 1, f"ablation: {ablation}"
-    assert ablation["random control"] < ablation["induction heads"], "the random control must hurt less than the induction heads"
+    ablation, first = f["ablation_summary"], f["ablation_first_copy_loss"]
+    assert ablation["induction heads"] > ablation["head outside the circuit"] + 1, f"ablation: {ablation}"
+    assert abs(first["induction heads"] - first["none"]) < 0.5, f"specificity: ablating the induction heads moves the first copy {first}"
+    assert ablation["induction heads"] - ablation["none"] > 4 * abs(first["induction heads"] - first["none"]), "the effect is on the second copy"
     assert f["path_prev_to_induction_key"] > 0.5, f"prev-token -> induction key carries {f['path_prev_to_induction_key']:.1%}"
     assert f["path_prev_to_induction_key"] > f["path_largest_control"] + 0.2, "control paths should carry much less"
+    att = f["induction_attention_on_target"]
+    assert att["key path patched"] < 0.5 * att["clean"], f"under the key patch the stripe should be gone: {att}"
     assert all(f["circuit_checks"].values()), f"circuit checks: {f['circuit_checks']}"
-    lo, hi = f["phase_change_steps"]
-    p_lo, p_hi = f["prefix_matching_jump_steps"]
-    assert p_lo <= hi + 100 and lo - 100 <= p_hi, "the prefix-matching jump should coincide with the loss drop (within 100 steps)"
-
-
-def test_full_induction_model_copies_real_shakespeare():
-    f = findings.load(STEM)
-    first, second = f["induction_repetition_losses"]["repeated line"]
-    assert second < 0.5 * first, f"a repeated Shakespeare line: second copy {second:.3f} vs first {first:.3f}"
 
 
 def test_full_findings_equal_the_checkpoint_cards():
