@@ -92,7 +92,7 @@ def test_importance_is_unrelated_to_selectivity_while_a_score_that_follows_it_is
     assert other["attribution"] < -0.2, f"claimed: attribution (x activation) partly follows selectivity, {other}"
 
 
-def test_l1_gives_nameable_neurons_and_weight_decay_does_not(full):
+def test_l1_gives_one_digit_neurons_and_weight_decay_does_not(full):
     t = full["regulariser_table"]
     assert t["l1"]["one_class_fraction"] >= 2 * t["none"]["one_class_fraction"], "L1 should make far more one-digit neurons"
     assert t["l1"]["one_class_fraction"] > max(t[k]["one_class_fraction"] for k in RECIPES[:3]), "L1 is the most readable recipe"
@@ -100,9 +100,9 @@ def test_l1_gives_nameable_neurons_and_weight_decay_does_not(full):
     assert min(seeds["l1"]["one_class_fraction"]) > max(v for k in RECIPES[:3] for v in seeds[k]["one_class_fraction"]), \
         "claimed: every L1 model has more one-digit neurons than every other model"
     wd, plain = full["weight_decay_max_one_class_fraction"], full["plain_validation"]["one_class_fraction"]
-    assert (wd <= plain) == (full["weight_decay_readability"] == "did not make neurons more nameable"), \
+    assert (wd <= plain) == (full["weight_decay_readability"] == "did not raise the share of one-digit neurons"), \
         "the weight-decay sentence must follow the sweep"
-    assert wd <= plain, f"claimed: no weight-decay strength tried makes neurons more nameable ({wd:.3f} vs plain {plain:.3f})"
+    assert wd <= plain, f"claimed: no weight-decay strength tried raises the share of one-digit neurons ({wd:.3f} vs plain {plain:.3f})"
 
 
 def test_regularisers_cost_about_half_a_point(full):
