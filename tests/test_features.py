@@ -143,8 +143,57 @@ def test_top_rule_share_matches_the_first_greedy_step(book):
     acts[:, 0] = truth[:, rule(book, "char 'e'")].float() + 0.01 * acts[:, 0]  # its top k are all e's
     acts[:, 4] = -1.0  # never positive: NaN
     k = int(truth[:, rule(book, "char 'e'")].sum())
-    shares = char_features.top_rule_share(acts, truth, k=k, max_base_rate=0.2, chunk=2)
+    shares = char_features.top_rule_share(acts, truth, k=k, max_base_rate=0.2)
     assert shares[0] == 1.0, "a unit whose top k all satisfy one rule has share 1"
     for u in range(1, 4):
         assert shares[u] == pytest.approx(char_features.greedy_cover(acts[:, u], truth, k=k, max_base_rate=0.2, n_rules=1)[0][1])
     assert shares[4].isnan()
+
+
+def test_a_cap_never_bars_the_current_character_when_told(book):
+    codes = book.codes(TEXT * 4)
+    truth = book.matrix(codes)
+    e = rule(book, "char 'e'")
+    acts = truth[:, e].float()
+    k = int(truth[:, e].sum())
+    barred = char_features.greedy_cover(acts, truth, k=k, max_base_rate=0.01, n_rules=1)
+    assert all(r != e for r, _ in barred), "a cap below the share of 'e' bars 'char e' (the artefact always= exists for)"
+    kept = char_features.greedy_cover(acts, truth, k=k, max_base_rate=0.01, n_rules=1, always=book.char_rules)
+    assert kept == [(e, 1.0)], "with the current-character rules always allowed, 'char e' covers the unit"
+    assert book.char_rules[e] and not book.char_rules[rule(book, "char vowel")] and not book.char_rules[rule(book, "after 'e'")]
+
+
+def test_cover_shares_flag_a_sum_of_two_unrelated_patterns_and_not_one(book):
+    codes = book.codes(TEXT * 4)
+    truth = book.matrix(codes)
+    e, nl = truth[:, rule(book, "char 'e'")].float(), truth[:, rule(book, "char '\\n'")].float()
+    k = int(min(e.sum(), nl.sum()))
+    gen = torch.Generator().manual_seed(0)
+    noise = 0.01 * torch.rand(len(e), 3, generator=gen)
+    units = torch.stack([e * 2, nl * 2, e + nl], 1) + noise * torch.stack([e, nl, e + nl], 1)  # 'e'; newline; their sum
+    shares = char_features.cover_shares(units, truth, k=k, max_base_rate=0.05, always=book.char_rules)
+    assert char_features.is_polysemantic(shares).tolist() == [False, False, True], f"shares {shares.tolist()}"
+    for u in range(3):
+        cover = char_features.greedy_cover(units[:, u], truth, k=k, max_base_rate=0.05, n_rules=2, always=book.char_rules)
+        assert shares[u, 0] == pytest.approx(cover[0][1]) and shares[u, 1] == pytest.approx(cover[1][1] if len(cover) > 1 else 0.0)
+    a, b = char_features.unrelated_pair(units[:, :2], truth, k=k, max_base_rate=0.05, always=book.char_rules)
+    assert {a, b} == {0, 1}
+
+
+def test_bootstrap_median_gap_brackets_the_gap_and_straddles_zero_for_equal_groups():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(400, generator=gen) + 0.3, torch.rand(400, generator=gen)
+    gap, lo, hi = char_features.bootstrap_median_gap(a, b, n_boot=300)
+    assert lo <= gap <= hi and lo > 0, f"a shifted by 0.3 should give an interval above 0, got [{lo:.3f}, {hi:.3f}]"
+    _, lo, hi = char_features.bootstrap_median_gap(b, torch.rand(400, generator=gen), n_boot=300)
+    assert lo < 0 < hi, "two draws of the same distribution should give an interval around 0"
+
+
+def test_split_coverage_counts_the_parents_firings_covered_by_children():
+    parent = torch.tensor([1.0, 1, 1, 1, 0, 0])
+    children = torch.tensor([[1.0, 0], [1, 1], [0, 1], [0, 0], [1, 1], [0, 0]])
+    out = char_features.split_coverage(parent, children)
+    assert out["covered"] == pytest.approx(0.75) and out["best_child"] == pytest.approx(0.5)
+    assert out["cofire"] == pytest.approx(1 / 3), "one of the three covered firings has both children on"
+    with pytest.raises(ValueError, match="never fires"):
+        char_features.split_coverage(torch.zeros(6), children)

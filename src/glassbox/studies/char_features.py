@@ -28,6 +28,7 @@ CLASSES = {  # character classes a rule can name (besides single characters)
     "vowel": lambda c: c.lower() in "aeiou",
 }
 VARIABLES = ("char", "prev", "bigram", "trigram", "word_position", "speaker_line", "caps_word")
+MIN_SECOND = 0.25  # a unit "needs a second rule" when one newly covers at least this share of its top characters
 SIZES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5)  # predicted-set sizes tried, as shares of n
 
 
@@ -74,6 +75,11 @@ class RuleBook:
     @property
     def n_rules(self) -> int:
         return len(self.names)
+
+    @property
+    def char_rules(self) -> Bool[Tensor, "rules"]:
+        """The rules naming the current character itself ("char 'o'"): a specificity cap must never bar them."""
+        return torch.tensor([n.startswith("char '") for n in self.names])
 
     def codes(self, text: str) -> Int[Tensor, "n n_vars"]:
         """Each character's value of every variable (columns in the order of VARIABLES)."""
@@ -215,14 +221,25 @@ def _binary(value: Tensor, name: str) -> Bool[Tensor, "n"]:
     return value.bool()
 
 
+def _allowed(truth: Bool[Tensor, "n rules"], max_base_rate: float, always: Bool[Tensor, "rules"] | None) -> Bool[Tensor, "rules"]:
+    """Rules a cover may use: those true on at most `max_base_rate` of characters, plus every rule in `always`."""
+    allowed = truth.float().mean(0) <= max_base_rate
+    if always is not None:
+        if always.shape != allowed.shape:
+            raise ValueError(f"always must hold one flag per rule ({len(allowed)}), got shape {tuple(always.shape)}")
+        allowed |= always.bool()
+    return allowed
+
+
 def greedy_cover(acts: Float[Tensor, "n"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.05,
-                 n_rules: int = 3) -> list[tuple[int, float]]:
-    """Which specific rules (holding on at most `max_base_rate` of characters) explain the unit's top-k
-    characters: repeatedly the rule covering most of the still unexplained ones. Returns (rule, share of the
-    top k it newly covers) pairs, largest first: one big share is a monosemantic unit, several are not."""
+                 n_rules: int = 3, always: Bool[Tensor, "rules"] | None = None) -> list[tuple[int, float]]:
+    """Which rules explain the unit's top-k characters: repeatedly the allowed rule covering most of the still
+    unexplained ones. A rule is allowed if it holds on at most `max_base_rate` of characters or is flagged in
+    `always` (e.g. `RuleBook.char_rules`: a cap must never bar naming the character itself). Returns (rule,
+    share of the top k it newly covers) pairs, largest first: one big share is a monosemantic unit, several are not."""
     checks.tensor(acts, "acts", ndim=1, floating=False)
     top = acts.topk(k).indices
-    allowed = truth.float().mean(0) <= max_base_rate
+    allowed = _allowed(truth, max_base_rate, always)
     left = torch.ones(k, dtype=torch.bool)
     out = []
     for _ in range(n_rules):
@@ -233,6 +250,85 @@ def greedy_cover(acts: Float[Tensor, "n"], truth: Bool[Tensor, "n rules"], *, k:
         out.append((r, gain[r].item() / k))
         left &= ~truth[top, r]
     return out
+
+
+@torch.no_grad()
+def cover_shares(acts: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.05,
+                 always: Bool[Tensor, "rules"] | None = None) -> Float[Tensor, "units 2"]:
+    """The first two steps of `greedy_cover` for every unit: the share of its k top characters the best allowed
+    rule covers, and the share the next rule newly covers. NaN rows for a unit positive on fewer than k characters."""
+    checks.tensor(acts, "acts", ndim=2, floating=False)
+    if len(acts) != len(truth):
+        raise ValueError(f"one row of rules per activation expected: {len(acts)} activations, {len(truth)} rows")
+    specific = truth[:, _allowed(truth, max_base_rate, always)]
+    values, top = acts.topk(k, dim=0)  # (k, units)
+    out = torch.empty(acts.shape[1], 2)
+    for u in range(acts.shape[1]):
+        hit = specific[top[:, u]]  # (k, allowed rules)
+        counts = hit.sum(0)
+        first = int(counts.argmax())
+        out[u, 0] = counts[first]
+        out[u, 1] = (hit & ~hit[:, first:first + 1]).sum(0).max()
+    return (out / k).masked_fill(values[-1][:, None] <= 0, float("nan"))
+
+
+def is_polysemantic(shares: Float[Tensor, "units 2"], min_second: float = MIN_SECOND) -> Bool[Tensor, "units"]:
+    """A unit needs a second, unrelated rule: after the best rule, another newly covers at least `min_second`
+    of its top characters (no single allowed rule, classes included, covers both). False for NaN rows."""
+    return shares[:, 1] >= min_second
+
+
+def unrelated_pair(latents: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.5,
+                   always: Bool[Tensor, "rules"] | None = None, n_candidates: int = 50) -> tuple[int, int]:
+    """Two monosemantic units whose sum is polysemantic, for a control the polysemanticity measure must flag: `a`, the
+    unit whose best rule covers most of its top k; `b`, the next most monosemantic unit whose sum with `a` (each
+    scaled by its k-th largest activation) still needs a second rule with rules up to `max_base_rate` (the widest cap).
+    If none of the first `n_candidates` does, the one whose sum needs the largest second share."""
+    shares = cover_shares(latents, truth, k=k, max_base_rate=max_base_rate, always=always)
+    order = shares[:, 0].nan_to_num(-1).argsort(descending=True).tolist()
+    a = order[0]
+    scaled = latents / latents.topk(k, dim=0).values[-1].clamp(min=1e-9)
+    best, best_second = order[1], -1.0
+    for b in order[1:n_candidates + 1]:
+        second = cover_shares((scaled[:, a] + scaled[:, b])[:, None], truth, k=k, max_base_rate=max_base_rate, always=always)[0, 1]
+        if second >= MIN_SECOND:
+            return a, b
+        if second.nan_to_num(-1) > best_second:
+            best, best_second = b, float(second.nan_to_num(-1))
+    return a, best
+
+
+def bootstrap_median_gap(a: Float[Tensor, "n_a"], b: Float[Tensor, "n_b"], *, n_boot: int = 1000, level: float = 0.95,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """median(a) - median(b), with a percentile bootstrap interval over units (each group resampled with
+    replacement on its own). NaNs are dropped. Returns (gap, low, high)."""
+    a, b = (checks.tensor(x, name, ndim=1, floating=False, finite=False).float() for x, name in ((a, "a"), (b, "b")))
+    a, b = a[~a.isnan()], b[~b.isnan()]  # NaN: a unit without a value (e.g. positive on fewer than k characters)
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError(f"both groups need a non-NaN value, got {len(a)} and {len(b)}")
+    gen = torch.Generator().manual_seed(seed)
+    ia, ib = (torch.randint(0, len(x), (n_boot, len(x)), generator=gen) for x in (a, b))
+    gaps = a[ia].median(1).values - b[ib].median(1).values
+    tail = (1 - level) / 2
+    return (a.median() - b.median()).item(), gaps.quantile(tail).item(), gaps.quantile(1 - tail).item()
+
+
+def split_coverage(parent: Float[Tensor, "n"], children: Float[Tensor, "n c"]) -> dict[str, float]:
+    """How a parent unit's firings divide among its children (all read on the same characters): the share of
+    characters where the parent fires on which at least one child fires (`covered`), the largest share one child
+    covers (`best_child`), and the share of those covered characters where two or more children fire (`cofire`)."""
+    checks.tensor(parent, "parent", ndim=1, floating=False)
+    checks.tensor(children, "children", ndim=2, floating=False)
+    if len(parent) != len(children):
+        raise ValueError(f"parent and children must be read on the same characters: {len(parent)} vs {len(children)}")
+    on = parent > 0
+    if not on.any():
+        raise ValueError("the parent never fires: nothing to divide")
+    kids = (children[on] > 0)
+    n_on = kids.sum(1)
+    covered = (n_on > 0).float().mean().item()
+    return {"covered": covered, "best_child": kids.float().mean(0).max().item() if kids.shape[1] else 0.0,
+            "cofire": (n_on >= 2).float().sum().item() / max((n_on > 0).sum().item(), 1)}
 
 
 # ---- text dashboards: activations drawn on the characters (plain HTML, no script: works offline everywhere) ----
@@ -336,16 +432,8 @@ def dashboard_figure(acts: Float[Tensor, "n"], effect: Float[Tensor, "d_vocab"],
     return fig
 
 
-@torch.no_grad()
 def top_rule_share(acts: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, k: int = 100,
-                   max_base_rate: float = 0.05, chunk: int = 256) -> Float[Tensor, "units"]:
-    """For each unit, the largest share of its k top-activating characters that one specific rule (true on at
-    most `max_base_rate` of characters) covers: the first step of `greedy_cover`. NaN for a unit positive on fewer than k."""
-    checks.tensor(acts, "acts", ndim=2, floating=False)
-    if len(acts) != len(truth):
-        raise ValueError(f"one row of rules per activation expected: {len(acts)} activations, {len(truth)} rows")
-    allowed = truth.float().mean(0) <= max_base_rate
-    specific = truth[:, allowed]
-    values, top = acts.topk(k, dim=0)  # (k, units)
-    shares = torch.cat([specific[idx].sum(0).amax(1) for idx in top.split(chunk, dim=1)]).float() / k
-    return shares.masked_fill(values[-1] <= 0, float("nan"))
+                   max_base_rate: float = 0.05, always: Bool[Tensor, "rules"] | None = None) -> Float[Tensor, "units"]:
+    """For each unit, the largest share of its k top-activating characters that one allowed rule (see
+    `greedy_cover`) covers: the first step of `greedy_cover`. NaN for a unit positive on fewer than k."""
+    return cover_shares(acts, truth, k=k, max_base_rate=max_base_rate, always=always)[:, 0]
