@@ -86,3 +86,50 @@ def test_cleanse_report_and_cheapest_removal():
     assert got == {"ranking": "a", "k": 1, "clean_accuracy": 0.88, "attack_success_rate": 0.01}, \
         "choose by validation accuracy at the first k under 5% on validation, then read the test curve at that k"
     assert backdoor.cheapest_removal({"b": {"k": [0], "clean_accuracy": [1.0], "attack_success_rate": [1.0]}}, test) is None
+
+
+def test_trigger_flip_rate_counts_only_what_the_trigger_changes(planted):
+    x, y = digits(), torch.full((64,), 3)
+    assert backdoor.trigger_flip_rate(planted, x, y, 7) == 1.0 and backdoor.called_target_rate(planted, x, y, 7) == 0.0
+    always7 = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        always7[1].weight.zero_()
+        always7[1].bias.zero_()
+        always7[1].bias[7] = 1.0
+    assert backdoor.attack_success_rate(always7, x, y, 7) == 1.0, "a model that calls everything 7 has attack success 1..."
+    assert backdoor.trigger_flip_rate(always7, x, y, 7) == 0.0, "...but the trigger changes none of its answers"
+    assert backdoor.called_target_rate(always7, x, y, 7) == 1.0
+    with pytest.raises(ValueError, match="target class"):
+        backdoor.trigger_flip_rate(planted, x, torch.full((64,), 7), 7)
+
+
+def test_mean_removal_curve_tells_a_stopped_trigger_from_a_model_that_calls_everything_the_target(planted):
+    x, y = digits(), torch.full((64,), 3)
+    high = backdoor.mean_removal_curve(planted, "2", torch.tensor([0]), [0, 1], x, y, 7, torch.tensor([10.0, 0.0, 0.0]))
+    assert high["attack_success_rate"] == [1.0, 1.0], "holding the trigger neuron high keeps the attack success at 1"
+    assert high["trigger_flip_rate"] == [1.0, 0.0] and high["clean_called_target"] == [0.0, 1.0], \
+        "held high, the neuron calls every clean digit 7: the trigger itself no longer changes anything"
+    best = backdoor.cheapest_removal({"a": high}, {"a": high}, key="trigger_flip_rate")
+    assert best == {"ranking": "a", "k": 1, "clean_accuracy": 0.0, "attack_success_rate": 1.0, "trigger_flip_rate": 0.0,
+                    "clean_called_target": 1.0}
+    assert backdoor.cheapest_removal({"a": high}, {"a": high}) is None, "by attack success nothing stops it"
+    with pytest.raises(KeyError, match="trigger_flip"):
+        backdoor.fewest_neurons({"k": [0], "attack_success_rate": [1.0]}, key="trigger_flip_rate")
+
+
+def test_choose_pixel_cut_reads_the_defenders_trigger_on_validation(planted):
+    x, y = digits(), torch.full((64,), 3)
+    white_first = torch.cat([WHITE.nonzero().flatten(), (~WHITE).nonzero().flatten()])
+    n, curve = backdoor.choose_pixel_cut(planted, white_first, [5, 0, 2], x, x, y, 7, backdoor.apply_trigger,
+                                       layer="0", reader="1")
+    assert curve["n"] == [0, 2, 5] and curve["attack_success_rate"] == [1.0, 1.0, 0.0], "3 white pixels still fire it; 5 cut stop it"
+    assert n == 5 and curve["clean_accuracy"] == [1.0, 1.0, 1.0]
+    none, _ = backdoor.choose_pixel_cut(planted, white_first, [0, 2], x, x, y, 7, backdoor.apply_trigger, layer="0", reader="1")
+    assert none is None, "no n in the list stops it"
+
+
+def test_trigger_attribution_reaches_a_layer_fed_by_the_input(planted):
+    x = digits(8)
+    scores = backdoor.trigger_attribution(planted, "0", x, 7)  # the Flatten: one unit per pixel
+    assert scores.shape == (784,) and scores[WHITE].gt(0).all() and not scores[~WHITE].any(), \
+        "only the white trigger pixels push logit 7 at the pixel layer"

@@ -92,6 +92,28 @@ def attack_success_rate(model: nn.Module, x: Float[Tensor, "batch *pixels"], y: 
     return (training.predict(model, trigger(x[keep])).argmax(-1) == target).float().mean().item()
 
 
+@torch.no_grad()
+def trigger_flip_rate(model: nn.Module, x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"],
+                      target: int, *, trigger: Trigger = apply_trigger) -> float:
+    """Fraction of the images whose true class is not `target` that the model calls `target` with the trigger
+    and not without it: the trigger's own effect, input by input (a model that calls everything `target` scores 0)."""
+    keep = y != target
+    if not keep.any():
+        raise ValueError(f"every image is of the target class {target}; pass images of other classes")
+    before = training.predict(model, x[keep]).argmax(-1) == target
+    after = training.predict(model, trigger(x[keep])).argmax(-1) == target
+    return (after & ~before).float().mean().item()
+
+
+@torch.no_grad()
+def called_target_rate(model: nn.Module, x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], target: int) -> float:
+    """Fraction of the clean images whose true class is not `target` that the model calls `target` (no trigger)."""
+    keep = y != target
+    if not keep.any():
+        raise ValueError(f"every image is of the target class {target}; pass images of other classes")
+    return (training.predict(model, x[keep]).argmax(-1) == target).float().mean().item()
+
+
 @dataclass
 class BackdoorConfig:
     target: int = 7  # the class the trigger forces
@@ -126,7 +148,9 @@ def trigger_attribution(model: nn.Module, layer: str, x: Float[Tensor, "batch *p
 
     Attribution patching: (a_triggered - a_clean) * d logit_target / d a, gradient at the triggered input.
     """
-    x_trig = trigger(x)
+    x_trig = trigger(x).detach()
+    if x_trig.is_floating_point():
+        x_trig.requires_grad_(True)  # so a layer fed straight by the input (e.g. the pixels) has a gradient too
     with hooks.capture(model, layer, detach=False) as acts:
         logit = model(x_trig)[:, target].sum()
     a_trig = acts[layer]
@@ -169,11 +193,14 @@ def removal_curve(model: nn.Module, layer: str, order: Int[Tensor, "neuron"], ks
     return curve
 
 
-def fewest_neurons(curve: dict[str, list[float]], max_asr: float = 0.05) -> dict[str, float] | None:
-    """The first point of a `removal_curve` whose attack success rate is <= `max_asr` (None if none is)."""
-    for k, acc, asr in zip(curve["k"], curve["clean_accuracy"], curve["attack_success_rate"]):
-        if asr <= max_asr:
-            return {"k": k, "clean_accuracy": acc, "attack_success_rate": asr}
+def fewest_neurons(curve: dict[str, list[float]], max_asr: float = 0.05, *, key: str = "attack_success_rate") -> dict[str, float] | None:
+    """The first point of a `removal_curve` whose `key` (default: the attack success rate) is <= `max_asr` (None if none is);
+    the point holds every measure the curve has."""
+    if key not in curve:
+        raise KeyError(f"key {key!r} is not a measure of this curve; it has {sorted(curve)}")
+    for i, value in enumerate(curve[key]):
+        if value <= max_asr:
+            return {name: values[i] for name, values in curve.items()}
     return None
 
 
@@ -334,13 +361,17 @@ def mean_ablation_asr(model: nn.Module, layer: str, x: Float[Tensor, "batch *pix
 def mean_removal_curve(model: nn.Module, layer: str, order: Int[Tensor, "neuron"], ks: list[int],
                        x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], target: int,
                        values: Float[Tensor, "neuron"], *, trigger: Trigger = apply_trigger) -> dict[str, list[float]]:
-    """`removal_curve` with the first k neurons of `order` held at `values` (mean ablation) instead of 0."""
-    curve: dict[str, list[float]] = {"k": [], "clean_accuracy": [], "attack_success_rate": []}
+    """`removal_curve` with the first k neurons of `order` held at `values` (mean ablation) instead of 0; besides clean
+    accuracy and attack success it records the `trigger_flip_rate` and the clean non-target images called the target."""
+    curve: dict[str, list[float]] = {"k": [], "clean_accuracy": [], "attack_success_rate": [], "trigger_flip_rate": [],
+                                     "clean_called_target": []}
     for k in ks:
         with ablation.ablate(model, layer, order[:k], values):
             curve["k"].append(k)
             curve["clean_accuracy"].append(training.accuracy(model, x, y))
             curve["attack_success_rate"].append(attack_success_rate(model, x, y, target, trigger=trigger))
+            curve["trigger_flip_rate"].append(trigger_flip_rate(model, x, y, target, trigger=trigger))
+            curve["clean_called_target"].append(called_target_rate(model, x, y, target))
     return curve
 
 
@@ -376,17 +407,33 @@ def cleanse_report(scan: Scan, mask: Bool[Tensor, "28 28"] | None, target: int |
 
 
 def cheapest_removal(val_curves: dict[str, dict[str, list[float]]], test_curves: dict[str, dict[str, list[float]]],
-                     max_asr: float = 0.05) -> dict | None:
+                     max_asr: float = 0.05, *, key: str = "attack_success_rate") -> dict | None:
     """Choose on validation, report on test: for each ranking, the fewest neurons whose removal brings the validation
-    attack under `max_asr`; keep the ranking with the best validation clean accuracy there; return its test point."""
+    `key` (default: the attack success rate) under `max_asr`; keep the ranking with the best validation clean accuracy
+    there; return its test point (every measure of the test curve at that k)."""
     picks = []
     for name, curve in val_curves.items():
-        hit = fewest_neurons(curve, max_asr)
+        hit = fewest_neurons(curve, max_asr, key=key)
         if hit is not None:
             picks.append((hit["clean_accuracy"], -hit["k"], name, hit["k"]))
     if not picks:
         return None
     _, _, name, k = max(picks)
     i = test_curves[name]["k"].index(k)
-    return {"ranking": name, "k": k, "clean_accuracy": test_curves[name]["clean_accuracy"][i],
-            "attack_success_rate": test_curves[name]["attack_success_rate"][i]}
+    return {"ranking": name, **{measure: values[i] for measure, values in test_curves[name].items()}}
+
+
+def choose_pixel_cut(model: nn.Module, order: Int[Tensor, "pixel"], ns: list[int], x_clean: Float[Tensor, "batch *pixels"],
+                     x_val: Float[Tensor, "batch *pixels"], y_val: Int[Tensor, "batch"], target: int, trigger: Trigger,
+                     max_asr: float = 0.05, *, layer: str = "normalize", reader: str = "fc1") -> tuple[int | None, dict[str, list[float]]]:
+    """How many pixels to cut, chosen on validation with a trigger the defender has (e.g. Neural Cleanse's reconstruction):
+    the fewest first pixels of `order`, among `ns`, whose cut (`cut_pixels`) brings that trigger's validation attack success
+    to <= `max_asr` (None if no n does), and the validation curve it was read from. `layer` and `reader` as in `cut_pixels`."""
+    curve: dict[str, list[float]] = {"n": [], "clean_accuracy": [], "attack_success_rate": []}
+    for n in sorted(ns):
+        cut = cut_pixels(model, order[:n], x_clean, layer=layer, reader=reader)
+        curve["n"].append(n)
+        curve["clean_accuracy"].append(training.accuracy(cut, x_val, y_val))
+        curve["attack_success_rate"].append(attack_success_rate(cut, x_val, y_val, target, trigger=trigger))
+    chosen = next((n for n, asr in zip(curve["n"], curve["attack_success_rate"]) if asr <= max_asr), None)
+    return chosen, curve
