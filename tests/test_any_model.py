@@ -246,6 +246,43 @@ def test_lstm_gives_its_output_by_default_and_h_n_by_a_nested_index():
         assert torch.equal(model(x), logits), "this model reads the output, not h_n: patching h_n changes nothing"
 
 
+def test_two_passes_join_along_the_batch_dim_the_caller_names_and_a_wrong_join_is_refused():
+    torch.manual_seed(0)
+    model, x = LSTMModel().eval(), torch.randn(5, 7, 3)
+    with hooks.capture(model, ["lstm", "lstm[1][0]"], batch_dim={"lstm[1][0]": 1}) as acts:
+        model(x[:3])
+        model(x[3:])
+    out, (h_n, _) = model.lstm(x)
+    torch.testing.assert_close(acts["lstm"], out.detach(), **TOL, msg="the output (batch first) joins along dim 0")
+    torch.testing.assert_close(acts["lstm[1][0]"], h_n.detach(), **TOL, msg="h_n (layers, batch, hidden) joins along dim 1")
+    with hooks.capture(model, "lstm[1][0]") as wrong:  # the default dim 0 is the layers here, not the examples
+        model(x[:3])
+        model(x[3:])
+    with pytest.raises(ValueError, match="batch_dim"):
+        wrong["lstm[1][0]"]
+    with hooks.capture(model, "lstm") as acts:
+        model(x[:3])
+        model(x[3:, :4])  # another sequence length: the two passes cannot be joined along dim 0
+    with pytest.raises(ValueError, match="batch_dim"):
+        acts["lstm"]
+    with pytest.raises(ValueError, match="not captured"), hooks.capture(model, "lstm", batch_dim={"lstm[1][0]": 1}):
+        pass
+    with pytest.raises(TypeError, match="must be an int"), hooks.capture(model, "lstm", batch_dim={"lstm": "1"}):
+        pass
+
+
+def test_predict_reads_the_logits_of_a_model_output_and_the_first_item_of_a_tuple(gpt2):
+    from glassbox import training
+
+    model, tokens, out = gpt2
+    torch.testing.assert_close(training.predict(model, tokens, batch_size=2), out.logits, **TOL)
+    torch.manual_seed(0)
+    lstm, x = LSTMModel().eval(), torch.randn(4, 7, 3)
+    torch.testing.assert_close(training.predict(lstm.lstm, x, batch_size=3), lstm.lstm(x)[0].detach(), **TOL)
+    with pytest.raises(TypeError, match="returns the prediction"):
+        training.predict(DictBlock(), torch.randn(2, 3))  # a dict without 'logits'
+
+
 def test_tools_built_on_hooks_work_through_the_selection_on_an_lstm():
     torch.manual_seed(0)
     model, x, y = LSTMModel().eval(), torch.randn(40, 7, 3), torch.randint(0, 4, (40,))

@@ -223,13 +223,28 @@ def _set(output: Any, where: Path, new: Tensor) -> Any:
 
 
 @contextmanager
-def capture(model: nn.Module, names: Name | list[Name], *, detach: bool = True) -> Iterator["Captured"]:
+def capture(model: nn.Module, names: Name | list[Name], *, detach: bool = True,
+            batch_dim: int | dict[Name, int] = 0) -> Iterator["Captured"]:
     """Record the output of each named module during the forward passes run inside the block.
 
-    Several forward passes append along the batch dimension (dim 0). A module returning a tuple or dict
-    gives its first tensor, or the element a bracketed suffix names ("lstm[1][0]"; see the module docstring).
+    Several forward passes are joined along `batch_dim` (0; one int for every name, or a dict by name):
+    an LSTM's h_n ("lstm[1][0]", (layers, batch, hidden)) and the output of a sequence-first module
+    have their batch at dim 1. A module returning a tuple or dict gives its first tensor, or the element
+    a bracketed suffix names ("lstm[1][0]"; see the module docstring).
     """
-    parts: dict[str, list[Tensor]] = {n: [] for n in _unique(_as_list(names))}
+    wanted = _unique(_as_list(names))
+    parts: dict[str, list[Tensor]] = {n: [] for n in wanted}
+    if isinstance(batch_dim, Mapping):
+        dims = {_name_key(n): d for n, d in batch_dim.items()}
+        unknown = [n for n in dims if n not in parts]
+        if unknown:
+            raise ValueError(f"batch_dim names {unknown}, which are not captured; captured: {list(parts)}")
+    else:
+        dims = {}
+    dims = {n: dims.get(n, batch_dim if isinstance(batch_dim, int) else 0) for n in parts}
+    for n, d in dims.items():
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(f"batch_dim for {n!r} must be an int (the dimension that holds the batch), got {d!r}")
 
     def hook_for(name: str, path: Path):
         def hook(module, inputs, output):
@@ -238,23 +253,36 @@ def capture(model: nn.Module, names: Name | list[Name], *, detach: bool = True) 
         return hook
 
     with _hooked(model, {n: hook_for for n in parts}):
-        yield Captured(parts)
+        yield Captured(parts, dims)
+
+
+def _name_key(name: Name) -> str:
+    return str(name) if isinstance(name, int) and not isinstance(name, bool) else name
 
 
 class Captured(Mapping):
-    """Read-only view of captured activations; a name's batches are concatenated when read."""
+    """Read-only view of captured activations; a name's batches are joined along its batch dim when read."""
 
-    def __init__(self, parts: dict[str, list[Tensor]]):
+    def __init__(self, parts: dict[str, list[Tensor]], batch_dims: dict[str, int] | None = None):
         self._parts = parts
+        self._dims = batch_dims or {}
 
     def __getitem__(self, name: Name) -> Tensor:
-        key = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
+        key = _name_key(name)
         if key not in self._parts:
             raise KeyError(f"{name!r} was not captured; captured: {list(self._parts)}")
         chunks = self._parts[key]
         if not chunks:
             raise RuntimeError(f"nothing was captured at {name!r}: run a forward pass inside the `with` block")
-        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        if len(chunks) == 1:
+            return chunks[0]
+        dim = self._dims.get(key, 0)
+        shapes = {tuple(c.shape[:dim % c.ndim]) + tuple(c.shape[dim % c.ndim + 1:]) for c in chunks if c.ndim}
+        if len(shapes) > 1 or any(c.ndim == 0 for c in chunks) or not -chunks[0].ndim <= dim < chunks[0].ndim:
+            raise ValueError(f"the {len(chunks)} forward passes captured at {name!r} cannot be joined along dim {dim}: "
+                             f"shapes {[tuple(c.shape) for c in chunks]}; pass capture(..., batch_dim=...) the dim "
+                             "that holds the batch (1 for an LSTM's h_n), or read one pass at a time")
+        return torch.cat(chunks, dim=dim)
 
     def __iter__(self):
         return iter(self._parts)

@@ -2,7 +2,7 @@
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,12 +140,26 @@ def model_device(model: nn.Module, x: Tensor) -> torch.device:
     return x.device if home is None else home
 
 
+def _output_tensor(out: object) -> Tensor:
+    """The prediction in a model's output: the tensor itself, a ModelOutput's `logits`, or a tuple's first item."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping) and isinstance(out.get("logits"), Tensor):
+        return out["logits"]  # a Hugging Face ModelOutput
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise TypeError(f"the model returned a {type(out).__name__}; predict needs a tensor, a dict with 'logits' "
+                    "(a Hugging Face ModelOutput) or a tuple whose first item is the prediction: wrap the model "
+                    "in a module that returns the prediction tensor")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
-    """Model outputs on `x`, computed in batches without gradients, where the model is."""
+    """Model outputs on `x`, computed in batches without gradients, where the model is. A Hugging Face
+    ModelOutput gives its `logits`, a tuple its first item."""
     checks.tensor(x, "x", floating=False)
     device = model_device(model, x)
-    return torch.cat([model(chunk.to(device)) for chunk in x.split(batch_size)])
+    return torch.cat([_output_tensor(model(chunk.to(device))) for chunk in x.split(batch_size)])
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Int[Tensor, "batch"], batch_size: int = 8192) -> float:
