@@ -11,7 +11,9 @@ STEM = "04_sparse_autoencoders"
 KEYS = ["toy_mmcs", "neuron_basis", "mnist_sae_l0", "mnist_sae_fvu", "mnist_sae_dead_fraction", "mnist_sae_spliced_accuracy",
         "relu1_target_sae", "median_sae_fvu", "median_sae_spliced_accuracy", "median_sae_k", "median_latent", "purity_sae_vs_neurons",
         "feature_ablation_effect", "feature_ablation_neuron", "feature_ablation_control", "predicted_vs_measured",
-        "sae_train_seconds", "headline", "exercise_k64_cut_to_8", "exercise_random_error_of_the_same_size"]
+        "sae_train_seconds", "headline", "exercise_k64_cut_to_8", "exercise_random_error_of_the_same_size",
+        "mnist_sae_controls", "relu1_k_largest_neurons", "best_switch_off", "median_sae_untrained_spliced_accuracy",
+        "mnist_clean_train_accuracy"]
 SAES = ["sae_toy_topk", "sae_mnist_relu1", "sae_mnist_relu2", "sae_median_resid"]
 
 
@@ -25,6 +27,8 @@ def test_smoke(smoke_run):
     assert len(f["purity_sae_vs_neurons"]["relu1"]["sae_seeds"]) == f["purity_n_seeds"] >= 2, "purity needs several SAE seeds"
     assert f["feature_ablation_control"]["n_latents"] > 0
     assert f["relu1_target_sae"]["l0"] <= 16.0 + 1e-6, "the target SAE is a k = 16 TopK SAE"
+    assert set(f["best_switch_off"]) == {"latents", "neurons", "untrained_sae_latents"}
+    assert f["relu1_k_largest_neurons"]["k=8"]["l0"] <= 8 + 1e-6, "the k largest neurons keep at most k units per digit"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,27 @@ def test_full_relu1_sae_against_the_neuron_basis(full):
     ok = [r for r in sweep.values() if r["val_spliced_accuracy"] >= full["mnist_clean_val_accuracy"] - 0.005]
     assert ok and full["mnist_sae_choice"] == min(ok, key=lambda r: r["l0"])["sae"], \
         "the choice must follow the stated rule on validation: the sparsest SAE within half a point of the clean model"
+    assert full["mnist_clean_train_accuracy"] > full["mnist_clean_val_accuracy"], \
+        "claimed: the MLP reads its own training digits better than held-out ones (why validation is on test digits)"
+
+
+def test_full_relu1_sae_against_its_controls(full):
+    """The SAE keeps the accuracy; the same SAE untrained does not; the neurons cut to the SAE's L0 are recorded honestly."""
+    clean, controls = full["mnist_clean_accuracy"], full["mnist_sae_controls"]
+    assert full["mnist_sae_spliced_accuracy"] >= clean - 0.01
+    assert controls["untrained_spliced_accuracy"] < clean - 0.3, f"the untrained SAE must fail where the trained one holds: {controls}"
+    for r in full["mnist_sae_sweep"]:
+        assert r["untrained_spliced_accuracy"] < r["spliced_accuracy"] - 0.1, f"every SAE of the sweep must beat its untrained twin: {r}"
+    match = controls["k_largest_neurons"]
+    assert match["l0"] <= full["mnist_sae_l0"] + 1e-6, "the neuron control may use no more units per digit than the SAE"
+    keeps_more = full["mnist_sae_spliced_accuracy"] > match["spliced_accuracy"]
+    assert controls["verdict"] == ("the SAE keeps more" if keeps_more else "the k largest neurons keep as much or more"), controls
+    assert f"keep {match['spliced_accuracy']:.2%}" in full["headline"], "the headline must report the neuron control"
+    sweep, largest = {r["sae"]: r for r in full["mnist_sae_sweep"]}, full["relu1_k_largest_neurons"]
+    for k in ("k=8", "k=16"):
+        assert sweep[k]["spliced_accuracy"] > largest[k]["spliced_accuracy"], \
+            f"claimed: at low L0 ({k}) the SAE keeps more than the same number of largest neurons: {sweep[k]} vs {largest[k]}"
+    assert largest["k=64"]["fvu"] < 1e-3, "claimed: the 64 largest neurons are the whole layer on almost every digit"
 
 
 def test_full_target_sae_is_reported_honestly(full):
@@ -64,6 +89,7 @@ def test_full_target_sae_is_reported_honestly(full):
 
 def test_full_median_sae(full):
     assert full["median_sae_spliced_accuracy"] >= full["median_clean_accuracy"] - 0.02, "the median SAE must keep the model's accuracy"
+    assert full["median_sae_untrained_spliced_accuracy"] < full["median_clean_accuracy"] - 0.3, "the same SAE untrained must not"
     assert full["median_sae_fvu"] < 0.1
     assert full["median_k8"]["spliced_accuracy"] < full["median_clean_accuracy"] - 0.1, \
         "claimed: at k = 8 the transformer loses far more accuracy than its FVU suggests"
@@ -88,8 +114,19 @@ def test_full_feature_intervention_against_matched_controls(full):
     assert effect["target_drop"] > 0.03 and effect["target_drop"] > 2 * control["target_drop"], \
         "switching off the chosen latent must hurt its digit far more than a random latent hurts its own"
     assert effect["max_other_change"] < 0.01, "switching off the chosen latent must leave the other digits alone"
-    assert f"{100 * effect['target_drop']:.0f} points on test vs {100 * neuron['target_drop']:.0f}" in full["headline"]
+    assert f"{100 * effect['target_drop']:.0f} points on the report digits vs {100 * neuron['target_drop']:.0f}" in full["headline"]
     assert set(full["predicted_vs_measured"]) == {"latents", "neurons"}, "predicted vs measured for every latent and every neuron"
+
+
+def test_full_best_latent_against_best_neuron_chosen_the_same_way(full):
+    """Chosen by the measured drop on validation, reported on the report digits: the latent beats the neuron,
+    and the same choice from an untrained SAE (a random dictionary) fails."""
+    best = full["best_switch_off"]
+    latent, neuron, random = (best[u]["report_drop"] for u in ("latents", "neurons", "untrained_sae_latents"))
+    assert latent > 0.1 and latent > 3 * neuron, f"claimed: one latent carries far more of a digit than any one neuron: {best}"
+    assert random < latent / 3, f"control: the best latent of an untrained SAE, chosen the same way, must fall far short: {best}"
+    assert (best["latents"]["n_units"], best["neurons"]["n_units"]) == (256, 64)
+    assert f"{latent:.1%} (latent) vs {neuron:.1%} (neuron) vs {random:.1%} (untrained SAE)" in full["headline"]
 
 
 def test_full_headline_quotes_the_findings(full):
@@ -127,8 +164,8 @@ def test_committed_relu1_sae_reproduces_its_card():
     trained = checkpoints.load_sae("sae_mnist_relu1")
     mlp, mnist = checkpoints.load_model("mnist_mlp"), mnist_mlp.load_mnist()
     with torch.no_grad():
-        metrics = sae.evaluate_sae(trained, sae.collect_activations(mlp, "relu1", mnist.x_test))
-    metrics["spliced_accuracy"] = sae.spliced_accuracy(mlp, "relu1", trained, mnist.x_test, mnist.y_test)
+        metrics = sae.evaluate_sae(trained, sae.collect_activations(mlp, "relu1", mnist.x_test[1::2]))  # the report digits
+    metrics["spliced_accuracy"] = sae.spliced_accuracy(mlp, "relu1", trained, mnist.x_test[1::2], mnist.y_test[1::2])
     assert metrics == pytest.approx(card["metrics"], abs=1e-5), "the committed SAE does not reproduce its card"
     assert card["hook_name"] == "relu1" and card["model_name"] == "mnist_mlp"
 

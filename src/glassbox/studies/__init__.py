@@ -10,5 +10,6 @@ tools for any model (glassbox's top level). Imports go down: a study uses the to
     shakespeare     Tiny Shakespeare from data/ and its character tokenizer (07, 08)
     char_features   character rules scored against units, text dashboards, steering (08)
     grokking        modular addition, full-batch training, progress measures (09)
+    sae_controls    what an SAE must beat: the k largest neurons, a unit chosen the same way (04)
     models          the journal's models built from a config (the MLP, the transformers) for checkpoints
 """
