@@ -133,3 +133,65 @@ def test_trigger_attribution_reaches_a_layer_fed_by_the_input(planted):
     scores = backdoor.trigger_attribution(planted, "0", x, 7)  # the Flatten: one unit per pixel
     assert scores.shape == (784,) and scores[WHITE].gt(0).all() and not scores[~WHITE].any(), \
         "only the white trigger pixels push logit 7 at the pixel layer"
+
+
+def test_hold_direction_along_one_neuron_is_mean_ablation_of_that_neuron(planted):
+    x = backdoor.apply_trigger(digits())
+    values = torch.tensor([0.5, 2.0, 0.0])
+    with backdoor.hold_direction(planted, "2", torch.tensor([3.0, 0.0, 0.0]), values):
+        held = planted(x)
+    with backdoor.ablation.ablate(planted, "2", [0], values):
+        ablated = planted(x)
+    assert torch.allclose(held, ablated), "a direction along one neuron must act as mean-ablating that neuron (the length is ignored)"
+
+
+def test_hold_direction_fixes_the_component_along_it_and_passes_the_rest(planted):
+    x = backdoor.apply_trigger(digits(16))
+    u = torch.tensor([1.0, 1.0, 0.0]) / 2 ** 0.5
+    values = torch.tensor([1.0, 3.0, 0.0])
+    before = backdoor.neurons.get_activations(planted, "2", x)
+    with backdoor.hold_direction(planted, "2", u, values):
+        after = backdoor.neurons.get_activations(planted, "2", x)
+    assert torch.allclose(after @ u, (values @ u).expand(16)), "the component along u must equal that of values on every input"
+    rest = lambda a: a - (a @ u)[:, None] * u
+    assert torch.allclose(rest(after), rest(before), atol=1e-5), "the part orthogonal to u must pass unchanged"
+    with pytest.raises(ValueError, match="all zeros"):
+        with backdoor.hold_direction(planted, "2", torch.zeros(3), values):
+            pass
+    with pytest.raises(ValueError, match="one entry per neuron"):
+        with backdoor.hold_direction(planted, "2", torch.ones(4), values):
+            pass
+
+
+def test_direction_removal_stops_the_trigger_only_along_its_direction(planted):
+    x, y = digits(), torch.full((64,), 3)
+    got = backdoor.direction_removal(planted, "2", {"trigger": torch.tensor([1.0, 0, 0]), "digit": torch.tensor([0, 1.0, 0])},
+                                     torch.zeros(3), x, y, 7)
+    assert got["trigger"] == {"clean_accuracy": 1.0, "attack_success_rate": 0.0, "trigger_flip_rate": 0.0, "clean_called_target": 0.0}
+    assert got["digit"]["trigger_flip_rate"] == 1.0 and got["digit"]["clean_accuracy"] == 0.0, \
+        "held along the digit neuron the trigger still works and the digits are lost"
+
+
+def test_random_directions_are_unit_and_reproducible():
+    d = backdoor.random_directions(64, 3, seed=1)
+    assert d.shape == (3, 64) and torch.allclose(d.norm(dim=1), torch.ones(3))
+    assert torch.equal(d, backdoor.random_directions(64, 3, seed=1)) and not torch.equal(d, backdoor.random_directions(64, 3, seed=2))
+
+
+def test_trigger_pixel_share_and_blind_removal_on_the_hand_built_backdoor(planted):
+    x, y = digits(32), torch.full((32,), 3)
+    y[0] = 0  # the scan measures every class's reconstruction on images of other classes: one image of class 0 for class 3
+    assert backdoor.trigger_pixel_share(planted, x, 7, backdoor.trigger_mask()) == pytest.approx(1.0), \
+        "logit 7 reads only the white trigger pixels: all its evidence sits on the trigger"
+    r = backdoor.blind_removal(planted, x, x, y, 7, backdoor.trigger_mask(), trigger=backdoor.apply_trigger, steps=3,
+                               layer="0", reader="1")
+    assert r["clean_accuracy"] == 31 / 32 and r["attack_success_rate"] == 1.0 and r["target"] == 7
+    assert set(r["after_cut"]) == {"clean_accuracy", "attack_success_rate"} and r["pixels_found"] >= 0
+
+
+def test_train_clean_is_the_backdoored_recipe_without_the_poison():
+    x, y = digits(512), torch.randint(0, 10, (512,), generator=torch.Generator().manual_seed(0))
+    cfg = backdoor.BackdoorConfig(steps=3, batch_size=64)
+    a, _ = backdoor.train_clean(x, y, cfg, seed=4)
+    b, _ = backdoor.train_clean(x, y, cfg, seed=4)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values())), "the same seed, the same model"

@@ -12,7 +12,8 @@ function that takes a model works on any `nn.Module` that maps such images to cl
 """
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from glassbox import ablation, checks, hooks, neurons, training
+from glassbox import ablation, attribution, checks, hooks, neurons, training
 from glassbox.studies import models
 
 SIDE = 28  # MNIST images are SIDE x SIDE pixels
@@ -131,6 +132,16 @@ def train_backdoored(x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"],
     model = models.build_mlp({})
     history = training.train(model, training.minibatches(x_bad, y_bad, cfg.batch_size, seed=seed),
                              steps=cfg.steps, lr=cfg.lr, eval_every=max(cfg.steps // 10, 1), desc="backdoored")
+    return model, history
+
+
+def train_clean(x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], cfg: BackdoorConfig,
+                seed: int = 0) -> tuple[models.MLP, training.History]:
+    """The control for `train_backdoored`: the same MLP, recipe and seed on the same data, with nothing poisoned."""
+    training.set_seed(seed)
+    model = models.build_mlp({})
+    history = training.train(model, training.minibatches(x, y, cfg.batch_size, seed=seed),
+                             steps=cfg.steps, lr=cfg.lr, eval_every=max(cfg.steps // 10, 1), desc="clean")
     return model, history
 
 
@@ -437,3 +448,74 @@ def choose_pixel_cut(model: nn.Module, order: Int[Tensor, "pixel"], ns: list[int
         curve["attack_success_rate"].append(attack_success_rate(cut, x_val, y_val, target, trigger=trigger))
     chosen = next((n for n, asr in zip(curve["n"], curve["attack_success_rate"]) if asr <= max_asr), None)
     return chosen, curve
+
+
+def trigger_pixel_share(model: nn.Module, x: Float[Tensor, "batch *pixels"], target: int, mask: Bool[Tensor, "28 28"], *,
+                        trigger: Trigger = apply_trigger) -> float:
+    """Share of the positive integrated-gradients evidence for `target` (mean over the triggered images) that sits on `mask`."""
+    ig = attribution.attribute(model, trigger(x).reshape(len(x), SIDE, SIDE), target, "integrated_gradients").mean(0).clamp(min=0)
+    return (ig[mask].sum() / ig.sum()).item()
+
+
+def blind_removal(model: nn.Module, x_clean: Float[Tensor, "batch *pixels"], x_eval: Float[Tensor, "batch *pixels"],
+                  y_eval: Int[Tensor, "batch"], target: int, mask: Bool[Tensor, "28 28"], *, trigger: Trigger,
+                  steps: int = 300, seed: int = 0, layer: str = "normalize", reader: str = "fc1") -> dict:
+    """The defender's pipeline on one backdoored model whose trigger (`trigger`, `mask`, `target`) we know: a Neural Cleanse
+    scan (`cleanse_report`), then the top mask's pixels above 0.5 cut (`cut_pixels`), with the attack and clean accuracy
+    on (`x_eval`, `y_eval`) before and after. `layer` and `reader` as in `cut_pixels`."""
+    scan = scan_classes(model, x_clean, x_eval, y_eval, steps=steps, seed=seed)
+    found = (scan.masks[int(scan.anomaly.argmax())] > 0.5).flatten().nonzero().flatten()
+    cut = cut_pixels(model, found, x_clean, layer=layer, reader=reader)
+    return {**cleanse_report(scan, mask, target),
+            "clean_accuracy": training.accuracy(model, x_eval, y_eval),
+            "attack_success_rate": attack_success_rate(model, x_eval, y_eval, target, trigger=trigger),
+            "after_cut": {"clean_accuracy": training.accuracy(cut, x_eval, y_eval),
+                          "attack_success_rate": attack_success_rate(cut, x_eval, y_eval, target, trigger=trigger)}}
+
+
+@contextmanager
+def hold_direction(model: nn.Module, layer: str, direction: Float[Tensor, "neuron"],
+                   values: Float[Tensor, "neuron"]) -> Iterator[None]:
+    """Inside the block, the component of `layer`'s output along `direction` is held at that of `values` (e.g. the
+    clean mean): a -> a - ((a - values) . u) u with u = direction / |direction|. Whatever is orthogonal to u passes
+    unchanged: one direction ablated, spread over every neuron, instead of a set of neurons."""
+    checks.tensor(direction, "direction", ndim=1)
+    checks.tensor(values, "values", ndim=1)
+    if direction.shape != values.shape:
+        raise ValueError(f"direction and values must both have one entry per neuron, got {tuple(direction.shape)} and "
+                         f"{tuple(values.shape)}")
+    if direction.norm() == 0:
+        raise ValueError("direction is all zeros: it points nowhere; pass e.g. trigger_activation_shift(...)")
+    u = direction / direction.norm()
+
+    def hold(a: Tensor) -> Tensor:
+        if a.ndim != 2 or a.shape[1] != len(u):
+            raise ValueError(f"{layer!r} outputs {tuple(a.shape)}; the direction has {len(u)} entries: it must be "
+                             "(batch, neuron) with one entry per neuron")
+        uu, mu = u.to(a.device, a.dtype), values.to(a.device, a.dtype)
+        return a - ((a - mu) @ uu)[:, None] * uu
+    with hooks.patch(model, {layer: hold}):
+        yield
+
+
+def random_directions(n_units: int, count: int, seed: int = 0) -> Float[Tensor, "count neuron"]:
+    """`count` directions drawn uniformly on the unit sphere of `n_units` dimensions (Gaussian, normalised): the control
+    for a direction estimated from data."""
+    d = torch.randn(count, n_units, generator=torch.Generator().manual_seed(seed))
+    return d / d.norm(dim=1, keepdim=True)
+
+
+@torch.no_grad()
+def direction_removal(model: nn.Module, layer: str, directions: dict[str, Float[Tensor, "neuron"]], values: Float[Tensor, "neuron"],
+                      x: Float[Tensor, "batch *pixels"], y: Int[Tensor, "batch"], target: int, *,
+                      trigger: Trigger = apply_trigger) -> dict[str, dict[str, float]]:
+    """For each named direction, with `layer`'s component along it held at that of `values` (`hold_direction`): clean
+    accuracy, attack success rate, trigger flip rate and the clean non-target images called the target."""
+    out = {}
+    for name, direction in directions.items():
+        with hold_direction(model, layer, direction, values):
+            out[name] = {"clean_accuracy": training.accuracy(model, x, y),
+                         "attack_success_rate": attack_success_rate(model, x, y, target, trigger=trigger),
+                         "trigger_flip_rate": trigger_flip_rate(model, x, y, target, trigger=trigger),
+                         "clean_called_target": called_target_rate(model, x, y, target)}
+    return out
