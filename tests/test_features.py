@@ -197,3 +197,37 @@ def test_split_coverage_counts_the_parents_firings_covered_by_children():
     assert out["cofire"] == pytest.approx(1 / 3), "one of the three covered firings has both children on"
     with pytest.raises(ValueError, match="never fires"):
         char_features.split_coverage(torch.zeros(6), children)
+
+
+def test_mix_scales_give_each_unit_its_share_of_the_top_k_where_kth_scaling_does_not():
+    gen = torch.Generator().manual_seed(0)
+    n = 2000
+    a, b = torch.zeros(n), torch.zeros(n)
+    a[:300] = 1 + 9 * torch.rand(300, generator=gen) ** 3  # a heavy tail
+    b[300:600] = 1 + 0.5 * torch.rand(300, generator=gen)  # a flat one; the two never fire together
+    pair = torch.stack([a, b], 1)
+    for share_b in (0.5, 0.25):
+        mixed = (pair / char_features.mix_scales(pair, k=100, share_b=share_b)).sum(1)
+        from_b = (mixed.topk(100).indices >= 300).float().mean().item()
+        assert from_b == pytest.approx(share_b, abs=0.011), f"share_b={share_b}: b supplies {from_b:.2f} of the top 100"
+    kth = pair.topk(100, dim=0).values[-1]
+    naive = ((pair / kth).sum(1).topk(100).indices >= 300).float().mean().item()
+    assert naive < 0.25, f"scaling by the 100th largest should let the heavy tail dominate (b: {naive:.2f}); the control would be unfair"
+    with pytest.raises(ValueError, match="share_b"):
+        char_features.mix_scales(pair, share_b=1.0)
+
+
+def test_steering_table_counts_each_set_and_a_zero_push_changes_nothing():
+    from glassbox.studies import models
+    cfg = models.config_dict(models.TransformerConfig(n_layers=1, n_heads=1, d_model=16, d_head=16, d_mlp=32, d_vocab=5, n_ctx=8,
+                                                      act_fn="relu", seed=0))
+    model = models.build("transformer", cfg).eval()
+    prompts = torch.randint(0, 5, (6, 3), generator=torch.Generator().manual_seed(1))
+    effect = (model.W_out[0] @ model.W_U).detach()  # (d_mlp, vocab): the direct path of each neuron to the logits
+    up = effect[:, 2] - effect.mean(1)
+    table = char_features.steering_table(model, prompts, "blocks.0.mlp.hook_post", {"up": up / up.norm(), "zero": torch.zeros(32)},
+                                         {"2": torch.tensor([2]), "01": torch.tensor([0, 1])}, [1000.0], n_new=10, n_ctx=8)
+    clean = char_features.generate(model, prompts, 10, n_ctx=8, seed=0)
+    assert table["0"]["none"]["2"] == pytest.approx(char_features.char_rate(clean, torch.tensor([2])))
+    assert table["1000"]["zero"] == table["0"]["none"], "adding a zero vector must give the unsteered draws"
+    assert table["1000"]["up"]["2"] > table["0"]["none"]["2"] + 0.25, f"a large push toward token 2 should produce it more often: {table}"

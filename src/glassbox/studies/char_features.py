@@ -278,19 +278,32 @@ def is_polysemantic(shares: Float[Tensor, "units 2"], min_second: float = MIN_SE
     return shares[:, 1] >= min_second
 
 
+def mix_scales(pair: Float[Tensor, "n 2"], *, k: int = 100, share_b: float = 0.5) -> Float[Tensor, "2"]:
+    """Divisors that make the sum of two units (pair[:, 0] / s[0] + pair[:, 1] / s[1]) draw `share_b` of its top k
+    from the second: each unit's activation at the rank of its share of the k (the first at (1 - share_b) k, the
+    second at share_b k). Exact on `pair`'s own text when the two never fire together; scaling both by their k-th
+    largest instead lets the one with the heavier tail take most of the top k."""
+    checks.tensor(pair, "pair", ndim=2)
+    if pair.shape[1] != 2 or not 0 < share_b < 1:
+        raise ValueError(f"pair must be (n, 2) and share_b in (0, 1); got {tuple(pair.shape)} and {share_b}")
+    ranks = [max(1, round((1 - share_b) * k)), max(1, round(share_b * k))]
+    return torch.stack([pair[:, i].topk(r).values[-1] for i, r in enumerate(ranks)]).clamp(min=1e-9)
+
+
 def unrelated_pair(latents: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.5,
                    always: Bool[Tensor, "rules"] | None = None, n_candidates: int = 50) -> tuple[int, int]:
     """Two monosemantic units whose sum is polysemantic, for a control the polysemanticity measure must flag: `a`, the
-    unit whose best rule covers most of its top k; `b`, the next most monosemantic unit whose sum with `a` (each
-    scaled by its k-th largest activation) still needs a second rule with rules up to `max_base_rate` (the widest cap).
+    unit whose best rule covers most of its top k; `b`, the next most monosemantic unit whose equal mix with `a`
+    (`mix_scales`, half of the top k each) still needs a second rule with rules up to `max_base_rate` (the widest cap).
     If none of the first `n_candidates` does, the one whose sum needs the largest second share."""
     shares = cover_shares(latents, truth, k=k, max_base_rate=max_base_rate, always=always)
     order = shares[:, 0].nan_to_num(-1).argsort(descending=True).tolist()
     a = order[0]
-    scaled = latents / latents.topk(k, dim=0).values[-1].clamp(min=1e-9)
     best, best_second = order[1], -1.0
     for b in order[1:n_candidates + 1]:
-        second = cover_shares((scaled[:, a] + scaled[:, b])[:, None], truth, k=k, max_base_rate=max_base_rate, always=always)[0, 1]
+        pair = latents[:, [a, b]]
+        mixed = (pair / mix_scales(pair, k=k)).sum(1)
+        second = cover_shares(mixed[:, None], truth, k=k, max_base_rate=max_base_rate, always=always)[0, 1]
         if second >= MIN_SECOND:
             return a, b
         if second.nan_to_num(-1) > best_second:
@@ -437,3 +450,26 @@ def top_rule_share(acts: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"
     """For each unit, the largest share of its k top-activating characters that one allowed rule (see
     `greedy_cover`) covers: the first step of `greedy_cover`. NaN for a unit positive on fewer than k."""
     return cover_shares(acts, truth, k=k, max_base_rate=max_base_rate, always=always)[:, 0]
+
+
+def char_rate(out: Int[Tensor, "batch n_new"], ids: Int[Tensor, "c"]) -> float:
+    """The share of generated tokens that are one of `ids` (e.g. the characters a latent promotes)."""
+    checks.tensor(out, "out", floating=False)
+    return torch.isin(out, ids.to(out.device)).float().mean().item()
+
+
+def steering_table(model, prompts: Int[Tensor, "batch pos"], hook_name: str, directions: dict[str, Float[Tensor, "d"]],
+                   char_sets: dict[str, Int[Tensor, "c"]], scales: list[float], *, norm: float = 1.0, n_new: int, n_ctx: int,
+                   seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """Steer with every direction at every scale (`scale * norm * direction` added at `hook_name` at every position while
+    sampling from `prompts`, the same draws for all) and count every character set in the output:
+    table[f"{scale:g}"][direction][chars] = share of generated characters in that set; scale "0" is unsteered."""
+    table = {}
+    for scale in [0.0, *scales]:
+        row = {}
+        for name, d in (directions.items() if scale else [("none", None)]):
+            hooks = [(hook_name, lambda act, hook, d=d: act + scale * norm * d)] if d is not None else []
+            out = generate(model, prompts, n_new, n_ctx=n_ctx, fwd_hooks=hooks, temperature=1.0, seed=seed)
+            row[name] = {c: char_rate(out, ids) for c, ids in char_sets.items()}
+        table[f"{scale:g}"] = row
+    return table
