@@ -7,9 +7,10 @@ STEM = "00_paper_notes"
 KEYS = ["tms_features_represented_dense", "tms_features_represented_sparse", "tms_pentagon_max_angle_error_deg",
         "tms_phase_diagram_agreement", "tms_phase_agreement_untrained", "tms_phase_cells_differing", "tms_phase_seeds",
         "tms_phase_same_sign_pairs", "tms_phase_differing_cells", "tms_phase_differing_cells_above_best_candidate",
-        "tms_phase_loss_ratio", "tms_phase_beating_cells_less_important_feature", "tms_represented_features",
-        "tms_sticky_share", "tms_sticky_share_uniform_baseline", "tms_share_below_smallest_fraction",
-        "tms_sticky_share_by_sparsity", "tms_plateau_at_1", "tms_plateau_at_half", "tms_train_seconds", "headline"]
+        "tms_phase_loss_ratio", "tms_phase_beating_cells_less_important_feature",
+        "tms_pentagon_neighbour_passes_above", "tms_phase_agreement_all_cells", "tms_phase_boundary_cells",
+        "tms_phase_agreement_boundary_cells", "tms_dim_seeds", "tms_sticky_excess", "tms_near_half", "tms_sticky_share_pooled", "tms_excess_other_fractions",
+        "tms_sticky_share_by_sparsity", "tms_plateau_at_1", "tms_plateau_at_half", "tms_densest", "tms_train_seconds", "headline"]
 
 
 @pytest.mark.notebook
@@ -21,9 +22,10 @@ def test_smoke(smoke_run):
         "even 200 steps should represent more sparse features than dense ones, and more than the 5 dimensions"
     assert f["tms_pentagon_max_angle_error_deg"] < 10, "even a short run should put 5 features near a pentagon"
     assert f["tms_phase_seeds"] == 2, "smoke runs train 2 seeds per cell"
-    assert 0.25 < f["tms_sticky_share_uniform_baseline"] < 0.8, \
+    assert all(0.25 < pooled["uniform"] < 0.8 for pooled in f["tms_sticky_share_pooled"]), \
         "the uniform baseline only depends on the range of D_i; outside this band the range is degenerate"
-    assert len(f["tms_sticky_share_by_sparsity"]) == 4, "one share per sparsity of the smoke sweep"
+    assert f["tms_dim_seeds"] == 2 and [len(by) for by in f["tms_sticky_share_by_sparsity"]] == [4, 4], \
+        "one share per sparsity of the smoke sweep, for each of its 2 initialisations"
     assert "headline" in f and "s:" not in f["headline"].lower() and " s " not in f["headline"], \
         "the headline must quote no seconds"
 
@@ -71,16 +73,54 @@ def test_full_trained_models_beat_the_superposition_candidate_but_not_the_others
         and shape["larger bias"] >= 0.8 * shape["cells"], f"claim: the winners shorten the less important feature and raise its bias: {shape}"
 
 
-def test_full_stickiness_over_all_features_against_a_matched_baseline():
+def test_full_features_pile_up_at_one_half_in_every_initialisation_but_not_in_a_uniform_spread():
     f = findings.load(STEM)
-    share, base = f["tms_sticky_share"], f["tms_sticky_share_uniform_baseline"]
-    assert f["tms_represented_features"] > 100, "the share must be over all represented features of the sweep"
-    assert share > base + 0.05, f"claim: features pile up at the fractions above a uniform spread ({share:.3f} vs {base:.3f})"
-    assert share < 0.7, f"claim: only about half of all features sit on a fraction, got {share:.3f}"
-    assert 0.3 < f["tms_share_below_smallest_fraction"] < 0.7, "claim: about half fall below 3/8 at the sparsest settings"
-    by = f["tms_sticky_share_by_sparsity"]
-    assert max(by[2:9]) >= 0.95 and by[-1] < 0.2, f"claim: high in the middle of the sweep, low at the sparsest: {by}"
-    assert f["tms_plateau_at_1"] >= 1 and f["tms_plateau_at_half"] >= 2, "D* should sit at 1 (dense) and on a plateau at 1/2"
+    near = f["tms_near_half"]
+    assert f["tms_dim_seeds"] == len(near["observed"]) >= 3, "the stickiness claim must hold over at least 3 initialisations"
+    for observed, uniform, drawn in zip(near["observed"], near["uniform"], near["uniform_sample"]):
+        assert observed >= 2 * uniform, f"claim: over twice as many features within 0.03 of 1/2 as a uniform spread puts there: {near}"
+        assert drawn < 2 * uniform, f"control: a drawn uniform spread must not pass the same bar: {near}"
+    assert all(n == 3 for n in f["tms_plateau_at_half"]) and all(n >= 1 for n in f["tms_plateau_at_1"]), \
+        f"D* should sit on 1/2 for 3 sparsities in every initialisation: {f['tms_plateau_at_half']}, {f['tms_plateau_at_1']}"
+    for by in f["tms_sticky_share_by_sparsity"]:
+        assert max(s for s in by[2:9] if s is not None) >= 0.9 and by[-1] < 0.2, f"claim: high mid-sweep, low at the sparsest: {by}"
+
+
+def test_full_the_pooled_share_is_not_the_evidence():
+    pooled = findings.load(STEM)["tms_sticky_share_pooled"]
+    assert all(p["features"] > 100 for p in pooled), "the share must be over all represented features of the sweep"
+    f = findings.load(STEM)
+    other, near = f["tms_excess_other_fractions"], f["tms_near_half"]
+    for o, p, observed, uniform in zip(other, pooled, near["observed"], near["uniform"]):
+        assert o < 0, f"claimed: the fractions other than 1/2 together hold fewer features than a uniform spread: {other}"
+        assert (p["share"] - p["uniform"]) * p["features"] < observed - uniform, \
+            f"claimed: the pooled excess comes from 1/2 alone: {pooled}, {near}"
+    assert f["tms_sticky_excess"][0]["2/3"]["observed"] < f["tms_sticky_excess"][0]["2/3"]["uniform"], "2/3 holds fewer than uniform"
+    assert all(0.3 < p["below_smallest"] < 0.7 for p in pooled), f"about half fall below 3/8 at the sparsest settings: {pooled}"
+
+
+def test_full_dense_d_star_of_one_is_total_norm_not_one_dimension_each():
+    dense = findings.load(STEM)["tms_densest"]
+    assert all(abs(v - 10) < 1 for v in dense["squared_frobenius"]), f"D* ~ 1 means ||W||_F^2 ~ m = 10: {dense}"
+    assert all(n < 10 for n in dense["features_above_half"]), f"claim: fewer than 10 features get a norm above 0.5: {dense}"
+
+
+def test_full_pentagon_bias_cuts_off_only_small_interference():
+    above = findings.load(STEM)["tms_pentagon_neighbour_passes_above"]
+    assert 0.4 < above < 0.9, f"the prose says interference passes the ReLU once the active feature exceeds {above}"
+
+
+def test_full_phase_agreement_on_boundary_cells_beats_the_baselines():
+    f = findings.load(STEM)
+    edge, every = f["tms_phase_agreement_boundary_cells"], f["tms_phase_agreement_all_cells"]
+    assert every["trained"] == f["tms_phase_diagram_agreement"], "the two records of the agreement must match"
+    assert every["always_superposition"] > 0.7 and every["simple_rule"] > 0.85, \
+        f"the prose says answers that need no training already agree in most cells: {every}"
+    assert f["tms_phase_boundary_cells"] >= 15, "enough boundary cells to count"
+    assert edge["trained"] >= edge["simple_rule"] + 0.15 and edge["trained"] >= 0.8, \
+        f"claim: on boundary cells training beats the simple rule: {edge}"
+    for control in ("untrained", "always_superposition", "simple_rule"):
+        assert edge[control] < 0.8, f"control {control!r} must fail the same bar on boundary cells: {edge}"
 
 
 def test_full_headline_quotes_the_findings():
@@ -89,8 +129,9 @@ def test_full_headline_quotes_the_findings():
     for text in (f"keep {f['tms_features_represented_dense']} when dense", f"{f['tms_features_represented_sparse']} at S=0.999",
                  f"within {f['tms_pentagon_max_angle_error_deg']:.2f} deg", f"best of {f['tms_phase_seeds']} seeds",
                  f"three-candidate approximation in {f['tms_phase_diagram_agreement']:.0%} of cells",
-                 f"({f['tms_phase_agreement_untrained']:.0%} before training)", f"{f['tms_sticky_share']:.0%} of represented",
-                 f"uniform spread: {f['tms_sticky_share_uniform_baseline']:.0%}"):
+                 f"({f['tms_phase_agreement_untrained']:.0%} before training)",
+                 f"{f['tms_phase_agreement_boundary_cells']['trained']:.0%} of boundary cells",
+                 f"{min(f['tms_near_half']['observed'])}-{max(f['tms_near_half']['observed'])} features sit within 0.03 of 1/2"):
         assert text in h, f"the headline should quote {text!r}: {h}"
 
 

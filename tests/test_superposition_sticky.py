@@ -23,3 +23,32 @@ def test_uniform_baseline_uses_min_and_max_not_the_values():
 def test_uniform_baseline_refuses_a_single_point():
     with pytest.raises(ValueError, match="range"):
         sp.sticky_share_uniform(torch.tensor([0.5, 0.5]))
+
+
+def test_sticky_excess_counts_each_fraction_against_a_uniform_spread_of_as_many_features():
+    D = torch.tensor([0.2, 0.5, 0.5, 0.51, 0.9, 1.0])
+    out = sp.sticky_excess(D)
+    assert out["1/2"]["observed"] == 3 and out["1"]["observed"] == 1 and out["3/4"]["observed"] == 0
+    # [0.2, 1.0] with 6 features: the 1/2 window (0.06 wide) expects 6 * 0.06 / 0.8 = 0.45
+    assert out["1/2"]["uniform"] == pytest.approx(0.45, abs=0.01)
+    assert sum(v["observed"] for v in out.values()) == sum(sp.count_sticky(D).values())
+
+
+def test_sticky_excess_of_a_uniform_sample_is_near_its_baseline():
+    D = torch.rand(20_000, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.2
+    out = sp.sticky_excess(D)
+    assert out["1/2"]["observed"] == pytest.approx(out["1/2"]["uniform"], rel=0.1), "a uniform spread has no excess"
+
+
+def test_boundary_cells_mark_both_sides_of_a_change():
+    phase = torch.tensor([[0, 0, 2], [0, 0, 2], [1, 1, 2]])
+    edge = sp.boundary_cells(phase)
+    assert edge.tolist() == [[False, True, True], [True, True, True], [True, True, True]]
+    assert not sp.boundary_cells(torch.zeros(3, 3, dtype=torch.long)).any(), "a constant map has no boundary"
+    with pytest.raises(ValueError, match="2-d"):
+        sp.boundary_cells(torch.zeros(4, dtype=torch.long))
+
+
+def test_simple_phase_rule_splits_dense_cells_by_importance():
+    r, p = torch.tensor([0.5, 2.0, 0.5, 2.0]), torch.tensor([1.0, 1.0, 0.1, 0.1])
+    assert sp.simple_phase_rule(r, p).tolist() == [0, 1, 2, 2]

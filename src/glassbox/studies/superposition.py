@@ -253,6 +253,25 @@ def theoretical_phase(relative_importance: Float[Tensor, "..."], density: Float[
     return theoretical_loss(relative_importance, density).argmin(-1)
 
 
+def simple_phase_rule(relative_importance: Float[Tensor, "..."], density: Float[Tensor, "..."]) -> Int[Tensor, "..."]:
+    """A baseline that needs no losses: superposition (2) unless the features are dense (p > 0.5); dense, the
+    extra feature is dropped (0) when r < 1 and takes the dimension (1) otherwise."""
+    r, p = torch.broadcast_tensors(torch.as_tensor(relative_importance), torch.as_tensor(density))
+    return torch.where(p > 0.5, torch.where(r < 1, 0, 1), 2)
+
+
+def boundary_cells(phase: Int[Tensor, "R P"]) -> Tensor:
+    """Bool (R, P): the cells of a phase map with a different phase in one of their 4 neighbours."""
+    if phase.ndim != 2:
+        raise ValueError(f"expected a 2-d phase map (R, P); got shape {tuple(phase.shape)}")
+    edge = torch.zeros(phase.shape, dtype=torch.bool, device=phase.device)
+    edge[1:] |= phase[1:] != phase[:-1]
+    edge[:-1] |= phase[:-1] != phase[1:]
+    edge[:, 1:] |= phase[:, 1:] != phase[:, :-1]
+    edge[:, :-1] |= phase[:, :-1] != phase[:, 1:]
+    return edge
+
+
 def candidate_solutions(density: Float[Tensor, "cells"]) -> tuple[Float[Tensor, "3 cells 1 2"], Float[Tensor, "3 cells 2"]]:
     """W and b of the three candidate solutions of `theoretical_loss` (not represented, dedicated, superposition)."""
     p = torch.as_tensor(density, dtype=torch.float32).reshape(-1)
@@ -313,6 +332,16 @@ def sticky_share_uniform(D: Float[Tensor, "..."], tolerance: float = 0.03, n_gri
     if not hi > lo:
         raise ValueError(f"need dimensionalities spread over a range, got min = max = {lo}")
     return sticky_share(torch.linspace(lo, hi, n_grid), tolerance)
+
+
+def sticky_excess(D: Float[Tensor, "..."], tolerance: float = 0.03, n_grid: int = 100_001) -> dict[str, dict[str, float]]:
+    """For each sticky fraction: how many of the given dimensionalities lie on it (`count_sticky`) and how many
+    the same number spread uniformly over [min D, max D] would put there (the matched baseline)."""
+    lo, hi = D.min().item(), D.max().item()
+    if not hi > lo:
+        raise ValueError(f"need dimensionalities spread over a range, got min = max = {lo}")
+    observed, spread = count_sticky(D, tolerance), count_sticky(torch.linspace(lo, hi, n_grid), tolerance)
+    return {k: {"observed": observed[k], "uniform": round(spread[k] / n_grid * D.numel(), 2)} for k in observed}
 
 
 # ---- figures -------------------------------------------------------------------------------------
