@@ -92,6 +92,31 @@ def test_drop_width_tells_a_sudden_drop_from_a_linear_decline():
         shakespeare.drop_step([0, 1], [1.0, 0.0], 1.0)
 
 
+def test_exponential_control_has_the_same_half_step_and_tells_a_sudden_drop_from_a_smooth_one():
+    steps = list(range(0, 1001, 20))
+    sudden = [4.0 - 3.8 / (1 + math.exp(-(s - 300) / 15)) for s in steps]
+    smooth = shakespeare.exponential_decline(steps, sudden, 300)
+    assert smooth[0] == pytest.approx(sudden[0]) and smooth[-1] == pytest.approx(sudden[-1]), "same end values"
+    assert shakespeare.drop_step(steps, smooth, 0.5) == pytest.approx(300, abs=1), "half-way at the asked step"
+    assert 1.5 * 300 < shakespeare.drop_width(steps, smooth) < 2 * 300, "20%->80% of an exponential: up to 2x its half step"
+    assert all(a > b for a, b in zip(smooth, smooth[1:])), "no plateau: it falls at every step"
+    assert shakespeare.drop_width(steps, sudden) < 0.5 * shakespeare.drop_width(steps, smooth), "a logistic drop is far narrower"
+    again = shakespeare.exponential_decline(steps, smooth, 300)
+    assert shakespeare.drop_width(steps, smooth) > 0.9 * shakespeare.drop_width(steps, again), "an exponential is not narrower than itself"
+    with pytest.raises(ValueError, match="halfway"):
+        shakespeare.exponential_decline(steps, sudden, 1000)
+
+
+def test_head_ablation_costs_find_the_head_a_model_needs():
+    from glassbox.studies import models
+    model = models.build("transformer", models.config_dict(models.TransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8,
+                                                                                   n_ctx=12, d_vocab=65, seed=0)))
+    tokens = torch.randint(0, 65, (8, 13), generator=torch.Generator().manual_seed(0))
+    costs = shakespeare.head_ablation_costs(model, tokens[:, :-1], tokens[:, 1:])
+    assert set(costs) == {"L0H0", "L0H1", "all heads", "clean loss"}
+    assert all(abs(v) < 0.05 for k, v in costs.items() if k != "clean loss"), f"an untrained model needs no head: {costs}"
+
+
 class _Copier(torch.nn.Module):
     """A lookup that copies: at each position, predicts the character that followed the last earlier copy of the current one."""
 
@@ -116,5 +141,6 @@ def test_span_copy_losses_scramble_control_separates_a_copier_from_a_model_that_
     assert torch.allclose(same[0], same[1]), "a model that ignores context cannot tell the scramble"
     copied = shakespeare.span_copy_losses(_Copier(), tokens, spans, 64)
     assert copied[1].mean() > copied[0].mean() + 1, "a copier must lose its advantage when the first copy is scrambled"
+    assert copied.shape == (3, len(spans)) and torch.allclose(same[2], same[0]), "row 2: the first copy (uniform for a blind model)"
     with pytest.raises(ValueError, match="empty"):
         shakespeare.span_copy_losses(blind, tokens, [], 64)

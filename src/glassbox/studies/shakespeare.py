@@ -107,12 +107,46 @@ def linear_decline(steps: list[int], values: list[float]) -> list[float]:
     return [a + (b - a) * (s - steps[0]) / (steps[-1] - steps[0]) for s in steps]
 
 
+def exponential_decline(steps: list[int], values: list[float], halfway: float) -> list[float]:
+    """The control curve for a phase change: a smooth exponential decay from the first value to the last, with no
+    plateau (steepest at the start), whose half-way step (as `drop_step` measures it) is `halfway`. Its 20%->80%
+    width is about twice `halfway` when that is early in the run; a drop much narrower is sharper than any
+    plateau-free decay reaching half-way as early."""
+    import math
+
+    if not steps[0] < halfway < steps[-1]:
+        raise ValueError(f"halfway must lie strictly between the first and last step ({steps[0]}, {steps[-1]}), got {halfway}")
+    a, b, span = values[0], values[-1], steps[-1] - steps[0]  # scaled so that it ends exactly at the last value
+    curve = lambda tau: [a + (b - a) * math.expm1(-(s - steps[0]) / tau) / math.expm1(-span / tau) for s in steps]
+    lo, hi = 1e-3 * (steps[-1] - steps[0]), 1e3 * (steps[-1] - steps[0])
+    for _ in range(100):  # drop_step grows with the time constant: bisect (geometrically) for the one that matches
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if drop_step(steps, curve(mid), 0.5) < halfway else (lo, mid)
+    return curve(math.sqrt(lo * hi))
+
+
+@torch.no_grad()
+def head_ablation_costs(model: nn.Module, passages: Int[Tensor, "batch pos"], targets: Int[Tensor, "batch pos"]
+                        ) -> dict[str, float]:
+    """Rise of the next-token loss when each head's output is mean-ablated (its mean over `passages`, per position),
+    and when all heads are at once: what a head does through later layers, which its direct logit attribution misses."""
+    from glassbox import lens
+
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    _, cache = model.run_with_cache(passages, names_filter=lambda n: n.endswith("hook_z"))
+    means = lens.mean_z(cache, n_layers)
+    loss = lambda hooks: F.cross_entropy(model.run_with_hooks(passages, fwd_hooks=hooks).flatten(0, 1), targets.flatten()).item()
+    clean, heads = loss([]), [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    costs = {f"L{l}H{h}": loss(lens.head_ablation_hooks([(l, h)], means)) - clean for l, h in heads}
+    return costs | {"all heads": loss(lens.head_ablation_hooks(heads, means)) - clean, "clean loss": clean}
+
+
 @torch.no_grad()
 def span_copy_losses(model: nn.Module, tokens: Int[Tensor, "n"], spans: list[tuple[int, int, int, int]], n_ctx: int,
-                     seed: int = 0) -> Float[Tensor, "2 n_spans"]:
+                     seed: int = 0) -> Float[Tensor, "3 n_spans"]:
     """Loss on characters 2..end of each span's second copy, in the same window at the same positions: row 0 as
     in the text, row 1 with the first copy's characters shuffled (the scramble control: only the earlier copy
-    differs, so the context length is equal)."""
+    differs, so the context length is equal); row 2: the first copy itself, as in the text (less context)."""
     if not spans:
         raise ValueError("spans is empty: no repeated words to measure (see lm.repeated_word_spans)")
     gen, intact, scrambled, where = torch.Generator().manual_seed(seed), [], [], []
@@ -123,12 +157,14 @@ def span_copy_losses(model: nn.Module, tokens: Int[Tensor, "n"], spans: list[tup
         w = tokens[start: start + n_ctx + 1]
         s, a = w.clone(), first - start
         s[a: a + length] = w[a: a + length][torch.randperm(length, generator=gen)]
-        intact.append(w), scrambled.append(s), where.append((second - start, length))
+        intact.append(w), scrambled.append(s), where.append((second - start, a, length))
     rows = []
     for batch in (torch.stack(intact), torch.stack(scrambled)):
         loss = F.cross_entropy(model(batch[:, :-1]).transpose(1, 2), batch[:, 1:], reduction="none")  # [j]: token j + 1
-        rows.append(torch.stack([loss[j, b: b + n - 1].mean() for j, (b, n) in enumerate(where)]))
-    return torch.stack(rows)
+        rows.append(torch.stack([loss[j, b: b + n - 1].mean() for j, (b, _, n) in enumerate(where)]))
+        if len(rows) == 1:
+            first_copy = torch.stack([loss[j, a: a + n - 1].mean() for j, (_, a, n) in enumerate(where)])
+    return torch.stack(rows + [first_copy])
 
 
 @torch.no_grad()
@@ -150,10 +186,35 @@ def repetition_tests(model: nn.Module, val_tokens: Int[Tensor, "n"], n_ctx: int,
         first, second = lens.copy_losses(lens.per_token_loss(model(same), same), length)
         control = lens.copy_losses(lens.per_token_loss(model(swapped), swapped), length)[1]
         out[name] = {"first copy": first, "second copy": second, "second copy after another first copy": control}
-    spans = lm.repeated_word_spans(CharTokenizer.from_text(load_shakespeare()).decode(val_tokens), n_ctx)[:n_spans]
-    names = span_copy_losses(model, val_tokens, spans, n_ctx, seed=seed).mean(1).tolist()
-    out["repeated names"] = {"second copy": names[0], "second copy, first copy scrambled": names[1], "n": len(spans)}
+    out["repeated names"], out["rare names"] = name_tests(model, val_tokens, n_ctx, n_spans, seed)
     return out
+
+
+def name_tests(model: nn.Module, val_tokens: Int[Tensor, "n"], n_ctx: int, n_spans: int, seed: int = 0,
+               rare_below: int = 5) -> tuple[dict, dict]:
+    """The scramble test on `n_spans` capitalised words that recur within `n_ctx` characters, spread evenly over the
+    whole validation text; what they are (distinct words, share of ALL-CAPS speaker tags); and the same test on the
+    subset that occurs fewer than `rare_below` times in the training text (a model cannot know those by heart)."""
+    import re
+    from collections import Counter
+
+    from glassbox import lm
+
+    text = load_shakespeare()
+    val_text, train_text = CharTokenizer.from_text(text).decode(val_tokens), text[: len(text) - len(val_tokens)]
+    every = lm.repeated_word_spans(val_text, n_ctx)
+    spans = [every[i] for i in torch.linspace(0, len(every) - 1, min(n_spans, len(every))).round().long().unique().tolist()]
+    words, in_train = [val_text[s[2]: s[2] + s[3]] for s in spans], Counter(re.findall(r"[A-Za-z]+", train_text))
+    losses = span_copy_losses(model, val_tokens, spans, n_ctx, seed=seed)
+    rare = [i for i, w in enumerate(words) if in_train[w] < rare_below]
+
+    def summary(ix):
+        row = losses[:, ix].mean(1).tolist() if ix else [float("nan")] * 3
+        return {"second copy": row[0], "second copy, first copy scrambled": row[1], "first copy": row[2], "n": len(ix),
+                "distinct words": len({words[i] for i in ix})}
+    names = summary(list(range(len(spans)))) | {"speaker-tag share": sum(w.isupper() for w in words) / len(words),
+                                                "most common": "{} ({} times)".format(*Counter(words).most_common(1)[0])}
+    return names, summary(rare) | {"rare below": rare_below}
 
 
 def train_induction(config: dict, steps: int, lr: float, batch_size: int, probe: Int[Tensor, "batch two_length"],
