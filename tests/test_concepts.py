@@ -185,7 +185,10 @@ def test_attribution_sanity_finds_a_model_equal_to_itself_and_not_to_a_random_on
     assert table["saliency"]["itself"] > 0.999 and table["saliency"]["repeat"] == 1.0
     assert abs(table["saliency"]["other"]) < 0.3, table
     assert 0.5 < table["kernel_shap"]["repeat"] < 1.0, "another seed, other samples: a sampled map repeats only roughly"
-    assert set(table["kernel_shap"]) == {"itself", "itself abs", "other", "other abs", "repeat"}
+    assert set(table["kernel_shap"]) == {"itself", "itself abs", "itself |rho|", "itself interval", "other", "other abs",
+                                         "other |rho|", "other interval", "repeat"}
+    lo, hi = table["saliency"]["other interval"]
+    assert lo <= table["saliency"]["other"] <= hi and table["saliency"]["other |rho|"] >= abs(table["saliency"]["other"]) - 1e-4
 
 
 def test_weight_correlation_is_pearson_per_row():
@@ -195,3 +198,88 @@ def test_weight_correlation_is_pearson_per_row():
     r = mnist_mlp.weight_correlation(a, b)
     assert torch.allclose(r[:2], torch.tensor([1.0, -1.0]), atol=1e-5) and abs(r[2]) < 0.4
     assert torch.allclose(r[2], torch.corrcoef(torch.stack([a[2], b[2]]))[0, 1], atol=1e-5)
+
+
+def test_cross_validated_C_prefers_strong_regularisation_on_noise_features_and_weak_on_clean_ones():
+    torch.manual_seed(0)
+    y = torch.arange(300) % 2
+    clean = torch.cat([y[:, None].float() + 0.3 * torch.randn(300, 1), torch.randn(300, 1)], 1)
+    assert mnist_mlp.cross_validated_C(clean, y, (1e-4, 1.0)) == 1.0, "a readable label needs a weak penalty"
+    noisy = torch.cat([y[:, None].float() + 1.0 * torch.randn(300, 1), torch.randn(300, 200)], 1)  # 200 useless dims
+    assert mnist_mlp.cross_validated_C(noisy, y, (0.01, 100.0)) == 0.01, "200 noise dimensions call for a strong penalty"
+    with pytest.raises(ValueError, match="Cs"):
+        mnist_mlp.cross_validated_C(clean, y, ())
+
+
+def test_loop_within_digit_finds_a_feature_that_reads_the_label_and_not_one_that_does_not():
+    torch.manual_seed(0)
+    digit = torch.arange(1200) % 3
+    loop = (torch.rand(1200) < 0.4).long()
+    good = torch.cat([loop[:, None].float() + 0.3 * torch.randn(1200, 1), torch.randn(1200, 3)], 1)
+    tr, te = slice(0, 800), slice(800, None)
+    feats = {"relu2": good, "random relu2": torch.randn(1200, 4), "pixels": torch.randn(1200, 4)}  # one reads the label, two are noise
+    r = mnist_mlp.loop_within_digit({n: f[tr] for n, f in feats.items()}, {n: f[te] for n, f in feats.items()}, loop[tr], loop[te],
+                                    digit[tr], digit[te], Cs=(0.1, 1.0),
+                                    comparisons={"relu2": ("relu2", ("pixels",)), "random relu2": ("random relu2", ("pixels",))})
+    assert mnist_mlp.digits_above(r, "relu2") == [0, 1, 2], r
+    assert mnist_mlp.digits_above(r, "random relu2") == [], "a noise feature must not beat another noise feature"
+    assert set(r["C"]) == set(feats) and sum(v["n"] for v in r["digits"].values()) == 400
+    s = mnist_mlp.loop_summary({0: r, 1: r})
+    assert s["claimed"] == [0, 1, 2] and s["claimed by random relu2 over pixels"] == [], s
+    assert s["pooled relu2 minus pixels"][0] > 0.2 and "0s:" in mnist_mlp.loop_table({0: r}, [0])
+    assert mnist_mlp.digit_list([2, 4, 9]) == "2s, 4s and 9s" and mnist_mlp.digit_list([9]) == "9s" and mnist_mlp.digit_list([]) == "no digit"
+
+
+def test_within_class_predictions_answer_a_constant_class_with_its_constant():
+    x = torch.randn(40, 2)
+    cls = torch.tensor([0] * 20 + [1] * 20)
+    y = torch.cat([(x[:20, 0] > 0).long(), torch.ones(20, dtype=torch.long)])
+    pred = mnist_mlp.within_class_predictions(x, y, cls, x, cls, C=10.0)
+    assert (pred[20:] == 1).all() and (pred[:20] == y[:20]).float().mean() > 0.9
+
+
+def test_paired_bootstrap_brackets_the_difference():
+    a = torch.tensor([1] * 90 + [0] * 10)
+    b = torch.tensor([1] * 60 + [0] * 40)
+    lo, hi = mnist_mlp.paired_bootstrap(a, b)
+    assert lo < 0.3 < hi and lo > 0.15, (lo, hi)
+    assert mnist_mlp.paired_bootstrap(a, a) == (0.0, 0.0)
+
+
+def test_selectivity_need_correlation_is_spearman_of_selectivity_and_the_largest_drop():
+    sel = torch.tensor([0.1, 0.5, 0.9, 0.3])
+    drop = torch.tensor([[0.0, 0.02, 0.05, 0.01], [0.01, 0.0, 0.0, 0.0]])  # largest drops 0.01, 0.02, 0.05, 0.01
+    assert mnist_mlp.selectivity_need_correlation(sel, drop) == pytest.approx(0.949, abs=1e-3)
+    assert mnist_mlp.selectivity_need_correlation(-sel, drop) < 0
+    with pytest.raises(ValueError, match="one selectivity per neuron"):
+        mnist_mlp.selectivity_need_correlation(sel[:3], drop)
+
+
+def test_flip_rates_choose_the_neurons_that_move_the_logit():
+    """A hand-built relu2 whose neuron 0 alone carries 'class 1': setting it to its class-1 mean flips every input."""
+    from glassbox.studies import models
+    model = models.build_mlp({"sizes": [4, 3, 2, 2]})
+    with torch.no_grad():
+        model.fc1.weight.copy_(torch.eye(3, 4)); model.fc1.bias.zero_()
+        model.fc2.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])); model.fc2.bias.zero_()
+        model.out.weight.copy_(torch.tensor([[0.0, 1.0], [2.0, 0.0]])); model.out.bias.zero_()
+    acts2 = torch.tensor([[0.0, 1.0], [0.0, 1.0], [3.0, 1.0], [3.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    x_from = torch.zeros(5, 4)
+    x_from[:, 1] = 1.0  # class 0 inputs: neuron 1 on, neuron 0 off
+    r = mnist_mlp.flip_rates(model, acts2, y, x_from, 0, 1, 1, draws=4, seed=0)
+    assert r["base"] == 0.0 and r["chosen"] == 1.0 and 0.0 <= r["random neurons"] <= 1.0, r
+
+
+def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
+    def run(acc, thick):
+        concepts = {"thick_stroke": {"relu1": thick[0], "relu2": thick[1], "out": thick[2], "random relu1": 0.8, "random relu2": 0.7,
+                                     "random out": 0.75}}  # the random net does not fall all the way
+        flip = {tag: {"chosen": acc, "random neurons": 0.01, "base": 0.0} for tag in ("trained", "random")}
+        return {"test_accuracy": acc, "concepts": concepts, "flip": flip,
+                "selectivity_vs_need": {tag: {"relu1": acc, "relu2": -acc} for tag in ("trained", "random")}}
+    s = mnist_mlp.seeds_summary({0: run(0.9, (0.9, 0.8, 0.7)), 1: run(0.8, (0.85, 0.75, 0.6))})
+    assert s["test_accuracy"] == [0.8, 0.9] and s["flip"]["trained chosen"] == [0.8, 0.9]
+    assert s["falls_with_depth"]["thick_stroke"] == {"trained": True, "random": False}
+    assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [0.05, 0.1]
+    assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]

@@ -108,7 +108,8 @@ def train_shuffled_label_twin(x: Float[Tensor, "n h w"], y: Int[Tensor, "n"], bu
 def attribution_sanity(model: nn.Module, controls: dict[str, nn.Module], x: Float[Tensor, "batch h w"],
                        y: Int[Tensor, "batch"], methods: tuple[str, ...], **kwargs) -> dict[str, dict[str, float]]:
     """Per method: the mean Spearman correlation of `model`'s maps with each control model's, on signed maps
-    (key: the control's name) and on |maps| (name + " abs"), and with its own maps from another seed ("repeat":
+    (key: the control's name, with its bootstrap 95% interval over inputs: name + " interval", and the mean of
+    |correlation|: name + " |rho|") and on |maps| (name + " abs"), and with its own maps from another seed ("repeat":
     1 for a deterministic method, lower for LIME and KernelSHAP). `kwargs` go to `attribution.attribute`."""
     table = {}
     for method in methods:
@@ -117,11 +118,14 @@ def attribution_sanity(model: nn.Module, controls: dict[str, nn.Module], x: Floa
         for name, control in controls.items():
             theirs = attribution.attribute(control, x, y, method, **kwargs)
             row[name] = attribution.rank_correlation(mine, theirs, absolute=False).mean().item()
+            signed = attribution.rank_correlation(mine, theirs, absolute=False)
             row[f"{name} abs"] = attribution.rank_correlation(mine, theirs).mean().item()
+            row[f"{name} |rho|"] = signed.abs().mean().item()  # a map unrelated to the model but signed by it scores high here
+            row[f"{name} interval"] = bootstrap_mean(signed)
         again = (attribution.attribute(model, x, y, method, **(kwargs | {"seed": kwargs.get("seed", 0) + 1}))
                  if method in attribution.SAMPLED else mine)
         row["repeat"] = attribution.rank_correlation(mine, again, absolute=False).mean().item()
-        table[method] = {k: round(v, 4) for k, v in row.items()}
+        table[method] = {k: v if isinstance(v, tuple) else round(v, 4) for k, v in row.items()}
     return table
 
 
@@ -153,3 +157,238 @@ def load_mnist(path: Path | None = None) -> MNIST:
         x_test=arrays["x_test"].float() / 255,
         y_test=arrays["y_test"],
     )
+
+
+# ---- the same measurements on other seeds (notebook 01's robustness section) ----
+
+def train_mlp(x: Float[Tensor, "n h w"], y: Int[Tensor, "n"], sizes: list[int], *, seed: int, steps: int,
+              batch_size: int, lr: float, weight_decay: float = 0.0) -> nn.Module:
+    """An MLP of `models.build_mlp` with these `sizes`, built right after seeding and trained with the notebook's recipe."""
+    from glassbox.studies import models  # a sibling study module
+    training.set_seed(seed)
+    model = models.build_mlp({"sizes": sizes})
+    training.train(model, training.minibatches(x, y, batch_size, seed=seed), steps=steps, lr=lr,
+                   weight_decay=weight_decay, eval_every=steps, desc=f"MLP seed {seed}")
+    return model.eval()
+
+
+def _folds(n: int, folds: int, seed: int) -> Int[Tensor, "n"]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)) % folds
+
+
+def cross_validated_C(features: Float[Tensor, "n d"], labels: Int[Tensor, "n"], Cs: tuple[float, ...], *,
+                      classes: Int[Tensor, "n"] | None = None, folds: int = 3, seed: int = 0) -> float:
+    """The probe strength C (of `Cs`) with the best k-fold accuracy on these (training) examples; with `classes`,
+    the pooled accuracy of probes fitted inside each class (`probes.within_class_probes`)."""
+    from glassbox import probes
+    if not Cs or min(Cs) <= 0:
+        raise ValueError(f"Cs must hold positive probe strengths, got {Cs!r}")
+    fold = _folds(len(labels), folds, seed)
+    def score(C):
+        total = 0.0
+        for k in range(folds):
+            tr, va = fold != k, fold == k
+            if classes is None:
+                total += probes.fit_probe(features[tr], labels[tr], features[va], labels[va], C=C).accuracy
+            else:
+                total += probes.pooled(probes.within_class_probes(features[tr], labels[tr], classes[tr], features[va],
+                                                                  labels[va], classes[va], C=C))
+        return total / folds
+    scores = [score(C) for C in Cs]
+    return Cs[max(range(len(Cs)), key=scores.__getitem__)]  # the first best
+
+
+def within_class_predictions(features_train: Float[Tensor, "n_train d"], labels_train: Int[Tensor, "n_train"],
+                             classes_train: Int[Tensor, "n_train"], features_test: Float[Tensor, "n_test d"],
+                             classes_test: Int[Tensor, "n_test"], C: float) -> Int[Tensor, "n_test"]:
+    """Each test example's prediction by the probe fitted inside its class (a class whose training labels are
+    constant predicts that constant: its majority)."""
+    from glassbox import probes
+    pred = torch.zeros(len(classes_test), dtype=torch.long)
+    for c in classes_test.unique().tolist():
+        tr, te = classes_train == c, classes_test == c
+        values = labels_train[tr].unique()
+        if len(values) < 2:
+            pred[te] = values[0] if len(values) else 0
+            continue
+        probe = probes.fit_probe(features_train[tr], labels_train[tr], features_train[tr][:1], labels_train[tr][:1], C=C).model
+        pred[te] = torch.as_tensor(probe.predict(features_test[te].double().numpy()))
+    return pred
+
+
+def paired_bootstrap(correct_a: Tensor, correct_b: Tensor, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of accuracy(a) - accuracy(b) over resamples of the same examples (both 0/1 per example)."""
+    diff = correct_a.float() - correct_b.float()
+    idx = torch.randint(len(diff), (n_boot, len(diff)), generator=torch.Generator().manual_seed(seed))
+    means = diff[idx].mean(1)
+    return round(means.quantile(0.025).item(), 4), round(means.quantile(0.975).item(), 4)
+
+
+def loop_within_digit(feats_train: dict[str, Tensor], feats_test: dict[str, Tensor], loop_train: Int[Tensor, "n_train"],
+                      loop_test: Int[Tensor, "n_test"], digit_train: Int[Tensor, "n_train"], digit_test: Int[Tensor, "n_test"],
+                      *, comparisons: dict[str, tuple[str, tuple[str, ...]]], Cs: tuple[float, ...], seed: int = 0) -> dict:
+    """Has-loop probes inside each digit for every feature set (C chosen per feature set by cross-validation on the
+    training split only), each digit's majority answer, and per comparison {label: (candidate, controls)} the gap of
+    the candidate over its best control with a paired-bootstrap 95% interval over that digit's test images."""
+    C = {n: cross_validated_C(feats_train[n], loop_train, Cs, classes=digit_train, seed=seed) for n in feats_train}
+    correct = {n: within_class_predictions(feats_train[n], loop_train, digit_train, feats_test[n], digit_test, C[n]) == loop_test
+               for n in feats_train}
+    per_digit = {}
+    for d in sorted(digit_train.unique().tolist()):
+        te, tr = digit_test == d, digit_train == d
+        if len(loop_train[tr].unique()) < 2 or not te.any():
+            continue
+        acc = {n: round(c[te].float().mean().item(), 4) for n, c in correct.items()}
+        majority = int(loop_train[tr].float().mean() > 0.5)
+        gaps = {}
+        for label, (cand, controls) in comparisons.items():
+            best = max(controls, key=acc.__getitem__)
+            gaps[label] = {"best control": best, "gap": round(acc[cand] - acc[best], 4),
+                           "interval": paired_bootstrap(correct[cand][te], correct[best][te], seed=seed + d)}
+        per_digit[d] = acc | {"majority": round((loop_test[te] == majority).float().mean().item(), 4), "n": int(te.sum()), "gaps": gaps}
+    n = sum(v["n"] for v in per_digit.values())
+    pooled = {k: round(sum(v[k] * v["n"] for v in per_digit.values()) / n, 4) for k in [*feats_train, "majority"]}
+    return {"C": C, "digits": per_digit, "pooled": pooled}
+
+
+def digits_above(result: dict, label: str) -> list[int]:
+    """Digits of `loop_within_digit` where the comparison `label`'s 95% interval lies above 0."""
+    return [d for d, v in result["digits"].items() if v["gaps"][label]["interval"][0] > 0]
+
+
+def selectivity_need_correlation(selectivity: Float[Tensor, "neuron"], drop: Float[Tensor, "n_classes neuron"]) -> float:
+    """Spearman correlation, over neurons, of class selectivity with the largest class-accuracy drop under ablation."""
+    from scipy.stats import spearmanr
+    checks.tensor(selectivity, "selectivity", ndim=1)
+    checks.tensor(drop, "drop", ndim=2)
+    if len(selectivity) != drop.shape[1] or len(selectivity) < 3:
+        raise ValueError(f"need one selectivity per neuron (column of drop) and at least 3 neurons; got {len(selectivity)} "
+                         f"and drop {tuple(drop.shape)}")
+    return round(float(spearmanr(selectivity.numpy(), drop.max(0).values.numpy()).statistic), 3)
+
+
+def bootstrap_mean(values: Float[Tensor, "n"], *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of `values` (e.g. one correlation per digit)."""
+    return paired_bootstrap(values, torch.zeros_like(values), n_boot=n_boot, seed=seed)
+
+
+def flip_rates(model: nn.Module, acts2: Float[Tensor, "n neuron"], y_acts: Int[Tensor, "n"], x_from: Float[Tensor, "m h w"],
+               source: int, target: int, k: int, *, draws: int, seed: int) -> dict[str, float]:
+    """Notebook 01's intervention on `model`'s relu2: the share of `x_from` called `target` when the k neurons with the
+    largest (mu_target - mu_source) . (W_U[target] - W_U[source]) are set to their target-class mean ("chosen"),
+    k random neurons likewise (mean of `draws`: "random neurons"), and before any change ("base")."""
+    from glassbox import ablation, neurons
+    means = neurons.class_means(acts2, y_acts, int(y_acts.max()) + 1)
+    W_U = model.out.weight.detach()
+    effect = (means[target] - means[source]) * (W_U[target] - W_U[source])
+    gen = torch.Generator().manual_seed(seed)
+    rand = [ablation.flip_rate(model, "relu2", x_from, target, torch.randperm(len(effect), generator=gen)[:k], means[target])
+            for _ in range(draws)]
+    base = (training.predict(model, x_from).argmax(-1) == target).float().mean().item()
+    return {"chosen": round(ablation.flip_rate(model, "relu2", x_from, target, effect.topk(k).indices, means[target]), 4),
+            "random neurons": round(sum(rand) / draws, 4), "base": round(base, 4)}
+
+
+def selectivity_vs_need(model: nn.Module, x_train: Float[Tensor, "n h w"], x_test: Float[Tensor, "m h w"],
+                        y_test: Int[Tensor, "m"]) -> dict[str, float]:
+    """Per hidden layer: Spearman correlation, over neurons firing on >= 1% of test digits, of class selectivity
+    (Morcos et al. 2018) with the largest class-accuracy drop when the neuron alone is mean-ablated."""
+    from glassbox import ablation, neurons
+    out = {}
+    for name in model.hidden_names:
+        mean = neurons.get_activations(model, name, x_train).mean(0)
+        acts = neurons.get_activations(model, name, x_test)
+        live = (acts > 0).float().mean(0) >= 0.01
+        drop = ablation.class_accuracy_drop(model, name, x_test, y_test, mean)
+        out[name] = selectivity_need_correlation(neurons.class_selectivity(acts, y_test, 10)[live], drop[:, live])
+    return out
+
+
+def seed_run(model: nn.Module, random_model: nn.Module, data: "MNIST", *, subset_seed: int, n_probe_train: int,
+             n_probe_test: int, C: float, Cs: tuple[float, ...], flip: tuple[int, int], k: int, draws: int,
+             n_acts: int, n_ablation: int) -> dict:
+    """Notebook 01's cheap measurements on one trained model and its random-init twin: loops within digits (probe
+    subsets drawn with `subset_seed`), thickness and slant probes per layer, the 3 -> 8 intervention (chosen on
+    either network the same way) and selectivity vs need."""
+    from glassbox import hooks, probes
+    gen = torch.Generator().manual_seed(subset_seed)
+    i_tr, i_te = torch.randperm(60_000, generator=gen)[:n_probe_train], torch.randperm(10_000, generator=gen)[:n_probe_test]
+    x_tr, x_te = data.x_train[i_tr], data.x_test[i_te]
+    l_tr, l_te = binary_labels(x_tr), binary_labels(x_te, reference=x_tr)
+    layers = ["relu1", "relu2", "out"]
+    def feats(x):
+        return ({"pixels": x.flatten(1)} | probes.get_features(model, layers, x)
+                | {f"random {n}": v for n, v in probes.get_features(random_model, layers, x).items()})
+    f_tr, f_te = feats(x_tr), feats(x_te)
+    out = {"test_accuracy": round(training.accuracy(model, data.x_test, data.y_test), 4)}
+    out["concepts"] = {c: {n: round(probes.fit_probe(f_tr[n], l_tr[c], f_te[n], l_te[c], C=C).accuracy, 4) for n in f_tr}
+                       for c in ("thick_stroke", "leans_right")}
+    keep = ("relu2", "random relu2", "pixels")
+    out["loop"] = loop_within_digit({n: f_tr[n] for n in keep}, {n: f_te[n] for n in keep}, l_tr["has_loop"], l_te["has_loop"],
+                                    data.y_train[i_tr], data.y_test[i_te], Cs=Cs, seed=subset_seed,
+                                    comparisons={"relu2": ("relu2", ("pixels", "random relu2")), "random relu2": ("random relu2", ("pixels",))})
+    source, target = flip
+    x_from = data.x_test[data.y_test == source]
+    out["flip"], out["selectivity_vs_need"] = {}, {}
+    for tag, m in (("trained", model), ("random", random_model)):
+        with hooks.capture(m, ["relu2"]) as acts:
+            m(data.x_train[:n_acts])
+        out["flip"][tag] = flip_rates(m, acts["relu2"], data.y_train[:n_acts], x_from, source, target, k, draws=draws, seed=subset_seed)
+        out["selectivity_vs_need"][tag] = selectivity_vs_need(m, data.x_train[:n_acts], data.x_test[:n_ablation], data.y_test[:n_ablation])
+    return out
+
+
+def loop_summary(loops: dict) -> dict:
+    """Over runs {seed: loop_within_digit(...)}: the digits where relu2 beats its best control with a 95% interval
+    above 0 in every run ("claimed"), in at least one, with a positive gap in every run, the same rule for the
+    control comparison (random-init relu2 against pixels), and per digit the range of relu2's gap over runs."""
+    digits = sorted(set.intersection(*(set(v["digits"]) for v in loops.values())))
+    above = {label: [set(digits_above(v, label)) for v in loops.values()] for label in ("relu2", "random relu2")}
+    gaps = {d: [v["digits"][d]["gaps"]["relu2"]["gap"] for v in loops.values()] for d in digits}
+    return {"claimed": [d for d in digits if all(d in a for a in above["relu2"])],
+            "above in some run": [d for d in digits if any(d in a for a in above["relu2"])],
+            "gap > 0 in every run": [d for d in digits if min(gaps[d]) > 0],
+            "claimed by random relu2 over pixels": [d for d in digits if all(d in a for a in above["random relu2"])],
+            "relu2 gap range": {d: [min(g), max(g)] for d, g in gaps.items()},
+            "pooled relu2 minus pixels": _range([v["pooled"]["relu2"] - v["pooled"]["pixels"] for v in loops.values()]),
+            "pooled random relu2 minus pixels": _range([v["pooled"]["random relu2"] - v["pooled"]["pixels"] for v in loops.values()]),
+            "pooled": {s: v["pooled"] for s, v in loops.items()}}
+
+
+def loop_table(loops: dict, digits: list[int]) -> str:
+    """Per digit and run: relu2's accuracy minus its best control's, in points, with its 95% interval."""
+    lines = []
+    for d in digits:
+        cells = [f"{100 * g['gap']:+5.1f} [{100 * g['interval'][0]:+5.1f}, {100 * g['interval'][1]:+5.1f}] vs {g['best control']:12}"
+                 for g in (v["digits"][d]["gaps"]["relu2"] for v in loops.values())]
+        lines.append(f"{d}s: " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def digit_list(digits: list[int]) -> str:
+    """[2, 4, 9] -> "2s, 4s and 9s"; [] -> "no digit"."""
+    names = [f"{d}s" for d in digits]
+    return "no digit" if not names else names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _range(values: list[float]) -> list[float]:
+    return [round(min(values), 4), round(max(values), 4)]
+
+
+def seeds_summary(runs: dict) -> dict:
+    """Over runs {seed: seed_run(...)}: [min, max] of each number, trained minus random-init per concept and layer,
+    and whether each concept's probe accuracy falls with depth (relu1 > relu2 > out) in every run."""
+    r = list(runs.values())
+    concepts = list(r[0]["concepts"])
+    layers = ("relu1", "relu2", "out")
+    return {
+        "test_accuracy": _range([x["test_accuracy"] for x in r]),
+        "flip": {f"{tag} {k}": _range([x["flip"][tag][k] for x in r]) for tag in ("trained", "random") for k in ("chosen", "random neurons", "base")},
+        "selectivity_vs_need": {f"{tag} {n}": _range([x["selectivity_vs_need"][tag][n] for x in r])
+                                for tag in ("trained", "random") for n in r[0]["selectivity_vs_need"][tag]},
+        "concepts": {c: {f: _range([x["concepts"][c][f] for x in r]) for f in r[0]["concepts"][c]} for c in concepts},
+        "trained_minus_random": {c: {n: _range([x["concepts"][c][n] - x["concepts"][c][f"random {n}"] for x in r]) for n in layers}
+                                 for c in concepts},
+        "falls_with_depth": {c: {tag: all(x["concepts"][c][f"{p}relu1"] > x["concepts"][c][f"{p}relu2"] > x["concepts"][c][f"{p}out"] for x in r)
+                                 for tag, p in (("trained", ""), ("random", "random "))} for c in concepts},
+    }
