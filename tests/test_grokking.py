@@ -170,3 +170,36 @@ def test_covered_epoch():
     assert grokking.covered_epoch(epochs, falling, start=10, fraction=0.5) == grokking.halfway_epoch(epochs, falling, 10)
     with pytest.raises(ValueError, match="fraction"):
         grokking.covered_epoch(epochs, falling, start=0, fraction=0)
+
+
+def test_lockstep_control_reaches_half_accuracy_at_the_given_epoch_and_its_restricted_loss_leads():
+    p = 23
+    data = grokking.make_data(p, 0.5, 0)
+    epochs = list(range(0, 410, 10))
+    rows = grokking.lockstep_control(data, [2, 5], epochs, half_epoch=200, seed=0)
+    assert [r["epoch"] for r in rows] == epochs
+    lead = grokking.restricted_lead(rows, start=0)
+    assert lead["test_accuracy_50%"] == 200, "the circuit's strength is calibrated so test accuracy passes 50% at half_epoch"
+    assert rows[0]["test_accuracy"] < 0.2 and rows[-1]["test_accuracy"] > 0.5, "a memoriser at first, a circuit later"
+    assert lead["lead"] == 200 - lead["restricted_loss_halfway"] > 0, \
+        "the denoised test loss leads the raw accuracy even though nothing formed early: what this control shows"
+    no_circuit = grokking.lockstep_logits(data, [2, 5], 0.0, seed=0)
+    assert (no_circuit[data.train].argmax(-1) == data.labels[data.train]).float().mean() > 0.7, "the memoriser alone knows most training pairs"
+    with pytest.raises(ValueError, match="half_epoch"):
+        grokking.lockstep_control(data, [2], epochs, half_epoch=0, seed=0)
+
+
+def test_restricted_lead_on_hand_made_rows():
+    rows = [{"epoch": e, "restricted_loss": l, "test_accuracy": a}
+            for e, l, a in [(0, 4.0, 0.0), (10, 3.0, 0.1), (20, 1.0, 0.3), (30, 0.5, 0.6), (40, 0.1, 0.9)]]
+    lead = grokking.restricted_lead(rows, start=0)
+    assert lead == {"test_accuracy_50%": 30, "restricted_loss_halfway": 20, "restricted_loss_halfway_log_scale": 30,
+                    "restricted_loss_90%": 40, "lead": 10}
+
+
+def test_residual_noise_reads_the_memoriser_not_the_circuit():
+    data = grokking.make_data(23, 0.5, 0)
+    for noise in (1.0, 4.0):
+        for strength in (0.0, 5.0):
+            measured = grokking.residual_noise(grokking.lockstep_logits(data, [2, 5], strength, seed=1, noise=noise), data, [2, 5])
+            assert measured == pytest.approx(noise, rel=0.15), f"noise {noise}, circuit strength {strength}: measured {measured}"

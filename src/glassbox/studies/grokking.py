@@ -158,6 +158,65 @@ def lookup_table_logits(data: ModularData, seed: int, margin: float = 10.0) -> F
     return logits
 
 
+def lockstep_logits(data: ModularData, key_freqs: list[int], strength: float, seed: int, noise: float = 3.0,
+                    margin: float = 10.0) -> Float[Tensor, "pairs p"]:
+    """A memoriser with a Fourier circuit of a given `strength` added: normal logits of scale `noise` everywhere,
+    `margin` on the right answer of every training pair, plus strength * sum_k cos(w k (a + b - c)) over `key_freqs`.
+    The control for "a progress measure sees the circuit coming": grown in step with the test accuracy, nothing in it
+    forms early."""
+    g = torch.Generator().manual_seed(seed)
+    logits = noise * torch.randn(data.p * data.p, data.p, generator=g)
+    logits[data.train, data.labels[data.train]] += margin
+    return logits + strength * sum(fourier.cos_logit_table(data.p, k) for k in key_freqs)
+
+
+def residual_noise(logits: Float[Tensor, "pairs p"], data: ModularData, key_freqs: list[int]) -> float:
+    """The spread of the test pairs' logits outside their key-frequency part (`restricted_test_logits`): the standard
+    deviation, over test pairs and answers, of what the fit leaves. Sets a lockstep control's noise to the model's."""
+    rest = logits[data.test] - restricted_test_logits(logits, data.p, key_freqs, data.test)
+    return rest.double().std().item()
+
+
+def lockstep_control(data: ModularData, key_freqs: list[int], epochs: list[int], half_epoch: int, seed: int,
+                     target: float = 0.5, noise: float = 3.0) -> list[dict]:
+    """Rows (epoch, test loss and accuracy, `logit_measures`) of `lockstep_logits` (memoriser noise `noise`) whose
+    circuit grows linearly in time, strength s * epoch / half_epoch, with s found by bisection so that its test
+    accuracy first reaches `target` at `half_epoch` (the model's own epoch): same split, key frequencies and epochs
+    as the model."""
+    if half_epoch is None or half_epoch <= 0:
+        raise ValueError(f"half_epoch must be a positive epoch (the model's test-accuracy {target:.0%} epoch), got {half_epoch}")
+
+    def accuracy(strength: float) -> float:
+        logits = lockstep_logits(data, key_freqs, strength, seed, noise)
+        return loss_and_accuracy(logits[data.test], data.labels[data.test])[1]
+
+    low, high = 0.0, 1.0
+    while accuracy(high) < target:
+        low, high = high, 2 * high
+    for _ in range(30):
+        low, high = (low, (low + high) / 2) if accuracy((low + high) / 2) >= target else ((low + high) / 2, high)
+    rows = []
+    for epoch in epochs:
+        logits = lockstep_logits(data, key_freqs, high * epoch / half_epoch, seed, noise)
+        loss, acc = loss_and_accuracy(logits[data.test], data.labels[data.test])
+        rows.append({"epoch": int(epoch), "test_loss": loss, "test_accuracy": acc, **logit_measures(logits, data, key_freqs)})
+    return rows
+
+
+def restricted_lead(rows: list[dict], start: int) -> dict:
+    """When the restricted loss gets half-way down after `start` (linear and log scale) and 90% of the way (the
+    "circuit formed" boundary), against the first epoch with test accuracy >= 50%; lead = that epoch minus the
+    linear half-way epoch (positive: the restricted loss is early)."""
+    epochs, values = [r["epoch"] for r in rows], [r["restricted_loss"] for r in rows]
+    half = first_epoch(rows, "test_accuracy", 0.5)
+    half = None if half is None else int(half)
+    linear = halfway_epoch(epochs, values, start)
+    return {"test_accuracy_50%": half, "restricted_loss_halfway": linear,
+            "restricted_loss_halfway_log_scale": halfway_epoch(epochs, values, start, log=True),
+            "restricted_loss_90%": covered_epoch(epochs, values, start, 0.9),
+            "lead": None if half is None or linear is None else half - linear}
+
+
 def excluded_logits(logits: Float[Tensor, "pairs p"], p: int, freqs: list[int]) -> Float[Tensor, "pairs p"]:
     """Remove what varies as cos / sin of w k (a + b) for the key frequencies; keep everything else."""
     return logits - fourier.project_sum_frequencies(logits, p, freqs)
@@ -302,7 +361,8 @@ def replay_measures(history: History, config: dict, data: ModularData, key_freqs
 def prefix_summary(history: History, config: dict, data: ModularData, epochs: int, seed: int) -> dict:
     """What the first `epochs` epochs of a run show, for comparing seeds: the key frequencies of the model at
     `epochs`, the epoch it memorised, the restricted and model test accuracy then, the restricted loss's
-    half-way epoch, and the same restricted measure on a lookup table of this split (the control)."""
+    half-way epoch, the test accuracy every 100 epochs, and the same restricted measure on a lookup table of this
+    split (the control)."""
     if epochs not in history.checkpoints:
         raise ValueError(f"no checkpoint at epoch {epochs}; kept: {sorted(history.checkpoints)[:5]}...")
     model = models.build("transformer", config)
@@ -321,6 +381,8 @@ def prefix_summary(history: History, config: dict, data: ModularData, epochs: in
             "restricted_loss_halfway": halfway_epoch([r["epoch"] for r in rows], [r["restricted_loss"] for r in rows],
                                                      memorised or 0),
             "at_end": {m: rows[-1][m] for m in ("test_accuracy", "restricted_test_accuracy")},
+            "test_accuracy_every_100_epochs": {str(r["epoch"]): r["test_accuracy"] for r in history.records
+                                               if r["epoch"] % 100 == 0 and r["epoch"] <= epochs},
             "lookup_table": {"test_accuracy": lookup_test, "restricted_test_accuracy": lookup["restricted_test_accuracy"],
                              "restricted_test_accuracy_all_pairs_projection":
                                  lookup["restricted_test_accuracy_all_pairs_projection"]}}
