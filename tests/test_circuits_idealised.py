@@ -108,3 +108,49 @@ def test_idealised_parts_and_choose_slope_on_a_planted_tent_model():
         find_median.idealised_parts("tents+bonus", terms, tokens, c, fit)
     with pytest.raises(ValueError, match="unknown"):
         find_median.idealised_parts("tents", terms, tokens, c, fit)
+
+
+def test_lookup_control_and_fixed_scale_on_a_planted_tent_model():
+    """The lookup control writes -c|m - median| whatever the list: on a planted tent model it is as accurate as the
+    tents but reproduces less of the logits; fixing s at its mean changes nothing when every s is already equal."""
+    tokens = torch.randint(0, 20, (300, 7), generator=torch.Generator().manual_seed(1))
+    scale = torch.full((300, 1), 2.0)
+    terms = find_median.LastPositionTerms(pattern=torch.full((300, 7), 1 / 7), ov=find_median.tent_table(20, c=7.0)[tokens],
+                                          direct=torch.zeros(300, 20), scale=scale, bias=torch.zeros(20))
+    fit, reference = find_median.fit_tent(find_median.tent_table(20, c=3.0)), find_median.assemble_logits(terms)
+    at = lambda name, c: find_median.assemble_logits(terms, **find_median.idealised_parts(name, terms, tokens, c, fit))
+    lookup = at("control: lookup -c|m - median|", 2.0)
+    assert torch.allclose(lookup, -2.0 * (torch.arange(20)[None] - find_median.list_targets(tokens)[:, None]).abs().float()), \
+        "the lookup's logits are -c|m - median|, the list's scale divided out"
+    c = find_median.choose_slope("control: lookup -c|m - median|", terms, tokens, fit)
+    tents, table = find_median.logit_fit(at("all, pure tents", 7.0), reference, find_median.list_targets(tokens)), \
+        find_median.logit_fit(at("control: lookup -c|m - median|", c), reference, find_median.list_targets(tokens))
+    assert tents["logit_r2"] > 0.999 and table["accuracy"] == 1.0 and table["logit_r2"] < 0.9
+    assert torch.allclose(at("all, pure tents, s at its mean", 7.0), at("all, pure tents", 7.0), atol=1e-4)
+
+
+def test_shape_fit_bias_shape_and_slope_evening():
+    tent, quadratic = find_median.tent_table(30), find_median.quadratic_table(30)
+    assert find_median.fit_shape_r2(tent * 3 + torch.randn(30)[:, None], tent) == pytest.approx(1.0), "row offsets are free"
+    assert find_median.fit_shape_r2(quadratic, tent) < 0.95 and find_median.fit_shape_r2(tent, quadratic) < 0.95
+    with pytest.raises(ValueError, match="same shape"):
+        find_median.fit_shape_r2(tent, quadratic[:10])
+    m = torch.arange(30.0)
+    shape = find_median.bias_shape((m - 14.5) ** 2, find_median.fit_tent(tent))
+    assert shape["corr_quadratic"] == pytest.approx(1.0)
+    slopes = 1 + torch.rand(30, generator=torch.Generator().manual_seed(0))
+    evened = find_median.slope_attention_evening(slopes, -slopes.log(), n_shuffles=200)
+    assert evened["slope_times_attention_spread"] == pytest.approx(0.0, abs=1e-3) and evened["shuffles_spreading_as_little"] == 0.0
+    assert evened["corr_slope_key_score"] < -0.9
+    unrelated = find_median.slope_attention_evening(slopes, torch.zeros(30), n_shuffles=200)
+    assert unrelated["shuffles_spreading_as_little"] == 1.0, "constant attention: every shuffle spreads as little"
+    with pytest.raises(ValueError, match="one shape"):
+        find_median.slope_attention_evening(slopes, slopes[:5])
+
+
+def test_width_summary_on_a_random_bridge():
+    model = bridge()
+    tokens = torch.randint(0, model.cfg.d_vocab, (200, model.cfg.n_ctx), generator=torch.Generator().manual_seed(2))
+    s = find_median.width_summary(model, tokens, tokens[:100], tokens[100:])
+    assert 0 <= s["accuracy"] <= 1 and 0 < s["attention_entropy_last_pos"] and s["ov_fit_r2"] < 0.5, s
+    assert set(s["bias"]) == {"corr_column_residual", "corr_quadratic"} and "shuffles_spreading_as_little" in s["slope_vs_attention"]

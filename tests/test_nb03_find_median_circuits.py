@@ -17,8 +17,10 @@ ABLATIONS = ["none", "attention pattern: zero", "attention pattern: mean", "atte
              "positional embeddings: resample", "LayerNorm-1 scale: mean", "LayerNorm-1 scale: resample",
              "final LayerNorm scale: mean", "final LayerNorm scale: resample"]
 IDEALISATIONS = ["trained", "uniform attention", "no skip", "tents+column", "tents+bonus", "pure tents, no bias",
-                 "all, formula", "all, pure tents", "control: tents peaked at shuffled tokens"]
+                 "all, formula", "all, pure tents", "all, pure tents, s at its mean", "control: tents peaked at shuffled tokens",
+                 "control: lookup -c|m - median|"]
 CONTROL = "control: tents peaked at shuffled tokens"
+LOOKUP = "control: lookup -c|m - median|"
 KEY_ONLY = "key-only attention (query removed)"
 
 
@@ -35,6 +37,8 @@ def test_smoke(smoke_run):
         "with nothing replaced the assembled logits must be the model's own"
     assert n["all, pure tents"]["accuracy"] == 1.0, "a sanity check, not a finding: uniform attention over exact tents is the median by construction"
     assert n[CONTROL]["kl"] > n["all, pure tents"]["kl"], "tents peaked at shuffled tokens must be further from the model"
+    assert n[LOOKUP]["accuracy"] == 1.0 and n[LOOKUP]["logit_r2"] < n["all, pure tents"]["logit_r2"], \
+        "the lookup table knows the answer but not the list: it must reproduce less of the logits"
     assert f["patching_by_construction_max_gap"] < 1e-3, "the grey patching cells must be 0 or 1 as the architecture says"
     assert set(f["ablation_accuracy"]) == set(ABLATIONS)
     assert f["ablation_accuracy"]["attention pattern: zero"] < 0.3, "without the head's output the model cannot work"
@@ -64,6 +68,7 @@ def test_full_attention_and_qk_claims():
     s = f["slope_vs_attention"]
     assert s["corr_slope_key_score"] < -0.5, "claim: steeper tents get less attention"
     assert s["slope_times_attention_spread"] < s["slope_spread"], "claim: attention evens out the votes"
+    assert s["shuffles_spreading_as_little"] < 0.01, f"control: key scores shuffled over tokens must not even them out as well: {s}"
     assert s["slope_min"] > f["ov_fit"]["c"], "claim: every tent is steeper near its peak than the global fit's c"
     assert 1 < s["logits_per_step_min"] < s["logits_per_step_max"] < 20, \
         f"a step of a vote, in logits (table units / (7 s)), should be a few logits: {s}"
@@ -93,7 +98,11 @@ def test_full_dla_and_bias_claims():
     assert abs(v["value 6 + direct token"] - v["mean of values 0-5"]) < 0.05, "claim: value 6 + skip ~ the other votes"
     assert d["bias"]["correct"] < -10 and d["bias"]["margin"] < 0, "claim: the bias works against the values on uniform lists"
     t = f["bias_test"]
-    assert t["column_residual_vs_bias_corr"] < -0.8, "claim: the bias mirrors the tent's column residual"
+    assert t["quadratic_vs_bias_corr"] > 0.95, "claim: the bias is U-shaped"
+    assert abs(t["column_residual_vs_bias_corr"]) <= t["quadratic_vs_bias_corr"], \
+        "claim: the column residual explains the bias no better than a plain U does"
+    across = [w["bias"]["corr_column_residual"] for w in f["widths"].values()]
+    assert min(across) < 0 < max(across), f"claim: across widths that correlation changes sign: {across}"
     without = t["accuracy_without_bias_by_median"]
     assert without["20-24"] > 0.99 and max(without["0-4"], without["45-49"]) < 0.2, "claim: without bias the ends are lost"
     assert t["min_accuracy_by_median"] >= 0.99, "claim: with the bias every bin is answered"
@@ -138,6 +147,12 @@ def test_full_idealisations_put_into_the_network():
     together, control = n["all, pure tents"], n[CONTROL]
     assert together["kl"] < 0.05 and together["logit_r2"] > 0.8, together
     assert control["kl"] > 1 and control["accuracy"] < 0.2 and control["kl"] > 20 * together["kl"], control
+    # the control that knows the answer: KL barely separates it, the logit R^2 must
+    lookup, fixed_s = n[LOOKUP], n["all, pure tents, s at its mean"]
+    assert lookup["accuracy"] == 1.0 and lookup["kl"] < 3 * together["kl"], f"claim: by KL the lookup is close: {lookup}"
+    assert together["logit_r2"] > lookup["logit_r2"] + 0.3, f"claim: the tents reproduce the logits, the lookup does not: {lookup}"
+    assert lookup["logit_r2"] + 0.2 < fixed_s["logit_r2"] < together["logit_r2"], \
+        f"claim: fixing s costs part of the fit, and still beats the lookup: {fixed_s}"
     # one part at a time: uniform attention a correction on the families; the tents alone a small remainder
     assert n["uniform attention"]["accuracy"] > 0.998 and n["uniform attention"]["family_errors"] > 5 * n["trained"]["family_errors"]
     co = f["co_adaptation"]
@@ -175,11 +190,24 @@ def test_full_widths_use_the_same_shape():
     assert set(w) == {"d16", "d32", "d64", "d128"}
     for d, c in w.items():
         assert c["attention_entropy_last_pos"] >= 1.93 and c["ov_fit_r2"] >= 0.9, f"{d}: {c}"
+        assert c["ov_fit_r2"] > c["quadratic_fit_r2"] + 0.05, f"{d}: a quadratic row (mean, not median) must fit worse: {c}"
+        assert c["untrained_ov_fit_r2"] < 0.01, f"{d}: an untrained model's table must not look like tents: {c}"
+        assert c["all_idealised_logit_r2"] > c["lookup_logit_r2"] + 0.3, f"{d}: the tents must beat the lookup table: {c}"
+        assert c["bias"]["corr_quadratic"] > 0.95, f"{d}: claim: every bias is U-shaped: {c['bias']}"
         card = checkpoints.load_card("median" if d == "d64" else f"median_{d}")
         assert abs(c["accuracy"] - card["metrics"]["uniform_accuracy"]) < 0.01, \
             f"{d}: {c['accuracy']} here, {card['metrics']['uniform_accuracy']} on its card: a different checkpoint?"
     assert w["d16"]["accuracy"] < 0.9 and abs(w["d16"]["ov_fit_r2"] - w["d64"]["ov_fit_r2"]) < 0.02, \
         "claim: the 16-wide model fits tents as well as the 64-wide one yet is far less accurate"
+    for d in ("d64", "d128"):
+        s = w[d]["slope_vs_attention"]
+        assert s["slope_times_attention_spread"] < s["slope_spread"] and s["shuffles_spreading_as_little"] < 0.01, \
+            f"{d}: claim: the wider models' attention evens out the votes, beyond shuffled key scores: {s}"
+    for d in ("d16", "d32"):
+        s = w[d]["slope_vs_attention"]
+        assert s["slope_times_attention_spread"] > s["slope_spread"], f"{d}: claim: the narrower models' attention does not: {s}"
+    drop = {d: c["family_accuracy"] - c["family_accuracy_uniform_attention"] for d, c in w.items()}
+    assert drop["d64"] < 0.01 < 0.02 < drop["d32"], f"claim: uniform attention costs d64 little, d32 several points: {drop}"
 
 
 def test_full_min_contrast():
@@ -195,8 +223,9 @@ def test_full_headline_quotes_the_findings():
     f = findings.load(STEM)
     n, h = f["idealised_in_network"], f["headline"]
     for text in (f"entropy {f['attention_entropy_last_pos']:.4f}", f"R² {f['ov_fit_r2']:.3f}",
-                 f"c = {f['tent_slope']['chosen_on_validation']['all, pure tents']:.0f}", f"KL {n['all, pure tents']['kl']:.4f} nats",
-                 f"shuffled tokens: {n[CONTROL]['kl']:.2f}", f"answer {n['tents+column']['accuracy']:.2%}",
+                 f"c = {f['tent_slope']['chosen_on_validation']['all, pure tents']:.0f}",
+                 f"R² {n['all, pure tents']['logit_r2']:.3f}, against {n[LOOKUP]['logit_r2']:.3f}", "LayerNorm scale kept",
+                 f"KL {n['all, pure tents']['kl']:.4f} vs {n[LOOKUP]['kl']:.4f} nats", f"answer {n['tents+column']['accuracy']:.2%}",
                  f"the trained {n['trained']['accuracy']:.2%}", f"err on {n['tents+column']['family_errors']:,} of"):
         assert text in h, f"the headline should quote {text!r}: {h}"
     assert "recall" not in h and "errors with" not in h, "the key-only ablation is not a test of the hypothesis: keep it out"

@@ -627,7 +627,8 @@ def patch_changed_number(model: nn.Module, tokens: Int[Tensor, "batch pos"], pos
 
 
 IDEALISATIONS = ("trained", "uniform attention", "no skip", "tents+column", "tents+bonus", "pure tents, no bias",
-                 "all, formula", "all, pure tents", "control: tents peaked at shuffled tokens")
+                 "all, formula", "all, pure tents", "all, pure tents, s at its mean", "control: tents peaked at shuffled tokens",
+                 "control: lookup -c|m - median|")
 SLOPE_FREE = ("trained", "uniform attention", "no skip")  # the idealisations without tents: no slope to choose
 
 
@@ -636,7 +637,9 @@ def idealised_parts(name: str, terms: LastPositionTerms, tokens: Int[Tensor, "ba
     """The parts of the last-position `terms` of `tokens` that idealisation `name` (one of `IDEALISATIONS`) replaces,
     as keyword arguments of `assemble_logits`: uniform attention, tents of slope c (with `fit`'s column term or
     without), no output bias, no skip connection; 'tents+bonus' adds `bonus_fit`'s bonus in proportion to c; the
-    control peaks every tent at a shuffled token (a fixed permutation drawn from `seed`)."""
+    control peaks every tent at a shuffled token (a fixed permutation drawn from `seed`); 's at its mean' replaces each
+    list's final-LayerNorm scale by the mean over `terms`; the lookup control writes -c|m - median| and nothing else
+    (it knows the answer, not the list)."""
     if name not in IDEALISATIONS:
         raise ValueError(f"unknown idealisation {name!r}; expected one of {IDEALISATIONS}")
     vocab, n_ctx = terms.ov.shape[-1], terms.pattern.shape[-1]
@@ -647,6 +650,11 @@ def idealised_parts(name: str, terms: LastPositionTerms, tokens: Int[Tensor, "ba
             raise ValueError("'tents+bonus' needs bonus_fit, a fit_tent(..., bonus=True)")
         one_hot = torch.nn.functional.one_hot(tokens, vocab) - 1 / vocab
         return dict(ov=tents(bonus_fit.column_residual) + bonus_fit.bonus / bonus_fit.c * c * one_hot)
+    if name == "control: lookup -c|m - median|":
+        lookup = tent_table(vocab, c=c)[list_targets(tokens)] * terms.scale  # divided by s again in assemble_logits
+        return dict(pattern=uniform, ov=lookup[:, None].expand_as(terms.ov), bias=none, direct=none)
+    if name == "all, pure tents, s at its mean":
+        return dict(pattern=uniform, ov=tents() * (terms.scale / terms.scale.mean())[..., None], bias=none, direct=none)
     if name.startswith("control"):
         shuffled = torch.randperm(vocab, generator=torch.Generator().manual_seed(seed))
         return dict(pattern=uniform, ov=tents(peaks=shuffled[tokens]), bias=none, direct=none)
@@ -664,3 +672,85 @@ def choose_slope(name: str, terms: LastPositionTerms, tokens: Int[Tensor, "batch
     reference = assemble_logits(terms)
     at = lambda c: assemble_logits(terms, **idealised_parts(name, terms, tokens, c, fit, bonus_fit))
     return fit_slope(at, reference, 0.0, hi if hi is not None else 4 * fit.c, iters=iters)
+
+
+def quadratic_table(d_vocab: int) -> Float[Tensor, "d_vocab d_vocab"]:
+    """T[x, m] = -(m - x)^2: a row peaked at x whose average over a list peaks at the list's mean, not its median."""
+    values = torch.arange(d_vocab, dtype=torch.float32)
+    return -(values[None, :] - values[:, None]) ** 2
+
+
+def fit_shape_r2(table: Float[Tensor, "d_vocab d_vocab"], shape: Float[Tensor, "d_vocab d_vocab"]) -> float:
+    """R^2 of the least-squares fit table[x, m] ~ r_x + k shape[x, m], a free offset per row and one factor k."""
+    checks.tensor(table, "table", ndim=2), checks.tensor(shape, "shape", ndim=2)
+    if table.shape != shape.shape:
+        raise ValueError(f"table {tuple(table.shape)} and shape {tuple(shape.shape)} must have the same shape")
+    t, f = [(a - a.mean(1, keepdim=True)).double() for a in (table, shape)]
+    k = (t * f).sum() / (f * f).sum()
+    return float(1 - (t - k * f).pow(2).sum() / t.pow(2).sum())
+
+
+def get_output_bias(model: nn.Module) -> Float[Tensor, "d_vocab_out"]:
+    """The logits' constant part, ln_final.b W_U + b_U (what `get_last_position_terms` calls bias)."""
+    _check_one_layer(model)
+    return model.b_U + (model.ln_final.b @ model.W_U if model.cfg.normalization_type == "LN" else 0)
+
+
+def bias_shape(bias: Float[Tensor, "d_vocab"], fit: TentFit) -> dict[str, float]:
+    """Correlation of the output bias with the tent fit's column residual and with a plain U, (m - centre)^2:
+    the second is the control any U-shaped bias matches."""
+    checks.tensor(bias, "bias", ndim=1)
+    m = torch.arange(len(bias), dtype=torch.float32)
+    corr = lambda a: round(torch.corrcoef(torch.stack([bias.float(), a.float()]))[0, 1].item(), 3)
+    return {"corr_column_residual": corr(fit.column_residual), "corr_quadratic": corr((m - m.mean()) ** 2)}
+
+
+def slope_attention_evening(slopes: Float[Tensor, "d_vocab"], key_score: Float[Tensor, "d_vocab"], *,
+                            n_shuffles: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Does the attention even out the tents' steepness? Relative spread (std / mean) of the slopes and of slope x
+    exp(key score), their correlation, and the share of `n_shuffles` shuffles of the key scores over tokens whose
+    product spreads as little as the real one (the control: attention unrelated to steepness)."""
+    checks.tensor(slopes, "slopes", ndim=1), checks.tensor(key_score, "key_score", ndim=1)
+    if slopes.shape != key_score.shape or n_shuffles < 1:
+        raise ValueError(f"expected slopes and key_score of one shape and n_shuffles >= 1, got {tuple(slopes.shape)}, "
+                         f"{tuple(key_score.shape)}, {n_shuffles}")
+    spread = lambda t: (t.std() / t.mean()).item()
+    weight, g = key_score.exp(), torch.Generator().manual_seed(seed)
+    observed = spread(slopes * weight)
+    shuffled = [spread(slopes * weight[torch.randperm(len(weight), generator=g)]) for _ in range(n_shuffles)]
+    return {"corr_slope_key_score": round(torch.corrcoef(torch.stack([slopes, key_score]))[0, 1].item(), 3),
+            "slope_spread": round(spread(slopes), 3), "slope_times_attention_spread": round(observed, 3),
+            "shuffles_spreading_as_little": sum(v <= observed for v in shuffled) / n_shuffles}
+
+
+@torch.no_grad()
+def width_summary(model: nn.Module, tokens: Int[Tensor, "batch pos"], val_tokens: Int[Tensor, "batch pos"],
+                  family_tokens: Int[Tensor, "batch pos"], seed: int = 0) -> dict:
+    """Notebook 03's measurements for one median model: accuracy and attention entropy on `tokens`; the tent fit of
+    its OV table against a quadratic; its own tents put into it, alone and with every part idealised, beside the
+    lookup control (slopes chosen on `val_tokens`); the bias's shape; whether attention evens out the slopes; and
+    accuracy on `family_tokens` with its own and with uniform attention."""
+    medians = list_targets(tokens)
+    logits, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    table = circuits.get_ov_table(model)[:, :-1].mean(1)
+    fit = fit_tent(table)
+    terms, val_terms = get_last_position_terms(model, tokens), get_last_position_terms(model, val_tokens)
+    fits = {}
+    for kind in ("tents+column", "all, pure tents", "control: lookup -c|m - median|"):
+        c = choose_slope(kind, val_terms, val_tokens, fit)
+        spliced = assemble_logits(terms, **idealised_parts(kind, terms, tokens, c, fit, seed=seed))
+        fits[kind] = logit_fit(spliced, logits[:, -1], medians) | {"c": c}
+    family_medians, uniform = list_targets(family_tokens), circuits.uniform_causal_pattern(model.cfg.n_ctx)
+    family = lambda hooks: round((circuits.predict_last(model, family_tokens, hooks) == family_medians).float().mean().item(), 4)
+    together, lookup = fits["all, pure tents"], fits["control: lookup -c|m - median|"]
+    return {"accuracy": round((logits[:, -1].argmax(-1) == medians).float().mean().item(), 4),
+            "attention_entropy_last_pos": round(circuits.get_attention_entropy(cache["blocks.0.attn.hook_pattern"][:, 0, -1]).mean().item(), 4),
+            "ov_fit_r2": round(fit.r2, 3), "quadratic_fit_r2": round(fit_shape_r2(table, quadratic_table(len(table))), 3),
+            "least_squares_c": round(fit.c, 1), "tents_alone_c": round(fits["tents+column"]["c"], 1),
+            "tents_alone_accuracy": round(fits["tents+column"]["accuracy"], 4), "tents_alone_kl": round(fits["tents+column"]["kl"], 4),
+            "all_idealised_c": round(together["c"], 1), "all_idealised_kl": round(together["kl"], 4),
+            "all_idealised_logit_r2": round(together["logit_r2"], 3), "all_idealised_margin_kept": round(together["margin_kept"], 3),
+            "lookup_kl": round(lookup["kl"], 4), "lookup_logit_r2": round(lookup["logit_r2"], 3),
+            "bias": bias_shape(get_output_bias(model), fit),
+            "slope_vs_attention": slope_attention_evening(get_local_slopes(table), circuits.get_qk_table(model).mean((0, 2)), seed=seed),
+            "family_accuracy": family([]), "family_accuracy_uniform_attention": family(circuits.set_pattern_hooks(uniform))}
