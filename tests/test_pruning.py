@@ -208,3 +208,15 @@ def test_fine_tuned_accuracy_trains_the_pruned_copy_with_the_given_learning_rate
         f"fine-tuned {got:.3f}, expected {expected:.3f} (a copy trained with the neurons removed), untrained {untrained:.3f}"
     slow = pruning.fine_tuned_accuracy(tiny_cnn, removed, training.minibatches(x, y, 32, seed=0), x, y, steps=15, lr=1e-4)
     assert slow < got, "lr must reach the optimiser"
+
+
+def test_split_half_reliability_is_one_for_a_data_free_score_and_lower_for_a_noisy_one(tiny_cnn, data):
+    x, y = data
+    layers = {"head.2": "head.1"}
+    assert pruning.split_half_reliability(tiny_cnn, "magnitude", layers, x, y) == pytest.approx(1.0), \
+        "a score that reads no data ranks the neurons the same on both halves"
+    for method in ("ablation", "ablation_abs", "attribution", "activation"):
+        r = pruning.split_half_reliability(tiny_cnn, method, layers, x, y)
+        assert -1 <= r <= 1 and r == r, f"{method}: a rank correlation, got {r}"
+    with pytest.raises(ValueError, match="at least 4"):
+        pruning.split_half_reliability(tiny_cnn, "ablation", layers, x[:3], y[:3])

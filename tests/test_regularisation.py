@@ -176,3 +176,25 @@ def test_selectivity_spearman_finds_a_score_that_follows_selectivity(tiny_cnn, b
     rho = regularisation.selectivity_spearman(tiny_cnn, ["head.2"], {"head.2": sel}, x, y)
     assert rho == pytest.approx(1.0), "a score equal to the selectivity ranks the live neurons identically"
     assert regularisation.selectivity_spearman(tiny_cnn, ["head.2"], {"head.2": -sel}, x, y) == pytest.approx(-1.0)
+
+
+def test_sparsify_to_share_zeros_that_share_of_each_unit_and_keeps_the_order():
+    torch.manual_seed(0)
+    val, test = torch.rand(1000, 3), torch.rand(500, 3)
+    sv, st = regularisation.sparsify_to_share(val, test, 0.8)
+    assert (sv == 0).float().mean(0).sub(0.8).abs().max() < 0.01, "about 80% of each unit's validation values become 0"
+    assert (st == 0).float().mean().item() == pytest.approx(0.8, abs=0.05), "the same thresholds carry to test"
+    kept = st[:, 0] > 0
+    assert torch.equal(st[kept, 0].argsort(), test[kept, 0].argsort()), "above the threshold the order is kept"
+    with pytest.raises(ValueError, match="share"):
+        regularisation.sparsify_to_share(val, test, 1.0)
+
+
+def test_concept_aucs_reads_a_planted_unit_and_not_a_random_one():
+    torch.manual_seed(0)
+    classes, labels = torch.randint(0, 3, (2000,)), torch.randint(0, 2, (2000,))
+    acts = torch.stack([labels + 0.5 * torch.rand(2000), torch.rand(2000)], 1)
+    out = regularisation.concept_aucs(acts[:1000], acts[1000:], {"c": labels[:1000]}, {"c": labels[1000:]}, classes[:1000], classes[1000:])
+    assert out["c"] > 0.95, "the planted unit reads the concept"
+    out = regularisation.concept_aucs(acts[:1000, 1:], acts[1000:, 1:], {"c": labels[:1000]}, {"c": labels[1000:]}, classes[:1000], classes[1000:])
+    assert abs(out["c"] - 0.5) < 0.1, "a random unit does not (1000 inputs: about 0.025 of sampling noise)"

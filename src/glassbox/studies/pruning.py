@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from captum.attr import LayerGradientXActivation
 from jaxtyping import Float, Int
 from plotly.colors import qualitative
+from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from glassbox import ablation, checks, hooks, neurons, training
@@ -240,3 +241,17 @@ def band_figure(x: Sequence[float], curves: Mapping[str, Float[Tensor, "seed poi
     if hline is not None:
         fig.add_hline(y=hline, line_dash="dot", line_color="gray")
     return fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, template="plotly_white", height=450)
+
+
+def split_half_reliability(model: nn.Module, method: str, weight_layers: Mapping[str, str], x: Tensor,
+                           y: Int[Tensor, "batch"], readers: Mapping[str, str] | None = None) -> float:
+    """Spearman rank correlation, over the neurons live on both halves, between a score computed on the first and
+    on the second half of (x, y): how far the score's ranking is a property of the network rather than of the sample."""
+    half = len(x) // 2
+    if half < 2:
+        raise ValueError(f"need at least 4 scoring inputs to split in two, got {len(x)}")
+    a, b = (score_neurons(model, method, weight_layers, xs, ys, readers=readers) for xs, ys in ((x[:half], y[:half]), (x[half:], y[half:])))
+    live = torch.cat([(activation_scores(model, layer, x[:half]) > 0) & (activation_scores(model, layer, x[half:]) > 0)
+                      for layer in weight_layers])
+    sa, sb = (torch.cat([s[layer] for layer in weight_layers]) for s in (a, b))
+    return float(spearmanr(sa[live].numpy(), sb[live].numpy()).statistic)

@@ -155,3 +155,24 @@ def selectivity_spearman(model: nn.Module, layers: Sequence[str], layer_scores: 
     if int(live.sum()) < 3:
         raise ValueError(f"need at least 3 live neurons in {list(layers)} to rank them, got {int(live.sum())}")
     return float(spearmanr(score[live].numpy(), selectivity[live].numpy()).statistic)
+
+
+def concept_aucs(acts_val: Float[Tensor, "n_val neuron"], acts_test: Float[Tensor, "n_test neuron"],
+                 concepts_val: dict[str, Int[Tensor, "n_val"]], concepts_test: dict[str, Int[Tensor, "n_test"]],
+                 classes_val: Int[Tensor, "n_val"], classes_test: Int[Tensor, "n_test"]) -> dict[str, float]:
+    """For each concept: the test within-class AUC of the single unit (neuron, pixel, ...) chosen on validation."""
+    return {c: best_concept_neuron(acts_val, concepts_val[c], classes_val, acts_test, concepts_test[c], classes_test)["auc_test"]
+            for c in concepts_val}
+
+
+def sparsify_to_share(acts_val: Float[Tensor, "n_val neuron"], acts_test: Float[Tensor, "n_test neuron"], share: float,
+                      ) -> tuple[Float[Tensor, "n_val neuron"], Float[Tensor, "n_test neuron"]]:
+    """Soft-threshold each unit at its validation quantile `share` (a - q, floored at 0), so that about `share` of
+    its validation values become 0: another model's activations made as sparse as, say, an L1-trained model's."""
+    if not 0 <= share < 1:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    if acts_val.ndim != 2 or acts_test.ndim != 2 or acts_val.shape[1] != acts_test.shape[1]:
+        raise ValueError(f"expected acts_val and acts_test of shape (batch, neuron) with the same neurons; got "
+                         f"{tuple(acts_val.shape)} and {tuple(acts_test.shape)}")
+    q = torch.quantile(acts_val.float(), share, dim=0)
+    return (acts_val - q).clamp(min=0), (acts_test - q).clamp(min=0)
