@@ -14,7 +14,10 @@ KEYS = ["clean_accuracy", "attack_success_rate", "clean_model_attack_success_rat
         "removed_attack_success_rate", "removed_clean_accuracy", "fine_pruning_budget", "fine_pruning_table",
         "fine_pruning_sweep", "fine_pruning_attack_success_rate", "fine_pruning_clean_accuracy",
         "fine_pruning_lowest_attack_within_margin", "adaptive_attack", "headline", "clean_model_trigger_pixel_attribution_share",
-        "pixel_removal_control", "pixel_removal_cost", "all_neurons_held", "random_pixel_cut_attack_success_rate"]
+        "pixel_removal_control", "pixel_removal_cost", "all_neurons_held", "random_pixel_cut_attack_success_rate",
+        "best_single_neuron", "direction_removal", "direction_removal_blind", "random_direction_lowest_flip_rate",
+        "neural_cleanse_clean_models", "neural_cleanse_backdoored_models", "neural_cleanse_reconstruction_success",
+        "neural_cleanse_reconstruction_success_honest_min", "neural_cleanse_reconstruction_success_honest_max"]
 
 
 @pytest.mark.notebook
@@ -26,8 +29,10 @@ def test_smoke(smoke_run):
     assert f["attack_success_rate"] > 0.8, "200 poisoned steps should already plant the trigger"
     assert f["clean_model_attack_success_rate"] < 0.05, "the clean mnist_mlp must ignore the trigger"
     assert abs(f["removed_clean_accuracy"] - f["clean_accuracy"]) < 0.02, "cutting a few pixels must not break clean digits"
-    assert set(f["neural_cleanse_checks"]) == {"clean model, scan seed 0", "clean model, scan seed 1",
-                                               "bottom-right -> 7, scan seed 1", "top-left -> 2", "left edge -> 0"}
+    assert set(f["neural_cleanse_checks"]) == {"clean mnist_mlp", "clean, seed 1", "clean, seed 2", "bottom-right -> 7, seed 1",
+                                               "bottom-right -> 7, seed 2", "top-left -> 2", "left edge -> 0"}
+    assert f["neural_cleanse_clean_models"] == 3 and f["neural_cleanse_backdoored_models"] == 5, "count models, not scans"
+    assert set(f["direction_removal"]["test"]["relu1"]) == {"trigger shift", "random 0", "random 1", "random 2"}
     assert set(f["fine_pruning_sweep"]) == {"relu1", "relu2"} and all(len(s) >= 8 for s in f["fine_pruning_sweep"].values()), \
         "Fine-Pruning must be swept over the pruned number in both layers"
     assert "Neural Cleanse" in f["headline"] and "Fine-Pruning" in f["headline"]
@@ -51,6 +56,8 @@ def test_full_backdoor_is_planted():
 def test_full_hidden_neurons_are_the_wrong_unit():
     f = findings.load(STEM)
     assert f["best_single_neuron_attack_success_rate"] > 0.9, "the claim: no single neuron, mean-ablated, stops the attack"
+    assert f["best_single_neuron"]["attack_success_rate"] == f["best_single_neuron_attack_success_rate"], \
+        "the single neuron is chosen on the fitting digits and reported on test"
     n = f["neurons_carrying_trigger"]
     for layer in ("relu1", "relu2"):
         assert n[layer]["half_of_attribution"] >= 5, f"{layer}: half the attribution should need several neurons, got {n[layer]}"
@@ -70,6 +77,25 @@ def test_full_hidden_neurons_are_the_wrong_unit():
     assert abs(n["input_pixels"]["clean_accuracy"] - f["clean_accuracy"]) <= 0.005
 
 
+def test_full_one_direction_of_the_hidden_layer_carries_the_trigger():
+    """Item 4: not a few neurons, but one direction (the trigger's mean shift) held at its clean mean stops the trigger
+    at a fraction of the neurons' cost; control: random directions held the same way must leave it working."""
+    f = findings.load(STEM)
+    d = f["direction_removal"]
+    assert d["chosen"]["trigger_flip_rate"] <= 0.05, f"the claim: one direction stops the trigger on test: {d['chosen']}"
+    assert d["cost"] < f["neuron_removal_cost"], "the claim: the direction costs less than the cheapest neuron set found"
+    assert d["validation"][d["chosen_layer"]]["trigger shift"]["trigger_flip_rate"] <= 0.05, "the layer is chosen where validation says it stops"
+    for layer, held in d["test"].items():
+        for name, point in held.items():
+            if name.startswith("random"):
+                assert point["trigger_flip_rate"] >= 0.9, f"the control: a random direction in {layer} must leave the trigger: {point}"
+    assert f["random_direction_lowest_flip_rate"] >= 0.9
+    b = f["direction_removal_blind"]
+    assert b["chosen"]["trigger_flip_rate"] <= 0.05, f"the blind defender's direction (reconstruction) should stop the real trigger: {b['chosen']}"
+    assert b["other_class"]["trigger_flip_rate"] >= 0.9, \
+        f"the control: the other class's reconstruction, held the same way, must leave the trigger: {b['other_class']}"
+
+
 def test_full_neural_cleanse_finds_it_blind_without_false_alarms():
     f = findings.load(STEM)
     d = f["detected_without_trigger"]
@@ -80,9 +106,27 @@ def test_full_neural_cleanse_finds_it_blind_without_false_alarms():
         f"the control: another class's reconstruction must not move the neurons like the trigger: {d['neuron_shift_correlation_other_class']}"
     assert f["neural_cleanse_false_positives"] == 0, f"the clean model was flagged: {f['neural_cleanse_checks']}"
     assert f["neural_cleanse_clean_max_anomaly"] < 2
-    assert f["neural_cleanse_backdoor_scans"] == 4
+    assert f["neural_cleanse_clean_models"] == 3 and f["neural_cleanse_backdoored_models"] == 5, "one scan per model, counted as models"
     assert f["neural_cleanse_backdoors_matched"] == sum(c.get("matched", False) for c in f["neural_cleanse_checks"].values()) + d["matched"]
-    assert f["neural_cleanse_backdoors_matched"] >= 3, f"the settings should carry over to other triggers: {f['neural_cleanse_checks']}"
+    assert f["neural_cleanse_backdoors_matched"] >= 4, f"the settings should carry over to other models: {f['neural_cleanse_checks']}"
+    rec = f["neural_cleanse_reconstruction_success"]
+    assert len(rec) == 10 and rec["7"] == d["reconstructed_attack_success_rate"], "each class's reconstruction success is recorded"
+    assert f["neural_cleanse_reconstruction_success_honest_min"] == min(v for c, v in rec.items() if c != "7")
+
+
+def test_full_the_story_holds_for_two_more_seeds():
+    """Item 4 of the review: seeds 1 and 2 of the same backdoor: planted, read on the trigger, flagged, removed by the cut;
+    control: the clean models trained by the same recipe are not flagged."""
+    f = findings.load(STEM)
+    c = f["neural_cleanse_checks"]
+    for seed in (1, 2):
+        r = c[f"bottom-right -> 7, seed {seed}"]
+        assert r["attack_success_rate"] >= 0.99 and r["clean_accuracy"] >= 0.975, f"seed {seed}: the backdoor should take hold: {r}"
+        assert r["trigger_pixel_attribution_share"] > 0.5 > f["clean_model_trigger_pixel_attribution_share"], f"seed {seed}: {r}"
+        assert r["matched"] and r["pixels_found"] >= 1 and r["pixels_found_in_trigger"] == r["pixels_found"], f"seed {seed}: {r}"
+        assert r["after_cut"]["attack_success_rate"] <= 0.05 and r["after_cut"]["clean_accuracy"] >= r["clean_accuracy"] - 0.005, r
+        clean = c[f"clean, seed {seed}"]
+        assert clean["flagged_classes"] == [] and clean["clean_accuracy"] >= 0.975, f"the control, clean seed {seed}: {clean}"
 
 
 def test_full_removal_works_and_fine_pruning_does_not():
@@ -92,7 +136,7 @@ def test_full_removal_works_and_fine_pruning_does_not():
     assert f["random_pixel_cut_attack_success_rate"] > 0.9, "the control: cutting as many random pixels must leave the attack"
     budget = f["fine_pruning_budget"]
     assert budget["relu2"] >= 8, f"Fine-Pruning's stopping rule should prune a real share of relu2 (not only dead neurons), got {budget}"
-    assert f["fine_pruning_attack_success_rate"] > 0.9, "the claim: Fine-Pruning run as its paper runs it leaves the backdoor working"
+    assert f["fine_pruning_attack_success_rate"] > 0.9, "the claim: Fine-Pruning adapted to an MLP leaves the backdoor working"
     assert f["fine_pruning_clean_accuracy"] >= f["clean_accuracy"] - 0.04
     assert f["fine_pruning_lowest_attack_within_margin"] > 0.5, \
         "the claim: no swept Fine-Pruning budget that keeps the digits (within the margin) removes the backdoor"
@@ -126,9 +170,12 @@ def test_full_blended_attack_detected_but_the_blind_cut_falls_short():
 def test_full_headline_quotes_the_findings():
     f = findings.load(STEM)
     h = f["headline"]
-    for text in (f"{f['attack_success_rate']:.1%}", f"{f['clean_accuracy']:.2%}", f"{100 * f['neuron_removal_cost']:.0f} points",
-                 f"{f['neural_cleanse_backdoors_matched']}/{f['neural_cleanse_backdoor_scans']}",
-                 f"{f['neural_cleanse_false_positives']} flags", f"{f['detected_without_trigger']['pixels_found']} pixels",
+    d = f["direction_removal"]
+    for text in (f"{f['attack_success_rate']:.1%}", f"{f['clean_accuracy']:.2%}", f"{100 * f['neuron_removal_cost']:.1f} points",
+                 f"in {d['chosen_layer']}", f"{d['chosen']['trigger_flip_rate']:.1%} at {100 * d['cost']:.1f} points",
+                 f"{f['random_direction_lowest_flip_rate']:.1%} or more",
+                 f"{f['neural_cleanse_backdoors_matched']}/{f['neural_cleanse_backdoored_models']} backdoored models",
+                 f"{f['neural_cleanse_false_positives']} flags on {f['neural_cleanse_clean_models']} clean", f"{f['detected_without_trigger']['pixels_found']} pixels",
                  f"{f['removed_attack_success_rate']:.1%}", f"{f['removed_clean_accuracy']:.2%}",
                  f"{f['fine_pruning_budget']['relu2']} of 64", f"{f['fine_pruning_attack_success_rate']:.1%}"):
         assert text in h, f"the headline should quote {text!r} from the findings: {h}"
