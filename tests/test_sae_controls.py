@@ -60,3 +60,51 @@ def test_best_on_validation_chooses_on_validation_and_reports_on_report(setup):
     assert best["rank_on_report"] == int((drops["report"] > drops["report"][j]).sum()) + 1
     with pytest.raises(ValueError, match="pair"):
         sae_controls.best_on_validation(model, "relu1", None, targets, val, (x,), n_classes=3)
+
+
+@pytest.fixture
+def tiny_sae(setup):
+    model, x, _ = setup
+    return sae.to_inference(sae.make_sae("topk", 12, 24, k=3, model_name="tiny", hook_name="relu1"))
+
+
+def test_random_error_accuracy_is_the_model_when_the_error_is_zero_and_costs_when_it_is_huge(setup, tiny_sae):
+    model, x, y = setup
+    zero = lambda f: f * 0  # every latent off: the error is the whole activation minus b_dec
+    base = sae_controls.random_error_accuracy(model, "relu1", tiny_sae, x, y, seed=0, edit=zero)
+    assert 0 <= base < 1, "an error as long as the whole activation, in a random direction, must cost accuracy"
+    again = sae_controls.random_error_accuracy(model, "relu1", tiny_sae, x, y, seed=0, edit=zero)
+    assert base == again, "the same seed gives the same draws"
+    keep_all = lambda f: f * 0 + 1e9  # nonsense latents: a huge error
+    assert sae_controls.random_error_accuracy(model, "relu1", tiny_sae, x, y, seed=0, edit=keep_all) < 0.8
+
+
+def test_random_direction_drops_removes_the_latents_length(setup, tiny_sae):
+    model, x, y = setup
+    acts = sae.collect_activations(model, "relu1", x)
+    j = int(sae.encode(tiny_sae, acts).sum(0).argmax())
+    out = sae_controls.random_direction_drops(model, "relu1", tiny_sae, j, 0, x, y, n_classes=3, n_draws=4)
+    assert len(out["drops"]) == 4 and out["max"] == max(out["drops"])
+    mine = sae.collect_activations(model, "relu1", x[y == 0])
+    by_hand = (sae.encode(tiny_sae, mine)[:, j:j + 1] * tiny_sae.W_dec[j].detach()).norm(dim=1).mean().item()
+    assert out["removed_length"] == pytest.approx(by_hand) and out["activation_length"] == pytest.approx(mine.norm(dim=1).mean().item())
+
+
+def test_class_direction_drop_projects_out_the_class_mean_difference(setup):
+    model, x, y = setup
+    acts = sae.collect_activations(model, "relu1", x)
+    out = sae_controls.class_direction_drop(model, "relu1", acts, y, 0, x, y, n_classes=3)
+    assert 0 <= out["target_drop"] <= 1 and out["max_other_change"] >= 0
+    u = torch.nn.functional.normalize(acts[y == 0].mean(0) - acts[y != 0].mean(0), dim=0)
+    with torch.no_grad():
+        pred = model.fc2(acts - (acts @ u).clamp(min=0)[:, None] * u).argmax(-1)
+    assert out["target_drop"] == pytest.approx(1 - (pred[y == 0] == 0).float().mean().item())  # differential, by hand
+
+
+def test_lookup_table_has_l0_one_and_fewer_prototypes_miss_more(setup):
+    model, x, y = setup
+    acts = sae.collect_activations(model, "relu1", x)
+    out = sae_controls.lookup_table(model, "relu1", acts, x[:20], y[:20], n_prototypes=250)
+    assert out["l0"] == 1.0 and out["fvu"] < 0.5
+    few = sae_controls.lookup_table(model, "relu1", acts, x, y, n_prototypes=2)
+    assert few["fvu"] > out["fvu"]

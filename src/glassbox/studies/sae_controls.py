@@ -3,17 +3,26 @@
     cut = keep_largest(32)                                   # each input's 32 largest units, the rest 0
     largest_neurons(mlp, "relu1", x, y, k=32)                # the layer itself cut that way: l0, fvu, accuracy
     best_on_validation(model, "relu2", s, targets, val, report)  # the unit chosen on validation, reported once
+    random_error_accuracy(model, "relu1", s, x, y, seed=0)   # an error as long as the SAE's, in a random direction
+    random_direction_drops(model, "relu2", s, 192, 2, x, y, n_classes=10, n_draws=20)  # a latent's length, random way
+    class_direction_drop(model, "relu2", a_train, y_train, 2, x, y, n_classes=10)     # the supervised ceiling
+    lookup_table(model, "relu1", a_train, x, y, n_prototypes=512)  # each input replaced by its nearest prototype
 
 An SAE with L0 k is a dictionary that lets k units through per input; the layer's own neurons can do
 the same with no training (`largest_neurons`), so that is the baseline at equal L0. A unit picked as
 the best of many is compared with units picked the same way (`best_on_validation`, run on latents,
-on neurons and on an untrained SAE's latents), choosing on one split and reporting on another.
+on neurons), choosing on one split and reporting on another. Removing a latent removes a vector as long
+as its activation times its decoder row: the control removes a random direction of that length from
+each input (`random_direction_drops`). A spliced accuracy is compared with errors of the same length
+in random directions (`random_error_accuracy`), and a spliced accuracy at low L0 with a lookup table
+that has no features at all (`lookup_table`: L0 = 1).
 """
 from collections.abc import Callable
 
 import torch
 from jaxtyping import Float, Int
 from sae_lens import SAE
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassbox import checks, hooks, sae, training
@@ -57,3 +66,91 @@ def best_on_validation(model: nn.Module, name: str, dictionary: SAE | None, targ
     return {"unit": j, "digit": int(targets[j]), "validation_drop": drops["validation"][j].item(),
             "report_drop": on_report[j].item(), "rank_on_report": int((on_report > on_report[j]).sum()) + 1,
             "n_units": len(on_report)}, drops
+
+
+def _at(position: int | None, fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """`fn` applied to the whole (n, d) output, or to one position of a (n, pos, d) output."""
+    if position is None:
+        return fn
+
+    def at(out: Tensor) -> Tensor:
+        new = out.clone()
+        new[:, position] = fn(out[:, position])
+        return new
+    return at
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor, out_position: int | None) -> float:
+    pred = sae.outputs(model, x, out_position).argmax(-1)
+    return (pred == y.to(pred.device)).float().mean().item()
+
+
+@torch.no_grad()
+def random_error_accuracy(model: nn.Module, name: str, dictionary: SAE, x: Tensor, y: Int[Tensor, "n"], *, seed: int,
+                          edit: Callable[[Tensor], Tensor] | None = None, position: int | None = None,
+                          out_position: int | None = None) -> float:
+    """Accuracy when module `name`'s output gets, on each input, a random vector as long as the SAE's
+    error there (x - x_hat, with `edit` applied to the latents): an error of the same size, no direction."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def add_noise(a: Tensor) -> Tensor:
+        f = sae.encode(dictionary, a)
+        error = a - dictionary.decode(edit(f) if edit else f)
+        noise = F.normalize(torch.randn(a.shape, generator=gen).to(a.device, a.dtype), dim=-1)
+        return a + noise * error.norm(dim=-1, keepdim=True)
+    with hooks.patch(model, {name: _at(position, add_noise)}):
+        return _accuracy(model, x, y, out_position)
+
+
+@torch.no_grad()
+def random_direction_drops(model: nn.Module, name: str, dictionary: SAE, latent: int, target: int, x: Tensor,
+                           y: Int[Tensor, "n"], *, n_classes: int, n_draws: int, seed: int = 0) -> dict:
+    """Switching latent j off removes f_j(x) W_dec[j] from each input. The control removes, from each input,
+    a random unit direction times f_j(x) |W_dec[j]| (the same length), for `n_draws` directions; returns the
+    drop on class `target` for each draw, and the mean length removed on that class against its activation's."""
+    checks.count(n_draws, "n_draws")
+    gen = torch.Generator().manual_seed(seed)
+    clean = training.per_class_accuracy(sae.outputs(model, x), y, n_classes)
+    row = dictionary.W_dec[latent].detach()
+    drops = []
+    for _ in range(n_draws):
+        r = F.normalize(torch.randn(row.shape[0], generator=gen), dim=0).to(row.device, row.dtype) * row.norm()
+        remove = lambda a, r=r: a - sae.encode(dictionary, a)[:, latent:latent + 1] * r
+        with hooks.patch(model, {name: remove}):
+            drops.append((clean[target] - training.per_class_accuracy(sae.outputs(model, x), y, n_classes)[target]).item())
+    acts = sae.collect_activations(model, name, x[(y == target).to(x.device)])
+    removed = (sae.encode(dictionary, acts)[:, latent:latent + 1] * row).norm(dim=1).mean().item()
+    return {"drops": drops, "mean": sum(drops) / len(drops), "max": max(drops), "n_draws": n_draws,
+            "removed_length": removed, "activation_length": acts.norm(dim=1).mean().item()}
+
+
+@torch.no_grad()
+def class_direction_drop(model: nn.Module, name: str, train_acts: Float[Tensor, "m d"], train_labels: Int[Tensor, "m"],
+                         target: int, x: Tensor, y: Int[Tensor, "n"], *, n_classes: int) -> dict[str, float]:
+    """A supervised direction, no SAE: the mean activation of class `target` minus that of the other classes
+    (on the training inputs). Its positive projection is removed from module `name`'s output; returns the
+    drop on `target` and the largest change on any other class (a ceiling for one direction's effect)."""
+    checks.tensor(train_acts, "train_acts", ndim=2)
+    is_target = (train_labels == target).to(train_acts.device)
+    u = F.normalize(train_acts[is_target].mean(0) - train_acts[~is_target].mean(0), dim=0)
+    clean = training.per_class_accuracy(sae.outputs(model, x), y, n_classes)
+    with hooks.patch(model, {name: lambda a: a - (a @ u).clamp(min=0)[:, None] * u}):
+        change = training.per_class_accuracy(sae.outputs(model, x), y, n_classes) - clean
+    others = torch.arange(n_classes) != target
+    return {"target_drop": -change[target].item(), "max_other_change": change[others].abs().max().item()}
+
+
+@torch.no_grad()
+def lookup_table(model: nn.Module, name: str, train_acts: Float[Tensor, "m d"], x: Tensor, y: Int[Tensor, "n"], *,
+                 n_prototypes: int, seed: int = 0) -> dict[str, float]:
+    """A dictionary with no features: k-means prototypes of the training activations, each input's activation
+    replaced by its nearest prototype (L0 = 1). Returns its FVU on x and the model's accuracy with it spliced in."""
+    from sklearn.cluster import MiniBatchKMeans
+    checks.count(n_prototypes, "n_prototypes")
+    km = MiniBatchKMeans(n_clusters=n_prototypes, random_state=seed, batch_size=4096, n_init=1, max_iter=50)
+    prototypes = torch.tensor(km.fit(train_acts.cpu().numpy()).cluster_centers_, dtype=train_acts.dtype)
+    nearest = lambda a: prototypes.to(a.device)[torch.cdist(a, prototypes.to(a.device)).argmin(1)]
+    acts = sae.collect_activations(model, name, x)
+    with hooks.patch(model, {name: nearest}):
+        accuracy = training.accuracy(model, x, y)
+    return {"l0": 1.0, "fvu": sae.fvu(acts, nearest(acts)), "spliced_accuracy": accuracy, "n_prototypes": n_prototypes}
