@@ -19,7 +19,7 @@ READING_PATH: dict[str, tuple[tuple[str, ...], str]] = {
     "06": (("01",), "use interpretability scores to prune and regularise a model, against baselines that do something"),
     "07": (("02", "03"), "train a character-level language model, read it with the logit lens and find induction heads"),
     "08": (("04", "07"), "reproduce Towards Monosemanticity small: SAE features on a language model's MLP, measured"),
-    "09": (("02", "03"), "watch a transformer grok modular addition and see the Fourier mechanism form before it does"),
+    "09": (("02", "03"), "watch a transformer memorise modular addition and then generalise, find the Fourier mechanism, and test which progress measures foresee it"),
 }
 
 
