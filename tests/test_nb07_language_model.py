@@ -15,10 +15,11 @@ LENS_LABELS = ["embeddings (before layer 0)", "after layer 0", "after layer 1 (o
 def test_smoke(smoke_run):
     f = smoke_run(STEM)
     for key in ["val_loss", "unigram_val_loss", "bigram_val_loss", "lm_head_classes", "logit_lens_loss", "accumulated_dla",
-                "lm_repetition", "phase_change_width_steps", "phase_change_width_linear_control", "phase_change_by_seed",
+                "lm_repetition", "phase_change_width_steps", "phase_change_width_exponential_control", "phase_change_by_seed",
                 "k_composition", "ablation_second_copy_loss", "ablation_first_copy_loss", "path_patching_fraction",
                 "induction_attention_on_target", "induction_repetition", "untrained_max_prefix_matching", "circuit_checks",
-                "target_status", "exercise_previous_token_ablation", "headline"]:
+                "target_status", "budget_status", "lm_head_ablation_cost", "k_composition_hint", "previous_token_other_head",
+                "exercise_previous_token_ablation", "exercise_logit_lens_second_copy", "headline"]:
         assert key in f, f"smoke run did not record {key!r}"
     assert f["n_characters"] == 1_115_394 and f["d_vocab"] == 65, "Tiny Shakespeare has 1,115,394 characters, 65 distinct"
     assert f["bigram_val_loss"] < f["unigram_val_loss"] < math.log(65), "counting baselines: bigram < unigram < uniform"
@@ -26,10 +27,13 @@ def test_smoke(smoke_run):
     assert list(f["logit_lens_loss"]) == LENS_LABELS
     assert len(f["k_composition"]) == 2 and len(f["k_composition"][0]) == 2, "K-composition is [layer-0 head, layer-1 head]"
     assert len(f["phase_change_by_seed"]) == 3, "the induction model's headline is spread over 3 seeds"
-    assert f["phase_change_width_linear_control"] > 0, "the linear control declines over the run"
+    assert f["phase_change_width_exponential_control"] > 0, "the exponential control declines over the run"
     assert f["target_status"] in ("met", "missed")
     assert (f["target_status"] == "met") == (f["val_loss"] <= 1.55), "the target status must follow the loss"
     assert f"target 1.55 {f['target_status']}" in f["headline"], "the headline must say whether the 1.55 target was met"
+    assert (f["budget_status"] == "met") == (f["train_seconds"] <= f["time_budget_seconds"]), "the budget status must follow this run's wall time"
+    assert f"training budget {f['budget_status']}" in f["headline"], "the headline must say whether the time budget was met"
+    assert set(f["circuit_checks"]) == {"ablation", "path patching"}, "only causal checks are counted; the K-composition hint is apart"
     assert not re.search(r"\d\s*(s|sec|seconds|min|minutes)\b", f["headline"]), "the headline must not quote wall-clock time"
 
 
@@ -53,6 +57,21 @@ def test_full_target_missed_is_said():
     f = findings.load(STEM)
     if f["val_loss"] > 1.55:
         assert f["target_status"] == "missed" and "target 1.55 missed" in f["headline"], "a missed target must be said in the headline"
+
+
+def test_full_time_budget_is_reported_from_this_runs_times():
+    f = findings.load(STEM)
+    assert f["budget_status"] == ("met" if f["train_seconds"] <= f["time_budget_seconds"] else "missed"), "budget status vs wall time"
+    assert f["cpu_over_wall"] == pytest.approx(f["train_cpu_seconds"] / f["train_seconds"], rel=0.01), "the ratio is this run's"
+    assert f"training budget {f['budget_status']}" in f["headline"]
+
+
+def test_full_heads_matter_though_their_direct_attribution_is_small():
+    f = findings.load(STEM)
+    cost = f["costliest_head"]
+    assert cost["ablation cost"] > 0.3, f"the costliest head's mean ablation raises the loss by only {cost['ablation cost']:.3f}"
+    assert cost["ablation cost"] > 5 * f["max_head_dla"], "the ablation cost should dwarf every head's direct attribution"
+    assert f["untrained_max_head_ablation_cost"] < 0.05, "control: in an untrained model no head's ablation should matter"
 
 
 def test_full_language_model_learned_and_reads_out_layer_by_layer():
@@ -85,7 +104,19 @@ def test_full_the_lm_copies_nothing_at_equal_context_and_the_induction_model_doe
         lm_gain, ind_gain = _gain(f["lm_repetition"], test), _gain(f["induction_repetition"], test)
         assert abs(lm_gain) < 0.1, f"{test}: the LM gains {lm_gain:.3f} nats/char from the real first copy: it copies"
         assert ind_gain > 1.0, f"{test}: the induction model gains only {ind_gain:.3f} over the scramble control"
-    assert f["lm_repetition"]["repeated names"]["n"] >= 100, "too few repeated names measured to say anything"
+    names, rare = f["lm_repetition"]["repeated names"], f["lm_repetition"]["rare names"]
+    assert names["distinct words"] >= 40, f"only {names['distinct words']} distinct words: the occurrences are not independent"
+    assert rare["n"] >= 30 and rare["distinct words"] >= 15, f"too few words rare in training: {rare}"
+    assert abs(f["lm_name_gain"]["rare names"]) < 0.1, f"the LM gains {f['lm_name_gain']['rare names']:.3f} on rare words: it copies"
+    assert f["induction_name_gain"]["rare names"] > 1.0, "control: the induction model copies rare words"
+
+
+def test_full_induction_model_copies_names_honestly_measured():
+    f = findings.load(STEM)
+    names = f["induction_repetition"]["repeated names"]
+    assert names["second copy"] < f["uniform_loss"] - 2, f"second occurrence {names['second copy']:.2f} should be far below guessing"
+    assert f["induction_name_gain"]["over the first occurrence"] > 2, f"gain over the first occurrence: {f['induction_name_gain']}"
+    assert names["second copy, first copy scrambled"] > f["uniform_loss"], "the prose says the scramble control is worse than guessing"
 
 
 def test_full_repeated_line_is_worse_at_the_seam_not_from_repetition():
@@ -95,13 +126,17 @@ def test_full_repeated_line_is_worse_at_the_seam_not_from_repetition():
     assert line["second copy"] == pytest.approx(line["second copy after another first copy"], abs=0.05), "equally worse after another line"
 
 
-def test_full_phase_change_is_narrow_against_a_linear_decline():
+def test_full_phase_change_is_narrower_than_a_plateau_free_exponential():
+    from glassbox.studies import shakespeare
     f = findings.load(STEM)
-    width, control = f["phase_change_width_steps"], f["phase_change_width_linear_control"]
-    assert width < 0.4 * control, f"20-80% of the drop takes {width:.0f} steps, a linear decline {control:.0f}: not a phase change"
+    width, control = f["phase_change_width_steps"], f["phase_change_width_exponential_control"]
+    assert width < 0.5 * control, f"20-80% of the drop takes {width:.0f} steps, an exponential half-way at the same step {control:.0f}"
     for seed, row in f["phase_change_by_seed"].items():
-        assert row["width 20-80%"] < 0.4 * row["linear control width"], f"seed {seed}: {row}"
+        assert row["width 20-80%"] < 0.5 * row["exponential control width"], f"seed {seed}: {row}"
         assert row["second / first copy"] <= 0.10, f"seed {seed}: second copy at {row['second / first copy']:.1%} of the first"
+    steps = [0, 1] + list(range(21, 1000, 20)) + [1000]  # the notebook's saved steps; control: a smooth exponential of the same half
+    smooth = shakespeare.exponential_decline(steps, [4.5] * (len(steps) - 1) + [0.2], f["phase_change_halfway_step"])
+    assert shakespeare.drop_width(steps, smooth) > 0.5 * control, "the same measurement must fail on a plateau-free exponential"
 
 
 def test_full_previous_token_head_rises_late():
@@ -109,6 +144,8 @@ def test_full_previous_token_head_rises_late():
     assert f["previous_token_halfway_step"] > f["phase_change_halfway_step"], "the notebook says the previous-token score rises after the loss"
     prev = f["previous_token_score_over_training"]
     assert prev["at half drop"] < prev["final"], prev
+    other = f["previous_token_other_head"]["halfway step"]
+    assert other < f["phase_change_halfway_step"], f"the notebook says the other layer-0 head's score rises before the loss: {other:.0f}"
 
 
 def test_full_induction_heads_form_and_are_verified():
@@ -128,6 +165,13 @@ def test_full_induction_heads_form_and_are_verified():
     att = f["induction_attention_on_target"]
     assert att["key path patched"] < 0.5 * att["clean"], f"under the key patch the stripe should be gone: {att}"
     assert all(f["circuit_checks"].values()), f"circuit checks: {f['circuit_checks']}"
+
+
+def test_full_exercise_lens_is_worse_than_guessing_before_layer_1():
+    f = findings.load(STEM)
+    lens_loss = f["exercise_logit_lens_second_copy"]
+    assert lens_loss["embeddings"] > f["uniform_loss"] and lens_loss["after layer 0"] > f["uniform_loss"], f"exercise 4's answer: {lens_loss}"
+    assert lens_loss["after layer 1"] < 1.0, f"after layer 1 the second copy is predicted: {lens_loss}"
 
 
 def test_full_findings_equal_the_checkpoint_cards():
