@@ -235,13 +235,13 @@ def capture(model: nn.Module, names: Name | list[Name], *, detach: bool = True,
     wanted = _unique(_as_list(names))
     parts: dict[str, list[Tensor]] = {n: [] for n in wanted}
     if isinstance(batch_dim, Mapping):
-        dims = {_name_key(n): d for n, d in batch_dim.items()}
-        unknown = [n for n in dims if n not in parts]
+        named = {_name_key(n): d for n, d in batch_dim.items()}
+        unknown = [n for n in named if n not in parts]
         if unknown:
             raise ValueError(f"batch_dim names {unknown}, which are not captured; captured: {list(parts)}")
+        dims = {n: named.get(n, 0) for n in parts}
     else:
-        dims = {}
-    dims = {n: dims.get(n, batch_dim if isinstance(batch_dim, int) else 0) for n in parts}
+        dims = dict.fromkeys(parts, batch_dim)
     for n, d in dims.items():
         if isinstance(d, bool) or not isinstance(d, int):
             raise TypeError(f"batch_dim for {n!r} must be an int (the dimension that holds the batch), got {d!r}")
