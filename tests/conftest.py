@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from glassbox import findings
-from glassbox.journal import catalogue, runner
+from glassbox.journal import catalogue, paths, runner
 
 OFFLINE_GUARD = Path(__file__).parent / "offline"
 sys.path.append(str(OFFLINE_GUARD))
@@ -75,10 +75,12 @@ def offline_log(smoke_dir, no_network) -> Path:
             os.environ[k] = v
 
 
-# Each notebook's test module names one "write it yourself" exercise and wrong answers to it:
-#     WRONG_ANSWERS = ("my_function", [(wrong_def_source, fragment_of_the_checker_message), ...])
-# The smoke run tries them in the notebook's own kernel after its last cell (see `wrong_answer_probe`).
-WRONG_ANSWERS: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+# Each notebook's test module lists wrong answers to its "write it yourself" exercises:
+#     WRONG_ANSWERS = {"my_function": [(wrong_def_source, fragment_of_the_checker_message), ...], ...}
+# (or, for one exercise, ("my_function", [...])). The smoke run tries them in the notebook's own kernel
+# after its last cell (see `wrong_answer_probe`), with each solution from notebooks/solutions/NN.py
+# put in place of the reader's stub first.
+WRONG_ANSWERS: dict[str, dict[str, list[tuple[str, str]]]] = {}
 PROBE_MARK = "WRONG-ANSWER-OUTCOMES"
 
 
@@ -91,7 +93,12 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"tests that run a notebook must be marked @pytest.mark.notebook: {unmarked}")
     for module in {item.module for item in items if getattr(item, "module", None) is not None}:
         if hasattr(module, "WRONG_ANSWERS"):
-            WRONG_ANSWERS[module.STEM] = module.WRONG_ANSWERS
+            WRONG_ANSWERS[module.STEM] = wrong_answers_by_function(module.WRONG_ANSWERS)
+
+
+def wrong_answers_by_function(listed) -> dict[str, list[tuple[str, str]]]:
+    """WRONG_ANSWERS as {function: [(source, message fragment), ...]}, from either form."""
+    return dict(listed) if isinstance(listed, dict) else {listed[0]: listed[1]}
 
 
 def exercise_cell(cells: list, function: str) -> str:
@@ -110,14 +117,41 @@ def with_function_replaced(source: str, function: str, replacement: str) -> str:
     return "\n".join(lines[: first - 1] + [replacement.strip("\n")] + lines[node.end_lineno:])
 
 
-def wrong_answer_probe(cells: list, function: str, wrong: list[tuple[str, str]]) -> str:
-    """A cell to append after a notebook's last one: it reruns the exercise cell as written (the solution),
-    then with each wrong answer in place of the reader's function, and prints what each raised."""
-    original = exercise_cell(cells, function)
-    sources = [original] + [with_function_replaced(original, function, source) for source, _ in wrong]
-    return (f"import json as _json\n_outcomes = []\nfor _source in {sources!r}:\n"
-            "    try:\n        exec(compile(_source, '<exercise>', 'exec'), globals())\n        _outcomes.append(None)\n"
-            "    except Exception as _err:\n        _outcomes.append([type(_err).__name__, str(_err)])\n"
+def solution_sources(stem: str) -> dict[str, str]:
+    """{function: source of its def} for each exercise solved in notebooks/solutions/NN.py (a function
+    whose checker `check_<function>` is there too); {} if the notebook has no solutions file."""
+    path = paths.NOTEBOOK_DIR / "solutions" / f"{stem[:2]}.py"
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    defs = {n.name: n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)}
+    return {name: ast.get_source_segment(text, node) for name, node in defs.items()
+            if not name.startswith("check_") and f"check_{name}" in defs}
+
+
+def wrong_answer_probe(cells: list, stem: str, wrong: dict[str, list[tuple[str, str]]]) -> str:
+    """A cell to append after a notebook's last one. For each exercise it reruns the cell as written, then
+    with the solution in place of the reader's function, then with each wrong answer, and prints what each
+    raised and whether the checker said "correct" (a notebook without a solutions file: the cell as
+    written holds the solution)."""
+    solved = solution_sources(stem)
+    trials = []
+    for function in [*solved, *(f for f in wrong if f not in solved)]:
+        original = exercise_cell(cells, function)
+        sources = [original] + ([with_function_replaced(original, function, solved[function])] if function in solved else [])
+        sources += [with_function_replaced(original, function, source) for source, _ in wrong.get(function, [])]
+        trials.append([function, sources])
+    return (f"import contextlib as _contextlib, io as _io, json as _json\n_outcomes = {{}}\n"
+            f"for _function, _sources in {trials!r}:\n"
+            "    _outcomes[_function] = []\n"
+            "    for _source in _sources:\n"
+            "        _said = _io.StringIO()\n"
+            "        try:\n"
+            "            with _contextlib.redirect_stdout(_said):\n"
+            "                exec(compile(_source, '<exercise>', 'exec'), globals())\n"
+            "            _outcomes[_function].append([None, _said.getvalue()])\n"
+            "        except Exception as _err:\n"
+            "            _outcomes[_function].append([type(_err).__name__, str(_err)])\n"
             f"print({PROBE_MARK!r}, _json.dumps(_outcomes))\n")
 
 
@@ -135,7 +169,7 @@ def smoke_run(smoke_dir, offline_log, no_network):
                 with no_network.entered() if no_network is not None else contextlib.nullcontext():
                     if stem in WRONG_ANSWERS:
                         probed = nbformat.read(nb, as_version=4)
-                        probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, *WRONG_ANSWERS[stem])))
+                        probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, stem, WRONG_ANSWERS[stem])))
                         source = smoke_dir / "probed" / nb.name
                         source.parent.mkdir(exist_ok=True)
                         nbformat.write(probed, source)
@@ -154,23 +188,37 @@ def smoke_run(smoke_dir, offline_log, no_network):
 
 @pytest.fixture(scope="session")
 def checker_catches_wrong_answers(smoke_run, smoke_dir):
-    """`checker_catches_wrong_answers(stem)` asserts, from the smoke run, that the exercise cell named in the
-    module's WRONG_ANSWERS passed as written and that each wrong answer made its checker raise an
-    AssertionError whose message contains the expected fragment (it says what is wrong)."""
+    """`checker_catches_wrong_answers(stem)` asserts, from the smoke run, for each "write it yourself"
+    exercise: the cell as committed runs (a stub says "not attempted yet"), the solution from
+    notebooks/solutions/NN.py put in its place passes its checker ("correct"), and each wrong answer listed
+    in the module's WRONG_ANSWERS makes the checker raise an AssertionError whose message contains the
+    expected fragment (it says what is wrong)."""
+    from glassbox.journal import exercises
 
     def check(stem: str) -> None:
         smoke_run(stem)
-        function, wrong = WRONG_ANSWERS[stem]
+        wrong, solved = WRONG_ANSWERS[stem], solution_sources(stem)
         executed = nbformat.read(smoke_dir / f"{stem}.ipynb", as_version=4)
         text = "".join(o.get("text", "") for o in executed.cells[-1].get("outputs", []))
         (line,) = [ln for ln in text.splitlines() if ln.startswith(PROBE_MARK)]
-        solution, *outcomes = json.loads(line[len(PROBE_MARK):])
-        assert solution is None, f"{stem}: the cell defining {function}() fails when rerun after the notebook: {solution}"
-        assert len(outcomes) == len(wrong) >= 1
-        for (source, says), outcome in zip(wrong, outcomes):
-            assert outcome is not None, f"{stem}: the checker of {function}() accepted a wrong answer:\n{source}"
-            assert outcome[0] == "AssertionError" and says in outcome[1], (
-                f"{stem}: for the wrong answer\n{source}\nthe checker should say {says!r}; it raised {outcome[0]}: {outcome[1]}")
+        outcomes = json.loads(line[len(PROBE_MARK):])
+        assert set(outcomes) == set(solved) | set(wrong), f"{stem}: probed {sorted(outcomes)}"
+        for function, results in outcomes.items():
+            as_written, *results = results
+            assert as_written[0] is None, f"{stem}: the cell defining {function}() fails when rerun after the notebook: {as_written}"
+            if function in solved:
+                assert f"{function}: {exercises.NOT_ATTEMPTED}" in as_written[1], \
+                    f"{stem}: the committed {function}() should be a stub the checker calls not attempted; it said {as_written[1]!r}"
+                solution, *results = results
+                assert solution[0] is None and f"{function}: {exercises.CORRECT}" in solution[1], \
+                    f"{stem}: the solution of {function}() in notebooks/solutions/ does not pass its checker: {solution}"
+            listed = wrong.get(function, [])
+            assert len(results) == len(listed)
+            for (source, says), outcome in zip(listed, results):
+                assert outcome[0] is not None, f"{stem}: the checker of {function}() accepted a wrong answer:\n{source}"
+                assert outcome[0] == "AssertionError" and says in outcome[1], (
+                    f"{stem}: for the wrong answer\n{source}\nthe checker should say {says!r}; it raised {outcome[0]}: {outcome[1]}")
+        assert any(wrong.values()), f"{stem}: WRONG_ANSWERS lists no wrong answer"
 
     return check
 

@@ -95,8 +95,63 @@ def test_notebook_ends_with_exercises_next_steps_and_sources(nb):
         f"'Try it yourself' needs >= 3 exercises of both kinds (**N. Predict, then run.** / **N. Write it yourself: ...**), found {kinds}"
     stubs = [source(c) for c in tail if c["cell_type"] == "code" and re.search(r"^def my_\w+\(", source(c), re.M)]
     assert len(stubs) >= kinds.count("Write it yourself"), "each 'Write it yourself' has a code cell defining my_<thing>()"
-    assert all("SOLUTION" in s and "assert" in s for s in stubs), "a stub cell marks its solution (# SOLUTION) and checks it (assert ...)"
     assert any("<details>" in source(c) for c in tail), "fold answers and hints in <details>"
+    sources = source(cs[heading["Sources"]])
+    assert re.search(r"\]\(https?://", sources), "Sources links the papers"
+
+
+def exercise_cells(nb) -> list:
+    """The cells of 'Try it yourself', up to 'What to try next'."""
+    cs = cells(nb)
+    start = next(i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and re.search(r"^## Try it yourself", source(c), re.M))
+    end = next(i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and re.search(r"^## What to try next", source(c), re.M))
+    return cs[start:end]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
+def test_a_write_it_yourself_exercise_shows_its_hint_then_a_stub_and_its_solution_lives_beside_the_notebook(nb):
+    """Issue 28: the notebook shows the Hint, then a stub that raises NotImplementedError and a call to
+    `exercises.check`; the solution and its checker are in notebooks/solutions/NN.py."""
+    tail = exercise_cells(nb)
+    solutions = paths.NOTEBOOK_DIR / "solutions" / f"{nb.stem[:2]}.py"
+    assert solutions.is_file(), f"add {solutions.relative_to(paths.ROOT)}: the solutions, checkers and answers of {nb.name}"
+    defined = {n.name for n in ast.parse(solutions.read_text()).body if isinstance(n, ast.FunctionDef)}
+    for i, c in enumerate(tail):
+        text = source(c)
+        if c["cell_type"] != "code" or not (names := re.findall(r"^def (my_\w+)\(", text, re.M)):
+            continue
+        for name in names:
+            assert "SOLUTION" not in text and "raise NotImplementedError" in text, \
+                f"{nb.name}: {name}() must be a stub (raise NotImplementedError), its solution in {solutions.name}"
+            assert f"exercises.check({name}" in text, f"{nb.name}: the cell defining {name}() calls exercises.check({name}, ...)"
+            assert {name, f"check_{name}"} <= defined, f"{solutions.name} needs {name}() and check_{name}()"
+        before = next(source(p) for p in reversed(tail[:i]) if p["cell_type"] == "markdown")
+        assert "<summary>Hint</summary>" in before, f"{nb.name}: fold the Hint of {names[0]}() in the markdown cell just before it"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
+def test_nothing_above_an_answers_fold_gives_it_away(nb):
+    """Issue 28: a "predict, then run" cell records its numbers silently and shows no number; the answer is
+    `exercises.answer(n)`, whose source holds no explanation (GitHub and Colab show code sources), folded
+    in the output and collapsed in JupyterLab (`source_hidden`) and Colab (`cellView: form`)."""
+    tail = exercise_cells(nb)
+    answers = [c for c in tail if c["cell_type"] == "code" and source(c).lstrip().startswith("exercises.answer(")]
+    assert answers, f"{nb.name}: show each 'Predict, then run' answer with exercises.answer(n)"
+    for c in answers:
+        assert re.fullmatch(r"exercises\.answer\(\d+\)", source(c).strip()), f"an answer cell holds only exercises.answer(n): {source(c)!r}"
+        assert c["metadata"].get("jupyter", {}).get("source_hidden") and c["metadata"].get("cellView") == "form"
+        shown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in c.get("outputs", []))
+        assert shown.lstrip().startswith("<details><summary>Answer</summary>"), "the committed answer is folded"
+    for c in tail:
+        text = source(c)
+        if c["cell_type"] != "code" or text.lstrip().startswith("exercises.answer("):
+            continue
+        assert "findings.markdown(" not in text, "an exercise's prose belongs in ANSWERS of its solutions file"
+        records = re.findall(r"findings\.record\(", text)
+        assert len(records) == text.count("show=False"), f"{nb.name}: record an exercise's numbers with show=False:\n{text[:200]}"
+        printed = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stdout")
+        spoiled = [ln for ln in printed.splitlines() if re.search(r"\d", ln) and "not attempted yet" not in ln]
+        assert not spoiled, f"{nb.name}: an exercise cell prints a number above its answer's fold: {spoiled[:2]}"
     sources = source(cs[heading["Sources"]])
     assert re.search(r"\]\(https?://", sources), "Sources links the papers"
 

@@ -242,7 +242,7 @@ def test_full_exercise_answer_find_min_needs_its_attention():
     assert e["answer_among_three_smallest"] > 3 / 7, f"the answer says it leans to the smallest numbers: {e}"
 
 
-WRONG_ANSWERS = ("my_ov_table", [
+WRONG_ANSWERS = {"my_ov_table": [
     ("def my_ov_table(model):\n"
      "    return circuits.get_ln1_outputs(model) @ model.W_V[0, 0] @ model.W_O[0, 0] @ circuits.get_W_U_eff(model)",
      "value bias b_V"),
@@ -252,7 +252,21 @@ WRONG_ANSWERS = ("my_ov_table", [
     ("def my_ov_table(model):\n    x = model.W_E[:, None] + model.pos_embed.W_pos[None]\n"
      "    return (x @ model.W_V[0, 0] + model.b_V[0, 0]) @ model.W_O[0, 0] @ circuits.get_W_U_eff(model)",
      "skipped LayerNorm 1"),
-])
+    ("def my_ov_table(model):\n    return circuits.get_ov_table(model)[:, :-1]", "expected [token position logit]"),
+], "my_head_dla": [
+    ("def my_head_dla(model, tokens):\n"
+     "    _, c = model.run_with_cache(tokens)\n"
+     "    return c['blocks.0.attn.hook_z'][:, -1, 0] @ model.W_O[0, 0] @ circuits.get_W_U_eff(model)",
+     "final LayerNorm scale"),
+    ("def my_head_dla(model, tokens):\n"
+     "    _, c = model.run_with_cache(tokens)\n"
+     "    return c['blocks.0.attn.hook_z'][:, -1, 0] @ model.W_O[0, 0] / c['ln_final.hook_scale'][:, -1] @ model.W_U",
+     "you used W_U"),
+    ("def my_head_dla(model, tokens):\n"
+     "    _, c = model.run_with_cache(tokens)\n"
+     "    return c['blocks.0.attn.hook_z'][:, 0, 0] @ model.W_O[0, 0] / c['ln_final.hook_scale'][:, 0] @ circuits.get_W_U_eff(model)",
+     "position 0"),
+]}
 
 
 @pytest.mark.notebook

@@ -6,6 +6,7 @@ glassbox's tools on your own model.
     parameters the parameters cell's rules (ranges, allowed values) and their checks
     contract   the run contract: `start` / `finish`, seeds, threads, the run's staging folder
     findings   `record` a notebook's numbers; `load` them back; `markdown` prose from them
+    exercises  stubs in the notebook, solutions and checkers in notebooks/solutions/NN.py; folded answers
     catalogue  the numbered notebooks, their titles and headlines, the README table
     lab        JupyterLab on a working copy in build/lab/, so autosave never touches the record
     library    the website's library page: the tools' public API and an example per module, from the code

@@ -1,8 +1,8 @@
 """A notebook's headline numbers, recorded to JSON for the tests and the README table.
 
 `record("test_accuracy", 0.981)` prints the number (floats to 4 significant digits; the file keeps
-them whole) and writes <stem>.json in the run's staging folder; the run contract promotes it to
-notebooks/findings/ when the whole notebook has run. `load(stem)` reads the committed copy back.
+them whole; `show=False` prints nothing) and writes <stem>.json in the run's staging folder; the run
+contract promotes it to notebooks/findings/ when the whole notebook has run. `load(stem)` reads the committed copy back.
 """
 import json
 import math
@@ -36,14 +36,16 @@ def path_for(stem: str, directory: Path | None = None) -> Path:
     return (directory or paths.FINDINGS_DIR) / f"{stem}.json"
 
 
-def record(key: str, value: Any) -> Any:
-    """Print `key = value` and save it in this run's findings file; returns the value."""
+def record(key: str, value: Any, show: bool = True) -> Any:
+    """Print `key = value` and save it in this run's findings file; returns the value. `show=False`
+    records without printing (a "predict, then run" exercise's number belongs in its folded answer)."""
     run = _run()
     if not isinstance(key, str) or not key.isidentifier():
         raise ValueError(f"a finding's key must be a Python identifier (it is read back as {{key}}), got {key!r}")
     run.values[key] = to_json(value)
     paths.atomic_write_text(path_for(run.stem, run.findings_dir), json.dumps(run.values, indent=2) + "\n")
-    print(f"{key} = {pprint.pformat(rounded(run.values[key]), width=110, sort_dicts=False)}")
+    if show:
+        print(f"{key} = {pprint.pformat(rounded(run.values[key]), width=110, sort_dicts=False)}")
     return value
 
 
@@ -121,10 +123,28 @@ def _fill(template: str, fields: "_Fields") -> str:
 
 
 class _Fields(dict):
-    """Recorded values for str.format_map: `{per_class[0]}` finds the key "0" (JSON keys are strings)."""
+    """Recorded values for str.format_map: `{per_class[0]}` finds the key "0" (JSON keys are strings).
+    A format spec on a list or dict applies to each value (`{by_seed:.2f}` shows `[0.03, -0.06]`)."""
 
     def __getitem__(self, key):
-        value = super().__getitem__(str(key))
-        if isinstance(value, dict):
-            return _Fields(value)
-        return [(_Fields(v) if isinstance(v, dict) else v) for v in value] if isinstance(value, list) else value
+        return _wrap(super().__getitem__(str(key)))
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(self)
+        return "{" + ", ".join(f"{k!r}: {format(_wrap(v), spec)}" for k, v in self.items()) + "}"
+
+
+class _List(list):
+    """A recorded list whose format spec applies to each element."""
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(self)
+        return "[" + ", ".join(format(_wrap(v), spec) for v in self) + "]"
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _Fields(value)
+    return _List(_wrap(v) for v in value) if isinstance(value, list) else value

@@ -276,16 +276,18 @@ def tidy_streams(nb: nbformat.NotebookNode) -> None:
 
 
 def writes_prose(cell: nbformat.NotebookNode) -> bool:
-    """A code cell that only writes Markdown from recorded findings (`findings.markdown(...)`)."""
-    return cell.cell_type == "code" and cell.source.lstrip().startswith("findings.markdown(")
+    """A code cell that only writes Markdown from recorded findings (`findings.markdown(...)`) or shows an
+    exercise's folded answer (`exercises.answer(n)`)."""
+    return cell.cell_type == "code" and cell.source.lstrip().startswith(("findings.markdown(", "exercises.answer("))
 
 
 def hide_prose_sources(nb: nbformat.NotebookNode) -> None:
-    """Collapse the source of cells that write prose (`jupyter.source_hidden`, which JupyterLab honours):
-    the reader wants the text they print, and their source would show a folded answer before it is opened."""
+    """Collapse the source of cells that write prose: `jupyter.source_hidden` for JupyterLab and the website,
+    `cellView: form` for Colab. The reader wants the text they print, not the template behind it."""
     for cell in nb.cells:
         if writes_prose(cell):
             cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+            cell.metadata["cellView"] = "form"
 
 
 def tag_hidden_sources(nb: nbformat.NotebookNode) -> None:
