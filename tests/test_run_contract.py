@@ -190,6 +190,10 @@ def test_findings_go_to_the_staging_folder_and_refuse_bad_values(no_run, tmp_pat
     with pytest.raises(ValueError, match="identifier"):
         findings.record("two words", 1)
     assert findings.markdown("acc {acc:.0%}, class 0 {per_class[0]}").data == "acc 25%, class 0 0.5"
+    findings.record("by_seed", [0.123456, -0.0558])
+    assert findings.markdown("{by_seed:.2f} | {per_class:.0%} | {by_seed}").data == \
+        "&#91;0.12, -0.06&#93; | {&#39;0&#39;: 50%} | &#91;0.123456, -0.0558&#93;", \
+        "a format spec on a list or dict rounds each value for display; without one the value shows whole"
     with pytest.raises(KeyError, match="has not recorded"):
         findings.markdown("{nope}")
 

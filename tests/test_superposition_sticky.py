@@ -52,3 +52,27 @@ def test_boundary_cells_mark_both_sides_of_a_change():
 def test_simple_phase_rule_splits_dense_cells_by_importance():
     r, p = torch.tensor([0.5, 2.0, 0.5, 2.0]), torch.tensor([1.0, 1.0, 0.1, 0.1])
     assert sp.simple_phase_rule(r, p).tolist() == [0, 1, 2, 2]
+
+
+def test_uniform_count_null_is_the_binomial_of_the_window_share():
+    # [0.2, 1.0], 200 features: the 1/2 window (0.47..0.53) holds 0.06 / 0.8 of the range, so each draw's count
+    # is Binomial(200, 0.075): mean 15, sd about 3.7
+    D = torch.cat([torch.tensor([0.2, 1.0]), torch.full((198,), 0.5)])
+    null = sp.uniform_count_null(D, "1/2", n_draws=4_000, seed=0)
+    assert null.shape == (4_000,) and null.dtype == torch.int64
+    assert null.float().mean().item() == pytest.approx(15, abs=0.3) and null.float().std().item() == pytest.approx(3.73, abs=0.2)
+    assert torch.equal(null, sp.uniform_count_null(D, "1/2", n_draws=4_000, seed=0)), "seeded: the same draws twice"
+    assert sp.count_sticky(D)["1/2"] > null.max(), "198 features piled on 1/2 lie far above every uniform draw"
+
+
+def test_uniform_count_null_counts_like_count_sticky():
+    D = torch.rand(500, generator=torch.Generator().manual_seed(1)) * 0.7 + 0.3
+    null = sp.uniform_count_null(D, "2/5", n_draws=3, seed=2)
+    gen = torch.Generator().manual_seed(2)
+    lo, hi = D.min().item(), D.max().item()
+    again = [sp.count_sticky(lo + (hi - lo) * torch.rand(500, generator=gen))["2/5"] for _ in range(3)]
+    assert null.tolist() == again, "each draw must be counted exactly as count_sticky counts it (nearest fraction wins: 2/5 and 3/8 overlap)"
+    with pytest.raises(ValueError, match="label"):
+        sp.uniform_count_null(D, "1/3")
+    with pytest.raises(ValueError, match="range"):
+        sp.uniform_count_null(torch.tensor([0.5, 0.5]))

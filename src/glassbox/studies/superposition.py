@@ -344,6 +344,27 @@ def sticky_excess(D: Float[Tensor, "..."], tolerance: float = 0.03, n_grid: int 
     return {k: {"observed": observed[k], "uniform": round(spread[k] / n_grid * D.numel(), 2)} for k in observed}
 
 
+@torch.no_grad()
+def uniform_count_null(D: Float[Tensor, "..."], label: str = "1/2", tolerance: float = 0.03, n_draws: int = 10_000,
+                       seed: int = 0) -> Int[Tensor, "n_draws"]:
+    """The null of `count_sticky(D)[label]`: for each of `n_draws` draws, as many dimensionalities as D holds,
+    spread uniformly at random over [min D, max D], counted the same way (nearest fraction wins)."""
+    if label not in STICKY_LABELS:
+        raise ValueError(f"label must be one of {STICKY_LABELS}, got {label!r}")
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be at least 1, got {n_draws}")
+    lo, hi = D.min().item(), D.max().item()
+    if not hi > lo:
+        raise ValueError(f"need dimensionalities spread over a range, got min = max = {lo}")
+    gen, fractions, index = torch.Generator().manual_seed(seed), torch.tensor(STICKY_FRACTIONS), STICKY_LABELS.index(label)
+    counts = []
+    for start in range(0, n_draws, 1000):  # chunks keep the distance tensor small
+        x = lo + (hi - lo) * torch.rand(min(1000, n_draws - start), D.numel(), generator=gen)
+        dist = (x[..., None] - fractions).abs()
+        counts.append(((dist.argmin(-1) == index) & (dist.min(-1).values <= tolerance)).sum(-1))
+    return torch.cat(counts)
+
+
 # ---- figures -------------------------------------------------------------------------------------
 
 def plot_feature_geometry(W: Float[Tensor, "k hidden features"], b: Float[Tensor, "k features"],
