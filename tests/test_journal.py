@@ -100,6 +100,13 @@ def test_notebook_ends_with_exercises_next_steps_and_sources(nb):
     assert re.search(r"\]\(https?://", sources), "Sources links the papers"
 
 
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
+def test_a_notebook_opens_with_what_a_reader_will_be_able_to_do_and_what_to_read_first(nb):
+    opening = source(cells(nb)[0])
+    assert "**After this notebook you can**" in opening and "**Read first:**" in opening, \
+        f"{nb.name}: open with two or three learning objectives (**After this notebook you can** ...) and **Read first:**"
+
+
 def exercise_cells(nb) -> list:
     """The cells of 'Try it yourself', up to 'What to try next'."""
     cs = cells(nb)
@@ -149,11 +156,9 @@ def test_nothing_above_an_answers_fold_gives_it_away(nb):
         assert "findings.markdown(" not in text, "an exercise's prose belongs in ANSWERS of its solutions file"
         records = re.findall(r"findings\.record\(", text)
         assert len(records) == text.count("show=False"), f"{nb.name}: record an exercise's numbers with show=False:\n{text[:200]}"
-        printed = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stdout")
+        printed = "".join("".join(o.get("text", "")) for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stdout")
         spoiled = [ln for ln in printed.splitlines() if re.search(r"\d", ln) and "not attempted yet" not in ln]
         assert not spoiled, f"{nb.name}: an exercise cell prints a number above its answer's fold: {spoiled[:2]}"
-    sources = source(cs[heading["Sources"]])
-    assert re.search(r"\]\(https?://", sources), "Sources links the papers"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)

@@ -137,12 +137,28 @@ def test_full_exercise_answer_the_hardest_family_of_the_32_wide_model():
     assert e["off_by_one_share"] > 0.5
 
 
-WRONG_ANSWERS = ("my_median", [
+WRONG_ANSWERS = {"my_median": [
     ("def my_median(tokens):\n    return tokens.sort(dim=1).values[:, 4]", "off by one"),
     ("def my_median(tokens):\n    return tokens[:, tokens.shape[1] // 2]", "sort each list first"),
     ("def my_median(tokens):\n    return torch.stack([row.unique()[len(row.unique()) // 2] for row in tokens])",
      "dropped repeated values"),
-])
+    ("def my_median(tokens):\n    return tokens.sort(dim=1).values[:, 3:4]", "expected one median per list"),
+], "my_multiset_key": [
+    ("def my_multiset_key(tokens):\n    return tokens.sort(dim=1).values.long().sum(1)", "own base-50 digit"),
+    ("def my_multiset_key(tokens):\n    key = torch.zeros(len(tokens), dtype=torch.int64)\n"
+     "    for digit in tokens.long().T:\n        key = key * 50 + digit\n    return key", "sort each list first"),
+    ("def my_multiset_key(tokens):\n    return (tokens.sort(dim=1).values.long() * 50 ** torch.arange(tokens.shape[1])).sum(1)",
+     "digits are reversed"),
+]}
+
+
+def test_full_exercise_answer_the_model_finds_the_median_of_shorter_lists_and_an_untrained_twin_does_not():
+    """Exercise 4's answer: trained on 7-number lists only, the model answers the median of the first 5 (and 3)
+    numbers and, on 6, a number between the two middle ones; the untrained twin of the same shape does not."""
+    e = findings.load(STEM)["exercise_shorter_lists"]
+    assert e["7"]["median"] > 0.99 and e["5"]["median"] > 0.9 and e["3"]["median"] > 0.9
+    assert e["6"]["between_middle_two"] > 0.9 and e["6"]["median"] is None
+    assert e["untrained, 5"]["median"] < 0.2, "control: an untrained model must not find the median of 5"
 
 
 @pytest.mark.notebook

@@ -245,3 +245,22 @@ def test_a_smoke_runs_checkpoint_is_refused_outside_smoke_runs(saved, monkeypatc
     monkeypatch.setattr(contract, "_current", None)
     with pytest.raises(ValueError, match=r"tiny\.json comes from a smoke run"):
         checkpoints.load_model("tiny", saved)
+
+
+def test_a_rerun_that_loads_a_checkpoint_carries_its_record_forward_only_while_the_file_is_unchanged(tmp_path):
+    """01 with TRAIN=False or 02 with its width models loaded promote no checkpoint; the committed notebook's
+    record of it is carried into the new one, but only for files that are still what it promoted."""
+    targets = runner.Targets(tmp_path / "notebooks", tmp_path / "notebooks/findings", tmp_path / "checkpoints",
+                             tmp_path / "build/stage", tmp_path / "build")
+    for folder in (targets.notebooks, targets.findings, targets.checkpoints):
+        folder.mkdir(parents=True, exist_ok=True)
+    (targets.checkpoints / "kept.pt").write_bytes(b"weights")
+    (targets.checkpoints / "edited.pt").write_bytes(b"edited since")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["glassbox"] = {"promoted": {"checkpoints/kept.pt": runner._sha256(targets.checkpoints / "kept.pt"),
+                                            "checkpoints/edited.pt": "0" * 64, "checkpoints/gone.pt": "1" * 64,
+                                            "findings/97_x.json": "2" * 64}}
+    nbformat.write(nb, targets.notebooks / "97_x.ipynb")
+    carried = runner.carried_forward(targets, "97_x.ipynb", {"findings/97_x.json": "3" * 64})
+    assert carried == {"checkpoints/kept.pt": runner._sha256(targets.checkpoints / "kept.pt")}
+    assert runner.carried_forward(targets, "96_new.ipynb", {}) == {}, "a first run has nothing to carry"

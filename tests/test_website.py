@@ -291,6 +291,29 @@ def test_contents_and_code_toggle_at_laptop_and_phone_widths(browser, site, widt
     page.close()
 
 
+@pytest.mark.skipif(not NOTEBOOKS, reason="no committed notebook")
+def test_exercise_answers_and_hints_are_folded_until_opened(browser, site):
+    """Issue 28: on every page each Answer and Hint is a closed <details> whose text is not on screen, and
+    no exercise's solution is shown (the code cells hold stubs)."""
+    base, nbs, out = site
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    for nb in NOTEBOOKS:
+        page.goto(f"{base}/{nb.stem}.html", wait_until="load")
+        folds = page.locator("details")
+        summaries = folds.locator("summary").all_inner_texts()
+        assert "Answer" in summaries and "Hint" in summaries, f"{nb.stem}: no folded Answer or Hint on the page"
+        opened = folds.evaluate_all("ds => ds.filter(d => d.open).length")
+        assert opened == 0, f"{nb.stem}: {opened} folds are open when the page loads"
+        hidden = folds.evaluate_all("ds => ds.every(d => [...d.children].filter(c => c.tagName !== 'SUMMARY')"
+                                    ".every(c => c.getBoundingClientRect().height === 0))")
+        assert hidden, f"{nb.stem}: a fold shows its text before it is opened"
+        assert page.locator("text=# SOLUTION").count() == 0, f"{nb.stem}: a solution is on the page"
+        answer = folds.filter(has=page.locator("summary", has_text="Answer")).first
+        answer.locator("summary").click()
+        assert answer.evaluate("d => d.open"), f"{nb.stem}: clicking Answer opens it"
+    page.close()
+
+
 def test_glossary_links_resolve_on_every_page(site):
     base, nbs, out = site
     glossary = (out / "glossary.html").read_text()

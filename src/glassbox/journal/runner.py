@@ -196,6 +196,26 @@ def promoted_hashes(stage: Path) -> dict[str, str]:
     return out
 
 
+def carried_forward(targets: Targets, name: str, promoted: dict[str, str]) -> dict[str, str]:
+    """The entries of the committed notebook's promotion record that this run does not replace and whose
+    files are still exactly what that notebook promoted: a rerun that loads a checkpoint instead of
+    training it (01's TRAIN=False, 02's width models) still owns it."""
+    import nbformat
+
+    committed = targets.notebooks / name
+    if not committed.is_file():
+        return {}
+    base = {"findings": targets.findings, "checkpoints": targets.checkpoints}
+    before = nbformat.read(committed, as_version=4).metadata.get("glassbox", {}).get("promoted", {})
+    kept = {}
+    for key, sha in before.items():
+        kind, _, rest = key.partition("/")
+        path = base.get(kind, Path("/nonexistent")) / rest
+        if key not in promoted and path.is_file() and _sha256(path) == sha:
+            kept[key] = sha
+    return kept
+
+
 def record_problems(targets: Targets | None = None) -> list[str]:
     """What in the record does not belong together: a findings file or checkpoint whose sha256 differs
     from the one its notebook promoted, or that no executed notebook promoted. Empty when all match."""
@@ -252,7 +272,8 @@ def run_one(notebook: Path, targets: Targets, params: dict, smoke: bool) -> floa
             raise RunFailed(f"{notebook.stem} ran without error but never reached glassbox.finish() (its last cell "
                             f"should call it); nothing was kept; the executed copy: {paths.shown(executed)}")
         prepared = stage / ".commit" / notebook.name
-        prepare_executed(executed, prepared, promoted_hashes(stage))
+        promoted = promoted_hashes(stage)
+        prepare_executed(executed, prepared, {**carried_forward(targets, notebook.name, promoted), **promoted})
         with record.signals_deferred():  # Ctrl-C here waits: then the line printed says what was kept
             try:
                 contract.promote(stage, targets.findings, targets.checkpoints,
