@@ -1,0 +1,239 @@
+"""Circuits in TransformerLens models as Wang et al. (2022, "Interpretability in the Wild") find and judge them:
+path patching from a *set* of sender heads into receivers' queries, keys or values (or into the logits), and
+the three criteria of a circuit under mean ablation over a reference distribution: faithfulness,
+completeness and minimality. Works on any TransformerLens model (`HookedTransformer` or
+`TransformerBridge`) with standard hook names; tested on a `HookedTransformer` built from a config.
+
+    logits = path_patch(model, clean, corrupt, senders=[(0, 1), (1, 2)], receivers=[(2, 0)], into="q",
+                        positions=end)                    # receivers' queries at `end` see the senders' corrupt output
+    logits = path_patch(model, clean, corrupt, senders=[(2, 0)])           # the sender's direct path to the logits
+    means = group_means(model, reference, groups)          # per-group, per-position mean of every head's z
+    F = lambda keep: performance(model, clean, metric, keep, means, groups)   # every other head mean-ablated
+
+Path patching here is the *direct* path: a receiver's input is recomputed from the clean residual stream
+plus the senders' (corrupt - clean) outputs, everything else clean. In an attention-only model this is
+exactly Wang et al.'s definition (freeze every head but the senders, record the receivers' inputs, patch
+them into a clean run); with MLPs it also freezes the MLPs between sender and receiver, which Wang et al. let
+recompute.
+"""
+from collections.abc import Callable
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from glassbox import checks, lens
+
+Head = tuple[int, int]  # (layer, head)
+Hook = tuple[str, Callable]
+Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], float]
+
+
+def _check_tokens(model: nn.Module, **named: Tensor) -> None:
+    shapes = {name: tuple(t.shape) for name, t in named.items()}
+    for name, t in named.items():
+        checks.tokens(t, name, d_vocab=model.cfg.d_vocab, n_ctx=model.cfg.n_ctx)
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{' and '.join(shapes)} must have one shape (one corrupted sequence per clean one), got {shapes}")
+
+
+def _positions(positions: Tensor | None, batch: int, n_pos: int) -> Tensor | None:
+    if positions is None:
+        return None
+    checks.tensor(positions, "positions", ndim=1, floating=False)
+    if len(positions) != batch or positions.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"positions must be one int position per sequence, shape ({batch},), got {tuple(positions.shape)} "
+                         f"{positions.dtype}")
+    if positions.min() < 0 or positions.max() >= n_pos:
+        raise ValueError(f"positions must lie in 0..{n_pos - 1}, got {positions.min().item()}..{positions.max().item()}")
+    return positions.long()
+
+
+def _at(positions: Tensor | None, batch: int, n_pos: int, device) -> Tensor:
+    """[batch pos 1 1] mask of the positions to patch (all when None)."""
+    if positions is None:
+        return torch.ones(batch, n_pos, 1, 1, dtype=torch.bool, device=device)
+    return (torch.arange(n_pos, device=device)[None] == positions.to(device)[:, None])[:, :, None, None]
+
+
+@torch.no_grad()
+def path_patch(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt: Int[Tensor, "batch pos"], senders: list[Head],
+               receivers: list[Head] | None = None, into: str = "q", positions: Int[Tensor, "batch"] | None = None
+               ) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of the clean run in which only the direct paths from `senders` (heads of any layers, together)
+    to the receivers' `into` ('q', 'k' or 'v'; receivers in any layers after a sender) carry the senders'
+    output on `corrupt`; with `receivers=None`, the direct paths to the logits. `positions` (one per sequence)
+    limits the patch to the receivers' input (or the logits) at that position."""
+    lens._model(model, "blocks", "W_Q", "W_K", "W_V", "W_O")
+    senders = lens._heads(senders, None, model)
+    if not senders:
+        raise ValueError("senders is empty: name at least one (layer, head)")
+    _check_tokens(model, clean=clean, corrupt=corrupt)
+    positions = _positions(positions, *clean.shape)
+    if getattr(model.cfg, "positional_embedding_type", "standard") == "shortformer":
+        raise ValueError("path_patch recomputes inputs from the residual stream; a shortformer model adds positions to "
+                         "queries and keys outside it: use positional_embedding_type 'standard', 'rotary' or 'alibi'")
+    if receivers is not None:
+        receivers = lens._heads(receivers, None, model)
+        if not receivers:
+            raise ValueError("receivers is an empty list: name at least one (layer, head), or None for the logits")
+        if into not in ("q", "k", "v"):
+            raise ValueError(f"into must be 'q', 'k' or 'v', got {into!r}")
+        n_kv = getattr(model.cfg, "n_key_value_heads", None)
+        if into != "q" and n_kv is not None and n_kv != model.cfg.n_heads:
+            raise ValueError(f"path_patch into {into!r} needs one key/value head per query head; the model shares {n_kv} "
+                             f"among {model.cfg.n_heads} (grouped-query attention): patch into 'q'")
+        if min(layer for layer, _ in senders) >= max(layer for layer, _ in receivers):
+            raise ValueError(f"no sender {senders} comes before a receiver {receivers}: a head reads only earlier layers")
+    n_layers = model.cfg.n_layers
+    final = f"blocks.{n_layers - 1}.hook_resid_post"
+    sender_layers = sorted({layer for layer, _ in senders})
+    want = {f"blocks.{layer}.attn.hook_z" for layer in sender_layers}
+    read = {final} if receivers is None else {f"blocks.{layer}.hook_resid_pre" for layer, _ in receivers}
+    _, clean_cache = model.run_with_cache(clean, names_filter=lambda n: n in want | read)
+    _, corrupt_cache = model.run_with_cache(corrupt, names_filter=lambda n: n in want)
+    deltas = {layer: (lens.head_outputs(model, corrupt_cache, layer) - lens.head_outputs(model, clean_cache, layer))
+              for layer in sender_layers}  # batch pos head d_model
+
+    def delta_before(layer: int) -> Tensor:
+        return sum((deltas[ls][:, :, hs] for ls, hs in senders if ls < layer), torch.zeros_like(clean_cache[final]
+                   if receivers is None else clean_cache[f"blocks.{layer}.hook_resid_pre"]))
+
+    if receivers is None:
+        logits = lens.unembed(model, clean_cache[final])
+        mask = _at(positions, *clean.shape, clean.device)[..., 0]
+        patched = lens.unembed(model, clean_cache[final] + delta_before(n_layers))
+        return torch.where(mask, patched, logits)
+    hooks = []
+    for lr in sorted({layer for layer, _ in receivers}):
+        hr = [h for layer, h in receivers if layer == lr]
+        x = model.blocks[lr].ln1(clean_cache[f"blocks.{lr}.hook_resid_pre"] + delta_before(lr))
+        W, b = {"q": model.W_Q, "k": model.W_K, "v": model.W_V}[into], lens._bias(model, f"b_{into.upper()}")
+        new = einops.einsum(x, W[lr, hr], "batch pos d_model, head d_model d_head -> batch pos head d_head")
+        new = new + b[lr, hr] if b is not None else new
+        mask = _at(positions, *clean.shape, clean.device)
+
+        def hook(act: Tensor, hook, hr=hr, new=new, mask=mask) -> Tensor:
+            act = act.clone()
+            act[:, :, hr] = torch.where(mask, new, act[:, :, hr])
+            return act
+        hooks.append((f"blocks.{lr}.attn.hook_{into}", hook))
+    return model.run_with_hooks(clean, fwd_hooks=hooks)
+
+
+# ---- mean ablation and Wang et al.'s three criteria ----------------------------------------------------
+
+@torch.no_grad()
+def group_means(model: nn.Module, reference: Int[Tensor, "batch pos"], groups: Int[Tensor, "batch"] | None = None
+                ) -> dict[int, Float[Tensor, "group pos head d_head"]]:
+    """Every head's mean output z over `reference`, per position and per group (e.g. per template, so that
+    positions line up; Wang et al. mean-ablate over the ABC distribution of the same template). groups=None:
+    one group. Groups are 0..max(groups); a group with no reference sequence is NaN (an error when used)."""
+    _check_tokens(lens._model(model), reference=reference)
+    groups = _groups(groups, len(reference))
+    _, cache = model.run_with_cache(reference, names_filter=lambda n: n.endswith("attn.hook_z"))
+    n_groups = int(groups.max()) + 1
+    count = torch.zeros(n_groups, device=reference.device).index_add_(0, groups, torch.ones_like(groups, dtype=torch.float))
+    out = {}
+    for layer in range(model.cfg.n_layers):
+        z = cache[f"blocks.{layer}.attn.hook_z"]
+        total = torch.zeros(n_groups, *z.shape[1:], dtype=z.dtype, device=z.device).index_add_(0, groups.to(z.device), z)
+        out[layer] = total / count.to(z.device)[:, None, None, None]
+    return out
+
+
+def _groups(groups: Tensor | None, batch: int) -> Tensor:
+    if groups is None:
+        return torch.zeros(batch, dtype=torch.long)
+    checks.tensor(groups, "groups", ndim=1, floating=False)
+    if len(groups) != batch or groups.dtype not in (torch.int64, torch.int32) or groups.min() < 0:
+        raise ValueError(f"groups must hold one int >= 0 per sequence, shape ({batch},), got {tuple(groups.shape)} {groups.dtype}")
+    return groups.long()
+
+
+def knockout_hooks(model: nn.Module, keep: list[Head], means: dict[int, Float[Tensor, "group pos head d_head"]],
+                   groups: Int[Tensor, "batch"] | None = None) -> list[Hook]:
+    """Hooks replacing the output z of every head *not* in `keep` by its mean over the reference distribution
+    (`group_means`), taken from each sequence's group."""
+    keep = set(lens._heads(keep, None, model))
+    hooks = []
+    for layer in range(model.cfg.n_layers):
+        off = [h for h in range(model.cfg.n_heads) if (layer, h) not in keep]
+        if not off:
+            continue
+        if layer not in means:
+            raise ValueError(f"means lacks layer {layer}: pass group_means of this model")
+
+        def hook(z: Tensor, hook, layer=layer, off=off) -> Tensor:
+            g = _groups(groups, z.shape[0])
+            m = means[layer][g.to(means[layer].device), : z.shape[1]][:, :, off]
+            if torch.isnan(m).any():
+                raise ValueError(f"means of layer {layer} are NaN for some sequences' groups: every group used must "
+                                 "have reference sequences")
+            z = z.clone()
+            z[:, :, off] = m.to(z.dtype)
+            return z
+        hooks.append((f"blocks.{layer}.attn.hook_z", hook))
+    return hooks
+
+
+@torch.no_grad()
+def performance(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, keep: list[Head] | None,
+                means: dict, groups: Int[Tensor, "batch"] | None = None) -> float:
+    """F(keep): `metric` of the model's logits with every head outside `keep` mean-ablated. keep=None: the
+    whole model, nothing ablated (F(M))."""
+    if keep is None:
+        return float(metric(model(tokens)))
+    return float(metric(model.run_with_hooks(tokens, fwd_hooks=knockout_hooks(model, keep, means, groups))))
+
+
+def all_heads(model: nn.Module) -> list[Head]:
+    """Every (layer, head) of the model."""
+    return [(layer, h) for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+
+
+def faithfulness(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, circuit: list[Head], means: dict,
+                 groups: Int[Tensor, "batch"] | None = None) -> dict[str, float]:
+    """Wang et al. section 4.1: F(M) (whole model), F(C) (the circuit alone, all other heads mean-ablated),
+    F(empty) (every head mean-ablated), the share F(C) / F(M) and the gap |F(M) - F(C)| / F(M)."""
+    full, alone = performance(model, tokens, metric, None, means, groups), performance(model, tokens, metric, circuit, means, groups)
+    empty = performance(model, tokens, metric, [], means, groups)
+    return {"F(M)": full, "F(C)": alone, "F(empty)": empty, "F(C)/F(M)": alone / full, "|F(M)-F(C)|/F(M)": abs(full - alone) / abs(full)}
+
+
+def completeness(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, circuit: list[Head],
+                 subsets: dict[str, list[Head]], means: dict, groups: Int[Tensor, "batch"] | None = None
+                 ) -> dict[str, dict[str, float]]:
+    """Wang et al. section 4.2: for each named subset K of the circuit, F(C \\ K) and F(M \\ K) (K mean-ablated
+    from the circuit, and from the whole model) and the incompleteness |F(C \\ K) - F(M \\ K)|. A complete
+    circuit has it small for every K: nothing outside C does what K does."""
+    model_heads, out = all_heads(model), {}
+    for name, K in subsets.items():
+        K = set(lens._heads(K, None, model))
+        if not K <= set(circuit):
+            raise ValueError(f"subset {name!r} = {sorted(K)} is not inside the circuit {circuit}")
+        c = performance(model, tokens, metric, [h for h in circuit if h not in K], means, groups)
+        m = performance(model, tokens, metric, [h for h in model_heads if h not in K], means, groups)
+        out[name] = {"F(C\\K)": c, "F(M\\K)": m, "incompleteness": abs(c - m)}
+    return out
+
+
+def minimality(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, circuit: list[Head],
+               candidates: dict[Head, list[list[Head]]], means: dict, groups: Int[Tensor, "batch"] | None = None
+               ) -> dict[Head, dict]:
+    """Wang et al. section 4.3: for each head v of the circuit, the largest |F(C \\ (K u {v})) - F(C \\ K)| over
+    the candidate subsets K of C \\ {v} given for it (always including the empty set), and the K that gives it.
+    A minimal circuit has every head's score well above zero: each matters for some K."""
+    out = {}
+    for v in lens._heads(circuit, None, model):
+        best = {"score": -1.0, "K": []}
+        for K in [[]] + [list(k) for k in candidates.get(v, [])]:
+            if v in K or not set(K) <= set(circuit):
+                raise ValueError(f"a candidate K for {v} must lie in the circuit without {v}, got {K}")
+            without_k = performance(model, tokens, metric, [h for h in circuit if h not in K], means, groups)
+            without_kv = performance(model, tokens, metric, [h for h in circuit if h not in K and h != v], means, groups)
+            if abs(without_kv - without_k) > best["score"]:
+                best = {"score": abs(without_kv - without_k), "K": sorted(K)}
+        out[v] = best
+    return out
