@@ -180,7 +180,7 @@ def test_full_headline_quotes_the_findings():
     assert " only" not in f["headline"]
 
 
-WRONG_ANSWERS = ("my_integrated_gradients", [
+WRONG_ANSWERS = {"my_integrated_gradients": [
     ("def my_integrated_gradients(model, x, target, n_steps):\n"  # gradient x input at the image only
      "    x = x.clone().requires_grad_(True)\n"
      "    (g,) = torch.autograd.grad(model(x).gather(1, target[:, None]).sum(), x)\n"
@@ -198,7 +198,53 @@ WRONG_ANSWERS = ("my_integrated_gradients", [
      "    (g,) = torch.autograd.grad(model(path).gather(1, target.repeat(n_steps)[:, None]).sum(), path)\n"
      "    return x * g.reshape(n_steps, *x.shape).mean(0)",
      "left end points"),
-])
+], "my_class_accuracy_drop": [
+    ("def my_class_accuracy_drop(model, layer, neuron, x, y, value):\n"  # the hook is never removed
+     "    per_class = lambda pred: torch.stack([(pred[y == k] == k).float().mean() for k in range(10)])\n"
+     "    before = per_class(model(x).argmax(-1))\n"
+     "    dict(model.named_modules())[layer].register_forward_hook(lambda m, i, out: out.index_fill(1, torch.tensor([neuron]), float(value)))\n"
+     "    return (before - per_class(model(x).argmax(-1))).detach()",
+     "your hook is still on the model"),
+    ("def my_class_accuracy_drop(model, layer, neuron, x, y, value):\n"  # zero-ablates instead of patching in `value`
+     "    per_class = lambda pred: torch.stack([(pred[y == k] == k).float().mean() for k in range(10)])\n"
+     "    before = per_class(model(x).argmax(-1))\n"
+     "    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, out: out.index_fill(1, torch.tensor([neuron]), 0.0))\n"
+     "    after = per_class(model(x).argmax(-1))\n"
+     "    handle.remove()\n"
+     "    return (before - after).detach()",
+     "you set the neuron to 0"),
+], "my_probe_with_control": [
+    ("def my_probe_with_control(train, labels_train, test, labels_test, C, seed):\n"  # fitted and scored on the test split
+     "    from sklearn.linear_model import LogisticRegression\n"
+     "    from sklearn.pipeline import make_pipeline\n"
+     "    from sklearn.preprocessing import StandardScaler\n"
+     "    fit = lambda y: make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300)).fit(test.double().numpy(), y.numpy())\n"
+     "    shuffled = labels_test[torch.randperm(len(labels_test), generator=torch.Generator().manual_seed(seed))]\n"
+     "    return {k: float(fit(y).score(test.double().numpy(), labels_test.numpy())) for k, y in (('probe', labels_test), ('control', shuffled))}",
+     "fitted the probe on the test split"),
+    ("def my_probe_with_control(train, labels_train, test, labels_test, C, seed):\n"  # standardises each image, not each neuron
+     "    from sklearn.linear_model import LogisticRegression\n"
+     "    scale = lambda f: ((f - f.mean(1, keepdim=True)) / f.std(1, keepdim=True).clamp_min(1e-6)).double().numpy()\n"
+     "    fit = lambda y: LogisticRegression(C=C, max_iter=300).fit(scale(train), y.numpy())\n"
+     "    shuffled = labels_train[torch.randperm(len(labels_train), generator=torch.Generator().manual_seed(seed))]\n"
+     "    return {k: float(fit(y).score(scale(test), labels_test.numpy())) for k, y in (('probe', labels_train), ('control', shuffled))}",
+     "wrong axis"),
+    ("def my_probe_with_control(train, labels_train, test, labels_test, C, seed):\n"  # the control is the probe again
+     "    from sklearn.linear_model import LogisticRegression\n"
+     "    from sklearn.pipeline import make_pipeline\n"
+     "    from sklearn.preprocessing import StandardScaler\n"
+     "    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300)).fit(train.double().numpy(), labels_train.numpy())\n"
+     "    accuracy = float(probe.score(test.double().numpy(), labels_test.numpy()))\n"
+     "    return {'probe': accuracy, 'control': accuracy}",
+     "your control reads the real labels"),
+    ("def my_probe_with_control(train, labels_train, test, labels_test, C, seed):\n"  # no control at all
+     "    from sklearn.linear_model import LogisticRegression\n"
+     "    from sklearn.pipeline import make_pipeline\n"
+     "    from sklearn.preprocessing import StandardScaler\n"
+     "    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300)).fit(train.double().numpy(), labels_train.numpy())\n"
+     "    return {'probe': float(probe.score(test.double().numpy(), labels_test.numpy()))}",
+     "a probe means little without its control"),
+]}
 
 
 @pytest.mark.notebook
