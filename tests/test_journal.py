@@ -175,9 +175,11 @@ def test_every_notebook_tests_that_a_wrong_answer_fails_its_checker():
         tree = ast.parse((paths.ROOT / "tests" / f"test_nb{nb.stem}.py").read_text())
         wrong = [n.value for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "WRONG_ANSWERS" for t in n.targets)]
         assert wrong, f"tests/test_nb{nb.stem}.py: add WRONG_ANSWERS = ('my_<thing>', [(wrong def, message fragment), ...])"
-        function, answers = ast.literal_eval(wrong[0])
-        assert answers, f"test_nb{nb.stem}.py: WRONG_ANSWERS lists no wrong answer"
-        assert any(f"def {function}(" in source(c) for c in cells(nb)), f"{nb.name} defines no {function}()"
+        listed = ast.literal_eval(wrong[0])
+        by_function = dict(listed) if isinstance(listed, dict) else {listed[0]: listed[1]}
+        assert any(by_function.values()), f"test_nb{nb.stem}.py: WRONG_ANSWERS lists no wrong answer"
+        for function in by_function:
+            assert any(f"def {function}(" in source(c) for c in cells(nb)), f"{nb.name} defines no {function}()"
         uses = [n for n in tree.body if isinstance(n, ast.FunctionDef) and "checker_catches_wrong_answers" in [a.arg for a in n.args.args]]
         assert uses, f"tests/test_nb{nb.stem}.py: add a test taking the checker_catches_wrong_answers fixture"
 

@@ -1,7 +1,9 @@
 """Notebook 00 (paper notes + toy model of superposition): smoke run loosely, committed full run against its claims."""
 import pytest
+import torch
 
 from glassbox import findings
+from glassbox.studies import superposition as sp
 
 STEM = "00_paper_notes"
 KEYS = ["tms_features_represented_dense", "tms_features_represented_sparse", "tms_pentagon_max_angle_error_deg",
@@ -142,7 +144,7 @@ def test_full_headline_quotes_the_findings():
         assert text in h, f"the headline should quote {text!r}: {h}"
 
 
-WRONG_ANSWERS = ("my_feature_dimensionality", [
+WRONG_ANSWERS = {"my_feature_dimensionality": [
     ("def my_feature_dimensionality(W):\n    dots = W.transpose(1, 2) @ W\n"  # W_i . W_j, W_i not normalised
      "    return W.norm(dim=1) ** 2 / (dots ** 2).sum(-1)",
      "not normalised"),
@@ -153,7 +155,25 @@ WRONG_ANSWERS = ("my_feature_dimensionality", [
      "    overlaps = (unit.transpose(1, 2) @ W) ** 2\n"
      "    return W.norm(dim=1) ** 2 / (overlaps.sum(-1) - overlaps.diagonal(dim1=1, dim2=2))",
      "keep j = i"),
-])
+    ("def my_feature_dimensionality(W):\n    unit = W / W.norm(dim=2, keepdim=True)\n"  # normalised over the features axis
+     "    return W.norm(dim=1) ** 2 / ((unit.transpose(1, 2) @ W) ** 2).sum(-1)",
+     "normalise over the hidden axis (1)"),
+], "my_toy_loss": [
+    ("def my_toy_loss(model, x):\n    return ((x - model(x)) ** 2).sum(-1).mean(0)", "importance is missing"),
+    ("def my_toy_loss(model, x):\n    return (model.importance * (x - model(x)) ** 2).mean(-1).mean(0)", "averaged over the features"),
+    ("def my_toy_loss(model, x):\n    return (model.importance * (x - model(x)) ** 2).sum(-1).sum(0)", "summed over the batch"),
+]}
+
+
+def test_full_exercise_a_quarter_of_the_training_already_makes_the_pentagon():
+    """Exercise 4's answer quotes these; the measure must be able to fail: an untrained 5-in-2 model is no pentagon."""
+    e = findings.load(STEM)["exercise_short_pentagon"]
+    assert e["full"]["steps"] == 4 * e["quarter"]["steps"] and e["full"]["max_angle_error_deg"] < 0.5
+    assert e["quarter"]["max_angle_error_deg"] < 1.0 and e["quarter"]["instances"] == 4
+    torch.manual_seed(0)
+    untrained = sp.ToyModel(5, 2, 4, feature_probability=0.05)
+    angles = sp.neighbour_angles(untrained.W.detach()[0])
+    assert (angles - 72).abs().max() > 5, "control: random weights must not pass as a pentagon"
 
 
 @pytest.mark.notebook
