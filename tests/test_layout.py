@@ -6,8 +6,8 @@ from pathlib import Path
 import glassbox
 
 SRC = Path(glassbox.__file__).parent
-TOOLS = {"checks", "hooks", "neurons", "probes", "attribution", "ablation", "lens", "circuits", "sae", "training",
-         "lm", "fourier", "viz"}
+TOOLS = {"checks", "hooks", "neurons", "probes", "attribution", "ablation", "lens", "circuits", "patching", "sae",
+         "transcoders", "training", "lm", "fourier", "viz"}
 
 
 def imported(path: Path) -> set[str]:

@@ -2,7 +2,7 @@
 
 Three rooms, and the folders show which is which (imports only go down):
 - the tools, for any model, at the top: checks, hooks, neurons, probes, attribution, ablation,
-  lens, circuits, sae, training, lm, fourier, viz;
+  lens, circuits, patching, sae, transcoders, training, lm, fourier, viz;
 - the journal's studies, one module per study: `glassbox.studies` (mnist_mlp, find_median,
   superposition, backdoor, pruning, regularisation, shakespeare, char_features, grokking, models);
 - the machinery that runs and renders the notebooks: `glassbox.journal` (the run contract,

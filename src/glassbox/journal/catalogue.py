@@ -20,6 +20,7 @@ READING_PATH: dict[str, tuple[tuple[str, ...], str]] = {
     "07": (("02", "03"), "train a character-level language model, read it with the logit lens and find induction heads"),
     "08": (("04", "07"), "reproduce Towards Monosemanticity small: SAE features on a language model's MLP, measured"),
     "09": (("02", "03"), "watch a transformer memorise modular addition and then generalise, find the Fourier mechanism, and test which progress measures foresee it"),
+    "10": (("07", "08"), "train transcoders, build an attribution graph from the weights and check every edge against autograd, and test the graph by interventions against attribution patching"),
 }
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import glassbox
 
-TOOLS = ("checks", "hooks", "neurons", "probes", "attribution", "ablation", "lens", "circuits", "sae", "training",
-         "lm", "fourier", "viz")
+TOOLS = ("checks", "hooks", "neurons", "probes", "attribution", "ablation", "lens", "circuits", "patching", "sae",
+         "transcoders", "training", "lm", "fourier", "viz")
 ICON = '<link rel="icon" href="data:,">'  # as on the other pages: no favicon.ico request
 
 # One example per tool module. Each builds its own model and checks what it says with `assert`.
@@ -179,6 +179,35 @@ model = nn.Sequential(nn.Embedding(7, 16), nn.Linear(16, 7))   # any (batch, pos
 training.train(model, lm.windows(tokens, batch_size=16, n_ctx=8), steps=100, lr=5e-2, loss_fn=lm.next_token_loss)
 assert lm.evaluate_loss(model, tokens, n_ctx=8) < 0.1      # nats per token (uniform guessing: 1.95)
 assert lm.sample(model, torch.tensor([3]), n_new=5, n_ctx=8, temperature=0).tolist() == [3, 4, 5, 6, 0, 1]
+''',
+    "patching": '''\
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from glassbox import patching
+
+cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=6, d_head=4, n_heads=2, d_vocab=10, attn_only=True, seed=0)
+model = HookedTransformer(cfg)
+clean, corrupt = torch.randint(0, 10, (8, 6)), torch.randint(0, 10, (8, 6))
+same = patching.path_patch(model, clean, clean, senders=[(0, 1)], receivers=[(1, 0)], into="q")
+assert torch.allclose(same, model(clean), atol=1e-5)      # patching in the clean run's own values changes nothing
+metric = lambda logits: logits[:, -1, 0].mean().item()     # any scalar of the logits
+means = patching.group_means(model, corrupt)                # every head's mean output over a reference set
+f = patching.faithfulness(model, clean, metric, [(1, 0), (1, 1)], means)
+assert set(f) >= {"F(M)", "F(C)", "F(empty)"}
+''',
+    "transcoders": '''\
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from glassbox import transcoders
+
+cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_mlp=32, d_vocab=11, act_fn="gelu",
+                              normalization_type="LN", seed=0)
+model = HookedTransformer(cfg)
+tcs = {layer: transcoders.make_transcoder(16, 24, 4, layer=layer, seed=layer) for layer in range(2)}  # untrained, for shape
+graph = transcoders.attribution_graph(model, tcs, torch.tensor([1, 2, 3, 4, 5]))   # one prompt, its last logit
+pruned = transcoders.prune(graph)                                               # the nodes carrying most influence
+assert graph.adjacency.shape == (graph.n_features + 2 * 5 + 5 + 1,) * 2 and pruned.nodes[graph.logit_index]
+assert 0 <= transcoders.graph_scores(graph)["replacement"] <= 1
 ''',
     "fourier": '''\
 import math
