@@ -305,7 +305,7 @@ def test_exercise_answers_and_hints_are_folded_until_opened(browser, site):
         opened = folds.evaluate_all("ds => ds.filter(d => d.open).length")
         assert opened == 0, f"{nb.stem}: {opened} folds are open when the page loads"
         hidden = folds.evaluate_all("ds => ds.every(d => [...d.children].filter(c => c.tagName !== 'SUMMARY')"
-                                    ".every(c => c.getBoundingClientRect().height === 0))")
+                                    ".every(c => !c.checkVisibility()))")
         assert hidden, f"{nb.stem}: a fold shows its text before it is opened"
         assert page.locator("text=# SOLUTION").count() == 0, f"{nb.stem}: a solution is on the page"
         answer = folds.filter(has=page.locator("summary", has_text="Answer")).first
