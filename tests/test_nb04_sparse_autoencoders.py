@@ -209,11 +209,29 @@ def test_committed_relu1_sae_reproduces_its_card():
     assert card["hook_name"] == "relu1" and card["model_name"] == "mnist_mlp"
 
 
-WRONG_ANSWERS = ("my_fvu", [
+WRONG_ANSWERS = {"my_fvu": [
     ("def my_fvu(x, x_hat):\n    return ((x - x_hat).pow(2).sum() / x.pow(2).sum()).item()", "forgot to centre"),
     ("def my_fvu(x, x_hat):\n    return ((x - x_hat).pow(2).sum() / (x - x.mean(1, keepdim=True)).pow(2).sum()).item()", "wrong axis"),
     ("def my_fvu(x, x_hat):\n    return ((x - x_hat).pow(2).sum(0) / (x - x.mean(0)).pow(2).sum(0)).mean().item()", "per-neuron ratio"),
-])
+], "my_topk_encode": [
+    ("def my_topk_encode(sae_model, x):\n    pre = x @ sae_model.W_enc + sae_model.b_enc\n"
+     "    top = pre.topk(sae_model.cfg.k, dim=-1)\n    return torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())",
+     "subtract b_dec"),
+    ("def my_topk_encode(sae_model, x):\n    return ((x - sae_model.b_dec) @ sae_model.W_enc + sae_model.b_enc).relu()", "no TopK"),
+    ("def my_topk_encode(sae_model, x):\n    pre = (x - sae_model.b_dec) @ sae_model.W_enc + sae_model.b_enc\n"
+     "    return pre.topk(sae_model.cfg.k, dim=-1).values.relu()", "scatter"),
+], "my_sae_step": [
+    ("def my_sae_step(p, x, k, lr):\n    pre = (x - p['b_dec']) @ p['W_enc'] + p['b_enc']\n    top = pre.topk(k, dim=-1)\n"
+     "    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())\n"
+     "    loss = (x - (z @ p['W_dec'] + p['b_dec'])).pow(2).mean()\n    loss.backward()\n"
+     "    with torch.no_grad():\n        for w in p.values():\n            w -= lr * w.grad\n            w.grad = None\n"
+     "    return loss.item()", "mean over every element"),
+    ("def my_sae_step(p, x, k, lr):\n    pre = (x - p['b_dec']) @ p['W_enc'] + p['b_enc']\n    top = pre.topk(k, dim=-1)\n"
+     "    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())\n"
+     "    loss = (x - (z @ p['W_dec'] + p['b_dec'])).pow(2).sum(-1).mean()\n    loss.backward()\n"
+     "    with torch.no_grad():\n        for w in p.values():\n            w -= lr * w.grad\n"
+     "    return loss.item()", "left over"),
+]}
 
 
 @pytest.mark.notebook

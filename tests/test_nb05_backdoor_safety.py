@@ -217,7 +217,7 @@ def test_full_exercise_partial_triggers_answer():
     assert 0.05 < p["all 9, one pixel up and left"] < 0.9, f"the diagonal shift keeps 2 of 5 white pixels: part of the attack: {p}"
 
 
-WRONG_ANSWERS = ("my_attack_success_rate", [
+WRONG_ANSWERS = {"my_attack_success_rate": [
     ("def my_attack_success_rate(model, x, y, target):\n"
      "    return (training.predict(model, x[y != target]).argmax(-1) == target).float().mean().item()",
      "the trigger is missing"),
@@ -227,7 +227,22 @@ WRONG_ANSWERS = ("my_attack_success_rate", [
     ("def my_attack_success_rate(model, x, y, target):\n"
      "    return (training.predict(model, backdoor.apply_trigger(x[y != target])).argmax(-1) != target).float().mean().item()",
      "the share NOT called the target"),
-])
+], "my_apply_trigger": [
+    ("def my_apply_trigger(images):\n"  # writes into the reader's images
+     "    images[:, 24:27, 24:27] = torch.tensor([[1., 0., 1.], [0., 1., 0.], [1., 0., 1.]])\n"
+     "    return images",
+     "you changed the input images"),
+    ("def my_apply_trigger(images):\n"  # colours swapped
+     "    out = images.clone()\n"
+     "    out[:, 24:27, 24:27] = torch.tensor([[0., 1., 0.], [1., 0., 1.], [0., 1., 0.]])\n"
+     "    return out",
+     "black and white are swapped"),
+    ("def my_apply_trigger(images):\n"  # one row too far down: 25:28
+     "    out = images.clone()\n"
+     "    out[:, 25:28, 24:27] = torch.tensor([[1., 0., 1.], [0., 1., 0.], [1., 0., 1.]])\n"
+     "    return out",
+     "pixels outside rows and columns 24-26 changed"),
+]}
 
 
 @pytest.mark.notebook

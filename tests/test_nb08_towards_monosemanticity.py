@@ -187,10 +187,17 @@ def test_full_steering_chosen_on_validation_beats_random_latents_of_the_same_nor
     assert f["steered_text_broken"] == (loss[f"{s['scale']:g}"] > loss["0"] + 0.5), "the notebook's verdict on the text must match its numbers"
 
 
-WRONG_ANSWERS = ("my_loss_recovered", [
+WRONG_ANSWERS = {"my_loss_recovered": [
     ("def my_loss_recovered(clean, spliced, ablated):\n    return (spliced - clean) / (ablated - clean)", "NOT recovered"),
-    ("def my_loss_recovered(clean, spliced, ablated):\n    return (ablated - spliced) / ablated", "divide by ablated - clean"),
-])
+    ("def my_loss_recovered(clean, spliced, ablated):\n    return (ablated - spliced) / ablated", "divide by the damage, ablated - clean"),
+], "my_logit_effect": [
+    ("def my_logit_effect(decoder_row, W_out, ln_w, W_U):\n    r = decoder_row @ W_out\n    l = ((r - r.mean()) * ln_w) @ W_U\n"
+     "    return -(l - l.mean())", "sign flipped"),
+    ("def my_logit_effect(decoder_row, W_out, ln_w, W_U):\n    r = decoder_row @ W_out\n    return ((r - r.mean()) * ln_w) @ W_U",
+     "centre the logits over the vocabulary"),
+    ("def my_logit_effect(decoder_row, W_out, ln_w, W_U):\n    r = decoder_row @ W_out\n    l = (r - r.mean()) @ W_U\n"
+     "    return l - l.mean()", "ln_final's weight"),
+]}
 
 
 @pytest.mark.notebook

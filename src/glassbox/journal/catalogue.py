@@ -21,6 +21,7 @@ READING_PATH: dict[str, tuple[tuple[str, ...], str]] = {
     "08": (("04", "07"), "reproduce Towards Monosemanticity small: SAE features on a language model's MLP, measured"),
     "09": (("02", "03"), "watch a transformer memorise modular addition and then generalise, find the Fourier mechanism, and test which progress measures foresee it"),
     "10": (("07", "08"), "train transcoders, build an attribution graph from the weights and check every edge against autograd, and test the graph by interventions against attribution patching"),
+    "11": (("03", "07"), "build an IOI task with its ABC corruption, trace a circuit backwards from the logits by path patching, name head classes by measured signatures, and hold the circuit to Wang et al.'s three criteria against random circuits"),
 }
 
 
