@@ -120,7 +120,9 @@ def with_function_replaced(source: str, function: str, replacement: str) -> str:
 def solution_sources(stem: str) -> dict[str, str]:
     """{function: source of its def} for each exercise solved in notebooks/solutions/NN.py (a function
     whose checker `check_<function>` is there too); {} if the notebook has no solutions file."""
-    path = paths.NOTEBOOK_DIR / "solutions" / f"{stem[:2]}.py"
+    from glassbox.journal import exercises
+
+    path = exercises.solutions_path(stem)
     if not path.is_file():
         return {}
     text = path.read_text()

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from glassbox import findings, paths
-from glassbox.journal import catalogue
+from glassbox.journal import catalogue, exercises
 
 NOTEBOOKS = catalogue.notebooks()
 ids = [nb.stem for nb in NOTEBOOKS]
@@ -110,7 +110,7 @@ def test_a_notebook_opens_with_what_a_reader_will_be_able_to_do_and_what_to_read
 # Issue 28 is landing notebook by notebook (each needs a full rerun): a notebook with no solutions file still has
 # its solutions in the notebook, and the two tests below say so as a skip instead of passing it.
 def not_yet_converted(nb) -> None:
-    if not (paths.NOTEBOOK_DIR / "solutions" / f"{nb.stem[:2]}.py").is_file():
+    if not exercises.solutions_path(nb.stem).is_file():
         pytest.skip(f"{nb.name} is not yet converted to the exercise convention of issue 28 (no notebooks/solutions/{nb.stem[:2]}.py)")
 
 
@@ -127,7 +127,7 @@ def test_a_write_it_yourself_exercise_shows_its_hint_then_a_stub_and_its_solutio
     """Issue 28: the notebook shows the Hint, then a stub that raises NotImplementedError and a call to
     `exercises.check`; the solution and its checker are in notebooks/solutions/NN.py."""
     tail = exercise_cells(nb)
-    solutions = paths.NOTEBOOK_DIR / "solutions" / f"{nb.stem[:2]}.py"
+    solutions = exercises.solutions_path(nb.stem)
     not_yet_converted(nb)
     defined = {n.name for n in ast.parse(solutions.read_text()).body if isinstance(n, ast.FunctionDef)}
     for i, c in enumerate(tail):

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from glassbox import paths
-from glassbox.journal import catalogue
+from glassbox.journal import catalogue, exercises
 
 pytestmark = pytest.mark.browser
 
@@ -307,7 +307,7 @@ def test_exercise_answers_and_hints_are_folded_until_opened(browser, site):
         hidden = folds.evaluate_all("ds => ds.every(d => [...d.children].filter(c => c.tagName !== 'SUMMARY')"
                                     ".every(c => !c.checkVisibility()))")
         assert hidden, f"{nb.stem}: a fold shows its text before it is opened"
-        converted = (paths.NOTEBOOK_DIR / "solutions" / f"{nb.stem[:2]}.py").is_file()  # issue 28 lands notebook by notebook
+        converted = exercises.solutions_path(nb.stem).is_file()  # issue 28 lands notebook by notebook
         assert not converted or page.locator("text=# SOLUTION").count() == 0, f"{nb.stem}: a solution is on the page"
         answer = folds.filter(has=page.locator("summary", has_text="Answer")).first
         answer.locator("summary").click()

@@ -41,6 +41,11 @@ CORRECT = "correct"
 _loaded: dict[Path, ModuleType] = {}
 
 
+def solutions_path(stem: str) -> Path:
+    """Where notebook `stem`'s solutions, checkers and answers live: notebooks/solutions/NN.py."""
+    return SOLUTION_DIR / f"{stem[:2]}.py"
+
+
 def solutions(stem: str | None = None) -> ModuleType:
     """The solutions module of notebook `stem` (default: the notebook now running), loaded once."""
     if stem is None:
@@ -48,7 +53,7 @@ def solutions(stem: str | None = None) -> ModuleType:
         if run is None:
             raise RuntimeError("no notebook run: call glassbox.start(stem, smoke=SMOKE, seed=SEED) first")
         stem = run.stem
-    path = SOLUTION_DIR / f"{stem[:2]}.py"
+    path = solutions_path(stem)
     if path not in _loaded:
         if not path.is_file():
             raise FileNotFoundError(f"no solutions file {paths.shown(path)} for notebook {stem}")
