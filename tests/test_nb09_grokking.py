@@ -41,6 +41,8 @@ def test_smoke(smoke_run):
         "weight decay must leave the smaller weights"
     assert sum(f["bias_parameters"].values()) > 0, "the model's biases are counted (the authors' model has fewer)"
     assert len(f["by_seed"]) == 3 and f["seeds"]["epochs"] == 40, "three seeds over the smoke run's first SEED_EPOCHS"
+    small = f["small_train_fraction"]  # exercise 4's folded answer says 'below' / 'not below' from these numbers
+    assert small["comparison"] == ("below" if small["test_accuracy_at_end"] < small["this_run_test_accuracy_at_same_epoch"] else "not below")
     for name, m in f["restricted_controls"].items():
         assert 0 <= m["restricted_test_accuracy"] <= 1, f"{name}: an accuracy out of range"
 
@@ -200,7 +202,7 @@ def test_full_checkpoint_reproduces_the_findings():
         "the committed weights must give the recorded test accuracy on the same split"
 
 
-WRONG_ANSWERS = ("my_frequency_norms", [
+WRONG_ANSWERS = {"my_frequency_norms": [
     ("def my_frequency_norms(W):\n    c = fourier.basis(W.shape[0]) @ W\n"
      "    return torch.stack([c[0].norm()] + [c[2 * k - 1 : 2 * k + 1].norm() for k in range(1, W.shape[0] // 2 + 1)]) ** 2",
      "squared norms"),
@@ -209,8 +211,18 @@ WRONG_ANSWERS = ("my_frequency_norms", [
      "off by one"),
     ("def my_frequency_norms(W):\n    c = fourier.basis(W.shape[0]) @ W\n"
      "    return torch.stack([c[0].norm()] + [c[2 * k - 1].norm() for k in range(1, W.shape[0] // 2 + 1)])",
-     "combine cos and sin"),
-])
+     "combine both rows"),
+], "my_excluded_loss": [
+    ("def my_excluded_loss(logits, freqs, data):\n    d = fourier.sum_directions(data.p, freqs)\n"
+     "    return torch.nn.functional.cross_entropy((logits - d.T @ (d @ logits)).double(), data.labels).item()",
+     "on every pair"),
+    ("def my_excluded_loss(logits, freqs, data):\n"
+     "    return torch.nn.functional.cross_entropy(logits[data.train].double(), data.labels[data.train]).item()",
+     "you removed nothing"),
+    ("def my_excluded_loss(logits, freqs, data):\n    d = fourier.sum_directions(data.p, freqs)\n"
+     "    return torch.nn.functional.cross_entropy((d.T @ (d @ logits))[data.train].double(), data.labels[data.train]).item()",
+     "kept only the key frequencies"),
+]}
 
 
 @pytest.mark.notebook
@@ -236,3 +248,4 @@ def test_full_exercise_four_fewer_pairs_generalise_later():
     s = f["small_train_fraction"]
     assert s["train_fraction"] < 0.5 and s["epoch_memorised"] is not None
     assert s["test_accuracy_at_end"] < s["this_run_test_accuracy_at_same_epoch"], f"exercise 4's answer: {s}"
+    assert s["comparison"] == "below" and s["epoch_memorised"] < f["epoch_memorised"], f"the answer says: memorised sooner, generalises less: {s}"
