@@ -231,3 +231,19 @@ def test_steering_table_counts_each_set_and_a_zero_push_changes_nothing():
     assert table["0"]["none"]["2"] == pytest.approx(char_features.char_rate(clean, torch.tensor([2])))
     assert table["1000"]["zero"] == table["0"]["none"], "adding a zero vector must give the unsteered draws"
     assert table["1000"]["up"]["2"] > table["0"]["none"]["2"] + 0.25, f"a large push toward token 2 should produce it more often: {table}"
+
+
+def test_lookup_units_fire_exactly_where_their_rule_holds_and_a_mixed_pair_needs_two_rules(book):
+    codes = book.codes(TEXT * 4)
+    truth = book.matrix(codes)
+    cols = [rule(book, "char 'e'"), rule(book, "char '\\n'")]
+    units = char_features.lookup_units(truth[:, cols], seed=0)
+    assert torch.equal(units > 0, truth[:, cols]) and units.max() <= 1 and units[units > 0].min() >= 0.5
+    assert torch.equal(units, char_features.lookup_units(truth[:, cols], seed=0)), "the same seed gives the same strengths"
+    k = int(truth[:, cols].sum(0).min())
+    mixed = char_features.mix_pairs(units, units, [(0, 1)], k=k)
+    shares = char_features.cover_shares(torch.cat([units, mixed], 1), truth, k=k, max_base_rate=0.05, always=book.char_rules)
+    assert char_features.is_polysemantic(shares).tolist() == [False, False, True], f"shares {shares.tolist()}"
+    assert char_features.mix_pairs(units, units, []).shape == (len(units), 0)
+    with pytest.raises(ValueError, match="same units"):
+        char_features.mix_pairs(units, units[:, :1], [(0, 0)])

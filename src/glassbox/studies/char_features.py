@@ -290,6 +290,31 @@ def mix_scales(pair: Float[Tensor, "n 2"], *, k: int = 100, share_b: float = 0.5
     return torch.stack([pair[:, i].topk(r).values[-1] for i, r in enumerate(ranks)]).clamp(min=1e-9)
 
 
+def lookup_units(truth: Bool[Tensor, "n rules"], *, seed: int = 0, low: float = 0.5) -> Float[Tensor, "n rules"]:
+    """Lookup units, one per rule column: each is positive exactly where its rule holds, at a random strength in
+    [low, 1] (no context, no position beyond the rule itself). A control: a sum of two of them (`mix_pairs`) is two
+    unrelated patterns by construction."""
+    checks.tensor(truth, "truth", ndim=2, floating=False)
+    if not 0 < low <= 1:
+        raise ValueError(f"low must be in (0, 1], got {low}")
+    gen = torch.Generator().manual_seed(seed)
+    return truth.float() * (low + (1 - low) * torch.rand(truth.shape, generator=gen))
+
+
+def mix_pairs(fit_units: Float[Tensor, "n_fit units"], units: Float[Tensor, "n units"], pairs: list[tuple[int, int]], *,
+              k: int = 100, share_b: float = 0.5) -> Float[Tensor, "n pairs"]:
+    """For each pair (a, b), the sum units[:, a] / s_a + units[:, b] / s_b with the divisors `mix_scales` sets on
+    `fit_units` (b supplies `share_b` of the sum's top k there): a unit built to have two patterns, scaled on one
+    text and read on another."""
+    checks.tensor(fit_units, "fit_units", ndim=2, floating=False)
+    checks.tensor(units, "units", ndim=2, floating=False)
+    if fit_units.shape[1] != units.shape[1]:
+        raise ValueError(f"fit_units and units must hold the same units: {fit_units.shape[1]} vs {units.shape[1]}")
+    if not pairs:
+        return units.new_zeros(len(units), 0)
+    return torch.stack([(units[:, [a, b]] / mix_scales(fit_units[:, [a, b]], k=k, share_b=share_b)).sum(1) for a, b in pairs], 1)
+
+
 def unrelated_pair(latents: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.5,
                    always: Bool[Tensor, "rules"] | None = None, n_candidates: int = 50) -> tuple[int, int]:
     """Two monosemantic units whose sum is polysemantic, for a control the polysemanticity measure must flag: `a`, the
