@@ -12,7 +12,7 @@ KEYS = ["tms_features_represented_dense", "tms_features_represented_sparse", "tm
         "tms_phase_loss_ratio", "tms_phase_beating_cells_less_important_feature",
         "tms_pentagon_neighbour_passes_above", "tms_phase_agreement_all_cells", "tms_phase_boundary_cells",
         "tms_phase_agreement_boundary_cells", "tms_dim_seeds", "tms_sticky_excess", "tms_near_half", "tms_sticky_share_pooled", "tms_excess_other_fractions",
-        "tms_sticky_share_by_sparsity", "tms_plateau_at_1", "tms_plateau_at_half", "tms_plateau_elsewhere", "tms_plateau_flatness",
+        "tms_sticky_share_by_sparsity", "tms_plateau_at_1", "tms_plateau_at_half", "tms_plateau_elsewhere", "tms_plateau_flatness", "tms_antipodal_at_half", "tms_antipodal_summary",
         "tms_feature_count_elsewhere", "tms_densest", "tms_train_seconds", "headline"]
 
 
@@ -79,17 +79,24 @@ def test_full_trained_models_beat_the_superposition_candidate_but_not_the_others
         and shape["larger bias"] >= 0.8 * shape["cells"], f"claim: the winners shorten the less important feature and raise its bias: {shape}"
 
 
-def test_full_d_star_holds_still_at_one_half_and_nowhere_away_from_the_fractions():
-    """The plateau is the claim; its control is the same measure where D* is away from every listed fraction."""
+def test_full_what_sits_at_one_half_is_antipodal_pairs_and_it_holds_still():
+    """The claims: wherever D* is at 1/2 the features are antipodal pairs (control: the same instances untrained), and D*
+    holds stiller there than on any stretch of the curve that shares no sparsity with it (control); no other fraction
+    has such a run."""
     f = findings.load(STEM)
     assert f["tms_dim_seeds"] == len(f["tms_plateau_at_half"]) >= 3, "the stickiness claim must hold over at least 3 initialisations"
+    pairs, summary = f["tms_antipodal_at_half"], f["tms_antipodal_summary"]
+    assert summary["cases"] == sum(f["tms_plateau_at_half"]) >= 3 and all(len(row) >= 1 for row in pairs["trained"])
+    for row in pairs["trained"]:
+        for c in row:
+            assert c["represented"] >= 10 and c["with_partner"] >= 0.9 * c["represented"], f"claim: antipodal pairs at 1/2: {pairs['trained']}"
+    assert summary["trained_min_share"] >= 0.9 and summary["untrained_max_share"] < 0.3, \
+        f"control: the untrained instances at the same sparsities have no such pairs: {summary}"
     flat = f["tms_plateau_flatness"]
-    for at_half, elsewhere, n_half, n_else in zip(flat["at_half"], flat["away_from_fractions"], f["tms_plateau_at_half"],
-                                                  f["tms_plateau_elsewhere"]):
+    for at_half, elsewhere in zip(flat["at_half"], flat["elsewhere_not_overlapping"]):
         assert at_half is not None and elsewhere is not None, f"both stretches must exist in every initialisation: {flat}"
-        assert at_half < elsewhere, f"claim: D* holds stiller at 1/2 than anywhere away from the fractions: {flat}"
-        assert n_half > n_else, f"claim: more sparsities sit at 1/2 than in any window away from the fractions: {n_half} vs {n_else}"
-    assert all(n >= 1 for n in f["tms_plateau_at_1"]), f"D* reaches 1 at the densest settings: {f['tms_plateau_at_1']}"
+        assert at_half < elsewhere, f"claim: D* holds stiller at 1/2 than on any stretch that shares no sparsity with it: {flat}"
+    assert all(fs == [] for fs in flat["other_fractions_with_a_run"]), f"claim: no other fraction has a run of three: {flat}"
     for by in f["tms_sticky_share_by_sparsity"]:
         assert max(s for s in by[2:9] if s is not None) >= 0.9 and by[-1] < 0.2, f"claim: high mid-sweep, low at the sparsest: {by}"
 
@@ -110,9 +117,9 @@ def test_full_the_pooled_share_is_not_the_evidence():
     f = findings.load(STEM)
     other, near = f["tms_excess_other_fractions"], f["tms_near_half"]
     for o, p, observed, uniform in zip(other, pooled, near["observed"], near["uniform"]):
-        assert o < 0, f"claimed: the fractions other than 1/2 together hold fewer features than a uniform spread: {other}"
-        assert (p["share"] - p["uniform"]) * p["features"] < observed - uniform, \
-            f"claimed: the pooled excess comes from 1/2 alone: {pooled}, {near}"
+        assert o < 0, f"observed: the fractions other than 1/2 together hold fewer features than a uniform spread: {other}"
+        # each feature counts for its nearest fraction, so the pooled excess is the excess at 1/2 plus the others' (an identity)
+        assert (p["share"] - p["uniform"]) * p["features"] == pytest.approx(observed - uniform + o, abs=1.0), (pooled, near, other)
     assert f["tms_sticky_excess"][0]["2/3"]["observed"] < f["tms_sticky_excess"][0]["2/3"]["uniform"], "2/3 holds fewer than uniform"
     assert all(0.3 < p["below_smallest"] < 0.7 for p in pooled), f"about half fall below 3/8 at the sparsest settings: {pooled}"
 
@@ -149,8 +156,10 @@ def test_full_headline_quotes_the_findings():
                  f"three-candidate approximation in {f['tms_phase_diagram_agreement']:.0%} of cells",
                  f"({f['tms_phase_agreement_untrained']:.0%} before training)",
                  f"{f['tms_phase_agreement_boundary_cells']['trained']:.0%} of boundary cells",
-                 f"for {min(f['tms_plateau_at_half'])}+ sparsities", f"moving {max(f['tms_plateau_flatness']['at_half']):.3f} at most",
-                 f"sticky fractions move {min(f['tms_plateau_flatness']['away_from_fractions']):.3f} at least"):
+                 f"({f['tms_antipodal_summary']['cases']} cases) at least {f['tms_antipodal_summary']['trained_min_share']:.0%}",
+                 f"(untrained: at most {f['tms_antipodal_summary']['untrained_max_share']:.0%})",
+                 f"moves {max(f['tms_plateau_flatness']['at_half']):.3f} at most",
+                 f"elsewhere {min(f['tms_plateau_flatness']['elsewhere_not_overlapping']):.3f} at least"):
         assert text in h, f"the headline should quote {text!r}: {h}"
 
 
