@@ -19,8 +19,14 @@ def test_smoke(smoke_run):
                 "k_composition", "ablation_second_copy_loss", "ablation_first_copy_loss", "path_patching_fraction",
                 "induction_attention_on_target", "induction_repetition", "untrained_max_prefix_matching", "circuit_checks",
                 "target_status", "budget_status", "lm_head_ablation_cost", "k_composition_hint", "previous_token_other_head",
-                "exercise_previous_token_ablation", "exercise_logit_lens_second_copy", "headline"]:
+                "exercise_previous_token_ablation", "exercise_logit_lens_second_copy", "exercise_patching_positions", "headline"]:
         assert key in f, f"smoke run did not record {key!r}"
+    ex = f["exercise_previous_token_ablation"]  # the folded answer says 'more than' / 'no more than' from these numbers
+    assert ex["comparison"] == ("more than" if ex["previous-token head"] > ex["costlier layer-1 head alone"] else "no more than")
+    patched = f["exercise_patching_positions"]
+    assert patched["the character after the earlier copy"] == patched["query position"] - 32 + 1, "the position after the earlier copy"
+    for layer in ("embeddings", "layer 1"):
+        assert 0 <= patched[f"{layer}: best position"] <= patched["query position"], f"{layer}: a position up to the query's"
     assert f["n_characters"] == 1_115_394 and f["d_vocab"] == 65, "Tiny Shakespeare has 1,115,394 characters, 65 distinct"
     assert f["bigram_val_loss"] < f["unigram_val_loss"] < math.log(65), "counting baselines: bigram < unigram < uniform"
     assert len(f["lm_head_classes"]) == 8, "2 layers x 4 heads must each get a class"
@@ -186,14 +192,66 @@ def test_full_findings_equal_the_checkpoint_cards():
     assert checkpoints.load_model("induction_2l").cfg.attn_only, "the induction model is attention-only"
 
 
-WRONG_ANSWERS = ("my_previous_token_score", [
-    ("def my_previous_token_score(pattern):\n    return pattern.diagonal(offset=0, dim1=-2, dim2=-1).mean((0, -1))",
-     "attention to the position itself"),
-    ("def my_previous_token_score(pattern):\n    return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean()",
-     "averaged over the heads"),
-    ("def my_previous_token_score(pattern):\n    return pattern.diagonal(offset=1, dim1=-2, dim2=-1).mean((0, -1))",
-     "which axis is the query"),
-])
+WRONG_ANSWERS = {"my_logit_lens": [
+    ("def my_logit_lens(model, tokens):\n    _, c = model.run_with_cache(tokens)\n"
+     "    resid = torch.stack([c['blocks.0.hook_resid_pre'], c['blocks.1.hook_resid_pre'], c['blocks.1.hook_resid_post']])\n"
+     "    return resid @ model.W_U + model.b_U",
+     "skipped the final LayerNorm"),
+    ("def my_logit_lens(model, tokens):\n    _, c = model.run_with_cache(tokens)\n"
+     "    return model.ln_final(torch.stack([c['blocks.0.hook_resid_post'], c['blocks.1.hook_resid_post']])) @ model.W_U + model.b_U",
+     "left out the embeddings"),
+    ("def my_logit_lens(model, tokens):\n    _, c = model.run_with_cache(tokens)\n"
+     "    return model.ln_final(torch.stack([c['blocks.0.hook_resid_pre'], c['blocks.1.hook_resid_pre']])) @ model.W_U + model.b_U",
+     "left out the output"),
+    ("def my_logit_lens(model, tokens):\n    _, c = model.run_with_cache(tokens)\n"
+     "    resid = torch.stack([c['blocks.0.hook_resid_pre'], c['blocks.1.hook_resid_pre'], c['blocks.1.hook_resid_post']])\n"
+     "    return model.ln_final(resid) @ model.W_U",
+     "bias b_U"),
+], "my_patch_by_position": [
+    ("def my_patch_by_position(model, clean, corrupt, hook_name, metric):\n"
+     "    _, c = model.run_with_cache(corrupt)\n    out = []\n    for p in range(clean.shape[1]):\n"
+     "        def patch(act, hook, p=p):\n            act = act.clone()\n            act[:, p] = c[hook_name][:, p]\n            return act\n"
+     "        out.append(float(metric(model.run_with_hooks(clean, fwd_hooks=[(hook_name, patch)]))))\n    return torch.tensor(out)",
+     "noising"),
+    ("def my_patch_by_position(model, clean, corrupt, hook_name, metric):\n"
+     "    _, c = model.run_with_cache(clean)\n    out = []\n    for p in range(clean.shape[1]):\n"
+     "        def patch(act, hook, p=p):\n            act = act.clone()\n            act[:, :p + 1] = c[hook_name][:, :p + 1]\n            return act\n"
+     "        out.append(float(metric(model.run_with_hooks(corrupt, fwd_hooks=[(hook_name, patch)]))))\n    return torch.tensor(out)",
+     "positions 0..p at once"),
+    ("def my_patch_by_position(model, clean, corrupt, hook_name, metric):\n"
+     "    _, c = model.run_with_cache(clean)\n    out = []\n    for p in range(clean.shape[1]):\n"
+     "        def patch(act, hook, p=p):\n            return c[hook_name]\n"
+     "        out.append(float(metric(model.run_with_hooks(corrupt, fwd_hooks=[(hook_name, patch)]))))\n    return torch.tensor(out)",
+     "the whole sequence at once"),
+], "my_path_patch_keys": [
+    ("def my_path_patch_keys(model, clean, corrupt, sender, receiver):\n    (ls, hs), _ = sender, receiver\n"
+     "    _, k = model.run_with_cache(corrupt)\n    z = f'blocks.{ls}.attn.hook_z'\n"
+     "    def patch(act, hook):\n        act = act.clone()\n        act[:, :, hs] = k[z][:, :, hs]\n        return act\n"
+     "    return model.run_with_hooks(clean, fwd_hooks=[(z, patch)])",
+     "activation patching of the head"),
+    ("def my_path_patch_keys(model, clean, corrupt, sender, receiver):\n"
+     "    return lens.path_patch_logits(model, clean, corrupt, sender, receiver, 'q')",
+     "queries"),
+    ("def my_path_patch_keys(model, clean, corrupt, sender, receiver):\n"
+     "    return lens.path_patch_logits(model, clean, corrupt, sender, [(receiver[0], h) for h in range(model.cfg.n_heads)], 'k')",
+     "every head of layer"),
+    ("def my_path_patch_keys(model, clean, corrupt, sender, receiver):\n    (ls, hs), (lr, hr) = sender, receiver\n"
+     "    z, resid = f'blocks.{ls}.attn.hook_z', f'blocks.{lr}.hook_resid_pre'\n"
+     "    _, c = model.run_with_cache(clean)\n    _, k = model.run_with_cache(corrupt)\n"
+     "    keys = (c[resid] + (k[z][:, :, hs] - c[z][:, :, hs]) @ model.W_O[ls, hs]) @ model.W_K[lr, hr] + model.b_K[lr, hr]\n"
+     "    def patch(act, hook):\n        act = act.clone()\n        act[:, :, hr] = keys\n        return act\n"
+     "    return model.run_with_hooks(clean, fwd_hooks=[(f'blocks.{lr}.attn.hook_k', patch)])",
+     "skipped the receiver's LayerNorm"),
+], "my_k_composition": [
+    ("def my_k_composition(W_OV_A, W_QK_B):\n    norm = torch.linalg.matrix_norm\n"
+     "    return norm(W_OV_A @ W_QK_B) / (norm(W_QK_B) * norm(W_OV_A))",
+     "Q-composition"),
+    ("def my_k_composition(W_OV_A, W_QK_B):\n    norm = torch.linalg.matrix_norm\n"
+     "    return norm(W_QK_B @ W_OV_A) / (norm(W_QK_B) * norm(W_OV_A))",
+     "left out the transpose"),
+    ("def my_k_composition(W_OV_A, W_QK_B):\n    return torch.linalg.matrix_norm(W_QK_B @ W_OV_A.T)",
+     "did not divide"),
+]}
 
 
 @pytest.mark.notebook
@@ -207,3 +265,20 @@ def test_full_exercise_the_previous_token_head_matters_more_than_either_inductio
     prev = alone[f"{f['previous_token_head']} alone"]
     worst_induction = max(alone[f"{h} alone"] for h in f["induction_heads"])
     assert prev > worst_induction, f"exercise 1's answer: ablating {f['previous_token_head']} ({prev:.2f}) hurts more than any one induction head ({worst_induction:.2f})"
+
+
+def test_full_exercise_the_previous_token_ablation_answer_says_more():
+    f = findings.load(STEM)
+    assert f["exercise_previous_token_ablation"]["comparison"] == "more than", f"exercise 1: {f['exercise_previous_token_ablation']}"
+
+
+def test_full_exercise_patching_over_positions_finds_the_position_after_the_earlier_copy():
+    """Exercise 5's answer: patching layer 1's input restores the loss at the one position the induction head reads;
+    among the embeddings the same position restores only part of it (its key is built from the position before)."""
+    f = findings.load(STEM)
+    ex = f["exercise_patching_positions"]
+    target, clean, corrupt = ex["the character after the earlier copy"], ex["clean"], ex["corrupt"]
+    assert corrupt > clean + 2, f"the corrupted first copy should cost the second copy: {ex}"
+    assert ex["layer 1: best position"] == target and ex["layer 1: loss there"] < clean + 0.5 * (corrupt - clean) / 4, ex
+    assert ex["embeddings: best position"] == target, ex
+    assert ex["embeddings: loss there"] > clean + 0.5 * (corrupt - clean), f"one embedding should restore only part: {ex}"
