@@ -1,4 +1,7 @@
-"""glassbox.studies.ioi: the IOI sentences, their ABC corruption, the held-out splits and the prediction sets."""
+"""glassbox.studies.ioi: the IOI sentences, their ABC corruption, the held-out splits and the prediction sets; the
+tracing, the head classes and the training recipe of notebook 11."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -86,3 +89,86 @@ def test_bad_input_is_refused():
         V.pairs("test")
     with pytest.raises(ValueError, match="not in the vocabulary"):
         V.encode("Mary zebra")
+
+
+def _hooked(seed=0):
+    """A model glassbox did not build: a 2-layer attention-only HookedTransformer over the IOI vocabulary."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    cfg = HookedTransformerConfig(n_layers=2, n_heads=2, d_model=32, d_head=8, d_vocab=V.d_vocab, n_ctx=34, attn_only=True,
+                                  normalization_type="LN", seed=seed)
+    return HookedTransformer(cfg).eval()
+
+
+@torch.no_grad()
+def test_signatures_keep_s1_and_s2_apart_and_direct_by_position_sums_to_the_direct_attribution():
+    from glassbox import lens
+    model, d = _hooked(), _data(40, ioi.HELD_OUT_TEMPLATES, "held-out")
+    sig = ioi.head_signatures(model, d, V.pad)
+    assert {"END->IO", "END->S1", "END->S2"} <= set(sig) and "END->S" not in sig
+    _, cache = model.run_with_cache(d.tokens)
+    a = cache["blocks.1.attn.hook_pattern"][torch.arange(len(d)), 1, -1]
+    assert sig["END->S2"][1, 1] == pytest.approx(a[torch.arange(len(d)), d.pos["S2"]].mean().item(), abs=1e-6)
+    parts = ioi.direct_by_position(model, d, [(0, 1), (1, 0)])
+    components, labels = lens.residual_components(model, cache)  # each head's whole output, not split by position
+    for head in [(0, 1), (1, 0)]:
+        i = labels.index(f"L{head[0]}H{head[1]}")
+        x = components[i, :, -1]
+        x = x - x.mean(-1, keepdim=True)
+        want = ((x / cache["ln_final.hook_scale"][:, -1]) * model.ln_final.w) @ model.W_U
+        want = (want[torch.arange(len(d)), d.io] - want[torch.arange(len(d)), d.s]).mean().item()
+        assert sum(parts[head].values()) == pytest.approx(want, abs=1e-4), "the four parts sum to the head's direct effect"
+        assert set(parts[head]) == {"IO", "S1", "S2", "rest"}
+    swapped = ioi.direct_by_position(model, dataclasses.replace(d, io=d.s, s=d.io), [(0, 1)])[(0, 1)]
+    assert all(swapped[k] == pytest.approx(-v, abs=1e-5) for k, v in parts[(0, 1)].items()), "IO and S swapped: every part flips"
+
+
+def test_classes_follow_the_signatures_and_the_path_numbers():
+    att = lambda io, s1, s2, dup=0.1, ind=0.1: {"END->IO": io, "END->S1": s1, "END->S2": s2, "S2->S1 (duplicate)": dup,
+                                               "S2->S1+1 (induction)": ind}
+    flat = att(0.1, 0.1, 0.1)
+    assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, 0.3, 1) == ["name mover"]
+    assert ioi.signature_classes(att(0.0, 0.1, 0.8), flat, -0.5, 1) == ["S suppressor", "S-inhibition"]
+    assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, -0.5, 1) == ["negative name mover"]
+    assert "duplicate-token" in ioi.signature_classes(att(0.1, 0.1, 0.1, dup=0.4), flat, 0.1, 0)
+    assert "induction" in ioi.signature_classes(att(0.1, 0.1, 0.1, ind=0.4), flat, 0.1, 1)
+    assert "induction" not in ioi.signature_classes(att(0.1, 0.1, 0.1, ind=0.4), flat, 0.1, 0), "layer 0 cannot do induction"
+    sigs = {(1, 0): ["name mover"], (1, 1): ["S suppressor"], (0, 0): ["S-inhibition"], (0, 1): [], (0, 2): ["duplicate-token"]}
+    effects = {"to logits": {(1, 0): -0.3, (1, 1): -0.2, (0, 0): -0.15, (0, 1): 0.05, (0, 2): 0.0},
+               "to queries": {(0, 0): -0.2, (0, 1): -0.3, (0, 2): 0.0}, "to values": {(0, 0): 0.0, (0, 1): 0.0, (0, 2): -0.4}}
+    cls = ioi.classify(effects, sigs, 0.1)
+    assert list(cls) == list(ioi.CLASSES)
+    assert cls["name mover"] == [(1, 0)] and cls["S suppressor"] == [(1, 1)] and cls["other direct"] == [(0, 0)]
+    assert cls["S-inhibition"] == [(0, 0)] and cls["other query input"] == [(0, 1)] and cls["duplicate-token"] == [(0, 2)]
+    assert not cls["negative name mover"] and not cls["induction"], "control: nothing below the threshold gets a class"
+
+
+def test_the_shortcut_rules_answer_every_ioi_sentence_and_fail_where_s_is_not_last():
+    d = _data(60)
+    rules = ioi.shortcut_answers(d.tokens, len(V.names))
+    assert all((r == d.io).all() for r in rules.values())
+    swapped = torch.tensor([[V.pad] * 26 + V.encode("Mary and John met . Mary gave John")])  # S (Mary) is not the last name
+    assert ioi.shortcut_answers(swapped, len(V.names))["not the last name"].item() == V.names.index("Mary"), \
+        "control: 'not the last name' picks the repeated name when S is not last"
+    with pytest.raises(ValueError, match="fewer than two"):
+        ioi.shortcut_answers(torch.tensor([[V.pad] * 30 + V.encode("Mary gave Mary to")]), len(V.names))
+
+
+def test_find_circuit_on_a_model_glassbox_did_not_build():
+    model, d = _hooked(1), _data(24, ioi.HELD_OUT_TEMPLATES, "held-out")
+    abc = ioi.make_abc(d, V, seed=3)
+    found = ioi.find_circuit(model, d, abc, V, threshold=0.1)
+    assert set(found["effects"]["to logits"]) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert set(found["effects"]["to queries"]) <= {(0, 0), (0, 1)} and found["circuit"]
+    direct = {h for h, e in found["effects"]["to logits"].items() if abs(e) >= 0.1}
+    assert direct == {h for k in ("name mover", "S suppressor", "negative name mover", "other direct") for h in found["classes"][k]}
+
+
+def test_train_model_follows_the_recipe_and_learns():
+    from glassbox.studies import models
+    config = models.config_dict(models.TransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, d_vocab=V.d_vocab,
+                                                         n_ctx=34, attn_only=True, seed=0))
+    train = _data(256)
+    model, history = ioi.train_model(config, train, steps=30, batch_size=32, lr=0.01, weight_decay=0.0, seed=0, eval_every=10)
+    again, _ = ioi.train_model(config, train, steps=30, batch_size=32, lr=0.01, weight_decay=0.0, seed=0, eval_every=10)
+    assert history.column("loss")[-1] < history.column("loss")[0], "the loss falls"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())), "same seed, same model"

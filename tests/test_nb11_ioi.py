@@ -1,21 +1,48 @@
-"""Notebook 11: indirect object identification in a transformer trained here; its circuit found by path patching
-from ABC and held to Wang et al.'s faithfulness, completeness and minimality. The smoke run loosely; the committed
-full run against each claim its prose makes, each beside the same measurement on its control."""
+"""Notebook 11: indirect object identification in a transformer trained here with three seeds; its circuit found by
+path patching from ABC (every earlier head a sender at every step), its heads classed by measured signatures, and held
+to Wang et al.'s faithfulness, completeness and minimality. The smoke run loosely; the committed full run against each
+claim its prose makes, each beside the same measurement on its control."""
 import re
 
 import pytest
 
 from glassbox import findings
 from glassbox.journal import checkpoints
+from glassbox.studies import ioi
 
 STEM = "11_ioi"
 KEYS = ["n_templates", "n_name_pairs", "accuracy", "target_status", "clean_logit_diff", "threshold", "path_patching", "classes",
-        "circuit", "signatures", "untrained_signatures_max", "signatures_by_class", "name_mover_summary", "faithfulness",
-        "random_circuit_faithfulness", "untrained_F_M", "completeness", "incompleteness_max_share",
-        "incompleteness_max_share_without_name_movers", "minimality", "minimality_min_share", "minimality_control",
-        "prediction", "strongest_to_queries", "strongest_layer0_to_logits", "layer2_max_to_logits", "exercise_single_head_ablation", "exercise_costliest_head", "exercise_name_movers_together", "headline"]
+        "class_names", "circuit", "circuit_names", "two_classes", "strongest_to_queries", "max_to_values", "layer2_max_to_logits",
+        "signatures", "class_signatures", "n_heads", "direct_by_position", "layer0_reader", "faithfulness",
+        "random_circuit_faithfulness", "untrained_F_M", "gpt2_faithfulness", "completeness", "incompleteness_max",
+        "random_circuit_incompleteness", "minimality", "minimality_outside", "minimality_summary", "minimality_verdict",
+        "prediction", "shortcut_rules", "chance_once_named", "seeds", "targets_met", "seeds_beating_random", "target_verdict",
+        "seeds_verdict",
+        "exercise_single_head_ablation", "exercise_costliest_head", "exercise_direct_heads_together", "headline"]
 HELD_OUT = "held-out templates and pairs"
-CLASSES = ["name mover", "S-inhibition", "duplicate-token", "induction"]
+DIRECT = ("name mover", "S suppressor", "negative name mover", "other direct")
+
+
+def reads(sig: dict) -> str:
+    return max(("IO", "S1", "S2"), key=lambda k: sig[f"END->{k}"])
+
+
+def check_classes_follow_their_rules(f):
+    """Every class member passed its tracing step and has its class's signature (recomputed from recorded numbers)."""
+    t, pp, sig, cls = f["threshold"], f["path_patching"], f["signatures"], f["classes"]
+    for head in cls["name mover"]:
+        assert pp["to logits"][head] <= -t and reads(sig[head]) == "IO" and sig[head]["copying margin"] > 0, head
+    for head in cls["S suppressor"]:
+        assert pp["to logits"][head] <= -t and reads(sig[head]) != "IO" and sig[head]["copying margin"] < 0, head
+    for head in cls["negative name mover"]:
+        assert pp["to logits"][head] >= t and reads(sig[head]) == "IO" and sig[head]["copying margin"] < 0, head
+    for head in cls["S-inhibition"]:
+        assert pp["to queries"][head] <= -t and sig[head]["END->S2"] > sig[head]["END->IO"], head
+    for head in cls["duplicate-token"]:
+        assert pp["to values"][head] <= -t and sig[head]["S2->S1 (duplicate)"] > sig[head]["ABC S2->S1 (duplicate)"], head
+    direct = {h for h, e in pp["to logits"].items() if abs(e) >= t}
+    assert direct == {h for k in DIRECT for h in cls[k]}, "every head past the threshold on the logits has a direct class"
+    assert set(f["circuit"]) == {h for v in cls.values() for h in v} or len(f["circuit"]) == 1
 
 
 @pytest.mark.notebook
@@ -25,63 +52,95 @@ def test_smoke(smoke_run):
     assert not missing, f"smoke run did not record {missing}"
     assert f["n_templates"] == {"train": 30, "held-out": 6}
     assert f["n_name_pairs"]["train"] + f["n_name_pairs"]["held-out"] == 30 * 29
-    assert list(f["classes"]) == CLASSES and f["circuit"], "the circuit keeps at least the strongest head of step 1"
-    assert f["untrained_signatures_max"]["copying top-1"] < 0.5, "an untrained OV circuit copies no name"
+    assert list(f["classes"]) == list(ioi.CLASSES) and f["circuit"], "the circuit keeps at least the strongest direct head"
+    check_classes_follow_their_rules(f)
     faith = f["faithfulness"]
     assert faith["F(C)/F(M)"] == pytest.approx(faith["F(C)"] / faith["F(M)"], rel=1e-6)
-    assert len(f["exercise_single_head_ablation"]) == 12
+    assert len(f["completeness"]) == 2 ** len(f["circuit"]) == f["incompleteness_max"]["n subsets"], "every subset K is tried"
+    assert len(f["minimality_outside"]) == f["n_heads"] - len(f["circuit"]), "every head outside the circuit is a control"
+    assert len(f["exercise_single_head_ablation"]) == f["n_heads"] == 12
+    assert len(f["seeds"]) == 3 and [s["seed"] for s in f["seeds"]] == [0, 1, 2]
+    assert all(s["target"] == ("met" if s["accuracy"] >= 0.99 else "missed") for s in f["seeds"])
     assert f["target_status"] == ("met" if f["accuracy"][f"trained, {HELD_OUT}"]["accuracy"] >= 0.99 else "missed")
+    assert all(v == pytest.approx(1.0) for rule in f["shortcut_rules"].values() for v in rule.values()), \
+        "in every set S is the last name, so both shortcut rules answer every sentence"
     assert not re.search(r"\d\s*(s|sec|seconds|min|minutes)\b", f["headline"]), "the headline must not quote wall-clock time"
 
 
-def test_full_findings_are_for_the_committed_checkpoint():
-    f, card = findings.load(STEM), checkpoints.load_card("ioi_3l")
+def test_full_findings_are_for_the_committed_checkpoints():
+    f = findings.load(STEM)
+    card = checkpoints.load_card("ioi_3l")
     assert card["metrics"]["held_out_accuracy"] == pytest.approx(f["accuracy"][f"trained, {HELD_OUT}"]["accuracy"], abs=1e-6)
     assert card["config"]["n_layers"] == 3 and card["config"]["attn_only"], "the notebook says 3 layers, attention-only"
+    for s in f["seeds"][1:]:
+        other = checkpoints.load_card(f"ioi_3l_seed{s['seed']}")
+        assert other["seed"] == s["seed"] and other["metrics"]["held_out_accuracy"] == pytest.approx(s["accuracy"], abs=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="target missed in the committed run (accuracy and target_status are in the findings): "
-                   "1,000 steps on templates with middle fillers; remove this mark once a run meets it")
-def test_full_accuracy_meets_the_99_percent_target():
+def test_full_the_99_percent_target_is_reported_per_seed():
+    """The target is per run: reported for each seed (no xfail hiding a miss), and the prose's verdict follows."""
     f = findings.load(STEM)
-    assert f["accuracy"][f"trained, {HELD_OUT}"]["accuracy"] >= 0.99, f"held-out accuracy {f['accuracy'][f'trained, {HELD_OUT}']}"
+    seeds = f["seeds"]
+    assert seeds[0]["accuracy"] == pytest.approx(f["accuracy"][f"trained, {HELD_OUT}"]["accuracy"], abs=1e-9)
+    assert [s["target"] for s in seeds] == ["met" if s["accuracy"] >= 0.99 else "missed" for s in seeds]
+    assert f["targets_met"] == sum(s["target"] == "met" for s in seeds)
+    assert f"met on {f['targets_met']} of 3 seeds" in f["headline"]
+    # the prose: some seeds meet it and some do not, so it is the seed, not the recipe
+    assert 0 < f["targets_met"] < 3 and f["target_verdict"].startswith("whether a run meets it depends on the seed")
 
 
-def test_full_accuracy_far_above_the_untrained_model_and_the_missed_target_is_said():
+def test_full_accuracy_far_above_the_untrained_model():
     f = findings.load(STEM)
     acc = f["accuracy"]
-    assert acc[f"trained, {HELD_OUT}"]["accuracy"] > 0.8 and acc[f"trained, {HELD_OUT}"]["logit diff"] > 2
+    assert all(s["accuracy"] > 0.8 for s in f["seeds"]) and acc[f"trained, {HELD_OUT}"]["logit diff"] > 2
     assert acc[f"untrained, {HELD_OUT}"]["accuracy"] < 0.1, "control: an untrained model answers by chance"
     assert abs(acc[f"untrained, {HELD_OUT}"]["logit diff"]) < 0.5
-    assert f"target 99% {f['target_status']}" in f["headline"], "the headline must say whether the target was met"
 
 
-def test_full_classes_pass_the_threshold_and_the_differences_from_gpt2_hold():
+def test_full_classes_and_the_differences_from_gpt2():
     f = findings.load(STEM)
-    t, pp, cls = f["threshold"], f["path_patching"], f["classes"]
-    for head in cls["name mover"]:
-        assert pp["to logits"][head] <= -t, f"name mover {head} moves the logit difference by only {pp['to logits'][head]:.3f}"
-    for head in cls["S-inhibition"]:
-        assert pp["to name movers' queries"][head] <= -t
-    for head in cls["duplicate-token"] + cls["induction"]:
-        assert pp["to S-inhibition values"][head] <= -t
-    # the prose: answer-carrying heads in layers 0 and 1, nothing past the threshold on the queries, layer 2 small
-    assert cls["name mover"] and all(h[1] in "01" for h in cls["name mover"]), cls["name mover"]
-    assert not cls["S-inhibition"] and f["strongest_to_queries"]["effect"] > -t
+    check_classes_follow_their_rules(f)
+    t, cls, pp = f["threshold"], f["classes"], f["path_patching"]
+    layer = lambda head: int(head[1])
+    # the prose: name movers in layer 1, steered by layer-0 S-inhibition heads that also have direct paths
+    assert cls["name mover"] and all(layer(h) == 1 for h in cls["name mover"]), cls["name mover"]
+    assert cls["S-inhibition"] and all(layer(h) == 0 for h in cls["S-inhibition"]), cls["S-inhibition"]
+    assert set(cls["S-inhibition"]) <= {h for k in DIRECT for h in cls[k]}, "the S-inhibition heads carry the answer directly too"
+    assert f["two_classes"] == ", ".join(sorted(cls["S-inhibition"]))
+    assert f["strongest_to_queries"]["effect"] <= -t and f["strongest_to_queries"]["head"] in cls["S-inhibition"]
+    # nothing past the threshold into the values, so no duplicate-token or induction heads; layer 2 small
+    assert f["max_to_values"] > -t and not cls["duplicate-token"] and not cls["induction"]
+    assert f["max_to_values"] == pytest.approx(min(pp["to values"].values()), abs=1e-12)
     assert f["layer2_max_to_logits"] < t
-    assert f["strongest_layer0_to_logits"]["effect"] <= -t
-    assert f["strongest_layer0_to_logits"]["head"] in cls["name mover"]
 
 
-def test_full_name_mover_signatures_beat_the_untrained_model():
+def test_full_signatures_against_the_other_heads_and_the_abc_control():
     f = findings.load(STEM)
-    nm, untrained = f["name_mover_summary"], f["untrained_signatures_max"]
-    assert nm["END->IO"] > 2 * untrained["END->IO"], f"name movers attend to the IO {nm['END->IO']:.3f}, untrained {untrained['END->IO']:.3f}"
-    assert nm["copying top-1"] > 2 * untrained["copying top-1"], f"copying {nm['copying top-1']:.3f} vs untrained {untrained['copying top-1']:.3f}"
-    sig = f["signatures"]
-    for key in ("END->IO", "copying top-1"):
-        mean = sum(sig[h][key] for h in f["classes"]["name mover"]) / len(f["classes"]["name mover"])
-        assert nm[key] == pytest.approx(mean, abs=1e-6), "the summary is the name movers' mean"
+    sig, cs, cls = f["signatures"], f["class_signatures"], f["classes"]
+    nm, si = cs["name mover"], cs["S-inhibition"]
+    # name movers prefer the IO over S1 on IOI; on ABC (the control, no repeated name) the preference must vanish
+    assert nm["END->IO"] - nm["END->S1"] > 0.1 and nm["END->IO"] > nm["END->S2"]
+    assert abs(nm["ABC END->IO"] - nm["ABC END->S1"]) < 0.3 * (nm["END->IO"] - nm["END->S1"])
+    assert nm["copying margin"] > 0
+    # S-inhibition heads look at S2 on IOI and on ABC alike ("whether or not it repeats")
+    assert si["END->S2"] > si["END->IO"] and si["ABC END->S2"] > si["ABC END->IO"]
+    # the matched control: the lookalikes are exactly the other heads with the same signature
+    others = [h for h in sig if h not in cls["name mover"]]
+    same = [h for h in others if reads(sig[h]) == "IO" and sig[h]["copying margin"] > 0]
+    assert nm["n lookalikes"] == len(same) and nm["lookalikes"] == (", ".join(same) or "none")
+    mean = lambda heads, key: sum(sig[h][key] for h in heads) / len(heads)
+    assert nm["END->IO"] == pytest.approx(mean(cls["name mover"], "END->IO"), abs=1e-9)
+
+
+def test_full_a_layer0_head_tells_the_io_from_s_by_the_softmax_and_reads_the_io():
+    f = findings.load(STEM)
+    r = f["layer0_reader"]
+    assert r["head"].startswith("L0") and r["head"] in f["circuit"]
+    assert r["IOI"]["S1"] < 0.5 * r["ABC"]["S1"], "S1 loses its attention when its name comes back at S2"
+    assert r["IOI"]["S2"] > r["ABC"]["S2"], "... and S2 takes it"
+    part = r["direct from"]
+    assert part["IO"] > 0 and part["IO"] > 3 * abs(part["S2"]) and part["IO"] > 3 * abs(part["S1"]), part
+    assert part == f["direct_by_position"][r["head"]]
 
 
 def test_full_faithfulness_beats_every_random_circuit_of_the_same_size():
@@ -93,34 +152,62 @@ def test_full_faithfulness_beats_every_random_circuit_of_the_same_size():
     assert abs(faith["F(empty)"]) < faith["F(C)"], "with every head ablated the logit difference must fall"
 
 
-def test_full_completeness_against_the_circuit_without_its_name_movers():
+def test_full_completeness_over_every_subset_against_random_circuits():
     f = findings.load(STEM)
-    worst, control = f["incompleteness_max_share"], f["incompleteness_max_share_without_name_movers"]
-    assert worst < control, f"the circuit's largest incompleteness {worst:.3f} should be below the control's {control:.3f}"
-    comp = f["completeness"]
-    assert worst == pytest.approx(max(v["share of F(M)"] for v in comp.values()), rel=1e-6)
+    worst, rand, comp = f["incompleteness_max"], f["random_circuit_incompleteness"], f["completeness"]
+    assert worst["n subsets"] == len(comp) == 2 ** len(f["circuit"])
+    assert worst["share of F(M)"] == pytest.approx(max(v["share of F(M)"] for v in comp.values()), rel=1e-9)
+    assert rand["n"] >= 20
+    assert worst["share of F(M)"] < rand["min"], f"the circuit's largest gap {worst} should be below every random circuit's ({rand})"
 
 
-def test_full_minimality_every_head_matters_a_head_from_outside_does_not():
+def test_full_minimality_with_every_outside_head_as_the_control():
     f = findings.load(STEM)
-    assert f["minimality_min_share"] >= f["min_share"], f"a circuit head matters by only {f['minimality_min_share']:.3f} of F(M)"
-    assert f["minimality_control"]["share of F(M)"] < f["min_share"], f"control {f['minimality_control']}: a head from outside passes"
+    m, outside = f["minimality_summary"], f["minimality_outside"]
+    assert m["circuit min"] == pytest.approx(min(v["share of F(M)"] for v in f["minimality"].values()), rel=1e-9)
+    assert m["circuit min"] >= m["bar"], f"a circuit head matters by only {m['circuit min']:.3f} of F(M)"
+    assert len(outside) == f["n_heads"] - len(f["circuit"]) and m["outside max"] == pytest.approx(max(outside.values()), rel=1e-9)
+    passing = [h for h, s in outside.items() if s >= m["bar"]]
+    assert m["outside passing"] == len(passing) and m["which"] == (", ".join(passing) or "none")
+    # the prose: the bar does not separate the circuit from the rest in this model
+    assert passing and f["minimality_verdict"].startswith("does not separate")
 
 
-def test_full_prediction_on_sentences_never_trained():
+def test_full_sentences_never_trained_are_an_observation_beside_chance_and_the_shortcuts():
     f = findings.load(STEM)
     p, u = f["prediction"]["trained"], f["prediction"]["untrained"]
-    # three mentions: far above chance (1/30) and the untrained model, below the same sentences with two (the prose says both)
     assert 0.5 < p["three times: accuracy"] < f["accuracy"][f"trained, {HELD_OUT}"]["accuracy"] and u["three times: accuracy"] < 0.1
-    assert p["three names: a once-named name"] >= 0.9 and p["three names: the repeated name"] < 0.05
-    assert u["three names: a once-named name"] < 0.5, "control: an untrained model rarely names one of the two"
+    assert f["chance_once_named"] == pytest.approx(2 / 3)
+    assert p["three names: a once-named name"] > f["chance_once_named"] + 0.2 and p["three names: the repeated name"] < 0.05
+    assert u["three names: any name"] < 0.1, "control: the untrained model does not output names"
+    assert all(v == pytest.approx(1.0) for rule in f["shortcut_rules"].values() for v in rule.values()), \
+        "the prose says both shortcut rules answer every sentence of the three sets"
+
+
+def test_full_three_seeds():
+    f = findings.load(STEM)
+    seeds = f["seeds"]
+    assert [s["seed"] for s in seeds] == [0, 1, 2]
+    assert seeds[0]["faithfulness"] == pytest.approx(f["faithfulness"]["F(C)/F(M)"], rel=1e-9)
+    assert seeds[0]["best random"] == pytest.approx(f["random_circuit_faithfulness"]["max"], rel=1e-9)
+    assert seeds[0]["classes"] == f["class_names"]
+    kinds = {tuple(k for k in DIRECT if s["classes"][k] != "none") for s in seeds}
+    assert f["seeds_verdict"] == ("The heads that carry the answer are of one kind in every seed" if len(kinds) == 1 else
+                                  "The heads that carry the answer differ in kind from seed to seed")
+    # the prose and the findings: seeds 1 and 2 carry the answer with S suppressors, seed 0 with name movers
+    assert len(kinds) > 1
+    assert all(s["classes"]["S suppressor"] != "none" and s["classes"]["name mover"] == "none" for s in seeds[1:])
+    assert all(s["copying margin of direct heads"] < 0 for s in seeds[1:]) and seeds[0]["copying margin of direct heads"] > 0
+    assert f["seeds_beating_random"] == sum(s["faithfulness"] > s["best random"] for s in seeds) >= 1
 
 
 def test_full_headline_quotes_the_findings():
     f = findings.load(STEM)
     h = f["headline"]
     assert f"{f['accuracy'][f'trained, {HELD_OUT}']['accuracy']:.1%}" in h
+    assert all(f"{s['accuracy']:.1%}" in h for s in f["seeds"])
     assert f"{f['faithfulness']['F(C)/F(M)']:.0%}" in h and f"{f['random_circuit_faithfulness']['max']:.0%}" in h
+    assert f"{f['incompleteness_max']['share of F(M)']:.0%}" in h and f"{f['random_circuit_incompleteness']['min']:.0%}" in h
 
 
 WRONG_ANSWERS = {"my_logit_diff": [

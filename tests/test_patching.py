@@ -165,3 +165,51 @@ def test_the_three_criteria_on_known_answers():
         patching.completeness(model, tokens, metric, [(0, 0)], {"bad": [(1, 1)]}, means)
     with pytest.raises(ValueError, match="groups"):
         patching.performance(model, tokens, metric, [], means, torch.tensor([0, 1]))
+
+
+def test_path_effects_are_single_sender_path_patches_as_shares():
+    model = _model()
+    clean, corrupt = _tokens(12), _tokens(13)
+    metric = lambda logits: (logits[:, -1, 3] - logits[:, -1, 5]).mean()
+    base = metric(model(clean)).item()
+    receivers = [(1, 0), (2, 1)]
+    got = patching.path_effects(model, clean, corrupt, metric, patching.all_heads(model), receivers, into="v")
+    assert set(got) == {(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)}, "layer-2 heads have no receiver after them"
+    for (layer, h), share in got.items():
+        later = [r for r in receivers if r[0] > layer]
+        want = (metric(_wang(model, clean, corrupt, [(layer, h)], later, "v")).item() - base) / abs(base)
+        assert share == pytest.approx(want, abs=1e-4)
+    assert got[(1, 0)] == pytest.approx((metric(_wang(model, clean, corrupt, [(1, 0)], [(2, 1)], "v")).item() - base) / abs(base), abs=1e-4), \
+        "a receiver is also a sender, into the receivers after it"
+    assert any(abs(s) > 1e-3 for s in got.values()), "control: some path moves the metric"
+    same = patching.path_effects(model, clean, clean, metric, [(0, 0), (1, 1)], None)
+    assert all(abs(s) < 1e-5 for s in same.values()), "the same input on both sides moves nothing"
+    with pytest.raises(ValueError, match="non-zero"):
+        patching.path_effects(model, clean, corrupt, lambda logits: logits[:, -1, 3].mean() * 0, [(0, 0)])
+
+
+def test_every_subset_and_the_shared_cache():
+    circuit = [(1, 0), (0, 2), (2, 1)]
+    subsets = patching.all_subsets(circuit)
+    assert len(subsets) == 8 and subsets[0] == [] and sorted(subsets[-1]) == sorted(circuit)
+    assert len({tuple(sorted(k)) for k in subsets}) == 8
+    with pytest.raises(ValueError, match="max_heads"):
+        patching.all_subsets([(0, h) for h in range(3)] + [(1, h) for h in range(3)], max_heads=5)
+    model = _model()
+    tokens, ref = _tokens(14, n=8), _tokens(15, n=8)
+    means = patching.group_means(model, ref)
+    metric = lambda logits: (logits[:, -1, 3] - logits[:, -1, 5]).mean()
+    cache = {}
+    comp = patching.completeness(model, tokens, metric, circuit, None, means, cache=cache)
+    assert len(comp) == 8 and "none" in comp and "L0H2 L1H0 L2H1" in comp
+    explicit = patching.completeness(model, tokens, metric, circuit, {"L0H2 L2H1": [(0, 2), (2, 1)]}, means)
+    assert comp["L0H2 L2H1"] == pytest.approx(explicit["L0H2 L2H1"], abs=1e-6)
+    assert cache[frozenset(circuit)] == pytest.approx(patching.performance(model, tokens, metric, circuit, means), abs=1e-6)
+    n = len(cache)
+    mini = patching.minimality(model, tokens, metric, circuit, None, means, cache=cache)
+    assert len(cache) == n, "minimality over the circuit's subsets needs nothing completeness did not compute"
+    by_hand = patching.minimality(model, tokens, metric, circuit, {v: patching.all_subsets([h for h in circuit if h != v])
+                                                                  for v in circuit}, means)
+    assert all(mini[v]["score"] == pytest.approx(by_hand[v]["score"], abs=1e-6) for v in circuit)
+    with pytest.raises(ValueError, match="not in the circuit"):
+        patching.minimality(model, tokens, metric, circuit, {(1, 1): [[]]}, means)

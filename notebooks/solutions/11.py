@@ -49,9 +49,9 @@ leaves the others, which is why Wang et al. measure completeness and minimality 
 time.
 """,
     2: """
-Together: {exercise_name_movers_together[together]:.3f}; the sum of the single effects:
-{exercise_name_movers_together[sum of single]:.3f}. Direct paths to the logits add up in the residual stream, but the
-final LayerNorm divides their sum by its norm, so the effects of several heads are not exactly additive: what the name
-movers wrote is part of the norm that everything else is divided by.
+Together: {exercise_direct_heads_together[together]:.3f}; the sum of the single effects:
+{exercise_direct_heads_together[sum of single]:.3f}. Direct paths to the logits add up in the residual stream, but the
+final LayerNorm divides their sum by its norm, so the effects of several heads are not exactly additive: what the direct
+heads wrote is part of the norm that everything else is divided by.
 """,
 }

@@ -7,8 +7,11 @@ completeness and minimality. Works on any TransformerLens model (`HookedTransfor
     logits = path_patch(model, clean, corrupt, senders=[(0, 1), (1, 2)], receivers=[(2, 0)], into="q",
                         positions=end)                    # receivers' queries at `end` see the senders' corrupt output
     logits = path_patch(model, clean, corrupt, senders=[(2, 0)])           # the sender's direct path to the logits
+    effects = path_effects(model, clean, corrupt, metric, all_heads(model), receivers=[(2, 0)], into="v")
+                                                           # each head alone into (2, 0)'s values: share of the metric moved
     means = group_means(model, reference, groups)          # per-group, per-position mean of every head's z
     F = lambda keep: performance(model, clean, metric, keep, means, groups)   # every other head mean-ablated
+    completeness(model, clean, metric, circuit, None, means, groups, cache={})  # every subset K of the circuit
 
 Path patching here is the *direct* path: a receiver's input is recomputed from the clean residual stream
 plus the senders' (corrupt - clean) outputs, everything else clean. In an attention-only model this is
@@ -16,6 +19,7 @@ exactly Wang et al.'s definition (freeze every head but the senders, record the 
 them into a clean run); with MLPs it also freezes the MLPs between sender and receiver, which Wang et al. let
 recompute.
 """
+import itertools
 from collections.abc import Callable
 
 import einops
@@ -122,6 +126,27 @@ def path_patch(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt: Int[T
     return model.run_with_hooks(clean, fwd_hooks=hooks)
 
 
+@torch.no_grad()
+def path_effects(model: nn.Module, clean: Int[Tensor, "batch pos"], corrupt: Int[Tensor, "batch pos"], metric: Metric,
+                 senders: list[Head], receivers: list[Head] | None = None, into: str = "q",
+                 positions: Int[Tensor, "batch"] | None = None) -> dict[Head, float]:
+    """Each sender on its own: the change of `metric` when only its direct path into the receivers of later
+    layers (`path_patch`; receivers=None: into the logits) sees its output on `corrupt`, as a share of the
+    metric on `clean` (-1: the path carries all of it). A sender may also be a receiver (one tracing step can
+    find a head that the step before found too); a sender with no receiver after it is left out."""
+    senders = lens._heads(senders, None, lens._model(model, "blocks", "W_Q"))
+    base = float(metric(model(clean)))
+    if base == 0 or base != base:
+        raise ValueError(f"metric on the clean input is {base}: shares of it are undefined; pick a metric that is non-zero there")
+    out = {}
+    for s in senders:
+        later = None if receivers is None else [r for r in lens._heads(receivers, None, model) if r[0] > s[0]]
+        if later == []:
+            continue
+        out[s] = (float(metric(path_patch(model, clean, corrupt, [s], later, into, positions))) - base) / abs(base)
+    return out
+
+
 # ---- mean ablation and Wang et al.'s three criteria ----------------------------------------------------
 
 @torch.no_grad()
@@ -180,12 +205,20 @@ def knockout_hooks(model: nn.Module, keep: list[Head], means: dict[int, Float[Te
 
 @torch.no_grad()
 def performance(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, keep: list[Head] | None,
-                means: dict, groups: Int[Tensor, "batch"] | None = None) -> float:
+                means: dict, groups: Int[Tensor, "batch"] | None = None, cache: dict | None = None) -> float:
     """F(keep): `metric` of the model's logits with every head outside `keep` mean-ablated. keep=None: the
-    whole model, nothing ablated (F(M))."""
+    whole model, nothing ablated (F(M)). `cache`: a dict to remember F by set of heads kept, shared only by
+    calls with the same model, tokens, metric, means and groups."""
+    key = None if keep is None else frozenset(lens._heads(keep, None, model))
+    if cache is not None and key in cache:
+        return cache[key]
     if keep is None:
-        return float(metric(model(tokens)))
-    return float(metric(model.run_with_hooks(tokens, fwd_hooks=knockout_hooks(model, keep, means, groups))))
+        value = float(metric(model(tokens)))
+    else:
+        value = float(metric(model.run_with_hooks(tokens, fwd_hooks=knockout_hooks(model, keep, means, groups))))
+    if cache is not None:
+        cache[key] = value
+    return value
 
 
 def all_heads(model: nn.Module) -> list[Head]:
@@ -193,46 +226,69 @@ def all_heads(model: nn.Module) -> list[Head]:
     return [(layer, h) for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
 
 
+def all_subsets(heads: list[Head], max_heads: int = 12) -> list[list[Head]]:
+    """Every subset of `heads` (2 ** len(heads) of them, the empty one first, then by size)."""
+    heads = sorted(set(lens._heads(heads, None, None)))
+    if len(heads) > max_heads:
+        raise ValueError(f"{len(heads)} heads have 2 ** {len(heads)} subsets; pass at most max_heads = {max_heads}, "
+                         "or name the subsets to try")
+    return [list(k) for r in range(len(heads) + 1) for k in itertools.combinations(heads, r)]
+
+
+def _name(K: list[Head]) -> str:
+    return " ".join(f"L{layer}H{h}" for layer, h in sorted(K)) or "none"
+
+
 def faithfulness(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, circuit: list[Head], means: dict,
-                 groups: Int[Tensor, "batch"] | None = None) -> dict[str, float]:
-    """Wang et al. section 4.1: F(M) (whole model), F(C) (the circuit alone, all other heads mean-ablated),
+                 groups: Int[Tensor, "batch"] | None = None, cache: dict | None = None) -> dict[str, float]:
+    """Wang et al.'s faithfulness: F(M) (whole model), F(C) (the circuit alone, all other heads mean-ablated),
     F(empty) (every head mean-ablated), the share F(C) / F(M) and the gap |F(M) - F(C)| / F(M)."""
-    full, alone = performance(model, tokens, metric, None, means, groups), performance(model, tokens, metric, circuit, means, groups)
-    empty = performance(model, tokens, metric, [], means, groups)
+    F = lambda keep: performance(model, tokens, metric, keep, means, groups, cache)
+    full, alone, empty = F(None), F(circuit), F([])
     return {"F(M)": full, "F(C)": alone, "F(empty)": empty, "F(C)/F(M)": alone / full, "|F(M)-F(C)|/F(M)": abs(full - alone) / abs(full)}
 
 
 def completeness(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, circuit: list[Head],
-                 subsets: dict[str, list[Head]], means: dict, groups: Int[Tensor, "batch"] | None = None
-                 ) -> dict[str, dict[str, float]]:
-    """Wang et al. section 4.2: for each named subset K of the circuit, F(C \\ K) and F(M \\ K) (K mean-ablated
-    from the circuit, and from the whole model) and the incompleteness |F(C \\ K) - F(M \\ K)|. A complete
-    circuit has it small for every K: nothing outside C does what K does."""
+                 subsets: dict[str, list[Head]] | None, means: dict, groups: Int[Tensor, "batch"] | None = None,
+                 cache: dict | None = None) -> dict[str, dict[str, float]]:
+    """Wang et al.'s completeness: for each named subset K of the circuit (None: every subset, named by its heads,
+    'none' for the empty one), F(C \\ K) and F(M \\ K) (K mean-ablated from the circuit, and from the whole
+    model) and the incompleteness |F(C \\ K) - F(M \\ K)|. A complete circuit has it small for every K:
+    nothing outside C does what K does."""
     model_heads, out = all_heads(model), {}
+    if subsets is None:
+        subsets = {_name(K): K for K in all_subsets(circuit)}
+    F = lambda keep: performance(model, tokens, metric, keep, means, groups, cache)
     for name, K in subsets.items():
         K = set(lens._heads(K, None, model))
         if not K <= set(circuit):
             raise ValueError(f"subset {name!r} = {sorted(K)} is not inside the circuit {circuit}")
-        c = performance(model, tokens, metric, [h for h in circuit if h not in K], means, groups)
-        m = performance(model, tokens, metric, [h for h in model_heads if h not in K], means, groups)
+        c, m = F([h for h in circuit if h not in K]), F([h for h in model_heads if h not in K])
         out[name] = {"F(C\\K)": c, "F(M\\K)": m, "incompleteness": abs(c - m)}
     return out
 
 
 def minimality(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, circuit: list[Head],
-               candidates: dict[Head, list[list[Head]]], means: dict, groups: Int[Tensor, "batch"] | None = None
-               ) -> dict[Head, dict]:
-    """Wang et al. section 4.3: for each head v of the circuit, the largest |F(C \\ (K u {v})) - F(C \\ K)| over
-    the candidate subsets K of C \\ {v} given for it (always including the empty set), and the K that gives it.
-    A minimal circuit has every head's score well above zero: each matters for some K."""
+               candidates: dict[Head, list[list[Head]]] | None, means: dict, groups: Int[Tensor, "batch"] | None = None,
+               cache: dict | None = None) -> dict[Head, dict]:
+    """Wang et al.'s minimality: for each head v given in `candidates`, the largest |F(C \\ (K u {v})) - F(C \\ K)|
+    over its candidate subsets K of C \\ {v} (the empty set always among them), and the K that gives it.
+    candidates=None: every head of the circuit, with every subset K of C \\ {v}. A minimal circuit has every
+    head's score well above zero: each matters for some K."""
+    circuit = lens._heads(circuit, None, model)
+    if candidates is None:
+        candidates = {v: all_subsets([h for h in circuit if h != v]) for v in circuit}
+    F = lambda keep: performance(model, tokens, metric, keep, means, groups, cache)
     out = {}
-    for v in lens._heads(circuit, None, model):
+    for v in lens._heads(list(candidates), None, model):
+        if v not in circuit:
+            raise ValueError(f"{v} is scored but not in the circuit {circuit}: add it to the circuit first")
         best = {"score": -1.0, "K": []}
-        for K in [[]] + [list(k) for k in candidates.get(v, [])]:
+        for K in [[]] + [list(k) for k in candidates[v]]:
             if v in K or not set(K) <= set(circuit):
                 raise ValueError(f"a candidate K for {v} must lie in the circuit without {v}, got {K}")
-            without_k = performance(model, tokens, metric, [h for h in circuit if h not in K], means, groups)
-            without_kv = performance(model, tokens, metric, [h for h in circuit if h not in K and h != v], means, groups)
+            without_k = F([h for h in circuit if h not in K])
+            without_kv = F([h for h in circuit if h not in K and h != v])
             if abs(without_kv - without_k) > best["score"]:
                 best = {"score": abs(without_kv - without_k), "K": sorted(K)}
         out[v] = best

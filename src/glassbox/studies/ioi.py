@@ -6,6 +6,8 @@ corrupted distribution, and the small transformer of notebook 11 trained on them
     test = make_ioi(1024, vocab, HELD_OUT_TEMPLATES, vocab.pairs("held-out"), seed=1)
     abc = make_abc(test, vocab, seed=2)     # same templates and fillers, three distinct random names
     logit_diff(model(test.tokens)[:, -1], test).mean()  # logit(IO) - logit(S) at the last position
+    found = find_circuit(model, test, abc, vocab, threshold=0.1)  # path patching back from the logits, every earlier
+                                                                   # head a sender; head classes from measured signatures
 
 "When Mary and John went to the store , John gave a drink to" -> " Mary": the answer is the name that
 appears once (the indirect object, IO); the other (the subject, S) appears twice (S1, S2). Every
@@ -19,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+
+from glassbox import patching, training
+from glassbox.studies import models
 
 NAMES = ["Mary", "John", "Anna", "Paul", "Lisa", "Mark", "Kate", "Tom", "Emma", "Jack", "Sara", "Adam", "Lucy",
          "Sam", "Rose", "Ben", "Jane", "Max", "Nora", "Carl", "Ruth", "Dan", "Amy", "Leo", "Ella", "Ivan", "Zoe",
@@ -190,6 +195,17 @@ def answer_loss(model: nn.Module, batch) -> Tensor:
     return F.cross_entropy(model(tokens)[:, -1], io)
 
 
+def train_model(config: dict, train: IOIData, *, steps: int, batch_size: int, lr: float, weight_decay: float, seed: int,
+                evaluate=None, eval_every: int = 100, desc: str = "train IOI model") -> tuple[nn.Module, training.History]:
+    """Notebook 11's recipe: a transformer built from `config` (its init seeded by config['seed']) trained on the
+    answers of `train` (`answer_loss`) with AdamW, 50 warm-up steps, cosine decay and the gradient norm clipped at
+    1, minibatches shuffled with `seed`. Returns (model, training.History)."""
+    model = models.build("transformer", config)
+    history = training.train(model, batches(train, batch_size, seed=seed), steps=steps, lr=lr, weight_decay=weight_decay,
+                             loss_fn=answer_loss, evaluate=evaluate, eval_every=eval_every, warmup=50, clip_grad=1.0, desc=desc)
+    return model, history
+
+
 def name_three_times(data: IOIData, vocab: Vocab) -> IOIData:
     """The sentences of `data` with the subject named a third time, in a new first sentence ('S went to the
     PLACE .'), never seen in training: a circuit that answers 'the name that is not repeated' still
@@ -246,24 +262,51 @@ def make_three_names(n: int, vocab: Vocab, seed: int = 0, n_ctx: int = 34) -> Th
 
 @torch.no_grad()
 def head_signatures(model: nn.Module, data: IOIData, pad: int) -> dict[str, Float[Tensor, "layer head"]]:
-    """Each head's mean attention, over `data`, from END to the IO and to the subject (S1 + S2), from S2 to S1
-    (duplicate-token) and to the word after S1 (induction), and from each word to the one before it
-    (previous-token, over the sentence's words only, pads left out)."""
+    """Each head's mean attention, over `data`, from END to the IO, to S1 and to S2 (kept apart: the two
+    mentions of S can behave differently), from S2 to S1 (duplicate-token) and to the word after S1
+    (induction), and from each word to the one before it (previous-token, over the sentence's words only,
+    pads left out). On ABC data the same slots hold three different names."""
     _, cache = model.run_with_cache(data.tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
     rows, p = torch.arange(len(data)), data.pos
     words = (data.tokens != pad).float()  # batch pos
     prev_mask = words[:, 1:] * words[:, :-1]  # query q and key q - 1 both words
-    out = {k: [] for k in ("END->IO", "END->S", "S2->S1 (duplicate)", "S2->S1+1 (induction)", "previous-token")}
+    out = {k: [] for k in ("END->IO", "END->S1", "END->S2", "S2->S1 (duplicate)", "S2->S1+1 (induction)", "previous-token")}
     for layer in range(model.cfg.n_layers):
         a = cache[f"blocks.{layer}.attn.hook_pattern"]  # batch head q k
         at = lambda q, k: a[rows, :, q, k].mean(0)
-        out["END->IO"].append(at(p["end"], p["IO"]))
-        out["END->S"].append(at(p["end"], p["S1"]) + at(p["end"], p["S2"]))
+        for key in ("IO", "S1", "S2"):
+            out[f"END->{key}"].append(at(p["end"], p[key]))
         out["S2->S1 (duplicate)"].append(at(p["S2"], p["S1"]))
         out["S2->S1+1 (induction)"].append(at(p["S2"], p["S1"] + 1))
         prev = a.diagonal(offset=-1, dim1=-2, dim2=-1)  # batch head q-1
         out["previous-token"].append((prev * prev_mask[:, None]).sum((0, 2)) / prev_mask.sum())
     return {k: torch.stack(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def direct_by_position(model: nn.Module, data: IOIData, heads: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, float]]:
+    """Each head's direct contribution to the logit difference at END (what it writes there, through the final
+    LayerNorm with its scale frozen at this run's, onto W_U[IO] - W_U[S]), split by the position its attention
+    reads: 'IO', 'S1', 'S2' and 'rest' (every other position). Means over `data`; the four parts sum to the
+    head's direct logit attribution."""
+    if getattr(model.cfg, "normalization_type", None) not in ("LN", "LNPre", None):
+        raise ValueError(f"direct_by_position handles LayerNorm or none, got {model.cfg.normalization_type!r}")
+    names = {f"blocks.{layer}.attn.hook_{k}" for layer, _ in heads for k in ("pattern", "v")} | {"ln_final.hook_scale"}
+    _, cache = model.run_with_cache(data.tokens, names_filter=lambda n: n in names)
+    rows, norm = torch.arange(len(data)), model.cfg.normalization_type
+    w = model.ln_final.w if norm == "LN" else torch.ones(model.cfg.d_model)
+    direction = (w[:, None] * (model.W_U[:, data.io] - model.W_U[:, data.s])).T  # batch d_model
+    scale = cache["ln_final.hook_scale"][rows, -1] if norm is not None else torch.ones(len(data), 1)  # batch 1
+    out = {}
+    for layer, h in heads:
+        a = cache[f"blocks.{layer}.attn.hook_pattern"][rows, h, -1]  # batch key
+        written = torch.einsum("bk,bkd,de->bke", a, cache[f"blocks.{layer}.attn.hook_v"][:, :, h], model.W_O[layer, h])
+        if norm is not None:
+            written = written - written.mean(-1, keepdim=True)
+        part = torch.einsum("bke,be->bk", written, direction) / scale  # batch key
+        row = {k: part[rows, data.pos[k]].mean().item() for k in ("IO", "S1", "S2")}
+        out[(layer, h)] = row | {"rest": part.sum(1).mean().item() - sum(row.values())}
+    return out
 
 
 @torch.no_grad()
@@ -282,3 +325,107 @@ def name_copying(model: nn.Module, layer: int, head: int, names: list[int]) -> d
     others = (logits.sum(1) - own) / (len(names) - 1)
     return {"top-1": (logits.argmax(1) == torch.arange(len(names))).float().mean().item(),
             "self minus others": (own - others).mean().item()}
+
+
+# ---- the circuit, traced back from the logits -----------------------------------------------------------
+
+def trace(model: nn.Module, data: IOIData, abc: IOIData, threshold: float) -> dict[str, dict[tuple[int, int], float]]:
+    """Wang et al.'s path patching back from the logits with ABC as the corrupted input; at every step every head
+    of an earlier layer is a sender, so one head can be found at two steps. 'to logits': each head's direct path;
+    'to queries': into the queries at END of the heads whose direct path moves the logit difference by at least
+    `threshold` (of the strongest one when none does, so that the trace goes on); 'to values': into the values,
+    at every position, of every head found so far. Each value: the share of the logit difference moved."""
+    metric = lambda logits: logit_diff(logits, data).mean().item()
+    heads = patching.all_heads(model)
+    step = lambda receivers, into="q", positions=None: patching.path_effects(model, data.tokens, abc.tokens, metric, heads,
+                                                                         receivers, into, positions)
+    to_logits = step(None)
+    direct = [h for h, e in to_logits.items() if abs(e) >= threshold] or [max(to_logits, key=lambda h: abs(to_logits[h]))]
+    to_queries = step(direct, "q", data.pos["end"])
+    found = sorted(set(direct) | {h for h, e in to_queries.items() if e <= -threshold})
+    return {"to logits": to_logits, "to queries": to_queries, "to values": step(found, "v")}
+
+
+# ---- classes from measured signatures, and rules that need no circuit ----------------------------------
+
+CLASSES = ("name mover", "S suppressor", "negative name mover", "other direct", "S-inhibition", "other query input",
+           "duplicate-token", "induction", "other value input")
+
+
+def reads(attention: dict[str, float]) -> str:
+    """Which of 'IO', 'S1', 'S2' a head attends to most from END (`attention`: its END->IO, END->S1, END->S2)."""
+    return max(("IO", "S1", "S2"), key=lambda k: attention[f"END->{k}"])
+
+
+def signature_classes(attention: dict[str, float], attention_abc: dict[str, float], copying: float, layer: int) -> list[str]:
+    """The classes whose signature one head has, its path-patching numbers aside: 'name mover' (reads the IO most from
+    END, its OV circuit copies names: margin > 0), 'S suppressor' (reads S1 or S2 most, suppresses: margin < 0),
+    'negative name mover' (reads the IO, suppresses), 'S-inhibition' (from END, more attention to S2 than to the IO),
+    'duplicate-token' (attention from S2 to S1 higher on the sentences than on their ABC versions: it depends on S1
+    being the same name) and 'induction' (layer >= 1; the same for the word after S1, by more)."""
+    r, out = reads(attention), []
+    out += ["name mover"] if r == "IO" and copying > 0 else []
+    out += ["S suppressor"] if r != "IO" and copying < 0 else []
+    out += ["negative name mover"] if r == "IO" and copying < 0 else []
+    out += ["S-inhibition"] if attention["END->S2"] > attention["END->IO"] else []
+    gain = {k: attention[k] - attention_abc[k] for k in ("S2->S1 (duplicate)", "S2->S1+1 (induction)")}
+    dup, ind = gain["S2->S1 (duplicate)"], gain["S2->S1+1 (induction)"] if layer >= 1 else float("-inf")
+    out += ["duplicate-token"] if dup > 0 and dup >= ind else ["induction"] if ind > 0 else []
+    return out
+
+
+def classify(effects: dict[str, dict], signatures: dict[tuple[int, int], list[str]], threshold: float
+             ) -> dict[str, list[tuple[int, int]]]:
+    """Head classes from the tracing steps of `trace` (share of the logit difference each head's path moves) and
+    each head's `signature_classes`; a head may hold two. Direct path, |effect| >= threshold: 'name mover' or
+    'S suppressor' if it carries the answer (effect < 0) and has that signature, 'negative name mover' if it works
+    against it (effect > 0) and has that one, else 'other direct'. Into the direct heads' queries, effect <=
+    -threshold: 'S-inhibition' with that signature, else 'other query input'. Into the values of the heads found,
+    effect <= -threshold: 'duplicate-token' or 'induction' with the signature, else 'other value input'."""
+    out = {k: [] for k in CLASSES}
+    for h, e in effects["to logits"].items():
+        if abs(e) >= threshold:
+            fits = [k for k in (("name mover", "S suppressor") if e < 0 else ("negative name mover",)) if k in signatures[h]]
+            out[fits[0] if fits else "other direct"].append(h)
+    for h, e in effects.get("to queries", {}).items():
+        if e <= -threshold:
+            out["S-inhibition" if "S-inhibition" in signatures[h] else "other query input"].append(h)
+    for h, e in effects.get("to values", {}).items():
+        if e <= -threshold:
+            fits = [k for k in ("duplicate-token", "induction") if k in signatures[h]]
+            out[fits[0] if fits else "other value input"].append(h)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def find_circuit(model: nn.Module, data: IOIData, abc: IOIData, vocab: Vocab, threshold: float) -> dict:
+    """`trace`, then every head's signatures on `data` and on `abc` (`head_signatures`), its OV copying of the
+    names (`name_copying`), its `signature_classes`, the `classify` classes and the circuit (every head of a
+    class; the strongest direct head when no head passes `threshold`)."""
+    effects = trace(model, data, abc, threshold)
+    heads = patching.all_heads(model)
+    sig, sig_abc = head_signatures(model, data, vocab.pad), head_signatures(model, abc, vocab.pad)
+    attention = {h: {k: v[h].item() for k, v in sig.items()} for h in heads}
+    attention_abc = {h: {k: v[h].item() for k, v in sig_abc.items()} for h in heads}
+    copying = {h: name_copying(model, *h, list(range(len(vocab.names)))) for h in heads}
+    signatures = {h: signature_classes(attention[h], attention_abc[h], copying[h]["self minus others"], h[0]) for h in heads}
+    classes = classify(effects, signatures, threshold)
+    strongest = max(effects["to logits"], key=lambda h: abs(effects["to logits"][h]))
+    circuit = sorted({h for v in classes.values() for h in v}) or [strongest]
+    return {"effects": effects, "attention": attention, "attention ABC": attention_abc, "copying": copying,
+            "signatures": signatures, "classes": classes, "circuit": circuit}
+
+
+def shortcut_answers(tokens: Int[Tensor, "batch pos"], n_names: int) -> dict[str, Int[Tensor, "batch"]]:
+    """Two rules that need no circuit and read only the names (tokens < n_names) of each sentence: 'not the last
+    name' (the first name that differs from the last name) and 'least-mentioned' (the name named fewest times,
+    the first of them on a tie). On every IOI sentence both give the IO: a prediction they also get right cannot
+    tell them from the circuit."""
+    rules = {"not the last name": [], "least-mentioned": []}
+    for row in tokens.tolist():
+        names = [t for t in row if t < n_names]
+        if len(set(names)) < 2:
+            raise ValueError(f"a sentence names fewer than two different names: {row}")
+        rules["not the last name"].append(next(t for t in names if t != names[-1]))
+        rules["least-mentioned"].append(min(dict.fromkeys(names), key=names.count))
+    return {k: torch.tensor(v) for k, v in rules.items()}
