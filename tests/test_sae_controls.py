@@ -90,6 +90,22 @@ def test_random_direction_drops_removes_the_latents_length(setup, tiny_sae):
     assert out["removed_length"] == pytest.approx(by_hand) and out["activation_length"] == pytest.approx(mine.norm(dim=1).mean().item())
 
 
+def test_direction_drops_with_the_latents_own_row_equal_switching_it_off(setup, tiny_sae):
+    """Given directions instead of random draws: the latent's own decoder row (any length) removes exactly f_j W_dec[j]."""
+    model, x, y = setup
+    acts = sae.collect_activations(model, "relu1", x)
+    j = int(sae.encode(tiny_sae, acts).sum(0).argmax())
+    row = tiny_sae.W_dec[j].detach()
+    out = sae_controls.random_direction_drops(model, "relu1", tiny_sae, j, 0, x, y, n_classes=3, directions=torch.stack([3 * row, -row]))
+    clean = (model(x).argmax(-1)[y == 0] == 0).float().mean()
+    with torch.no_grad():
+        off = model.fc2(acts - sae.encode(tiny_sae, acts)[:, j:j + 1] * row).argmax(-1)
+    assert out["drops"][0] == pytest.approx((clean - (off[y == 0] == 0).float().mean()).item(), abs=1e-6)
+    assert out["n_draws"] == 2
+    with pytest.raises(ValueError, match="one per control"):
+        sae_controls.random_direction_drops(model, "relu1", tiny_sae, j, 0, x, y, n_classes=3, directions=torch.zeros(2, 5))
+
+
 def test_class_direction_drop_projects_out_the_class_mean_difference(setup):
     model, x, y = setup
     acts = sae.collect_activations(model, "relu1", x)

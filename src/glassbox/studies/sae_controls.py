@@ -104,23 +104,31 @@ def random_error_accuracy(model: nn.Module, name: str, dictionary: SAE, x: Tenso
 
 @torch.no_grad()
 def random_direction_drops(model: nn.Module, name: str, dictionary: SAE, latent: int, target: int, x: Tensor,
-                           y: Int[Tensor, "n"], *, n_classes: int, n_draws: int, seed: int = 0) -> dict:
+                           y: Int[Tensor, "n"], *, n_classes: int, n_draws: int | None = None, seed: int = 0,
+                           directions: Float[Tensor, "n_draws d"] | None = None) -> dict:
     """Switching latent j off removes f_j(x) W_dec[j] from each input. The control removes, from each input,
-    a random unit direction times f_j(x) |W_dec[j]| (the same length), for `n_draws` directions; returns the
-    drop on class `target` for each draw, and the mean length removed on that class against its activation's."""
-    checks.count(n_draws, "n_draws")
-    gen = torch.Generator().manual_seed(seed)
-    clean = training.per_class_accuracy(sae.outputs(model, x), y, n_classes)
+    another unit direction times f_j(x) |W_dec[j]| (the same length): `n_draws` random directions, or the given
+    `directions` (e.g. the other latents' decoder rows; each is normalised). Returns the drop on class `target`
+    for each direction, and the mean length removed on that class against its activation's."""
     row = dictionary.W_dec[latent].detach()
+    if directions is None:
+        checks.count(n_draws, "n_draws")
+        gen = torch.Generator().manual_seed(seed)
+        directions = torch.stack([torch.randn(row.shape[0], generator=gen) for _ in range(n_draws)])  # one draw at a time, as before
+    else:
+        checks.tensor(directions, "directions", ndim=2)
+        if directions.shape[1] != row.shape[0] or len(directions) == 0:
+            raise ValueError(f"directions must be (n, {row.shape[0]}) with n >= 1, one per control; got {tuple(directions.shape)}")
+    clean = training.per_class_accuracy(sae.outputs(model, x), y, n_classes)
     drops = []
-    for _ in range(n_draws):
-        r = F.normalize(torch.randn(row.shape[0], generator=gen), dim=0).to(row.device, row.dtype) * row.norm()
+    for d in directions:
+        r = F.normalize(d.to(row.device, row.dtype), dim=0) * row.norm()
         remove = lambda a, r=r: a - sae.encode(dictionary, a)[:, latent:latent + 1] * r
         with hooks.patch(model, {name: remove}):
             drops.append((clean[target] - training.per_class_accuracy(sae.outputs(model, x), y, n_classes)[target]).item())
     acts = sae.collect_activations(model, name, x[(y == target).to(x.device)])
     removed = (sae.encode(dictionary, acts)[:, latent:latent + 1] * row).norm(dim=1).mean().item()
-    return {"drops": drops, "mean": sum(drops) / len(drops), "max": max(drops), "n_draws": n_draws,
+    return {"drops": drops, "mean": sum(drops) / len(drops), "max": max(drops), "n_draws": len(drops),
             "removed_length": removed, "activation_length": acts.norm(dim=1).mean().item()}
 
 
