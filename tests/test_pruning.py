@@ -220,3 +220,17 @@ def test_split_half_reliability_is_one_for_a_data_free_score_and_lower_for_a_noi
         assert -1 <= r <= 1 and r == r, f"{method}: a rank correlation, got {r}"
     with pytest.raises(ValueError, match="at least 4"):
         pruning.split_half_reliability(tiny_cnn, "ablation", layers, x[:3], y[:3])
+
+
+def test_negatives_against_random_removes_the_negative_picks_and_as_many_live_random_ones(tiny_cnn, data):
+    x, y = data
+    signed = {"head.2": torch.tensor([-1.0, 2.0, -0.5] + [1.0] * 13)}  # neurons 0 and 2 negative
+    activity = {"head.2": torch.tensor([0.0, 1.0, 1.0] + [1.0] * 13)}  # neuron 0 dead: never drawn
+    out = pruning.negatives_against_random(tiny_cnn, signed, activity, x, y, n_draws=5, seed=0)
+    with pruning.remove(tiny_cnn, {"head.2": [0, 2]}):
+        by_hand = training.accuracy(tiny_cnn, x, y)
+    assert out["n"] == 2 and out["accuracy"] == pytest.approx(by_hand) and out["n_draws"] == 5
+    assert out["random_min"] <= out["random_mean"] <= out["random_max"]
+    assert not tiny_cnn.head[2]._forward_hooks, "the neurons must be back after the measurement"
+    with pytest.raises(ValueError, match="same layers"):
+        pruning.negatives_against_random(tiny_cnn, signed, {"head.0": activity["head.2"]}, x, y)

@@ -227,6 +227,29 @@ def removable_fraction(model: nn.Module, scores: Scores, fractions: Sequence[flo
     return best
 
 
+@torch.no_grad()
+def negatives_against_random(model: nn.Module, signed: Scores, activity: Scores, x: Tensor, y: Int[Tensor, "batch"], *,
+                             n_draws: int = 20, seed: int = 0) -> dict[str, float]:
+    """Accuracy on (x, y) with every neuron whose `signed` score is negative removed at once, against `n_draws` random
+    sets of as many live neurons (activity > 0) per layer: are a score's negative picks cheaper than any live neurons?"""
+    checks.count(n_draws, "n_draws")
+    if set(signed) != set(activity):
+        raise ValueError(f"signed and activity scores must cover the same layers, got {sorted(signed)} and {sorted(activity)}")
+    negative = {layer: torch.nonzero(s < 0).flatten() for layer, s in signed.items()}
+    gen, drawn = torch.Generator().manual_seed(seed), []
+    with remove(model, negative):
+        accuracy = training.accuracy(model, x, y)
+    for _ in range(n_draws):
+        pick = {}
+        for layer, s in activity.items():
+            live = torch.nonzero(s > 0).flatten()
+            pick[layer] = live[torch.randperm(len(live), generator=gen)[:len(negative[layer])]]
+        with remove(model, pick):
+            drawn.append(training.accuracy(model, x, y))
+    return {"n": sum(len(v) for v in negative.values()), "accuracy": accuracy, "random_mean": sum(drawn) / len(drawn),
+            "random_min": min(drawn), "random_max": max(drawn), "n_draws": n_draws}
+
+
 def band_figure(x: Sequence[float], curves: Mapping[str, Float[Tensor, "seed point"]], *, title: str,
                 xaxis: str, yaxis: str, hline: float | None = None) -> go.Figure:
     """One line per curve (mean over seeds) inside a band from the lowest to the highest seed."""
