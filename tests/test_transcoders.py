@@ -143,9 +143,18 @@ def test_influence_sums_paths_and_pruning_keeps_the_logit_and_embeddings():
     assert pruned.edges[3, 0] and pruned.edges[0, 2] and not pruned.edges[3, 1]
     scores = T.graph_scores(g)
     assert 0.9 < scores["replacement"] < 1 and 0.9 < scores["completeness"] < 1
+    # circuit-tracer's incoming-edge rule: a feature that feeds the logit but receives no kept edge is dropped
+    h = T.Graph(torch.tensor([0]), 0, torch.tensor([[0, 0, 0], [0, 0, 1]]), torch.ones(2), torch.zeros(5, 5), torch.zeros(5), 1)
+    h.adjacency[0, 3] = 1.0  # nodes: feature 0, feature 1, error, embedding, logit; embedding -> feature 0
+    h.adjacency[4, 0], h.adjacency[4, 1] = 1.0, 2.0  # both features -> logit; feature 1 has no input
+    pruned = T.prune(h, node_share=1.0)
+    assert pruned.nodes.tolist() == [True, False, False, True, True] and pruned.node_influence[1] > pruned.node_influence[0]
     g.adjacency[3, 1] = 100.0  # the error dominates: both scores fall
     scores = T.graph_scores(g)
     assert scores["replacement"] < 0.1 and scores["completeness"] < 0.2
+    # circuit-tracer's completeness also averages over the sources, each counted as wholly explained (its row is empty):
+    # error 100/101 and embedding 1/101 of influence at share 1, the feature 1/101 at 1, the logit 1 at 1/101
+    assert scores["completeness_circuit_tracer"] == pytest.approx(103 / 203, abs=1e-6)
 
 
 def test_training_learns_a_sparse_map_and_beats_its_untrained_start():
@@ -177,3 +186,44 @@ def test_bad_input_is_refused_with_the_argument_named(tiny):
         T.make_transcoder(16, 8, 9)
     with pytest.raises(TypeError, match="TransformerLens"):
         T.attribution_graph(torch.nn.Linear(2, 2), tcs, tokens)
+
+
+def test_freezing_what_the_graph_freezes_turns_an_ablation_into_the_graphs_prediction(tiny):
+    """A top-layer feature has no feature downstream, so with every pattern and LayerNorm scale frozen, switching it off
+    changes the logit by exactly the graph's total effect; live (the control) the final LayerNorm's scale moves too."""
+    model, tcs, tokens = tiny
+    graph = T.attribution_graph(model, tcs, tokens)
+    top = torch.nonzero(graph.features[:, 0] == 1).squeeze(1)
+    predicted = T.total_effects(graph)[top]
+    frozen = T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top], freeze=T.frozen_names(2))
+    live = T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top])
+    assert torch.allclose(frozen, predicted, atol=1e-5), f"frozen ablations differ from the graph by {(frozen - predicted).abs().max():.2e}"
+    assert not torch.allclose(live, predicted, atol=1e-3), "live ablations should differ from the frozen linearisation"
+    at_last = graph.features[top, 1] == POS - 1  # at the last position only the final LayerNorm lies downstream
+    final_ln = T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top][at_last], freeze=["ln_final.hook_scale"])
+    assert torch.allclose(final_ln, predicted[at_last], atol=1e-5)
+    with pytest.raises(ValueError, match="freeze"):
+        T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top], freeze=["blocks.0.hook_resid_pre"])
+
+
+def test_a_null_transcoder_leaves_everything_to_the_error_nodes(tiny):
+    """Transcoders that never fire and write nothing: the graph has no features, and only the embeddings' direct paths
+    count towards the scores (their floor)."""
+    model, tcs, tokens = tiny
+    null = {}
+    for layer in range(2):
+        tc = T.make_transcoder(16, 24, 4, layer=layer, seed=layer)
+        with torch.no_grad():
+            tc.W_enc.zero_()
+            tc.b_enc.fill_(-1.0)
+            tc.W_dec.zero_()
+        null[layer] = tc
+    graph = T.attribution_graph(model, null, tokens)
+    assert graph.n_features == 0
+    errors = T.errors_of(model, null, tokens[None])
+    _, cache = model.run_with_cache(tokens[None])
+    assert torch.allclose(errors[1], cache["blocks.1.hook_mlp_out"]), "every MLP output is in the error nodes"
+    scores = T.graph_scores(graph)
+    trained_like = T.graph_scores(T.attribution_graph(model, tcs, tokens))
+    assert scores["replacement"] == pytest.approx(scores["completeness"], abs=1e-6), "with only the logit left, both are its share"
+    assert 0 < scores["replacement"] < trained_like["replacement"]

@@ -293,8 +293,9 @@ def _edges_into(rows: Tensor, model, transcoders, cache, feats, acts, errs, emb,
     """Rows of the adjacency for the target nodes `rows` (feature indices, or n_features for the logit)."""
     n_f, L = len(feats), model.cfg.n_layers
     is_logit = rows == n_f
-    t_pos = torch.where(is_logit, P - 1, feats[rows.clamp(max=n_f - 1), 1])
-    t_layer = torch.where(is_logit, L, feats[rows.clamp(max=n_f - 1), 0])
+    known = feats[rows.clamp(max=n_f - 1)] if n_f else torch.zeros(len(rows), 3, dtype=torch.long)  # no features: only the logit
+    t_pos = torch.where(is_logit, P - 1, known[:, 1])
+    t_layer = torch.where(is_logit, L, known[:, 0])
     Q = int(t_pos.max()) + 1  # the prefix these targets can read
     G = torch.zeros(len(rows), Q, model.cfg.d_model)
     out = torch.zeros(len(rows), n)
@@ -360,30 +361,39 @@ class Pruned:
 
 
 def prune(graph: Graph, node_share: float = 0.8, edge_share: float = 0.98) -> Pruned:
-    """Keep the features and errors that carry `node_share` of the influence on the logit (embeddings and the logit
-    always), then the edges carrying `edge_share` of the edge influence, then drop nodes left without a path to the logit."""
+    """circuit-tracer's `prune_graph` (its defaults too): keep the nodes whose influence on the logit is among the top
+    that carry `node_share` of the influence of all nodes (embeddings and the logit kept always), then the edges
+    carrying `edge_share` of the edge influence; then drop, until nothing changes, features and errors with no kept
+    outgoing edge and features with no kept incoming edge. One difference: one logit of weight 1, where circuit-tracer
+    weights several logits by their probabilities."""
     for v, name in ((node_share, "node_share"), (edge_share, "edge_share")):
         if not 0 < v <= 1:
             raise ValueError(f"{name} must be in (0, 1], got {v}")
-    w = torch.zeros(len(graph.adjacency))
+    n = len(graph.adjacency)
+    w = torch.zeros(n)
     w[-1] = 1.0
     node_inf = influence(graph.adjacency, w)
-    keep = node_inf >= _threshold(node_inf[: graph.embedding_index(0)], node_share)
+    keep = node_inf >= _threshold(node_inf, node_share)
     keep[graph.embedding_index(0):] = True
     A = graph.adjacency * keep[:, None] * keep[None, :]
     inf = influence(A, w) + w
     edge_scores = normalized(A) * inf[:, None]
-    edges = (edge_scores >= _threshold(edge_scores[edge_scores > 0], edge_share)) & (edge_scores > 0)
-    for _ in range(graph.n_layers + 2):  # drop nodes with no kept edge to a kept node, repeatedly
-        reach = edges.any(0) | (torch.arange(len(keep)) == len(keep) - 1)
-        keep = keep & (reach | (torch.arange(len(keep)) >= graph.embedding_index(0)))
+    edges = (edge_scores >= _threshold(edge_scores[edge_scores > 0], edge_share)) & (edge_scores > 0)  # zeros change no share
+    inner, feature = torch.arange(n) < graph.embedding_index(0), torch.arange(n) < graph.n_features
+    while True:
         edges = edges & keep[:, None] & keep[None, :]
-    return Pruned(keep, edges, node_inf)
+        now = keep & ~(inner & ~edges.any(0)) & ~(feature & ~edges.any(1))
+        if torch.equal(now, keep):
+            return Pruned(keep, edges, node_inf)
+        keep = now
 
 
 def graph_scores(graph: Graph) -> dict[str, float]:
-    """circuit-tracer's two scores. replacement: the share of the end-to-end influence on the logit that starts at
-    embeddings rather than error nodes; completeness: the influence-weighted share of node inputs not from errors."""
+    """circuit-tracer's two scores, both shares of normalised |edge| mass (not of the logit's value). replacement: of the
+    end-to-end influence on the logit that starts at embeddings or errors, the embeddings' share; completeness: the
+    influence-weighted share of node inputs not from errors, averaged over the nodes that have inputs (features, the
+    logit). circuit-tracer's `compute_graph_scores` averages over every node, so sources (embeddings and errors, whose
+    rows are empty) count as wholly explained: that variant is returned as completeness_circuit_tracer."""
     n = len(graph.adjacency)
     w = torch.zeros(n)
     w[-1] = 1.0
@@ -393,9 +403,10 @@ def graph_scores(graph: Graph) -> dict[str, float]:
     token_inf, error_inf = inf[emb].sum(), inf[err].sum()
     B = normalized(graph.adjacency)
     has_inputs = graph.adjacency.abs().sum(1) > 0
-    non_error = torch.where(has_inputs, 1 - B[:, err].sum(1), torch.zeros(n))
+    non_error = 1 - B[:, err].sum(1)
     out = (inf + w) * has_inputs
-    return {"replacement": (token_inf / (token_inf + error_inf)).item(), "completeness": ((non_error * out).sum() / out.sum()).item()}
+    return {"replacement": (token_inf / (token_inf + error_inf)).item(), "completeness": ((non_error * out).sum() / out.sum()).item(),
+            "completeness_circuit_tracer": ((non_error * (inf + w)).sum() / (inf + w).sum()).item()}
 
 
 def total_effects(graph: Graph) -> Float[Tensor, "n_features"]:
@@ -411,21 +422,34 @@ def total_effects(graph: Graph) -> Float[Tensor, "n_features"]:
 
 # ---- interventions on the real replacement model --------------------------------------------
 
+def frozen_names(n_layers: int) -> list[str]:
+    """The hooks whose values the attribution graph freezes: every attention pattern and every LayerNorm scale."""
+    return ["ln_final.hook_scale"] + [n.format(layer=l) for l in range(n_layers)
+                                      for n in ("blocks.{layer}.attn.hook_pattern", *SCALE_HOOKS)]
+
+
 @torch.no_grad()
 def ablation_effects(model: nn.Module, transcoders: dict[int, SAE], tokens: Int[Tensor, "pos"], target: int,
-                     features: Int[Tensor, "n 3"], batch_size: int = 64) -> Float[Tensor, "n"]:
+                     features: Int[Tensor, "n 3"], batch_size: int = 64, freeze: list[str] | tuple[str, ...] = ()) -> Float[Tensor, "n"]:
     """The change of the last position's demeaned target logit when each (layer, position, feature) is set to zero in
-    the replacement model (transcoders spliced, errors fixed at their clean values; attention and LayerNorm live)."""
+    the replacement model (transcoders spliced, errors fixed at their clean values; attention and LayerNorm live,
+    except the hooks named in `freeze`, held at their clean values: `frozen_names(n_layers)` freezes what the graph does)."""
     _check_transcoders(model, transcoders)
     tokens = checks.tokens(tokens, "tokens", ndim=1, d_vocab=model.cfg.d_vocab)
+    allowed = frozen_names(model.cfg.n_layers)
+    if any(name not in allowed for name in freeze):
+        raise ValueError(f"freeze names hooks among {allowed}, got {list(freeze)}")
     errors = errors_of(model, transcoders, tokens[None])
+    _, cache = model.run_with_cache(tokens[None], names_filter=list(freeze)) if freeze else (None, {})
+    held = [(name, lambda x, hook, v=cache[name]: v.expand_as(x)) for name in freeze]
     clean = demeaned_logit(model.run_with_hooks(tokens[None], fwd_hooks=splice_hooks(transcoders, errors=errors))[0, -1], target)
     out = []
     for chunk in features.split(batch_size):
         masks = {l: torch.ones(len(chunk), len(tokens), tc.cfg.d_sae) for l, tc in transcoders.items()}
         for i, (l, p, j) in enumerate(chunk.tolist()):
             masks[l][i, p, j] = 0.0
-        logits = model.run_with_hooks(tokens[None].expand(len(chunk), -1), fwd_hooks=splice_hooks(transcoders, errors=errors, masks=masks))
+        logits = model.run_with_hooks(tokens[None].expand(len(chunk), -1),
+                                      fwd_hooks=held + splice_hooks(transcoders, errors=errors, masks=masks))
         out.append(demeaned_logit(logits[:, -1], target) - clean)
     return torch.cat(out) if out else torch.zeros(0)
 
