@@ -204,7 +204,8 @@ mean-ablated: {exercise_previous_token_ablation[comparison]} the costlier layer-
 ({exercise_previous_token_ablation[costlier layer-1 head alone]:.3f}; every head alone is in the ablation table).
 
 In a full run (a trained model; a smoke run's model has barely learned) the loss rises by more than ablating either
-induction head alone: both induction heads find "the position after the earlier copy" through what the previous-token
+induction head alone, though less than ablating both together ({ablation_summary[induction heads]:.3f}): the two induction
+heads cover for each other, while both find "the position after the earlier copy" through what the one previous-token
 head wrote there. Without it the keys no longer say which character came before, and the circuit breaks even though the
 induction heads themselves are untouched. (A head that matters through another is invisible to single-head DLA: it
 writes nothing useful to the logits directly.)
@@ -216,9 +217,10 @@ embeddings, {exercise_logit_lens_second_copy[after layer 0]:.3f} after layer 0 a
 
 In a full run the first two are worse than the uniform guess and only the last is low: before layer 1 the stream holds
 the current character and what layer 0 moved (mostly the previous character). Knowing what *follows* requires looking
-back to the first copy with that information, which is what the layer-1 induction head does. (Worse than uniform: the
-stream before layer 1 bets confidently on characters that often follow the current one, and in random text those bets
-are wrong.)
+back to the first copy with that information, which is what the layer-1 induction head does. That the earlier readings
+are worse than a uniform guess says little by itself: the final LayerNorm and unembedding were fitted to the stream after
+layer 1, so reading an earlier stream through them gives confident but arbitrary bets (the training text is random, so
+no character often follows another). The drop after layer 1 is what the lens shows.
 """,
     5: """
 The loss at position {exercise_patching_positions[query position]} is {exercise_patching_positions[clean]:.3f} on the
