@@ -80,10 +80,11 @@ In this run the {exercise_joint_ablation[n_features]} kept features, switched of
 (now {exercise_joint_ablation[logit]:.2f}) by {exercise_joint_ablation[sum_of_singles]:+.2f} in total; switched off together, by
 {exercise_joint_ablation[joint]:+.2f}.
 
-The two need not agree, and the direction of the gap is the lesson: the replacement model is not linear. Features of layer 1 are
-recomputed from what layer 0 writes (TopK picks others when their inputs vanish), attention and LayerNorm respond to the whole
-residual stream, and several features often carry the same information, so switching one off costs little while switching all
-off costs far more (redundancy), or one feature's loss is partly undone by another's (a smaller joint effect). A graph's
-edges describe small changes around this prompt; large joint interventions test whether that description still holds.
+The two need not agree: the replacement model is not linear. Features of layer 1 are recomputed from what layer 0 writes
+(TopK picks others when their inputs vanish), and attention and LayerNorm respond to the whole residual stream. A small sum
+of single effects is not evidence of redundancy either: single effects of opposite signs cancel in the sum, and section 4
+shows that the final LayerNorm's scale, which every single removal changes, rescales all the logits at once (freezing it
+changes how effects add up). A graph's edges describe small changes around this prompt; large joint interventions test
+whether that description still holds.
 """,
 }
