@@ -315,27 +315,6 @@ def mix_pairs(fit_units: Float[Tensor, "n_fit units"], units: Float[Tensor, "n u
     return torch.stack([(units[:, [a, b]] / mix_scales(fit_units[:, [a, b]], k=k, share_b=share_b)).sum(1) for a, b in pairs], 1)
 
 
-def unrelated_pair(latents: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, k: int = 100, max_base_rate: float = 0.5,
-                   always: Bool[Tensor, "rules"] | None = None, n_candidates: int = 50) -> tuple[int, int]:
-    """Two monosemantic units whose sum is polysemantic, for a control the polysemanticity measure must flag: `a`, the
-    unit whose best rule covers most of its top k; `b`, the next most monosemantic unit whose equal mix with `a`
-    (`mix_scales`, half of the top k each) still needs a second rule with rules up to `max_base_rate` (the widest cap).
-    If none of the first `n_candidates` does, the one whose sum needs the largest second share."""
-    shares = cover_shares(latents, truth, k=k, max_base_rate=max_base_rate, always=always)
-    order = shares[:, 0].nan_to_num(-1).argsort(descending=True).tolist()
-    a = order[0]
-    best, best_second = order[1], -1.0
-    for b in order[1:n_candidates + 1]:
-        pair = latents[:, [a, b]]
-        mixed = (pair / mix_scales(pair, k=k)).sum(1)
-        second = cover_shares(mixed[:, None], truth, k=k, max_base_rate=max_base_rate, always=always)[0, 1]
-        if second >= MIN_SECOND:
-            return a, b
-        if second.nan_to_num(-1) > best_second:
-            best, best_second = b, float(second.nan_to_num(-1))
-    return a, best
-
-
 def bootstrap_median_gap(a: Float[Tensor, "n_a"], b: Float[Tensor, "n_b"], *, n_boot: int = 1000, level: float = 0.95,
                          seed: int = 0) -> tuple[float, float, float]:
     """median(a) - median(b), with a percentile bootstrap interval over units (each group resampled with
