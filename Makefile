@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup read journal test lab bench clean
+.PHONY: setup read journal test lab bench crosscheck clean
 
 setup: $(STAMP)  ## create .venv and install torch (CPU), the pinned requirements and glassbox
 
@@ -33,6 +33,20 @@ lab: setup  ## JupyterLab on a working copy of the notebooks (build/lab/): autos
 
 bench: setup  ## train times and throughputs: printed table + build/bench.json
 	$(PY) tests/bench.py
+
+CC_VENV  := build/crosscheck-venv
+CC_PY    := $(CC_VENV)/bin/python
+CC_STAMP := $(CC_VENV)/.installed
+
+$(CC_STAMP): tests/crosscheck/requirements.txt
+	test -x $(CC_PY) || $(PYTHON) -m venv $(CC_VENV)
+	$(CC_PY) -m pip install -q torch==2.13.0
+	$(CC_PY) -m pip install -q -r tests/crosscheck/requirements.txt
+	touch $(CC_STAMP)
+
+crosscheck: setup $(CC_STAMP)  ## notebook 10's attribution graph vs circuit-tracer 0.5.0 (own venv build/crosscheck-venv) -> tests/crosscheck/circuit_tracer.json
+	OMP_NUM_THREADS=1 $(PY) tests/crosscheck/export_ours.py build/crosscheck/ours.pt
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(CC_PY) tests/crosscheck/crosscheck.py
 
 clean:
 	rm -rf build .pytest_cache

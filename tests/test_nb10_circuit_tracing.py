@@ -1,4 +1,5 @@
 """Notebook 10: transcoders on notebook 07's model, an attribution graph from scratch, checked by interventions."""
+import json
 import re
 
 import pytest
@@ -14,7 +15,8 @@ LAYERS = ("layer0", "layer1")
 def test_smoke(smoke_run):
     f = smoke_run(STEM)
     for key in ["loss_clean", "loss_mlps_ablated", "transcoders", "untrained_transcoders", "target_met", "k", "prompt", "graph_target",
-                "graph_size", "graph_scores", "top_kept_features", "scores_over_prompts", "intervention", "graph_beats_matched_random",
+                "graph_size", "graph_scores", "graph_figure", "n_named", "top_kept_features", "scores_over_prompts", "intervention",
+                "graph_beats_matched_random", "graph_beats_activation_ranking", "activation_share", "margin_from_activation",
                 "graph_beats_gxa_selection", "graph_predicts_better_than_gxa", "final_ln_explains_most_of_the_error", "ratio_to_matched",
                 "case_study", "case_direction_lowers", "case_feature_on_graph_prompt", "case_sign_from_final_ln", "case_study_survived",
                 "crosscheck", "exercise_joint_ablation", "headline"]:
@@ -29,7 +31,13 @@ def test_smoke(smoke_run):
         for name in ("trained", "untrained", "null"):
             assert 0 <= f["scores_over_prompts"][name][kind]["median"] <= 1
     iv = f["intervention"]
-    assert set(iv["mean_abs_actual"]) == {"graph", "gxa", "matched", "matched_again", "any"}
+    assert set(iv["mean_abs_actual"]) == {"graph", "gxa", "activation", "direct_edge", "matched", "matched_again", "any"}
+    assert 0 < iv["unselected"]["graph_untrained"]["n"] <= iv["n_prompts"] * len(LAYERS) * f["k"]
+    fig = f["graph_figure"]  # the figure's layout: every drawn node (and so every label) at a point of its own
+    assert fig["distinct_points"] == fig["nodes"], f"{fig['nodes'] - fig['distinct_points']} nodes of the graph's figure share a point"
+    joint = f["exercise_joint_ablation"]
+    assert joint["live"]["n_up"] + joint["live"]["n_down"] <= joint["n_features"]
+    assert joint["live"]["logit"] == pytest.approx(joint["final_ln_frozen"]["logit"], abs=1e-4), "a scale frozen at its clean value moves nothing"
     assert 0 < iv["unselected"]["n"] <= iv["n_prompts"] * len(LAYERS) * f["k"], "every active feature at the last positions, no more"
     assert set(iv["unselected"]["graph"]) == {"live", "final_ln", "all_but_final_ln", "all"}
     for ci in (iv["graph_minus_matched"], iv["matched_again_minus_matched"]):
@@ -64,8 +72,16 @@ def test_full_findings_equal_the_checkpoint_cards():
         assert size < 2_000_000, f"transcoder {layer} is {size / 1e6:.2f} MB; keep checkpoints under 2 MB"
 
 
+def test_full_graph_figure_gives_every_node_a_point_of_its_own():
+    fig = findings.load(STEM)["graph_figure"]
+    assert fig["distinct_points"] == fig["nodes"], f"{fig['nodes'] - fig['distinct_points']} nodes of the graph's figure share a point"
+    # control: placed by position and layer alone (the figure before), the kept features of the last position fall on one point
+    assert fig["distinct_position_layer"] < fig["nodes"] - 10, "the check should catch a layout by position and layer alone"
+
+
 def test_full_graph_scores_over_prompts_beat_untrained_and_null_transcoders():
-    s = findings.load(STEM)["scores_over_prompts"]
+    f = findings.load(STEM)
+    s = f["scores_over_prompts"]
     assert s["n_prompts"] >= 30, "scores are measured over many prompts, not one"
     for kind in ("replacement", "completeness"):
         trained = s["trained"][kind]
@@ -73,6 +89,11 @@ def test_full_graph_scores_over_prompts_beat_untrained_and_null_transcoders():
             assert trained["q10"] > s[control][kind]["q90"], (f"{kind}: the trained graphs' 10th percentile {trained['q10']:.2f} should lie above "
                                                               f"the {control} graphs' 90th {s[control][kind]['q90']:.2f}")
     assert s["null"]["replacement"]["median"] < 0.3, "null transcoders leave all to the errors: only the embeddings' direct paths count"
+    # the prose: untrained transcoders, which recover no loss, still score far above the null floor, so theirs is a dictionary's floor
+    assert f["untrained_transcoders"]["loss_recovered"] < 0.1
+    for kind in ("replacement", "completeness"):
+        assert s["untrained"][kind]["median"] > s["null"][kind]["median"] + 0.2, f"{kind}: untrained {s['untrained'][kind]} vs null {s['null'][kind]}"
+        assert f"{s['untrained'][kind]['median']:.0%}" in f["headline"], "the headline quotes the untrained scores as the floor"
     # the prose: circuit-tracer's completeness counts the error nodes themselves as explained, so its floor is far higher than ours
     ct, ours = s["null"]["completeness_circuit_tracer"]["median"], s["null"]["completeness"]["median"]
     assert ct > ours + 0.2, f"null transcoders: circuit-tracer's completeness {ct:.2f} vs ours {ours:.2f}"
@@ -91,13 +112,33 @@ def test_full_graph_features_matter_more_than_matched_random_ones():
     assert f["graph_beats_gxa_selection"] == (sel["graph"] > sel["gxa"]), "the prose's verdict must follow the numbers"
 
 
+def test_full_graph_picks_against_a_ranking_that_needs_no_graph():
+    """The control that matches what the graph's picks are: strongly active features at the last position. The graph's
+    margin over matched random features must be mostly explained by it (the claim the prose makes), and the verdict on
+    graph vs activation ranking must follow its interval, whichever way it falls."""
+    f = findings.load(STEM)
+    iv = f["intervention"]
+    sel, (est, lo, hi) = iv["mean_abs_actual"], iv["graph_minus_activation"]
+    assert lo <= est <= hi
+    assert f["graph_beats_activation_ranking"] == (lo > 0), "the verdict on graph vs activation ranking must follow its interval"
+    assert f["activation_share"] == pytest.approx(sel["activation"] / sel["graph"])
+    assert f["margin_from_activation"] == pytest.approx((sel["activation"] - sel["matched"]) / (sel["graph"] - sel["matched"]))
+    # the ranking by activation is a real baseline (it beats matched random features by far), so it, not they, is the bar
+    assert sel["activation"] > 2 * sel["matched"], f"activation ranking {sel['activation']:.3f} vs matched random {sel['matched']:.3f}"
+    assert f["margin_from_activation"] > 0.5, "the prose says activation ranking alone gets most of the graph's margin over matched features"
+    assert f"{sel['activation']:.2f}" in f["headline"], "the headline quotes the activation-ranked control"
+
+
 def test_full_graph_predictions_on_features_no_ranking_chose():
     f = findings.load(STEM)
     iv = f["intervention"]
     u = iv["unselected"]
     assert u["n"] >= 1000, "every active feature at the last position of every prompt"
     assert f["graph_predicts_better_than_gxa"] == (u["graph"]["live"]["corr"] > u["gradient_x_activation"]["corr"])
-    assert u["graph"]["live"]["corr"] > 0.3, f"the graph's predictions should track the live changes, r = {u['graph']['live']['corr']:.2f}"
+    untrained = u["graph_untrained"]
+    assert untrained["n"] >= 1000, "the control is tested on as many last-position features"
+    assert u["graph"]["live"]["corr"] > untrained["corr"] + 0.2, (f"the trained graphs' r = {u['graph']['live']['corr']:.2f} should beat the "
+                                                                  f"untrained transcoders' graphs' r = {untrained['corr']:.2f} by a margin")
     assert abs(u["graph_shuffled"]["corr"]) < 0.15, f"control: shuffled predictions still correlate (r = {u['graph_shuffled']['corr']:.2f})"
 
 
@@ -193,3 +234,24 @@ WRONG_ANSWERS = {"my_edge": [
 @pytest.mark.notebook
 def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
     checker_catches_wrong_answers(STEM)
+
+
+def test_full_exercise_1_freezing_the_final_layernorm_scale_makes_the_single_effects_add_up():
+    """Exercise 1's folded answer: live, the single effects of the kept features point both ways and their sum is far from
+    the joint effect (the control, on which the relation must fail); with the final LayerNorm's scale frozen they are larger
+    and add up to about the joint effect."""
+    j = findings.load(STEM)["exercise_joint_ablation"]
+    live, frozen = j["live"], j["final_ln_frozen"]
+    assert live["n_up"] > 0 and live["n_down"] > 0, f"the answer says single effects of both signs cancel: {live}"
+    assert abs(frozen["sum_of_singles"]) > 2 * abs(live["sum_of_singles"]), f"frozen {frozen} vs live {live}"
+    adds_up = lambda run: 0.5 < run["joint"] / run["sum_of_singles"] < 2 if run["sum_of_singles"] else False
+    assert adds_up(frozen), f"with the final scale frozen the joint effect {frozen['joint']:.2f} should be near the sum {frozen['sum_of_singles']:.2f}"
+    assert not adds_up(live), f"control: live, the sum {live['sum_of_singles']:.2f} should not predict the joint effect {live['joint']:.2f}"
+
+
+def test_full_crosscheck_with_circuit_tracer_is_the_committed_one():
+    f = findings.load(STEM)
+    cc = json.loads((paths.ROOT / "tests/crosscheck/circuit_tracer.json").read_text())
+    assert f["crosscheck"]["passed"] is True and cc["passed"] is True, "make crosscheck: circuit-tracer's graph differs from ours"
+    assert f["crosscheck"]["max_abs_diff"] == cc["like_for_like"]["max_abs_diff"] < cc["tolerance_abs"]
+    assert cc["prompt"] == f["prompt"], "the crosscheck was made on another prompt: rerun make crosscheck"

@@ -36,11 +36,14 @@ def tiny():
     return model, tcs, tokens
 
 
-def frozen_function(model, tcs, tokens, target):
+FROZEN = lambda n: "attn.hook_pattern" in n or n.endswith("hook_scale")
+
+
+def frozen_function(model, tcs, tokens, target, freeze=FROZEN):
     """The frozen replacement model as a function of (embeddings, features of each layer, errors of each layer), built
-    from TransformerLens hooks: patterns and scales replaced by their clean values, each MLP by decoder(leaf) + leaf."""
-    names = lambda n: "attn.hook_pattern" in n or n.endswith("hook_scale")
-    _, cache = model.run_with_cache(tokens[None], names_filter=names)
+    from TransformerLens hooks: the hooks `freeze` names (default: patterns and scales) replaced by their clean values,
+    each MLP by decoder(leaf) + leaf."""
+    _, cache = model.run_with_cache(tokens[None], names_filter=freeze)
     frozen = [(n, lambda x, hook, v=v: v) for n, v in cache.items()]
 
     def f(emb, f0, f1, e0, e1):
@@ -55,42 +58,52 @@ def frozen_function(model, tcs, tokens, target):
     return f
 
 
-def test_every_edge_equals_the_autograd_jacobian_of_the_frozen_replacement_model(tiny):
-    model, tcs, tokens = tiny
-    graph = T.attribution_graph(model, tcs, tokens)
+def jacobian_edges(model, tcs, tokens, graph, freeze=FROZEN):
+    """The graph's adjacency as autograd computes it through `frozen_function` (edges: Jacobian times source value), and
+    the function's values at the clean point (feature pre-activations, then the demeaned logit)."""
     _, cache = model.run_with_cache(tokens[None])
     emb = cache["blocks.0.hook_resid_pre"][0]
     fs = [tcs[l].encode(cache[T.IN_HOOK.format(layer=l)][0]).detach() for l in range(2)]
     es = [(cache[T.OUT_HOOK.format(layer=l)][0] - tcs[l].decode(fs[l])).detach() for l in range(2)]
-    f = frozen_function(model, tcs, tokens, graph.target)
+    f = frozen_function(model, tcs, tokens, graph.target, freeze)
     inputs = (emb.detach(), fs[0], fs[1], es[0], es[1])
     with torch.no_grad():
         values = f(*inputs)
     J = torch.autograd.functional.jacobian(f, inputs)  # tuple over inputs of (n_out, *input_shape)
     n_tc = tcs[0].cfg.d_sae
-    feats = graph.features
-    out_rows = [int(l * POS * n_tc + p * n_tc + j) for l, p, j in feats.tolist()] + [len(values) - 1]
+    out_rows = [int(l * POS * n_tc + p * n_tc + j) for l, p, j in graph.features.tolist()] + [len(values) - 1]
     expected = torch.zeros_like(graph.adjacency)
     for r, node in zip(out_rows, list(range(graph.n_features)) + [graph.logit_index]):
-        for s, (l, p, j) in enumerate(feats.tolist()):
+        for s, (l, p, j) in enumerate(graph.features.tolist()):
             expected[node, s] = J[1 + l][r, p, j] * fs[l][p, j]
         for l in range(2):
             for p in range(POS):
                 expected[node, graph.error_index(l, p)] = J[3 + l][r, p] @ es[l][p]
         for p in range(POS):
             expected[node, graph.embedding_index(p)] = J[0][r, p] @ emb[p]
+    return expected, values[out_rows]
+
+
+def test_every_edge_equals_the_autograd_jacobian_of_the_frozen_replacement_model(tiny):
+    model, tcs, tokens = tiny
+    graph = T.attribution_graph(model, tcs, tokens)
+    expected, values = jacobian_edges(model, tcs, tokens, graph)
     assert graph.n_features > 10 and (expected.abs() > 1e-3).sum() > 50, "the tiny graph should have many non-zero edges"
     assert torch.allclose(graph.adjacency, expected, atol=1e-5, rtol=1e-4), \
         f"edges differ from the Jacobian by up to {(graph.adjacency - expected).abs().max():.2e}"
     chunked = T.attribution_graph(model, tcs, tokens, chunk=5)  # targets in chunks, each on its prefix of positions
     assert torch.allclose(chunked.adjacency, graph.adjacency, atol=1e-6), "chunking the targets must not change the edges"
     # the frozen model at the clean values gives the graph's node values (feature pre-activations and the logit)
-    assert torch.allclose(graph.values[: graph.n_features], values[out_rows[:-1]], atol=1e-5)
-    assert graph.values[-1] == pytest.approx(values[-1].item(), abs=1e-5)
-    # control: the same comparison fails when the patterns are not frozen in the graph (a wrong Jacobian is caught)
-    wrong = expected.clone()
-    wrong[:, graph.embedding_index(0):graph.embedding_index(POS - 1)] *= 1.1
-    assert not torch.allclose(graph.adjacency, wrong, atol=1e-5, rtol=1e-4)
+    node_values = lambda v: torch.cat([v[: graph.n_features], v[-1:]])  # features' pre-activations and the logit
+    assert torch.allclose(node_values(graph.values), values, atol=1e-5)
+    # controls: the Jacobian with the attention patterns live, the LayerNorm scales live, or both, is another matrix,
+    # and the graph's edges must not match it (so the comparison above tests the freezing, not only the weights)
+    for live, freeze in (("patterns", lambda n: FROZEN(n) and "attn" not in n), ("scales", lambda n: FROZEN(n) and "scale" not in n),
+                         ("patterns and scales", lambda n: False)):
+        other, same_values = jacobian_edges(model, tcs, tokens, graph, freeze=freeze)
+        assert torch.allclose(node_values(graph.values), same_values, atol=1e-5), "what is frozen at its clean value moves nothing"
+        gap = (graph.adjacency - other).abs().max()
+        assert gap > 1e-2, f"with the {live} live the Jacobian should differ from the graph's edges, differs by only {gap:.2e}"
 
 
 def test_the_spliced_model_with_fixed_errors_is_the_clean_model_and_ablation_moves_it(tiny):

@@ -77,14 +77,17 @@ def check_my_logit_edge(fn, model, tcs, prompt, graph, s: int) -> None:
 ANSWERS = {
     1: """
 In this run the {exercise_joint_ablation[n_features]} kept features, switched off one at a time, change the target's demeaned logit
-(now {exercise_joint_ablation[logit]:.2f}) by {exercise_joint_ablation[sum_of_singles]:+.2f} in total; switched off together, by
-{exercise_joint_ablation[joint]:+.2f}.
+(now {exercise_joint_ablation[live][logit]:.2f}) by {exercise_joint_ablation[live][sum_of_singles]:+.2f} in total
+({exercise_joint_ablation[live][n_up]} raise it, {exercise_joint_ablation[live][n_down]} lower it); switched off together, by
+{exercise_joint_ablation[live][joint]:+.2f}. With the final LayerNorm's scale frozen at its value on the prompt, the single effects of the same features
+sum to {exercise_joint_ablation[final_ln_frozen][sum_of_singles]:+.2f} ({exercise_joint_ablation[final_ln_frozen][n_up]} up,
+{exercise_joint_ablation[final_ln_frozen][n_down]} down) and the joint effect is {exercise_joint_ablation[final_ln_frozen][joint]:+.2f}.
 
 The two need not agree: the replacement model is not linear. Features of layer 1 are recomputed from what layer 0 writes
 (TopK picks others when their inputs vanish), and attention and LayerNorm respond to the whole residual stream. A small sum
-of single effects is not evidence of redundancy either: single effects of opposite signs cancel in the sum, and section 4
-shows that the final LayerNorm's scale, which every single removal changes, rescales all the logits at once (freezing it
-changes how effects add up). A graph's edges describe small changes around this prompt; large joint interventions test
-whether that description still holds.
+of single effects is not evidence of redundancy: single effects of opposite signs cancel in the sum, and the final LayerNorm's
+scale, which every single removal changes, rescales all the logits at once (section 4). Freeze that one scale and the single
+effects come out larger and add up to about the joint effect, the rest of the model left live. A graph's edges describe small
+changes around this prompt; large joint interventions test whether that description still holds.
 """,
 }
