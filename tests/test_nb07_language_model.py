@@ -223,6 +223,12 @@ WRONG_ANSWERS = {"my_logit_lens": [
      "        def patch(act, hook, p=p):\n            return c[hook_name]\n"
      "        out.append(float(metric(model.run_with_hooks(corrupt, fwd_hooks=[(hook_name, patch)]))))\n    return torch.tensor(out)",
      "the whole sequence at once"),
+    ("def my_patch_by_position(model, clean, corrupt, hook_name, metric):\n"
+     "    _, c = model.run_with_cache(clean)\n    hooks = []\n    for p in range(clean.shape[1]):\n"
+     "        def patch(act, hook):\n            act = act.clone()\n            act[:, p] = c[hook_name][:, p]\n            return act\n"
+     "        hooks.append(patch)\n"
+     "    return torch.tensor([float(metric(model.run_with_hooks(corrupt, fwd_hooks=[(hook_name, h)]))) for h in hooks])",
+     "reads p after the loop"),
 ], "my_path_patch_keys": [
     ("def my_path_patch_keys(model, clean, corrupt, sender, receiver):\n    (ls, hs), _ = sender, receiver\n"
      "    _, k = model.run_with_cache(corrupt)\n    z = f'blocks.{ls}.attn.hook_z'\n"

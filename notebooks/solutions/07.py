@@ -97,6 +97,9 @@ def check_my_patch_by_position(fn, model, clean: torch.Tensor, corrupt: torch.Te
         clean_value, corrupt_value = float(metric(model(clean))), float(metric(model(corrupt)))
     assert not torch.allclose(got, torch.full_like(got, clean_value), atol=1e-4), \
         "every position gives the clean run's value: you patched the whole sequence at once, not one position"
+    assert not (len(got) > 1 and _close(got, torch.full_like(got, float(want[-1])), atol=1e-4)), \
+        ("every position gives what patching the last position gives: your hook reads p after the loop has ended (hooks "
+         "collected first and run later). Run each hook inside the loop, or bind p as a default: def patch(act, hook, p=p)")
     assert not _close(got, _sweep(model, clean, corrupt, hook_name, metric, lambda p: p), atol=1e-4), \
         "you ran the clean input with the corrupt activation patched in (noising): run the corrupt input and patch in the clean one"
     assert not _close(got, _sweep(model, corrupt, clean, hook_name, metric, lambda p: slice(0, p + 1)), atol=1e-4), \
@@ -191,7 +194,9 @@ def check_my_k_composition(fn, model) -> None:
     assert not _close(got, no_transpose, atol=1e-4), "you left out the transpose: W_QK @ W_OV.T, not W_QK @ W_OV"
     unnormalised = torch.tensor([[float(norm(qk[b] @ ov[a].T)) for b in range(n)] for a in range(n)])
     assert not _close(got, unnormalised, atol=1e-4), "you did not divide by ||W_QK||_F ||W_OV||_F: the score lies in [0, 1]"
-    assert _close(got, want, atol=1e-4), _first_difference(got, want, "writer_head reader_head")
+    assert _close(got, want, atol=1e-4), (_first_difference(got, want, "writer_head reader_head") + ": the score of writer A "
+                                          "and reader B is ||W_QK^B (W_OV^A)^T||_F / (||W_QK^B||_F ||W_OV^A||_F), with both "
+                                          "matrices [d_model d_model] as lens.W_OV and lens.W_QK return them")
 
 
 # ---- Folded answers of the "predict, then run" exercises, filled from the run's findings
