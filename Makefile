@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# notebooks side by side in `make journal`, each after those it needs; `make journal LANES=1`: one at a time
+LANES  ?= 2
 
 .PHONY: setup read journal test lab bench crosscheck clean
 
@@ -20,8 +22,8 @@ read: setup  ## render the committed notebooks, outputs included, into build/jou
 	$(PY) -m glassbox.journal render --out build/journal
 	@echo "open build/journal/index.html in a browser"
 
-journal: setup  ## execute every notebook in full mode (in place), render build/journal, update README
-	$(PY) -m glassbox.journal run
+journal: setup  ## execute every notebook in full mode (in place, in $(LANES) lanes), render build/journal, update README
+	$(PY) -m glassbox.journal run --lanes $(LANES)
 	$(PY) -m glassbox.journal render --out build/journal
 	$(PY) -m glassbox.journal readme
 

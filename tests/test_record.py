@@ -264,3 +264,28 @@ def test_a_rerun_that_loads_a_checkpoint_carries_its_record_forward_only_while_t
     carried = runner.carried_forward(targets, "97_x.ipynb", {"findings/97_x.json": "3" * 64})
     assert carried == {"checkpoints/kept.pt": runner._sha256(targets.checkpoints / "kept.pt")}
     assert runner.carried_forward(targets, "96_new.ipynb", {}) == {}, "a first run has nothing to carry"
+
+
+def test_a_promotion_under_way_in_another_lane_is_waited_for_not_called_torn(tmp_path):
+    # the recovery record exists while a live promotion holds the lock: a reader waits for it instead of refusing
+    import threading
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / record.RECORD).write_text('{"state": "prepared", "moves": []}')
+    holding = threading.Event()
+
+    def promote():
+        with record.lock(control / "promotion.lock", "the record's promotion"):
+            holding.set()
+            time.sleep(0.5)
+            (control / record.RECORD).unlink()  # the promotion ends: its record goes
+
+    t = threading.Thread(target=promote)
+    t.start()
+    holding.wait()
+    record.refuse_if_torn(control, wait=10)  # returns once the promotion is over
+    t.join()
+    # control: the same record with no promotion holding the lock is torn, and is refused at once
+    (control / record.RECORD).write_text('{"state": "prepared", "moves": []}')
+    with pytest.raises(record.Torn, match="glassbox.journal recover"):
+        record.refuse_if_torn(control, wait=10)

@@ -214,9 +214,16 @@ def recover(control: Path) -> str | None:
     return f"an interrupted promotion was {done}: {names}"
 
 
-def refuse_if_torn(control: Path) -> None:
-    """Raise Torn if an interrupted promotion under `control` waits to be recovered."""
-    found = pending(control)
+def refuse_if_torn(control: Path, wait: float = 120) -> None:
+    """Raise Torn if an interrupted promotion under `control` waits to be recovered. A promotion still under way
+    (another run holds the promotion lock, as a second lane of `make journal` may) is waited for, up to `wait` s."""
+    if pending(control) is None:
+        return
+    try:
+        with lock(control / "promotion.lock", "the record's promotion", wait=wait):
+            found = pending(control)  # with the lock held, a record left behind is an interrupted promotion
+    except Busy:
+        found = pending(control)
     if found is not None:
         raise Torn(f"a promotion into the record was interrupted ({paths.shown(control / RECORD)}); its files may "
                    "not belong together. Run `python -m glassbox.journal recover` (it completes or rolls it back)")

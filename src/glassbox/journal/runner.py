@@ -1,6 +1,6 @@
 """Run, render and summarise the journal.
 
-    python -m glassbox.journal run [--smoke] [--out DIR] [-p NAME=VALUE ...] [NOTEBOOK ...]
+    python -m glassbox.journal run [--smoke] [--out DIR] [--lanes N] [-p NAME=VALUE ...] [NOTEBOOK ...]
     python -m glassbox.journal render [--out build/journal]
     python -m glassbox.journal readme      # README's findings table, the glossary's 'Used in' lines
     python -m glassbox.journal address     # the address in pyproject.toml into every Colab badge and setup cell
@@ -12,19 +12,27 @@ notebooks/ (or DIR/), findings to notebooks/findings/ (or DIR/findings/), checkp
 checkpoints/ (or DIR/checkpoints/). A failed or interrupted run promotes nothing and says which cell
 failed and where the failed copy is. `--smoke` (tiny sizes) always writes outside the repository:
 to DIR, or to a new temporary folder.
+
+Several notebooks run in `--lanes N` lanes (default 2: two 1-thread notebooks side by side on two
+cores), each in a process of its own that runs and promotes it exactly as a one-notebook run does; a
+notebook starts only after the notebooks it needs were kept (glassbox.journal.lanes reads that from
+the checkpoints and findings each one loads and saves). A failure skips what needs it, the others go
+on, and the run ends with a table of what ran where. `--lanes 1`: one at a time, in numeric order,
+stopping at the first failure.
 """
 import argparse
 import ast
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glassbox.journal import catalogue, contract, paths, record
+from glassbox.journal import catalogue, contract, lanes as lanes_, paths, record
 
 
 @dataclass(frozen=True)
@@ -287,20 +295,28 @@ def run_one(notebook: Path, targets: Targets, params: dict, smoke: bool) -> floa
 
 
 def run(names: list[str] | None, smoke: bool = False, out: Path | None = None,
-        params: dict | None = None) -> dict[str, float]:
-    """Execute the notebooks in order; returns the seconds each took. Raises RunFailed at the first
-    failure (the notebooks before it are kept, it and those after are not)."""
+        params: dict | None = None, lanes: int = 1) -> dict[str, float]:
+    """Execute the notebooks; returns the seconds each kept one took. One lane: in order, raising RunFailed
+    at the first failure (the notebooks before it are kept, it and those after are not). More lanes (and
+    more than one notebook): side by side as glassbox.journal.lanes schedules them, raising RunFailed at
+    the end if any notebook was not kept (every other one was)."""
     params = dict(params or {})
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+        raise ValueError(f"--lanes must be a whole number of at least 1 (1: one notebook at a time), got {lanes!r}")
     chosen = catalogue.notebooks(names)
     for nb in chosen:  # refuse a bad parameter before the first (long) run, not after
         check_parameters(nb, params)
+    graph = lanes_.graph(chosen) if lanes > 1 and len(chosen) > 1 else None  # an unreadable graph: refused now
     scratch = smoke and out is None  # nobody asked to keep these outputs: removed at the end
     if scratch:
         out = Path(tempfile.mkdtemp(prefix="glassbox-smoke-"))
     targets = Targets.under(out) if out is not None else Targets.committed()
-    recovered = record.recover(targets.control)
+    with record.lock(targets.control / "promotion.lock", "the record's promotion", wait=120):
+        recovered = record.recover(targets.control)  # never while another run's promotion is under way
     if recovered:
         print(recovered, flush=True)
+    if graph is not None:
+        return _run_lanes(graph, lanes, targets, params, smoke, out, scratch)
     seconds = {}
     try:
         for nb in chosen:
@@ -319,6 +335,48 @@ def run(names: list[str] | None, smoke: bool = False, out: Path | None = None,
     if scratch:
         shutil.rmtree(out, ignore_errors=True)
     return seconds
+
+
+def _run_lanes(graph: "lanes_.Graph", lanes: int, targets: Targets, params: dict, smoke: bool, out: Path | None,
+               scratch: bool) -> dict[str, float]:
+    """run() with more than one lane: each notebook in a child process (`run NN --lane-child`)."""
+    def launch(stem: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "glassbox.journal", "run", stem, "--lane-child"]
+        command += (["--smoke"] if smoke else []) + (["--out", str(targets.notebooks)] if out is not None else [])
+        for name, value in params.items():
+            command += ["-p", f"{name}={value!r}"]
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    PROGRESS.running = None
+    try:
+        results = lanes_.run_lanes(graph, lanes, launch, say=lambda line: print(line, flush=True), kept=PROGRESS.kept)
+    except KeyboardInterrupt:
+        if scratch:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    lost = [r for r in results.values() if r.outcome != "kept"]
+    if scratch and not lost:
+        shutil.rmtree(out, ignore_errors=True)
+        print("smoke: outputs removed; --out DIR keeps them", flush=True)
+    if lost:
+        raise RunFailed(f"{len(lost)} of {len(results)} notebooks not kept ("
+                        + "; ".join(f"{r.stem} {r.outcome}" for r in lost) + "), every other one was kept; "
+                        "the table above says why" + (f"; the smoke run's folder: {out}" if scratch else ""))
+    return {s: r.seconds for s, r in results.items()}
+
+
+def run_child(name: str, smoke: bool, out: Path | None, params: dict) -> None:
+    """One notebook of a run in lanes, in its own process: run_one, nothing printed unless it fails."""
+    if smoke and out is None:
+        raise ValueError("a smoke run in a lane needs --out (smoke runs never write the committed record)")
+    chosen = catalogue.notebooks([name])
+    if len(chosen) != 1:
+        raise ValueError(f"--lane-child runs one notebook; {name!r} names {len(chosen)}")
+    notebook = chosen[0]
+    PROGRESS.running = notebook.stem
+    run_one(notebook, Targets.under(out) if out is not None else Targets.committed(), params, smoke)
+    PROGRESS.running = None
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -342,11 +400,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute notebooks with papermill (all or nothing)")
-    p_run.add_argument("names", nargs="*", help="notebooks to run (default: all, in order)")
+    p_run.add_argument("names", nargs="*", help="notebooks to run (default: all)")
     p_run.add_argument("--smoke", action="store_true", help="SMOKE=True: tiny sizes, outputs outside the repository")
     p_run.add_argument("--out", type=Path, help="write notebooks, findings and checkpoints under DIR")
     p_run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                        help="set a parameter, VALUE a Python literal (e.g. -p N_STEPS=500); checked before running")
+    p_run.add_argument("--lanes", type=int, default=2, metavar="N",
+                       help="run up to N notebooks side by side, each after those it needs (default 2; 1: one at "
+                            "a time, in order, stopping at the first failure)")
+    p_run.add_argument("--lane-child", action="store_true", help=argparse.SUPPRESS)  # one notebook of a run in lanes
     p_render = sub.add_parser("render", help="render the journal as HTML")
     p_render.add_argument("--out", type=Path, default=paths.BUILD_DIR / "journal")
     sub.add_parser("readme", help="update the findings table in README.md and the glossary's 'Used in' lines")
@@ -358,8 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     p_recover.add_argument("--out", type=Path, help="the DIR an interrupted `run --out DIR` wrote to")
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            seconds = run(args.names, args.smoke, args.out, dict(map(parse_param, args.param)))
+        if args.command == "run" and args.lane_child:
+            if len(args.names) != 1:
+                raise ValueError("--lane-child runs exactly one notebook")
+            run_child(args.names[0], args.smoke, args.out, dict(map(parse_param, args.param)))
+        elif args.command == "run":
+            seconds = run(args.names, args.smoke, args.out, dict(map(parse_param, args.param)), args.lanes)
             print(json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=2))
         elif args.command == "verify":
             problems = record_problems()
