@@ -12,7 +12,7 @@ KEYS = ["tms_features_represented_dense", "tms_features_represented_sparse", "tm
         "tms_phase_loss_ratio", "tms_phase_beating_cells_less_important_feature",
         "tms_pentagon_neighbour_passes_above", "tms_phase_agreement_all_cells", "tms_phase_boundary_cells",
         "tms_phase_agreement_boundary_cells", "tms_dim_seeds", "tms_sticky_excess", "tms_near_half", "tms_sticky_share_pooled", "tms_excess_other_fractions",
-        "tms_sticky_share_by_sparsity", "tms_plateau_at_1", "tms_plateau_at_half", "tms_plateau_elsewhere", "tms_plateau_flatness", "tms_antipodal_at_half", "tms_antipodal_summary",
+        "tms_sticky_share_by_sparsity", "tms_plateau_at_1", "tms_plateau_at_half", "tms_plateau_dense", "tms_below_smallest_edge", "tms_antipodal_at_half", "tms_antipodal_summary",
         "tms_feature_count_elsewhere", "tms_densest", "tms_train_seconds", "headline"]
 
 
@@ -34,6 +34,10 @@ def test_smoke(smoke_run):
         f"the null of the count near 1/2: a 99th percentile and a maximum per initialisation: {near}"
     assert "headline" in f and "s:" not in f["headline"].lower() and " s " not in f["headline"], \
         "the headline must quote no seconds"
+    dense = f["tms_plateau_dense"]
+    assert len(dense["inv_density"]) == 4 and len(dense["D_star"]) == len(dense["length"]) == len(dense["smooth_controls_length"]) == 2, \
+        f"the denser smoke sweep: 4 sparsities, 2 new initialisations, one plateau and one set of smooth controls each: {dense}"
+    assert dense["points"] == sum(dense["length"]) and f["tms_antipodal_at_half"]["hidden"] == 2, (dense, f["tms_antipodal_at_half"])
 
 
 def test_full_toy_model_claims():
@@ -79,26 +83,48 @@ def test_full_trained_models_beat_the_superposition_candidate_but_not_the_others
         and shape["larger bias"] >= 0.8 * shape["cells"], f"claim: the winners shorten the less important feature and raise its bias: {shape}"
 
 
-def test_full_what_sits_at_one_half_is_antipodal_pairs_and_it_holds_still():
-    """The claims: wherever D* is at 1/2 the features are antipodal pairs (control: the same instances untrained), and D*
-    holds stiller there than on any stretch of the curve that shares no sparsity with it (control); no other fraction
-    has such a run."""
+def test_full_one_half_is_2m_features_in_m_antipodal_pairs():
+    """The claim: wherever D* is within 0.015 of 1/2, exactly 2m features are represented, all in antipodal pairs. Controls:
+    the nearest denser sparsity of the same initialisation (a matched selection: same sweep, next point) and the same
+    instances before training must both fail it."""
     f = findings.load(STEM)
-    assert f["tms_dim_seeds"] == len(f["tms_plateau_at_half"]) >= 3, "the stickiness claim must hold over at least 3 initialisations"
-    pairs, summary = f["tms_antipodal_at_half"], f["tms_antipodal_summary"]
-    assert summary["cases"] == sum(f["tms_plateau_at_half"]) >= 3 and all(len(row) >= 1 for row in pairs["trained"])
-    for row in pairs["trained"]:
-        for c in row:
-            assert c["represented"] >= 10 and c["with_partner"] >= 0.9 * c["represented"], f"claim: antipodal pairs at 1/2: {pairs['trained']}"
-    assert summary["trained_min_share"] >= 0.9 and summary["untrained_max_share"] < 0.3, \
-        f"control: the untrained instances at the same sparsities have no such pairs: {summary}"
-    flat = f["tms_plateau_flatness"]
-    for at_half, elsewhere in zip(flat["at_half"], flat["elsewhere_not_overlapping"]):
-        assert at_half is not None and elsewhere is not None, f"both stretches must exist in every initialisation: {flat}"
-        assert at_half < elsewhere, f"claim: D* holds stiller at 1/2 than on any stretch that shares no sparsity with it: {flat}"
-    assert all(fs == [] for fs in flat["other_fractions_with_a_run"]), f"claim: no other fraction has a run of three: {flat}"
-    for by in f["tms_sticky_share_by_sparsity"]:
-        assert max(s for s in by[2:9] if s is not None) >= 0.9 and by[-1] < 0.2, f"claim: high mid-sweep, low at the sparsest: {by}"
+    pairs, summary, m = f["tms_antipodal_at_half"], f["tms_antipodal_summary"], f["tms_antipodal_at_half"]["hidden"]
+    assert m == 10 and f["tms_dim_seeds"] == len(pairs["trained"]) >= 3, "the claim must hold over at least 3 initialisations"
+    full = lambda c: c["represented"] == c["with_partner"] == 2 * m
+    assert all(len(row) >= 1 for row in pairs["trained"]), f"D* must reach 1/2 in every initialisation: {pairs['D_star']}"
+    assert all(full(c) for row in pairs["trained"] for c in row), f"claim: 2m features in m pairs at 1/2: {pairs['trained']}"
+    assert summary["cases"] == summary["cases_2m_paired"] == sum(f["tms_plateau_at_half"]), summary
+    assert summary["hidden"] == m and summary["paired_features"] == 2 * m, "the prose quotes m and 2m from the summary"
+    assert all(abs(d - 0.5) <= 0.015 for row in pairs["D_star"] for d in row), pairs["D_star"]
+    assert len(set.intersection(*map(set, pairs["inv_density"]))) >= 2, \
+        f"the prose says D* is at 1/2 at the same two sparsities at least in every initialisation: {pairs['inv_density']}"
+    controls = [c for c in pairs["denser"] if c is not None]
+    assert len(controls) == len(pairs["trained"]) and not any(map(full, controls)), f"control (next denser sparsity) must fail: {controls}"
+    assert all(c["represented"] < 2 * m and c["D_star"] > 0.515 for c in controls), f"control: fewer than 2m represented: {controls}"
+    assert all(c["with_partner"] >= 0.8 * c["represented"] for c in controls), f"the prose says pairs alone do not mark 1/2: {controls}"
+    assert summary["denser_2m_paired"] == 0 and summary["untrained_with_partner_max"] == 0, summary
+    assert not any(full(c) for row in pairs["untrained"] for c in row), "control: the instances before training"
+
+
+def test_full_d_star_holds_still_at_one_half_on_a_denser_grid_and_smooth_curves_do_not():
+    """The claim: on the denser grid D* stays within 0.015 of 1/2 and moves at most 0.01 over at least 4 neighbouring
+    sparsities, with 2m features in m pairs at each. Control: smooth curves through the same end points (recomputed
+    here from the recorded D*, and as recorded) hold for fewer; and the measure finds the plateau it should."""
+    dense = findings.load(STEM)["tms_plateau_dense"]
+    x = torch.tensor(dense["inv_density"])
+    assert len(x) == 16 and x[0] == pytest.approx(1.8, abs=0.01) and x[-1] == pytest.approx(5.0, abs=0.01)
+    for d, length, controls, span in zip(dense["D_star"], dense["length"], dense["smooth_controls_length"], dense["D_star_range"]):
+        d = torch.tensor(d)
+        assert length >= 4, f"claim: a plateau of at least 4 sparsities at 1/2: {d.tolist()}"
+        # recomputed from the recorded D* (rounded to 3 decimals, which can move one point across an edge)
+        assert abs(sp.plateau_at(d, 0.5)[1] - length) <= 1, f"the recorded plateau must be the measure's: {length}, {d.tolist()}"
+        assert span[1] - span[0] <= 0.01 + 1e-9 and abs(sum(span) / 2 - 0.5) <= 0.015, span
+        again = {k: sp.plateau_at(c, 0.5)[1] for k, c in sp.smooth_curves(x, d[0].item(), d[-1].item()).items()}
+        assert max(again.values()) < 4 and max(controls.values()) < 4, f"control: smooth curves have no plateau: {again}, {controls}"
+        assert d[0] > 0.55 and d[-1] < 0.45, f"the grid must reach past the plateau on both sides: {d.tolist()}"
+    assert dense["smooth_longest"] == [max(c.values()) for c in dense["smooth_controls_length"]], dense
+    assert dense["points"] == sum(dense["length"]) == dense["points_2m_paired"], f"claim: 2m in m pairs all along the plateau: {dense}"
+    assert dense["untrained_with_partner_max"] == 0, "control: the same instances before training have no pairs"
 
 
 def test_full_a_feature_count_beats_a_uniform_spread_at_one_half_and_elsewhere_too():
@@ -121,13 +147,18 @@ def test_full_the_pooled_share_is_not_the_evidence():
         # each feature counts for its nearest fraction, so the pooled excess is the excess at 1/2 plus the others' (an identity)
         assert (p["share"] - p["uniform"]) * p["features"] == pytest.approx(observed - uniform + o, abs=1.0), (pooled, near, other)
     assert f["tms_sticky_excess"][0]["2/3"]["observed"] < f["tms_sticky_excess"][0]["2/3"]["uniform"], "2/3 holds fewer than uniform"
-    assert all(0.3 < p["below_smallest"] < 0.7 for p in pooled), f"about half fall below 3/8 at the sparsest settings: {pooled}"
+    assert f["tms_below_smallest_edge"] == pytest.approx(0.345), "the prose names the edge the code counts below"
+    assert all(0.3 < p["below_smallest"] < 0.7 for p in pooled), f"about half fall below 0.345 at the sparsest settings: {pooled}"
+    for by in f["tms_sticky_share_by_sparsity"]:
+        assert max(s for s in by[2:9] if s is not None) >= 0.9 and by[-1] < 0.2, f"claim: high mid-sweep, low at the sparsest: {by}"
 
 
 def test_full_dense_d_star_of_one_is_total_norm_not_one_dimension_each():
     dense = findings.load(STEM)["tms_densest"]
     assert all(abs(v - 10) < 1 for v in dense["squared_frobenius"]), f"D* ~ 1 means ||W||_F^2 ~ m = 10: {dense}"
     assert all(n < 10 for n in dense["features_above_half"]), f"claim: fewer than 10 features get a norm above 0.5: {dense}"
+    assert all(0.7 < lo <= hi < 1.1 for lo, hi in dense["gram_eigenvalues"]), f"claim: W W^T is close to a projection: {dense}"
+    assert all(hi > 1.5 for lo, hi in dense["gram_eigenvalues_untrained"]), f"control: untrained W W^T is not: {dense}"
 
 
 def test_full_pentagon_bias_cuts_off_only_small_interference():
@@ -156,10 +187,10 @@ def test_full_headline_quotes_the_findings():
                  f"three-candidate approximation in {f['tms_phase_diagram_agreement']:.0%} of cells",
                  f"({f['tms_phase_agreement_untrained']:.0%} before training)",
                  f"{f['tms_phase_agreement_boundary_cells']['trained']:.0%} of boundary cells",
-                 f"({f['tms_antipodal_summary']['cases']} cases) at least {f['tms_antipodal_summary']['trained_min_share']:.0%}",
-                 f"(untrained: at most {f['tms_antipodal_summary']['untrained_max_share']:.0%})",
-                 f"moves {max(f['tms_plateau_flatness']['at_half']):.3f} at most",
-                 f"elsewhere {min(f['tms_plateau_flatness']['elsewhere_not_overlapping']):.3f} at least"):
+                 f"({f['tms_antipodal_summary']['cases_2m_paired']} of {f['tms_antipodal_summary']['cases']} cases; the nearest "
+                 f"denser sparsity: {f['tms_antipodal_summary']['denser_2m_paired']} of {f['tms_antipodal_summary']['denser_cases']})",
+                 f"over {min(f['tms_plateau_dense']['length'])} to {max(f['tms_plateau_dense']['length'])} neighbouring sparsities",
+                 f"hold for at most {max(n for c in f['tms_plateau_dense']['smooth_controls_length'] for n in c.values())})"):
         assert text in h, f"the headline should quote {text!r}: {h}"
 
 

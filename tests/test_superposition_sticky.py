@@ -1,4 +1,6 @@
 """sticky_share_uniform: the baseline of the sticky-fraction count, matched to the features' own range."""
+import math
+
 import pytest
 import torch
 
@@ -76,3 +78,29 @@ def test_uniform_count_null_counts_like_count_sticky():
         sp.uniform_count_null(D, "1/3")
     with pytest.raises(ValueError, match="range"):
         sp.uniform_count_null(torch.tensor([0.5, 0.5]))
+
+
+def test_antipodal_pairs_count_represented_features_with_an_opposite_partner():
+    W = torch.tensor([[1.0, -1.0, 0.0, 0.0, 0.1], [0.0, 0.0, 1.0, 0.7, 0.0]])  # a pair, two at 35 deg, one too short
+    assert sp.antipodal_pairs(W) == {"represented": 4, "with_partner": 2}
+    assert sp.antipodal_pairs(torch.eye(3)) == {"represented": 3, "with_partner": 0}, "orthogonal features have no partner"
+
+
+def test_plateau_at_finds_the_longest_still_run_near_the_level():
+    d = torch.tensor([0.70, 0.60, 0.52, 0.495, 0.49, 0.492, 0.489, 0.46, 0.40, 0.401, 0.40])
+    assert sp.plateau_at(d, 0.5) == (3, 4), "0.52 is too far from 1/2; 0.46 too"
+    assert sp.plateau_at(d, 0.4, near=0.015) == (8, 3), "the run of three at 0.4"
+    assert sp.plateau_at(d, 0.5, tol=0.004) == (4, 3), "0.495 .. 0.489 moves 0.006: only 0.49, 0.492, 0.489 stay within 0.004"
+    assert sp.plateau_at(d, 0.25) == (-1, 0), "no value near the level"
+
+
+def test_smooth_curves_pass_the_end_points_and_have_no_plateau():
+    x = torch.logspace(math.log10(1.8), math.log10(5.0), 16)
+    curves = sp.smooth_curves(x, 0.69, 0.37)
+    assert set(curves) == {"linear in log x", "power law", "exponential", "logistic in log x"}
+    for name, c in curves.items():
+        assert c[0].item() == pytest.approx(0.69, abs=1e-5) and c[-1].item() == pytest.approx(0.37, abs=1e-5), name
+        assert (c.diff() < 0).all(), f"{name} must fall all the way"
+        assert sp.plateau_at(c, 0.5)[1] <= 1, f"{name} crosses 1/2 without holding still"
+    step = torch.tensor([0.69, 0.6, 0.55] + [0.495, 0.492, 0.49, 0.49] + [0.45, 0.42, 0.4, 0.39, 0.385, 0.38, 0.377, 0.374, 0.37])
+    assert sp.plateau_at(step, 0.5)[1] == 4, "a curve with a plateau: the measure finds it"

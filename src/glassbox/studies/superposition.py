@@ -365,6 +365,37 @@ def uniform_count_null(D: Float[Tensor, "..."], label: str = "1/2", tolerance: f
     return torch.cat(counts)
 
 
+
+def antipodal_pairs(W: Float[Tensor, "hidden features"], threshold: float = 0.5, cosine: float = -0.95) -> dict[str, int]:
+    """Represented features (norm > threshold) of one instance, and how many of them have a represented partner
+    pointing the opposite way (cosine below `cosine`)."""
+    u = torch.nn.functional.normalize(W[:, W.norm(dim=0) > threshold], dim=0)
+    return {"represented": u.shape[1], "with_partner": int(((u.T @ u) < cosine).any(1).sum())}
+
+
+def plateau_at(values: Float[Tensor, "points"], level: float, near: float = 0.015, tol: float = 0.01) -> tuple[int, int]:
+    """(first index, length) of the longest run of neighbouring values that all lie within `near` of `level` and
+    together move at most `tol` (max - min); (-1, 0) when no value is near `level`."""
+    best, v = (-1, 0), values.tolist()
+    for i in range(len(v)):
+        j = i
+        while j < len(v) and abs(v[j] - level) <= near and max(v[i:j + 1]) - min(v[i:j + 1]) <= tol:
+            j += 1
+        if j - i > best[1]:
+            best = (i, j - i)
+    return best
+
+
+def smooth_curves(x: Float[Tensor, "points"], first: float, last: float) -> dict[str, Float[Tensor, "points"]]:
+    """Curves without a plateau through (x[0], first) and (x[-1], last): the controls of `plateau_at`
+    (linear in log x, a power law, an exponential decay, a logistic in log x centred between the end points)."""
+    t = (x.log() - x[0].log()) / (x[-1].log() - x[0].log())  # 0 .. 1 along the grid
+    s = lambda z: torch.sigmoid(4 * (z - 0.5))  # gentle: no flat tails inside the grid
+    return {"linear in log x": first + (last - first) * t,
+            "power law": first * (x / x[0]) ** (math.log(last / first) / math.log(x[-1].item() / x[0].item())),
+            "exponential": first + (last - first) * (1 - torch.exp(-2 * t)) / (1 - math.exp(-2)),
+            "logistic in log x": first + (last - first) * (s(t) - s(torch.tensor(0.0))) / (s(torch.tensor(1.0)) - s(torch.tensor(0.0)))}
+
 # ---- figures -------------------------------------------------------------------------------------
 
 def plot_feature_geometry(W: Float[Tensor, "k hidden features"], b: Float[Tensor, "k features"],
