@@ -122,23 +122,48 @@ def test_signatures_keep_s1_and_s2_apart_and_direct_by_position_sums_to_the_dire
     assert all(swapped[k] == pytest.approx(-v, abs=1e-5) for k, v in parts[(0, 1)].items()), "IO and S swapped: every part flips"
 
 
+def test_rename_moves_the_names_or_the_repetition_and_nothing_else():
+    d = _data(200)
+    rows = torch.arange(len(d))
+    slots = lambda x: torch.stack([x.tokens[rows, d.pos[k]] for k in ("IO", "S1", "S2")], 1)
+    io, s = d.io[:, None], d.s[:, None]
+    cdd, aba, bab = (slots(ioi.rename(d, V, p, seed=2)) for p in ("CDD", "ABA", "BAB"))
+    assert (cdd[:, 1] == cdd[:, 2]).all() and (cdd[:, :2] != io).all() and (cdd[:, :2] != s).all() and (cdd[:, 0] != cdd[:, 1]).all()
+    assert torch.equal(aba, torch.cat([io, s, io], 1)), "ABA: the sentence's own names, the IO repeated"
+    assert torch.equal(bab, torch.cat([s, io, s], 1)), "BAB: the same names in swapped slots, S still repeated"
+    other = ioi.rename(d, V, "CDD", seed=2)
+    mask = torch.ones_like(d.tokens, dtype=torch.bool)
+    for k in ("IO", "S1", "S2"):
+        mask[rows, d.pos[k]] = False
+    assert (other.tokens[mask] == d.tokens[mask]).all() and torch.equal(other.io, d.io) and torch.equal(other.s, d.s)
+    assert not torch.equal(slots(ioi.rename(d, V, "CDD", seed=3)), cdd), "control: another seed, other new names"
+    with pytest.raises(ValueError, match="three letters"):
+        ioi.rename(d, V, "AB", seed=0)
+
+
 def test_classes_follow_the_signatures_and_the_path_numbers():
     att = lambda io, s1, s2, dup=0.1, ind=0.1: {"END->IO": io, "END->S1": s1, "END->S2": s2, "S2->S1 (duplicate)": dup,
                                                "S2->S1+1 (induction)": ind}
     flat = att(0.1, 0.1, 0.1)
     assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, 0.3, 1) == ["name mover"]
-    assert ioi.signature_classes(att(0.0, 0.1, 0.8), flat, -0.5, 1) == ["S suppressor", "S-inhibition"]
+    assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, 0.3, 1, from_io=0.2) == ["partial name mover"], \
+        "control: a head that attends to the IO but moves its effect from elsewhere is only a partial name mover"
+    assert ioi.signature_classes(att(0.0, 0.1, 0.8), att(0.1, 0.1, 0.5), -0.5, 1) == ["S suppressor", "last-name reader"]
+    assert ioi.signature_classes(att(0.0, 0.1, 0.8), att(0.5, 0.1, 0.1), -0.5, 1) == ["S suppressor"], \
+        "control: a head that looks at S2 only when it repeats does not just read the last name"
     assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, -0.5, 1) == ["negative name mover"]
+    assert ioi.io_share({"IO": 1.0, "S1": -0.2, "S2": 0.0, "rest": 1.2}) == pytest.approx(0.5)
+    assert ioi.io_share({"IO": 1.0, "S1": 0.0, "S2": 0.0, "rest": -2.0}) == 0.0, "no positive direct effect: no share"
     assert "duplicate-token" in ioi.signature_classes(att(0.1, 0.1, 0.1, dup=0.4), flat, 0.1, 0)
     assert "induction" in ioi.signature_classes(att(0.1, 0.1, 0.1, ind=0.4), flat, 0.1, 1)
     assert "induction" not in ioi.signature_classes(att(0.1, 0.1, 0.1, ind=0.4), flat, 0.1, 0), "layer 0 cannot do induction"
-    sigs = {(1, 0): ["name mover"], (1, 1): ["S suppressor"], (0, 0): ["S-inhibition"], (0, 1): [], (0, 2): ["duplicate-token"]}
+    sigs = {(1, 0): ["name mover"], (1, 1): ["S suppressor"], (0, 0): ["last-name reader"], (0, 1): [], (0, 2): ["duplicate-token"]}
     effects = {"to logits": {(1, 0): -0.3, (1, 1): -0.2, (0, 0): -0.15, (0, 1): 0.05, (0, 2): 0.0},
                "to queries": {(0, 0): -0.2, (0, 1): -0.3, (0, 2): 0.0}, "to values": {(0, 0): 0.0, (0, 1): 0.0, (0, 2): -0.4}}
     cls = ioi.classify(effects, sigs, 0.1)
     assert list(cls) == list(ioi.CLASSES)
     assert cls["name mover"] == [(1, 0)] and cls["S suppressor"] == [(1, 1)] and cls["other direct"] == [(0, 0)]
-    assert cls["S-inhibition"] == [(0, 0)] and cls["other query input"] == [(0, 1)] and cls["duplicate-token"] == [(0, 2)]
+    assert cls["last-name reader"] == [(0, 0)] and cls["other query input"] == [(0, 1)] and cls["duplicate-token"] == [(0, 2)]
     assert not cls["negative name mover"] and not cls["induction"], "control: nothing below the threshold gets a class"
 
 

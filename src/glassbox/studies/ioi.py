@@ -5,6 +5,7 @@ corrupted distribution, and the small transformer of notebook 11 trained on them
     train = make_ioi(4096, vocab, TRAIN_TEMPLATES, vocab.pairs("train"), seed=0)
     test = make_ioi(1024, vocab, HELD_OUT_TEMPLATES, vocab.pairs("held-out"), seed=1)
     abc = make_abc(test, vocab, seed=2)     # same templates and fillers, three distinct random names
+    swapped = rename(test, vocab, "ABA")   # the same names, the IO repeated instead of S
     logit_diff(model(test.tokens)[:, -1], test).mean()  # logit(IO) - logit(S) at the last position
     found = find_circuit(model, test, abc, vocab, threshold=0.1)  # path patching back from the logits, every earlier
                                                                    # head a sender; head classes from measured signatures
@@ -162,6 +163,25 @@ def make_abc(data: IOIData, vocab: Vocab, seed: int = 0) -> IOIData:
     rows = torch.arange(len(data))
     for k, key in enumerate(("IO", "S1", "S2")):
         tokens[rows, data.pos[key]] = names[:, k]
+    return IOIData(tokens=tokens, io=data.io.clone(), s=data.s.clone(), pos=dict(data.pos), group=data.group.clone(),
+                   template=data.template.clone(), abba=data.abba.clone(), templates=data.templates)
+
+
+def rename(data: IOIData, vocab: Vocab, pattern: str, seed: int = 0) -> IOIData:
+    """`data` with its three name slots (IO, S1, S2) refilled by `pattern`, three letters: 'A' the clean IO's name,
+    'B' the clean S's, 'C', 'D', 'E' new random names (distinct, and different from A and B). 'CDD': new names,
+    the repetition kept; 'ABA': the same names, the IO's repeated (S and IO exchange roles); 'BAB': the same names
+    in swapped slots, S still repeated. Everything else, `io` and `s` included, is the clean sentence's."""
+    if len(pattern) != 3 or set(pattern) - set("ABCDE"):
+        raise ValueError(f"pattern must be three letters of A-E for the slots IO, S1, S2, got {pattern!r}")
+    gen, n = torch.Generator().manual_seed(seed), len(vocab.names)
+    tokens = data.tokens.clone()
+    draws = torch.stack([torch.randperm(n, generator=gen)[:5] for _ in range(len(data))])  # 5 draws: at least 3 are not A or B
+    for i in range(len(data)):
+        clean = {"A": int(data.io[i]), "B": int(data.s[i])}
+        fresh = [int(x) for x in draws[i] if int(x) not in clean.values()]
+        fill = clean | dict(zip("CDE", fresh))
+        tokens[i, [int(data.pos[k][i]) for k in ("IO", "S1", "S2")]] = torch.tensor([fill[c] for c in pattern])
     return IOIData(tokens=tokens, io=data.io.clone(), s=data.s.clone(), pos=dict(data.pos), group=data.group.clone(),
                    template=data.template.clone(), abba=data.abba.clone(), templates=data.templates)
 
@@ -348,8 +368,8 @@ def trace(model: nn.Module, data: IOIData, abc: IOIData, threshold: float) -> di
 
 # ---- classes from measured signatures, and rules that need no circuit ----------------------------------
 
-CLASSES = ("name mover", "S suppressor", "negative name mover", "other direct", "S-inhibition", "other query input",
-           "duplicate-token", "induction", "other value input")
+CLASSES = ("name mover", "partial name mover", "S suppressor", "negative name mover", "other direct", "last-name reader",
+           "other query input", "duplicate-token", "induction", "other value input")
 
 
 def reads(attention: dict[str, float]) -> str:
@@ -357,17 +377,29 @@ def reads(attention: dict[str, float]) -> str:
     return max(("IO", "S1", "S2"), key=lambda k: attention[f"END->{k}"])
 
 
-def signature_classes(attention: dict[str, float], attention_abc: dict[str, float], copying: float, layer: int) -> list[str]:
+def io_share(parts: dict[str, float]) -> float:
+    """The share of a head's direct effect on the logit difference that comes from reading the IO's position (`parts`:
+    its `direct_by_position` row); 0 when the direct effect is not positive."""
+    total = sum(parts.values())
+    return parts["IO"] / total if total > 0 else 0.0
+
+
+def signature_classes(attention: dict[str, float], attention_abc: dict[str, float], copying: float, layer: int,
+                      from_io: float = 1.0) -> list[str]:
     """The classes whose signature one head has, its path-patching numbers aside: 'name mover' (reads the IO most from
-    END, its OV circuit copies names: margin > 0), 'S suppressor' (reads S1 or S2 most, suppresses: margin < 0),
-    'negative name mover' (reads the IO, suppresses), 'S-inhibition' (from END, more attention to S2 than to the IO),
-    'duplicate-token' (attention from S2 to S1 higher on the sentences than on their ABC versions: it depends on S1
-    being the same name) and 'induction' (layer >= 1; the same for the word after S1, by more)."""
+    END, its OV circuit copies names: margin > 0, and reading the IO gives at least half its direct effect: `from_io`,
+    see `io_share`), 'partial name mover' (the same, but most of its direct effect comes from other positions),
+    'S suppressor' (reads S1 or S2 most, suppresses: margin < 0), 'negative name mover' (reads the IO, suppresses),
+    'last-name reader' (from END, more attention to S2 than to the IO on the sentences and on their ABC versions: it
+    reads the last name whether or not it repeats), 'duplicate-token' (attention from S2 to S1 higher on the sentences
+    than on their ABC versions: it depends on S1 being the same name) and 'induction' (layer >= 1; the same for the word
+    after S1, by more)."""
     r, out = reads(attention), []
-    out += ["name mover"] if r == "IO" and copying > 0 else []
+    out += (["name mover"] if from_io >= 0.5 else ["partial name mover"]) if r == "IO" and copying > 0 else []
     out += ["S suppressor"] if r != "IO" and copying < 0 else []
     out += ["negative name mover"] if r == "IO" and copying < 0 else []
-    out += ["S-inhibition"] if attention["END->S2"] > attention["END->IO"] else []
+    last = lambda a: a["END->S2"] > a["END->IO"]
+    out += ["last-name reader"] if last(attention) and last(attention_abc) else []
     gain = {k: attention[k] - attention_abc[k] for k in ("S2->S1 (duplicate)", "S2->S1+1 (induction)")}
     dup, ind = gain["S2->S1 (duplicate)"], gain["S2->S1+1 (induction)"] if layer >= 1 else float("-inf")
     out += ["duplicate-token"] if dup > 0 and dup >= ind else ["induction"] if ind > 0 else []
@@ -377,19 +409,20 @@ def signature_classes(attention: dict[str, float], attention_abc: dict[str, floa
 def classify(effects: dict[str, dict], signatures: dict[tuple[int, int], list[str]], threshold: float
              ) -> dict[str, list[tuple[int, int]]]:
     """Head classes from the tracing steps of `trace` (share of the logit difference each head's path moves) and
-    each head's `signature_classes`; a head may hold two. Direct path, |effect| >= threshold: 'name mover' or
-    'S suppressor' if it carries the answer (effect < 0) and has that signature, 'negative name mover' if it works
-    against it (effect > 0) and has that one, else 'other direct'. Into the direct heads' queries, effect <=
-    -threshold: 'S-inhibition' with that signature, else 'other query input'. Into the values of the heads found,
-    effect <= -threshold: 'duplicate-token' or 'induction' with the signature, else 'other value input'."""
+    each head's `signature_classes`; a head may hold two. Direct path, |effect| >= threshold: 'name mover', 'partial
+    name mover' or 'S suppressor' if it carries the answer (effect < 0) and has that signature, 'negative name mover'
+    if it works against it (effect > 0) and has that one, else 'other direct'. Into the direct heads' queries, effect
+    <= -threshold: 'last-name reader' with that signature, else 'other query input'. Into the values of the heads
+    found, effect <= -threshold: 'duplicate-token' or 'induction' with the signature, else 'other value input'."""
     out = {k: [] for k in CLASSES}
+    carries = ("name mover", "partial name mover", "S suppressor")
     for h, e in effects["to logits"].items():
         if abs(e) >= threshold:
-            fits = [k for k in (("name mover", "S suppressor") if e < 0 else ("negative name mover",)) if k in signatures[h]]
+            fits = [k for k in (carries if e < 0 else ("negative name mover",)) if k in signatures[h]]
             out[fits[0] if fits else "other direct"].append(h)
     for h, e in effects.get("to queries", {}).items():
         if e <= -threshold:
-            out["S-inhibition" if "S-inhibition" in signatures[h] else "other query input"].append(h)
+            out["last-name reader" if "last-name reader" in signatures[h] else "other query input"].append(h)
     for h, e in effects.get("to values", {}).items():
         if e <= -threshold:
             fits = [k for k in ("duplicate-token", "induction") if k in signatures[h]]
@@ -400,20 +433,23 @@ def classify(effects: dict[str, dict], signatures: dict[tuple[int, int], list[st
 @torch.no_grad()
 def find_circuit(model: nn.Module, data: IOIData, abc: IOIData, vocab: Vocab, threshold: float) -> dict:
     """`trace`, then every head's signatures on `data` and on `abc` (`head_signatures`), its OV copying of the
-    names (`name_copying`), its `signature_classes`, the `classify` classes and the circuit (every head of a
-    class; the strongest direct head when no head passes `threshold`)."""
+    names (`name_copying`), its direct effect split by position (`direct_by_position`), its `signature_classes`, the
+    `classify` classes and the circuit (every head of a class; the strongest direct head when no head passes
+    `threshold`)."""
     effects = trace(model, data, abc, threshold)
     heads = patching.all_heads(model)
     sig, sig_abc = head_signatures(model, data, vocab.pad), head_signatures(model, abc, vocab.pad)
     attention = {h: {k: v[h].item() for k, v in sig.items()} for h in heads}
     attention_abc = {h: {k: v[h].item() for k, v in sig_abc.items()} for h in heads}
     copying = {h: name_copying(model, *h, list(range(len(vocab.names)))) for h in heads}
-    signatures = {h: signature_classes(attention[h], attention_abc[h], copying[h]["self minus others"], h[0]) for h in heads}
+    parts = direct_by_position(model, data, heads)
+    signatures = {h: signature_classes(attention[h], attention_abc[h], copying[h]["self minus others"], h[0],
+                                       io_share(parts[h])) for h in heads}
     classes = classify(effects, signatures, threshold)
     strongest = max(effects["to logits"], key=lambda h: abs(effects["to logits"][h]))
     circuit = sorted({h for v in classes.values() for h in v}) or [strongest]
     return {"effects": effects, "attention": attention, "attention ABC": attention_abc, "copying": copying,
-            "signatures": signatures, "classes": classes, "circuit": circuit}
+            "direct by position": parts, "signatures": signatures, "classes": classes, "circuit": circuit}
 
 
 def shortcut_answers(tokens: Int[Tensor, "batch pos"], n_names: int) -> dict[str, Int[Tensor, "batch"]]:
