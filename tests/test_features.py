@@ -245,3 +245,38 @@ def test_lookup_units_fire_exactly_where_their_rule_holds_and_a_mixed_pair_needs
     assert char_features.mix_pairs(units, units, []).shape == (len(units), 0)
     with pytest.raises(ValueError, match="same units"):
         char_features.mix_pairs(units, units[:, :1], [(0, 0)])
+
+
+def test_shuffled_f1_is_high_for_a_dense_unit_and_near_zero_for_a_sparse_one(book):
+    """F1 rewards units that fire often: random noise on about half the characters keeps a high F1 with the characters shuffled,
+    a unit firing exactly on one rare character keeps almost none; dead units are NaN."""
+    text = TEXT * 20
+    codes = book.codes(text)
+    truth = book.matrix(codes)
+    gen = torch.Generator().manual_seed(0)
+    dense = (torch.rand(len(text), generator=gen) < 0.5).float()
+    sparse = truth[:, rule(book, "char 'J'")].float()
+    acts = torch.stack([dense, sparse, torch.zeros(len(text))], 1)
+    chance = char_features.shuffled_f1(acts, acts, book, codes, codes, seed=0)
+    assert chance[0] > 0.4, f"noise on half the characters should match a broad rule by chance, got {chance[0]:.2f}"
+    assert chance[1] < 0.3, f"a rare character shuffled should lose its rule, got {chance[1]:.2f}"
+    real = char_features.score_rules(acts, book, codes, char_features.fit_rules(acts, book, codes))["f1"]
+    assert real[1] == pytest.approx(1.0) and real[1] - chance[1] > 0.7
+    assert chance[2].isnan(), "a unit positive nowhere has no chance level"
+
+
+def test_rules_to_cover_counts_one_for_a_character_and_m_for_m_unrelated_characters(book):
+    """A lookup unit on one character needs one rule; on m unrelated characters of equal weight about m (80% of 5: 4)."""
+    truth = book.matrix(book.codes(TEXT * 40))
+    cols = torch.tensor([rule(book, f"char '{c}'") for c in "oetsh"])
+    one = char_features.lookup_groups(truth[:, cols[:1]], 1, 3, seed=0)
+    five = char_features.lookup_groups(truth[:, cols], 5, 3, seed=0)
+    assert torch.equal((one > 0).any(1), truth[:, cols[0]]), "a one-column lookup fires exactly where its rule holds"
+    counts = [(five[:, 0] > 0)[truth[:, c]].sum().item() for c in cols]
+    assert len(set(counts)) == 1, f"each of the five characters fires equally often: {counts}"
+    need_one = char_features.rules_to_cover(one, truth, max_base_rate=0.05, always=book.char_rules, per_interval=5)
+    need_five = char_features.rules_to_cover(five, truth, max_base_rate=0.05, always=book.char_rules, per_interval=5)
+    assert need_one.tolist() == [1.0, 1.0, 1.0] and need_five.min() >= 3, f"{need_one.tolist()} / {need_five.tolist()}"
+    assert char_features.rules_to_cover(torch.zeros(len(truth), 1), truth).isnan().all(), "a silent unit has no count"
+    with pytest.raises(ValueError, match="share"):
+        char_features.rules_to_cover(one, truth, share=0)

@@ -477,3 +477,71 @@ def steering_table(model, prompts: Int[Tensor, "batch pos"], hook_name: str, dir
             row[name] = {c: char_rate(out, ids) for c, ids in char_sets.items()}
         table[f"{scale:g}"] = row
     return table
+
+
+@torch.no_grad()
+def shuffled_f1(acts_fit: Float[Tensor, "n_fit units"], acts_test: Float[Tensor, "n units"], book: RuleBook,
+                fit_codes: Int[Tensor, "n_fit n_vars"], test_codes: Int[Tensor, "n n_vars"], *, seed: int = 0) -> Float[Tensor, "units"]:
+    """The chance level of `fit_rules` + `score_rules` for each unit: the same search and score with each text's characters
+    shuffled (the unit's activations permuted, so it fires as often, on no character in particular). F1 rewards units that
+    fire often; subtract this to compare units of different densities. NaN for units positive nowhere on the fit text."""
+    gen = torch.Generator().manual_seed(seed)
+    a_fit, a_test = (a[torch.randperm(len(a), generator=gen)] for a in (acts_fit, acts_test))
+    fit = fit_rules(a_fit, book, fit_codes)
+    return score_rules(a_test, book, test_codes, fit)["f1"].masked_fill(fit.rule < 0, float("nan"))
+
+
+def rules_to_cover(acts: Float[Tensor, "n units"], truth: Bool[Tensor, "n rules"], *, share: float = 0.8, n_intervals: int = 5,
+                   per_interval: int = 20, max_base_rate: float = 0.05, always: Bool[Tensor, "rules"] | None = None,
+                   max_rules: int = 10, seed: int = 0) -> Float[Tensor, "units"]:
+    """For every unit, how many allowed rules (see `greedy_cover`) it takes to cover `share` of a sample of the characters
+    where it fires, drawn across its whole activation range: up to `per_interval` characters at random from each of
+    `n_intervals` equal intervals between 0 and its maximum (as Bricken et al. 2023 sampled for their human ratings), so weak
+    firings count as much as the strongest. `max_rules + 1` when `max_rules` rules do not reach `share`; NaN for a unit with
+    fewer than `per_interval` positive characters. One rule: one pattern; a lookup unit on m unrelated characters needs about m."""
+    checks.tensor(acts, "acts", ndim=2, floating=False)
+    if len(acts) != len(truth):
+        raise ValueError(f"one row of rules per activation expected: {len(acts)} activations, {len(truth)} rows")
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    allowed = truth[:, _allowed(truth, max_base_rate, always)]
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.full((acts.shape[1],), float("nan"))
+    for u in range(acts.shape[1]):
+        a = acts[:, u]
+        if (a > 0).sum() < per_interval:
+            continue
+        level = (a / a.max() * n_intervals).ceil().clamp(max=n_intervals)  # 1..n_intervals where positive, 0 elsewhere
+        picks = [torch.where(level == i)[0] for i in range(1, n_intervals + 1)]
+        sample = torch.cat([p[torch.randperm(len(p), generator=gen)[:per_interval]] for p in picks])
+        hit, left, used = allowed[sample], torch.ones(len(sample), dtype=torch.bool), 0
+        while left.float().mean() > 1 - share + 1e-9 and used <= max_rules:
+            gain = (hit & left[:, None]).sum(0)
+            r = int(gain.argmax())
+            if gain[r] <= 0:
+                used = max_rules + 1
+                break
+            left &= ~hit[:, r]
+            used += 1
+        out[u] = min(used, max_rules + 1)
+    return out
+
+
+def lookup_groups(truth: Bool[Tensor, "n rules"], m: int, n_units: int, *, seed: int = 0, low: float = 0.5) -> Float[Tensor, "n n_units"]:
+    """A control for `rules_to_cover`: `n_units` lookup units, each positive on `m` rule columns drawn at random (e.g. m
+    unrelated characters), on the same number of characters of each (the rarest's count, the rest drawn at random), at a
+    random strength in [low, 1]: m unrelated patterns of equal weight by construction, no context."""
+    checks.tensor(truth, "truth", ndim=2, floating=False)
+    checks.count(m, "m")
+    if m > truth.shape[1]:
+        raise ValueError(f"m = {m} columns asked of a truth with {truth.shape[1]}")
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.zeros(len(truth), n_units)
+    for u in range(n_units):
+        cols = torch.randperm(truth.shape[1], generator=gen)[:m]
+        where = [torch.where(truth[:, c])[0] for c in cols]
+        n_each = min(len(w) for w in where)
+        for w in where:
+            pos = w[torch.randperm(len(w), generator=gen)[:n_each]]
+            out[pos, u] = torch.maximum(out[pos, u], low + (1 - low) * torch.rand(len(pos), generator=gen))
+    return out
