@@ -231,6 +231,12 @@ def test_negatives_against_random_removes_the_negative_picks_and_as_many_live_ra
         by_hand = training.accuracy(tiny_cnn, x, y)
     assert out["n"] == 2 and out["accuracy"] == pytest.approx(by_hand) and out["n_draws"] == 5
     assert out["random_min"] <= out["random_mean"] <= out["random_max"]
+    assert "reference_accuracy" not in out
+    reference = {"head.2": torch.arange(16.0).flip(0)}  # lowest: neurons 15 and 14, as many as the negatives
+    with pruning.remove(tiny_cnn, {"head.2": [15, 14]}):
+        lowest_two = training.accuracy(tiny_cnn, x, y)
+    out = pruning.negatives_against_random(tiny_cnn, signed, activity, x, y, n_draws=2, seed=0, reference=reference)
+    assert out["reference_accuracy"] == pytest.approx(lowest_two)
     assert not tiny_cnn.head[2]._forward_hooks, "the neurons must be back after the measurement"
     with pytest.raises(ValueError, match="same layers"):
         pruning.negatives_against_random(tiny_cnn, signed, {"head.0": activity["head.2"]}, x, y)

@@ -1,5 +1,6 @@
 """Unit tests of glassbox.studies.regularisation on hand-made activations and a model glassbox did not build (tiny_cnn)."""
 import pytest
+from scipy import stats
 import torch
 import torch.nn.functional as F
 
@@ -176,6 +177,20 @@ def test_selectivity_spearman_finds_a_score_that_follows_selectivity(tiny_cnn, b
     rho = regularisation.selectivity_spearman(tiny_cnn, ["head.2"], {"head.2": sel}, x, y)
     assert rho == pytest.approx(1.0), "a score equal to the selectivity ranks the live neurons identically"
     assert regularisation.selectivity_spearman(tiny_cnn, ["head.2"], {"head.2": -sel}, x, y) == pytest.approx(-1.0)
+
+
+def test_selectivity_spearman_given_a_control_removes_what_the_control_explains(tiny_cnn, batch):
+    x, y = batch
+    acts = neurons.get_activations(tiny_cnn, "head.2", x)
+    sel, activity = neurons.class_selectivity(acts, y), acts.mean(0)
+    noise = torch.rand(len(sel), generator=torch.Generator().manual_seed(0))
+    live = ~regularisation.dead_neurons(acts)
+    score = {"head.2": activity * (1 + noise)}  # activity plus something else
+    by_hand = stats.spearmanr(torch.stack([score["head.2"][live], sel[live], activity[live]], 1).numpy()).statistic
+    partial = (by_hand[0, 1] - by_hand[0, 2] * by_hand[1, 2]) / ((1 - by_hand[0, 2] ** 2) * (1 - by_hand[1, 2] ** 2)) ** 0.5
+    got = regularisation.selectivity_spearman(tiny_cnn, ["head.2"], score, x, y, given={"head.2": activity})
+    assert got == pytest.approx(partial) and -1 <= got <= 1
+    assert regularisation.selectivity_spearman(tiny_cnn, ["head.2"], {"head.2": sel}, x, y, given={"head.2": activity}) == pytest.approx(1.0)
 
 
 def test_sparsify_to_share_zeros_that_share_of_each_unit_and_keeps_the_order():

@@ -229,16 +229,20 @@ def removable_fraction(model: nn.Module, scores: Scores, fractions: Sequence[flo
 
 @torch.no_grad()
 def negatives_against_random(model: nn.Module, signed: Scores, activity: Scores, x: Tensor, y: Int[Tensor, "batch"], *,
-                             n_draws: int = 20, seed: int = 0) -> dict[str, float]:
+                             n_draws: int = 20, seed: int = 0, reference: Scores | None = None) -> dict[str, float]:
     """Accuracy on (x, y) with every neuron whose `signed` score is negative removed at once, against `n_draws` random
-    sets of as many live neurons (activity > 0) per layer: are a score's negative picks cheaper than any live neurons?"""
+    sets of as many live neurons (activity > 0) per layer: are a score's negative picks cheaper than any live neurons?
+    With `reference` (another score), also `reference_accuracy`: as many of its lowest-scoring neurons per layer removed."""
     checks.count(n_draws, "n_draws")
-    if set(signed) != set(activity):
-        raise ValueError(f"signed and activity scores must cover the same layers, got {sorted(signed)} and {sorted(activity)}")
+    if set(signed) != set(activity) or (reference is not None and set(reference) != set(signed)):
+        raise ValueError(f"signed, activity (and reference) scores must cover the same layers, got {sorted(signed)} and {sorted(activity)}")
     negative = {layer: torch.nonzero(s < 0).flatten() for layer, s in signed.items()}
-    gen, drawn = torch.Generator().manual_seed(seed), []
+    gen, drawn, extra = torch.Generator().manual_seed(seed), [], {}
     with remove(model, negative):
         accuracy = training.accuracy(model, x, y)
+    if reference is not None:
+        with remove(model, {layer: s.argsort()[:len(negative[layer])] for layer, s in reference.items()}):
+            extra["reference_accuracy"] = training.accuracy(model, x, y)
     for _ in range(n_draws):
         pick = {}
         for layer, s in activity.items():
@@ -247,7 +251,7 @@ def negatives_against_random(model: nn.Module, signed: Scores, activity: Scores,
         with remove(model, pick):
             drawn.append(training.accuracy(model, x, y))
     return {"n": sum(len(v) for v in negative.values()), "accuracy": accuracy, "random_mean": sum(drawn) / len(drawn),
-            "random_min": min(drawn), "random_max": max(drawn), "n_draws": n_draws}
+            "random_min": min(drawn), "random_max": max(drawn), "n_draws": n_draws} | extra
 
 
 def band_figure(x: Sequence[float], curves: Mapping[str, Float[Tensor, "seed point"]], *, title: str,

@@ -145,16 +145,22 @@ def shuffle_within_class(labels: Int[Tensor, "batch"], classes: Int[Tensor, "bat
 
 
 def selectivity_spearman(model: nn.Module, layers: Sequence[str], layer_scores: dict[str, Float[Tensor, "neuron"]],
-                         x: Tensor, y: Int[Tensor, "batch"]) -> float:
+                         x: Tensor, y: Int[Tensor, "batch"], given: dict[str, Float[Tensor, "neuron"]] | None = None) -> float:
     """Spearman rank correlation, over the live neurons of `layers` on (x, y), between a per-neuron score
-    (e.g. a pruning score) and the neuron's class selectivity."""
+    (e.g. a pruning score) and the neuron's class selectivity. With `given` (another per-neuron score, e.g. the mean
+    activation): the partial rank correlation at fixed `given`, i.e. the correlation of the two ranks after each is
+    regressed linearly on the rank of `given` (what is left once `given` is held fixed)."""
     acts = {layer: neurons.get_activations(model, layer, x) for layer in layers}
     live = torch.cat([~dead_neurons(acts[layer]) for layer in layers])
     selectivity = torch.cat([neurons.class_selectivity(acts[layer], y) for layer in layers])
     score = torch.cat([layer_scores[layer].detach().cpu() for layer in layers])
     if int(live.sum()) < 3:
         raise ValueError(f"need at least 3 live neurons in {list(layers)} to rank them, got {int(live.sum())}")
-    return float(spearmanr(score[live].numpy(), selectivity[live].numpy()).statistic)
+    if given is None:
+        return float(spearmanr(score[live].numpy(), selectivity[live].numpy()).statistic)
+    control = torch.cat([given[layer].detach().cpu() for layer in layers])
+    r = spearmanr(np.stack([score[live].numpy(), selectivity[live].numpy(), control[live].numpy()], 1)).statistic
+    return float((r[0, 1] - r[0, 2] * r[1, 2]) / np.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2)))
 
 
 def concept_aucs(acts_val: Float[Tensor, "n_val neuron"], acts_test: Float[Tensor, "n_test neuron"],
