@@ -124,3 +124,50 @@ def test_lookup_table_has_l0_one_and_fewer_prototypes_miss_more(setup):
     assert out["l0"] == 1.0 and out["fvu"] < 0.5
     few = sae_controls.lookup_table(model, "relu1", acts, x, y, n_prototypes=2)
     assert few["fvu"] > out["fvu"]
+
+
+def test_correct_flags_each_input_and_mcnemar_counts_the_disagreements(setup):
+    model, x, y = setup
+    ok = sae_controls.correct(model, x, y)
+    assert ok.dtype == torch.bool and ok.all(), "the labels are the model's own answers"
+    with torch.no_grad():
+        wrong = sae_controls.correct(model, x, (y + 1) % 3)
+    assert not wrong.any()
+    a = torch.tensor([True] * 20 + [False] * 5 + [True] * 75)
+    b = torch.tensor([False] * 20 + [True] * 5 + [True] * 75)
+    t = sae_controls.mcnemar(a, b)
+    assert (t["a_only"], t["b_only"], t["n"]) == (20, 5, 100)
+    from scipy.stats import binom
+    assert t["p_value"] == pytest.approx(2 * binom.cdf(5, 25, 0.5)), "two-sided exact binomial on the 25 discordant inputs"
+    assert sae_controls.mcnemar(a, a)["p_value"] == 1.0, "control: a model against itself never differs"
+    assert sae_controls.mcnemar(a, b)["p_value"] == sae_controls.mcnemar(b, a)["p_value"]
+    with pytest.raises(ValueError, match="same inputs"):
+        sae_controls.mcnemar(a, b[:10])
+
+
+def test_kmeans_directions_find_the_clusters_of_one_feature_data():
+    """On data whose points each lie along one of 4 directions, k-means finds them (MMCS near 1); random directions do not."""
+    gen = torch.Generator().manual_seed(0)
+    true = torch.nn.functional.normalize(torch.randn(4, 10, generator=gen), dim=1)
+    data = true[torch.randint(0, 4, (400,), generator=gen)] * torch.rand(400, 1, generator=gen).add(0.1)
+    found = sae_controls.kmeans_directions(torch.cat([data, torch.zeros(50, 10)]), 4, seed=0)
+    assert found.shape == (4, 10)
+    assert sae.mean_max_cosine_similarity(true, found) > 0.99
+    assert sae.mean_max_cosine_similarity(true, torch.randn(4, 10, generator=gen)) < 0.9
+
+
+def test_switch_off_against_directions_chooses_on_validation_and_ranks_the_latent(setup, tiny_sae):
+    model, x, y = setup
+    val, report = (x[:150], y[:150]), (x[150:], y[150:])
+    targets = torch.zeros(24, dtype=torch.long)
+    out = sae_controls.switch_off_against_directions(model, "relu1", tiny_sae, targets, val, report, n_classes=3, n_draws=5, seed=0)
+    best, _ = sae_controls.best_on_validation(model, "relu1", tiny_sae, targets, val, report, n_classes=3)
+    assert out["latent"] == best
+    j, latent = best["unit"], best["report_drop"]
+    plain = sae_controls.random_direction_drops(model, "relu1", tiny_sae, j, 0, *report, n_classes=3, n_draws=5, seed=0)
+    assert out["random_direction"]["drops"] == pytest.approx(plain["drops"]), "the same draws as random_direction_drops"
+    on_val = sae_controls.random_direction_drops(model, "relu1", tiny_sae, j, 0, *val, n_classes=3, n_draws=5, seed=0)["drops"]
+    chosen = out["random_chosen_on_validation"]
+    assert chosen["draw"] == max(range(5), key=lambda i: on_val[i]) and chosen["report_drop"] == pytest.approx(plain["drops"][chosen["draw"]])
+    others = out["other_latents"]
+    assert others["rank"] == others["n_at_or_above_latent"] + 1 and others["n"] <= 23

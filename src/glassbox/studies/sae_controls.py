@@ -7,6 +7,9 @@
     random_direction_drops(model, "relu2", s, 192, 2, x, y, n_classes=10, n_draws=20)  # a latent's length, random way
     class_direction_drop(model, "relu2", a_train, y_train, 2, x, y, n_classes=10)     # the supervised ceiling
     lookup_table(model, "relu1", a_train, x, y, n_prototypes=512)  # each input replaced by its nearest prototype
+    mcnemar(correct_a, correct_b)                            # two models scored on the same inputs: a paired test
+    kmeans_directions(h, 80, seed=0)                         # a clustering's unit directions: MMCS's no-sparsity control
+    switch_off_against_directions(model, "relu2", s, targets, val, report, n_classes=10, n_draws=200)
 
 An SAE with L0 k is a dictionary that lets k units through per input; the layer's own neurons can do
 the same with no training (`largest_neurons`), so that is the baseline at equal L0. A unit picked as
@@ -15,12 +18,13 @@ on neurons), choosing on one split and reporting on another. Removing a latent r
 as its activation times its decoder row: the control removes a random direction of that length from
 each input (`random_direction_drops`). A spliced accuracy is compared with errors of the same length
 in random directions (`random_error_accuracy`), and a spliced accuracy at low L0 with a lookup table
-that has no features at all (`lookup_table`: L0 = 1).
+that has no features at all (`lookup_table`: L0 = 1). Two accuracies on the same inputs are compared by
+the inputs on which they disagree (`mcnemar`), not by one accuracy's standard error.
 """
 from collections.abc import Callable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -80,9 +84,36 @@ def _at(position: int | None, fn: Callable[[Tensor], Tensor]) -> Callable[[Tenso
     return at
 
 
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor, out_position: int | None) -> float:
+@torch.no_grad()
+def correct(model: nn.Module, x: Tensor, y: Int[Tensor, "n"], out_position: int | None = None) -> Bool[Tensor, "n"]:
+    """Which inputs the model gets right (run it inside `sae.splice` or `hooks.patch` to score an edited model)."""
     pred = sae.outputs(model, x, out_position).argmax(-1)
-    return (pred == y.to(pred.device)).float().mean().item()
+    return (pred == y.to(pred.device)).cpu()
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor, out_position: int | None) -> float:
+    return correct(model, x, y, out_position).float().mean().item()
+
+
+def mcnemar(a: Bool[Tensor, "n"], b: Bool[Tensor, "n"]) -> dict[str, float]:
+    """McNemar's exact test for two models scored on the same inputs: the inputs only `a` gets right, those only
+    `b` gets right, and the two-sided binomial p of that split (1.0 when they never disagree)."""
+    from scipy.stats import binomtest
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be one correctness flag per input, the same inputs: got {tuple(a.shape)}, {tuple(b.shape)}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    p = binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "n": len(a), "p_value": float(p)}
+
+
+def kmeans_directions(acts: Float[Tensor, "n d"], n_directions: int, *, seed: int = 0) -> Float[Tensor, "n_directions d"]:
+    """k-means centroids of the non-zero activations scaled to unit length: a dictionary found by clustering,
+    with no sparsity penalty and no reconstruction (the control for an SAE's recovery of feature directions)."""
+    from sklearn.cluster import KMeans
+    checks.count(n_directions, "n_directions")
+    units = F.normalize(acts[acts.norm(dim=1) > 1e-6], dim=1)
+    km = KMeans(n_clusters=n_directions, n_init=1, random_state=seed).fit(units.cpu().numpy())
+    return torch.tensor(km.cluster_centers_, dtype=acts.dtype)
 
 
 @torch.no_grad()
@@ -162,3 +193,34 @@ def lookup_table(model: nn.Module, name: str, train_acts: Float[Tensor, "m d"], 
     with hooks.patch(model, {name: nearest}):
         accuracy = training.accuracy(model, x, y)
     return {"l0": 1.0, "fvu": sae.fvu(acts, nearest(acts)), "spliced_accuracy": accuracy, "n_prototypes": n_prototypes}
+
+
+def switch_off_against_directions(model: nn.Module, name: str, dictionary: SAE, targets: Int[Tensor, "d_sae"],
+                                  validation: tuple[Tensor, Tensor], report: tuple[Tensor, Tensor], *, n_classes: int,
+                                  n_draws: int, seed: int = 0) -> dict:
+    """The latent whose switch-off costs its target class most on validation (`best_on_validation`), reported once,
+    against directions of its length removed from each input: `n_draws` random directions (all of them, unselected),
+    the best of those same directions chosen on validation and reported once (the control chosen like the latent),
+    and every other latent alive on validation (its decoder row). `rank` is the chosen latent's place among itself and
+    the other latents' directions by report drop (1 = none removes as much)."""
+    best, drops = best_on_validation(model, name, dictionary, targets, validation, report, n_classes)
+    j, digit, latent = best["unit"], best["digit"], best["report_drop"]
+    gen = torch.Generator().manual_seed(seed)
+    dirs = torch.stack([torch.randn(dictionary.cfg.d_in, generator=gen) for _ in range(n_draws)])  # as random_direction_drops draws
+    on = {split: random_direction_drops(model, name, dictionary, j, digit, x, y, n_classes=n_classes, directions=dirs)
+          for split, (x, y) in (("validation", validation), ("report", report))}
+    rd = torch.tensor(on["report"]["drops"])
+    pick = int(torch.tensor(on["validation"]["drops"]).argmax())
+    alive = sae.encode(dictionary, sae.collect_activations(model, name, validation[0])).gt(0).any(0)
+    others = [i for i in range(dictionary.cfg.d_sae) if i != j and alive[i]]
+    od = torch.tensor(random_direction_drops(model, name, dictionary, j, digit, *report, n_classes=n_classes,
+                                             directions=dictionary.W_dec.detach()[others])["drops"])
+    top = int(od.argmax())
+    return {"latent": best, "drops": drops,
+            "random_direction": {k: on["report"][k] for k in ("mean", "max", "n_draws", "removed_length", "activation_length")}
+            | {"median": rd.median().item(), "n_at_or_above_latent": int((rd >= latent).sum()), "drops": rd.tolist()},
+            "random_chosen_on_validation": {"draw": pick, "validation_drop": on["validation"]["drops"][pick],
+                                            "report_drop": on["report"]["drops"][pick], "n_draws": n_draws},
+            "other_latents": {"n": len(others), "max": od.max().item(), "mean": od.mean().item(), "top_latent": others[top],
+                              "n_at_or_above_latent": int((od >= latent).sum()), "n_above_30pct": int((od > 0.3).sum()),
+                              "rank": int((od >= latent).sum()) + 1}}
