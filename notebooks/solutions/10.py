@@ -83,11 +83,18 @@ In this run the {exercise_joint_ablation[n_features]} kept features, switched of
 sum to {exercise_joint_ablation[final_ln_frozen][sum_of_singles]:+.2f} ({exercise_joint_ablation[final_ln_frozen][n_up]} up,
 {exercise_joint_ablation[final_ln_frozen][n_down]} down) and the joint effect is {exercise_joint_ablation[final_ln_frozen][joint]:+.2f}.
 
-The two need not agree: the replacement model is not linear. Features of layer 1 are recomputed from what layer 0 writes
-(TopK picks others when their inputs vanish), and attention and LayerNorm respond to the whole residual stream. A small sum
-of single effects is not evidence of redundancy: single effects of opposite signs cancel in the sum, and the final LayerNorm's
-scale, which every single removal changes, rescales all the logits at once (section 4). Freeze that one scale and the single
-effects come out larger and add up to about the joint effect, the rest of the model left live. A graph's edges describe small
-changes around this prompt; large joint interventions test whether that description still holds.
+One prompt is one prompt, so the same was measured on {exercise_joint_ablation[over_prompts][n]} of section 3's prompts (joint effect divided
+by the sum of single effects; 1 would mean they add up). Live, the ratio runs from {exercise_joint_ablation[over_prompts][live][min]:.2f} to
+{exercise_joint_ablation[over_prompts][live][max]:.2f} (median {exercise_joint_ablation[over_prompts][live][median]:.2f}): single effects of opposite
+signs cancel in the sum, and the final LayerNorm's scale, which every single removal changes, rescales all the logits at once (section 4), so a
+small sum is no evidence of redundancy. With the final scale frozen it runs from {exercise_joint_ablation[over_prompts][final_ln_frozen][min]:.2f}
+to {exercise_joint_ablation[over_prompts][final_ln_frozen][max]:.2f} (median {exercise_joint_ablation[over_prompts][final_ln_frozen][median]:.2f}),
+between 0 and 1 on {exercise_joint_ablation[over_prompts][final_ln_frozen][share_same_sign_smaller]:.0%} of the prompts (live:
+{exercise_joint_ablation[over_prompts][live][share_same_sign_smaller]:.0%}): the same sign and order of magnitude, but the joint effect is
+smaller than the sum. Freezing everything the graph freezes (attention, every LayerNorm scale) does not close that gap (median
+{exercise_joint_ablation[over_prompts][all_frozen][median]:.2f}), so what remains is the features' own nonlinearity: layer-1 features are
+recomputed from what layer 0 writes (TopK picks others when their inputs vanish), and a layer-0 feature's single effect runs partly through
+layer-1 features that the joint intervention switches off as well, so the sum counts those paths twice. A graph's edges describe small changes
+around one prompt; large joint interventions test whether that description still holds.
 """,
 }
