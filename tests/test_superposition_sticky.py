@@ -104,3 +104,23 @@ def test_smooth_curves_pass_the_end_points_and_have_no_plateau():
         assert sp.plateau_at(c, 0.5)[1] <= 1, f"{name} crosses 1/2 without holding still"
     step = torch.tensor([0.69, 0.6, 0.55] + [0.495, 0.492, 0.49, 0.49] + [0.45, 0.42, 0.4, 0.39, 0.385, 0.38, 0.377, 0.374, 0.37])
     assert sp.plateau_at(step, 0.5)[1] == 4, "a curve with a plateau: the measure finds it"
+
+
+def test_pair_arrangement_finds_orthogonal_pairs_and_random_unit_vectors_have_none():
+    W = torch.cat([torch.eye(3), -torch.eye(3), torch.zeros(3, 2)], 1)  # 3 orthogonal antipodal pairs, two dropped
+    a = sp.pair_arrangement(W)
+    assert (a["represented"], a["with_partner"], a["pairs"], a["worst_partner_cosine"], a["pair_axes_max_cos"]) == (6, 6, 3, -1.0, 0.0)
+    assert a["D_i_mean"] == pytest.approx(0.5, abs=1e-3) and a["D_i_range"] == [0.5, 0.5]
+    R = sp.random_unit_arrangement(10, 100, 20, seed=0)
+    assert sp.dimensions_per_feature(R[None]).item() == pytest.approx(0.5, abs=1e-6), "20 unit vectors in 10 dims: D* = 1/2"
+    r = sp.pair_arrangement(R)
+    assert r["represented"] == 20 and r["with_partner"] == 0 and r["pairs"] == 0 and r["pair_axes_max_cos"] is None
+    assert r["D_i_mean"] < 0.45, "random unit vectors share their dimensions unevenly"
+
+
+def test_still_run_elsewhere_finds_runs_away_from_the_level_only():
+    d = torch.tensor([0.70, 0.60, 0.52, 0.495, 0.49, 0.492, 0.489, 0.46, 0.40, 0.401, 0.40])
+    assert sp.still_run_elsewhere(d, 0.5) == 3, "the run of three at 0.4, not the four at 1/2"
+    assert sp.still_run_elsewhere(d, 0.4) == 4, "the four at 1/2 is elsewhere from 0.4"
+    x = torch.logspace(math.log10(1.8), math.log10(5.0), 16)
+    assert sp.still_run_elsewhere(sp.smooth_curves(x, 0.69, 0.37)["linear in log x"], 0.5) <= 1

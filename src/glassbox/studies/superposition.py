@@ -386,6 +386,42 @@ def plateau_at(values: Float[Tensor, "points"], level: float, near: float = 0.01
     return best
 
 
+def pair_arrangement(W: Float[Tensor, "hidden features"], threshold: float = 0.5, cosine: float = -0.95) -> dict:
+    """How the represented features (norm > threshold) of one instance sit: how many have an opposite partner
+    (cosine below `cosine`), the worst (largest) cosine of each feature to its most opposite one, how many mutual
+    pairs, the largest |cosine| between the pairs' axes (0: the pairs are orthogonal; None: fewer than 2 pairs) and
+    the mean, smallest and largest D_i of the represented features."""
+    keep = W.norm(dim=0) > threshold
+    u = torch.nn.functional.normalize(W[:, keep], dim=0)
+    G = u.T @ u
+    partner = G.argmin(1)
+    axes = [u[:, a] - u[:, b] for a, b in enumerate(partner.tolist()) if a < b and partner[b] == a and G[a, b] < cosine]
+    A = torch.nn.functional.normalize(torch.stack(axes, 1), dim=0) if axes else None
+    D = feature_dimensionality(W[None])[0][keep]
+    return {"represented": u.shape[1], "with_partner": int((G < cosine).any(1).sum()), "pairs": len(axes),
+            "worst_partner_cosine": round(G.min(1).values.max().item(), 3) if u.shape[1] else None,
+            "pair_axes_max_cos": round((A.T @ A - torch.eye(A.shape[1])).abs().max().item(), 3) if len(axes) > 1 else None,
+            "D_i_mean": round(D.mean().item(), 3) if len(D) else None,
+            "D_i_range": [round(D.min().item(), 3), round(D.max().item(), 3)] if len(D) else None}
+
+
+def random_unit_arrangement(hidden: int, features: int, n_unit: int, seed: int) -> Float[Tensor, "hidden features"]:
+    """`n_unit` random unit vectors in `hidden` dimensions, the other features zero: ||W||_F^2 = n_unit, so
+    D* = hidden / n_unit exactly, with no geometry put in (the control of `pair_arrangement`)."""
+    W = torch.zeros(hidden, features)
+    W[:, :n_unit] = torch.nn.functional.normalize(torch.randn(hidden, n_unit, generator=torch.Generator().manual_seed(seed)), dim=0)
+    return W
+
+
+def still_run_elsewhere(values: Float[Tensor, "points"], level: float, away: float = 0.03, step: float = 0.005,
+                        near: float = 0.015, tol: float = 0.01) -> int:
+    """The longest still run (`plateau_at`, same `near` and `tol`) of the same curve at any level on a grid of
+    `step` at least `away` from `level`: the control of a plateau at `level`."""
+    lo, hi = min(values.tolist()), max(values.tolist())
+    levels = [lo + k * step for k in range(int((hi - lo) / step) + 1)]
+    return max((plateau_at(values, lv, near, tol)[1] for lv in levels if abs(lv - level) >= away), default=0)
+
+
 def smooth_curves(x: Float[Tensor, "points"], first: float, last: float) -> dict[str, Float[Tensor, "points"]]:
     """Curves without a plateau through (x[0], first) and (x[-1], last): the controls of `plateau_at`
     (linear in log x, a power law, an exponential decay, a logistic in log x centred between the end points)."""
