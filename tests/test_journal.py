@@ -177,6 +177,30 @@ def test_cells_that_write_prose_have_their_source_collapsed(nb):
     assert not shown, f"cells {shown} write prose but show their source: commit the notebook as the runner wrote it"
 
 
+def hidden_prose(notebook_cells: list[dict]) -> list[int]:
+    """Code cells that call findings.markdown before their last line without display(): Jupyter shows a returned
+    Markdown only as a cell's last expression, so that prose is computed and never seen."""
+    hidden = []
+    for i, c in enumerate(notebook_cells):
+        if c["cell_type"] != "code" or "findings.markdown(" not in source(c):
+            continue
+        body = ast.parse(source(c)).body
+        hidden += [i for k, st in enumerate(body) if k < len(body) - 1 and isinstance(st, ast.Expr)
+                   and isinstance(st.value, ast.Call) and ast.unparse(st.value.func) == "findings.markdown"]
+    return hidden
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=ids)
+def test_every_prose_template_is_shown(nb):
+    assert not hidden_prose(cells(nb)), f"cells {hidden_prose(cells(nb))} write prose that never shows: wrap it in display()"
+
+
+def test_prose_before_a_cells_last_line_is_caught_and_display_lets_it_through():
+    cell = lambda text: {"cell_type": "code", "source": [text]}
+    assert hidden_prose([cell('findings.markdown("""x""")\npd.DataFrame()')]) == [0]
+    assert hidden_prose([cell('display(findings.markdown("""x"""))\npd.DataFrame()'), cell('x = 1\nfindings.markdown("""y""")')]) == []
+
+
 def test_every_notebook_tests_that_a_wrong_answer_fails_its_checker():
     """One exercise per notebook: its test module lists wrong answers, and a test feeds them to the checker."""
     for nb in NOTEBOOKS:

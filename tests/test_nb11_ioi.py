@@ -150,7 +150,7 @@ def test_full_signatures_against_the_other_heads_and_the_abc_control():
     assert nm["END->IO"] == pytest.approx(mean(cls["name mover"], "END->IO"), abs=1e-9)
 
 
-def test_full_abc_changes_the_names_and_the_repetition_and_the_heads_follow_the_repetition():
+def test_full_abc_changes_the_names_and_the_repetition_and_the_heads_follow_the_name_at_s2():
     """ABC removes the names and the repetition at once: CDD (new names, repetition kept) must do what ABC does, ABA
     (same names, the IO repeated) more, and BAB (same names swapped between slots, S still repeated) is the control."""
     f = findings.load(STEM)
