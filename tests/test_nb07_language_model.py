@@ -173,11 +173,36 @@ def test_full_induction_heads_form_and_are_verified():
     assert all(f["circuit_checks"].values()), f"circuit checks: {f['circuit_checks']}"
 
 
-def test_full_exercise_lens_is_worse_than_guessing_before_layer_1():
+def second_copy_lens(model, n_repeats: int = 50, repeat: int = 32, seed: int = 3) -> dict:
+    """The exercise's measurement: the second copy's loss read by the logit lens before each layer and after the last,
+    on the notebook's repeated random characters (seed SEED + 3, the first 50 sequences)."""
+    import torch
+    from glassbox import lens
+
+    test = lens.repeated_tokens(200, repeat, model.cfg.d_vocab, seed=seed)[:n_repeats]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(test)
+        layers = lens.logit_lens(model, cache)
+    return {label: lens.copy_losses(lens.per_token_loss(logits, test), repeat)[1]
+            for label, logits in zip(["embeddings", "after layer 0", "after layer 1"], layers)}
+
+
+def test_full_exercise_lens_is_worse_than_guessing_before_layer_1_and_an_untrained_twin_never_predicts():
+    """The answer: before layer 1 the lens reads worse than guessing, after it the second copy is predicted. The
+    control is the same measurement on an untrained model of the induction model's shape: worse than guessing too
+    (so that half says little about training), and it never predicts the second copy."""
+    from glassbox.studies import models
+
     f = findings.load(STEM)
     lens_loss = f["exercise_logit_lens_second_copy"]
     assert lens_loss["embeddings"] > f["uniform_loss"] and lens_loss["after layer 0"] > f["uniform_loss"], f"exercise 4's answer: {lens_loss}"
     assert lens_loss["after layer 1"] < 1.0, f"after layer 1 the second copy is predicted: {lens_loss}"
+    trained = second_copy_lens(checkpoints.load_model("induction_2l"))
+    for label, value in trained.items():  # the helper is the notebook's measurement (summation order may differ)
+        assert value == pytest.approx(lens_loss[label], rel=1e-3), f"{label}: {value} here, {lens_loss[label]} recorded"
+    untrained = second_copy_lens(models.build("transformer", checkpoints.load_card("induction_2l")["config"]))
+    assert untrained["after layer 1"] > f["uniform_loss"], f"control: an untrained twin predicts no second copy {untrained}"
+    assert untrained["embeddings"] > f["uniform_loss"], f"control: an untrained twin reads worse than guessing too {untrained}"
 
 
 def test_full_findings_equal_the_checkpoint_cards():
