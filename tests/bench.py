@@ -1,6 +1,8 @@
 """`make bench`: run every `bench_*` function in tests/benchmarks/bench_*.py, print a table,
 save build/bench.json. Each function returns a dict of measurements (seconds, throughputs, and the
-quality reached, so a fast but broken run is visible). Targets live beside each measurement."""
+quality reached, so a fast but broken run is visible; bench_overhead.py adds ratios to plain PyTorch loops,
+robust to load, and fractions of the machine's matmul peak, comparable across machines). Targets live beside
+each measurement."""
 import importlib.util
 import json
 import platform
