@@ -283,3 +283,34 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
     assert s["falls_with_depth"]["thick_stroke"] == {"trained": True, "random": False}
     assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [0.05, 0.1]
     assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]
+
+
+def test_smooth_random_weights_reach_the_asked_smoothness_with_mean_zero():
+    w, sigma = mnist_mlp.smooth_random_weights(32, (20, 20), 0.8, seed=0)
+    assert w.shape == (32, 20, 20) and sigma > 0
+    assert abs(mnist_mlp.weight_smoothness(w).median().item() - 0.8) < 0.01, "the median smoothness is the one asked for"
+    assert w.mean((1, 2)).abs().max() < 1e-5, "each weight image has mean 0: a unit cannot just count ink"
+    assert mnist_mlp.smooth_random_weights(32, (20, 20), 0.5, seed=0)[1] < sigma, "a rougher target needs a narrower blur"
+    again, other = (mnist_mlp.smooth_random_weights(32, (20, 20), 0.8, seed=s)[0] for s in (0, 1))
+    assert torch.equal(w, again) and not torch.allclose(w, other), "seeded: the same draw for the same seed only"
+
+
+def test_smooth_random_weights_at_white_noise_smoothness_do_not_blur_and_refuse_the_unreachable():
+    noise, _ = mnist_mlp.smooth_random_weights(64, (28, 28), -0.5, seed=0)  # below white noise: nothing to blur
+    assert mnist_mlp.weight_smoothness(noise).abs().median() < 0.05
+    with pytest.raises(ValueError, match="smoothness"):
+        mnist_mlp.smooth_random_weights(4, (28, 28), 1.0, seed=0)
+    with pytest.raises(ValueError, match="max_sigma"):
+        mnist_mlp.smooth_random_weights(4, (28, 28), 0.99, seed=0, max_sigma=0.5)
+
+
+def test_random_relu_units_fire_on_half_the_validation_images_with_the_same_bias_on_test():
+    torch.manual_seed(0)
+    x_val, x_test, w = torch.rand(101, 28, 28), torch.rand(50, 28, 28), torch.randn(8, 28, 28)
+    val, test = mnist_mlp.random_relu_units(w, x_val, x_test)
+    assert val.shape == (101, 8) and test.shape == (50, 8) and (val >= 0).all()
+    assert ((val > 0).float().mean(0) - 0.5).abs().max() < 0.02, "biased at the validation median: fires on about half"
+    bias = (x_val.flatten(1) @ w.flatten(1).T).median(0).values
+    assert torch.allclose(test, (x_test.flatten(1) @ w.flatten(1).T - bias).clamp(min=0), atol=1e-5), "test uses the validation bias"
+    with pytest.raises(ValueError, match="weight images"):
+        mnist_mlp.random_relu_units(torch.randn(8, 14, 14), x_val, x_test)

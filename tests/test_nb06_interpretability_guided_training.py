@@ -1,8 +1,11 @@
 """Notebook 06: interpretability-guided pruning and regularisation. Smoke run (loose) and the committed
 full run's findings against the claims the notebook makes."""
+import math
+
 import pytest
 
 from glassbox import findings
+from glassbox.studies import regularisation
 
 STEM = "06_interpretability_guided_training"
 METHODS = ("ablation", "ablation_abs", "attribution", "activation", "magnitude", "random")
@@ -28,9 +31,16 @@ def check_keys(f: dict) -> None:
                 "negative_score_neurons_removed", "negative_score_neurons_accuracy", "selectivity_partial_spearman_given_activation",
                 "activation_vs_ablation_abs_spearman", "concept_auc_one_digit_ceiling", "concept_strongest_control",
                 "concepts_read_beyond_every_control", "concept_verdict", "l1_minus_one_digit_ceiling",
-                "negative_score_neurons_between_controls", "one_class_fraction_untrained_at_l1_sparsity_seeds"):
+                "negative_score_neurons_between_controls", "one_class_fraction_untrained_at_l1_sparsity_seeds",
+                "prune_fraction_at_1pt_drop_training_scored", "prune_fraction_at_1pt_drop_training_scored_seeds",
+                "negative_ablation_score_neurons_training_scored", "guided_margin_at_1pt_training_scored", "pruning_verdict_training_scored",
+                "dead_on_scoring_digits", "dead_neurons_removed", "selectivity_partial_spearman_by_layer", "selectivity_partial_sign_by_layer",
+                "fc1_smoothness", "concept_auc_smooth_random_seeds", "concept_auc_unblurred_random_seeds", "concept_auc_smooth_random",
+                "concept_auc_unblurred_random", "concepts_read_beyond_unmatched_controls", "concept_verdict_unmatched",
+                "one_class_fraction_by_threshold_seeds", "one_class_margin_over_matched_by_threshold", "weight_decay_sweep_wording",
+                "fine_tuned_fractions", "fine_tune_steps", "exercise_remove_10pct", "exercise_bottom_10pct_dead", "weight_decay_slant_margin"):
         assert key in f, f"finding {key!r} missing"
-    assert set(f["prune_fraction_at_1pt_drop"]) == set(METHODS)
+    assert set(f["prune_fraction_at_1pt_drop"]) == set(METHODS) == set(f["prune_fraction_at_1pt_drop_training_scored"])
     assert set(f["regulariser_table"]) == set(RECIPES)
     assert all(set(row) == TABLE_KEYS for row in f["regulariser_table"].values())
     assert set(f["fine_tuned_accuracy"]["ablation"]) >= {"0.3", "0.5"}, "the fine-tune must be tested at the headline's edge (30%, 50%)"
@@ -44,7 +54,8 @@ def test_smoke(smoke_run):
     f = smoke_run(STEM)
     check_keys(f)
     assert len(f["base_accuracy_seeds"]) >= 2, "bands need two or more seeds, also in the smoke run"
-    assert all(a > 0.5 for a in f["base_accuracy_seeds"]), "150 training steps should already reach > 50% on MNIST"
+    assert all(a > 0.5 for a in f["base_accuracy_seeds"]), "the smoke run's short training should already reach > 50% on MNIST"
+    assert set(f["exercise_remove_10pct"]) == {"intact", "10% most needed", "10% least needed", "10% random", "10% least active"}
 
 
 @pytest.fixture(scope="module")
@@ -67,26 +78,60 @@ def test_strengths_were_chosen_by_the_stated_rule(full):
         assert chosen[name] == expected, f"{name}: the strongest strength within half a point on validation is {expected}, not {chosen[name]}"
 
 
+def margins(per_seed: dict) -> dict:
+    """The notebook's margins over the best baseline on each seed, recomputed from the recorded per-seed fractions."""
+    best = [max(v) for v in zip(*(per_seed[b] for b in BASELINES))]
+    diffs = {m: [g - b for g, b in zip(per_seed[m], best)] for m in GUIDED}
+    return {m: {"mean": sum(d) / len(d), "min": min(d), "max": max(d)} for m, d in diffs.items()}
+
+
 def test_pruning_verdicts_follow_the_seeds(full):
-    for m in GUIDED:
-        d = full["guided_margin_at_1pt"][m]
-        expected = "beats" if d["min"] > 0 else "loses to" if d["max"] < 0 else "does not reliably beat"
-        assert full["pruning_verdict"][m] == expected, f"{m}: the verdict printed must follow the per-seed margins {d}"
+    for suffix in ("", "_training_scored"):
+        recomputed = margins(full[f"prune_fraction_at_1pt_drop{suffix}_seeds"])
+        for m in GUIDED:
+            d = full[f"guided_margin_at_1pt{suffix}"][m]
+            assert d == pytest.approx(recomputed[m]), f"{m}{suffix}: the margins must follow the per-seed fractions"
+            expected = "beats" if d["min"] > 0 else "loses to" if d["max"] < 0 else "does not reliably beat"
+            assert full[f"pruning_verdict{suffix}"][m] == expected, f"{m}{suffix}: the verdict printed must follow the per-seed margins {d}"
     p = full["prune_fraction_at_1pt_drop"]
     assert full["best_baseline_at_1pt"] == max(BASELINES, key=lambda m: p[m])
     assert max(p[m] for m in GUIDED) - p["random"] >= 0.1, "some guided score should remove far more neurons than random at 1 point"
 
 
-def test_signed_ablation_on_held_out_digits_is_a_poor_pruning_score(full):
-    p = full["prune_fraction_at_1pt_drop"]
+def test_signed_ablation_is_a_poor_pruning_score_when_scored_on_held_out_digits_and_not_on_training_digits(full):
+    """The headline's first number and its control: the same measurement (the verdict against the best baseline on every
+    seed) on the curves scored on training digits, where "the signed score is poor" must fail. The mechanism printed with it:
+    held-out digits give many neurons a negative signed score, training digits few."""
+    p, p_fit = full["prune_fraction_at_1pt_drop"], full["prune_fraction_at_1pt_drop_training_scored"]
+    assert full["pruning_verdict"]["ablation"] == "loses to", f"claimed (held-out scoring): the signed score loses on every seed, {p}"
     assert p["ablation"] < p[full["best_baseline_at_1pt"]], f"claimed (held-out scoring): the signed score loses to the best baseline, {p}"
-    assert all(n > 0 for n in full["negative_ablation_score_neurons"]), "claimed: some neurons have a negative signed score on held-out digits"
-    assert p["ablation_abs"] > p["ablation"], "claimed: the absolute score does not suffer from the sign"
+    assert p["ablation"] < min(p["ablation_abs"], p["attribution"]), f"claimed: held-out, it is the worst guided score, {p}"
+    assert full["pruning_verdict_training_scored"]["ablation"] != "loses to", \
+        f"control: scored on training digits the signed score must not lose on every seed, {full['prune_fraction_at_1pt_drop_training_scored_seeds']}"
+    assert p_fit["ablation"] >= p["ablation"] + 0.1, f"claimed: the scoring set moves the signed score's fraction by far, {p['ablation']} vs {p_fit['ablation']}"
+    held, fit = full["negative_ablation_score_neurons"], full["negative_ablation_score_neurons_training_scored"]
+    assert all(h >= 10 for h in held), f"claimed: on held-out digits many neurons have a negative signed score, {held}"
+    assert all(f <= h / 4 for f, h in zip(fit, held)), f"control: on training digits few do, {fit} vs held-out {held}"
+    rel = full["score_split_half_reliability"]
+    assert all(r < min(o) for r, *o in zip(rel["ablation"], rel["ablation_abs"], rel["attribution"], rel["activation"])), \
+        f"claimed: the signed score's split-half reliability is the lowest of all scores, {rel}"
+
+
+def test_the_pruning_curves_start_with_dead_neurons_that_cost_nothing(full):
+    """Part 1's caveat: the neurons dead on the scoring digits go first for every score that reads data and cost nothing;
+    the control, as many random live neurons, costs accuracy."""
+    dead, removed, base = full["dead_on_scoring_digits"], full["dead_neurons_removed"], full["base_accuracy_seeds"]
+    assert removed["n"] == [a + b for a, b in zip(dead["relu1"], dead["relu2"])]
+    assert all(n >= 10 for n in dead["relu1"]), f"claimed: a stretch of relu1 is dead on the scoring digits, {dead}"
+    assert all(abs(a - b) <= 0.002 for a, b in zip(removed["accuracy"], base)), f"claimed: removing them costs nothing, {removed} vs {base}"
+    assert all(r < b - 0.003 for r, b in zip(removed["random_mean"], base)), f"control: as many random live neurons cost accuracy, {removed}"
 
 
 def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fractions(full):
     spread, up_to = full["fine_tuned_spread"], full["fine_tuned_within_1pt_up_to"]
     fractions = sorted(spread, key=float)
+    assert [float(f) for f in fractions] == sorted(full["fine_tuned_fractions"]) and full["fine_tuned_fractions"][0] == min(full["fine_tuned_fractions"]), \
+        "the prose quotes the first fine-tuned fraction as the smallest"
     assert up_to == max([float(f) for f in fractions if spread[f] <= 0.01], default=0.0), f"the quoted fraction must follow the spreads: {spread}"
     assert up_to >= 0.3, f"claimed: within 1 point at 30% removed, {spread}"
     beyond = [spread[f] for f in fractions if float(f) > up_to]
@@ -106,12 +151,15 @@ def test_the_signed_scores_negative_picks_cost_between_random_and_absolute_ablat
     for r, base in zip(rows, full["base_accuracy_seeds"]):
         assert r["random_min"] <= r["random_mean"] <= r["random_max"] and r["n_draws"] == 20
         assert r["accuracy"] < base - 0.005, f"claimed: removing them costs accuracy, {r} (intact {base})"
-        assert r["accuracy"] > r["random_mean"], f"claimed: cheaper than as many random live neurons, {r}"
         assert r["reference_accuracy"] > r["accuracy"] + 0.005, f"claimed: dearer than as many lowest absolute-ablation neurons, {r}"
         assert r["reference_accuracy"] >= base - 0.01, f"control: the absolute score's picks cost under a point, {r} (intact {base})"
     acc = full["negative_score_neurons_accuracy"]
     assert acc["accuracy"] == [r["accuracy"] for r in rows] and acc["reference_accuracy"] == [r["reference_accuracy"] for r in rows]
-    assert full["negative_score_neurons_between_controls"] == f"{len(rows)} of {len(rows)}", "the prose's count must follow the seeds"
+    # The random side is thin (on another CPU one seed of three fell below the random mean): the prose states the count
+    # of seeds that lie between the two controls, and "between" must hold on most of them.
+    between = sum(r["random_mean"] < r["accuracy"] < r["reference_accuracy"] for r in rows)
+    assert full["negative_score_neurons_between_controls"] == f"{between} of {len(rows)}", "the prose's count must follow the seeds"
+    assert 2 * between > len(rows), f"claimed: between random and absolute ablation on most seeds, {between} of {len(rows)}"
 
 
 def test_attribution_ranks_like_absolute_ablation_not_like_the_signed_score(full):
@@ -132,13 +180,19 @@ def test_selectivity_against_every_score_with_its_reliability(full):
     assert all(a > s for a, s in zip(rel["ablation_abs"], rel["ablation"])), \
         f"claimed: the signed score agrees less with itself across halves of the digits than the absolute one, {rel}"
     partial = full["selectivity_partial_spearman_given_activation"]  # at fixed activity; random and magnitude are the controls
-    assert all(abs(v) < 0.1 for v in partial["random"]), f"control: at fixed activity a random score correlates with nothing, {partial}"
+    bound = 3 / math.sqrt(192 - 1)  # three standard errors of a rank correlation over the 192 hidden neurons (0.22)
+    assert all(abs(v) < bound for v in partial["random"]), f"control: at fixed activity a random score correlates with nothing, {partial}"
     for m in ("ablation_abs", "attribution"):
         assert all(v < 0 for v in rho[m]), f"claimed: the raw sign is negative, {m}: {rho[m]}"
         assert all(v > 0.05 and v > r + 0.05 and v > g + 0.05 for v, r, g in zip(partial[m], partial["random"], partial["magnitude"])), \
             f"claimed: at fixed activity a weak positive link on every seed, above random and magnitude, {m}: {partial}"
         assert all(v < 0.5 for v in partial[m]), f"claimed: the link is weak, {m}: {partial[m]}"
     assert max(abs(v) for v in rho["ablation"]) < 0.25, f"the signed score's correlation is near zero like random's, {rho['ablation']}"
+    by_layer, signs = full["selectivity_partial_spearman_by_layer"], full["selectivity_partial_sign_by_layer"]
+    for m, per in by_layer.items():  # printed per layer next to the pooled claim; each sign word must follow its seeds
+        for layer, v in per.items():
+            expected = "positive on every seed" if min(v) > 0 else "negative on every seed" if max(v) < 0 else "of no steady sign"
+            assert signs[m][layer] == expected, f"{m}/{layer}: {v} is {expected!r}, printed {signs[m][layer]!r}"
 
 
 def test_l1_gives_one_digit_neurons_and_weight_decay_does_not(full):
@@ -152,6 +206,9 @@ def test_l1_gives_one_digit_neurons_and_weight_decay_does_not(full):
     assert (wd <= plain) == (full["weight_decay_readability"] == "did not raise the share of one-digit neurons"), \
         "the weight-decay sentence must follow the sweep"
     assert wd <= plain, f"claimed: no weight-decay strength tried raises the share of one-digit neurons ({wd:.3f} vs plain {plain:.3f})"
+    shares, wording = full["weight_decay_sweep_one_class_fraction"], full["weight_decay_sweep_wording"]
+    assert wording == regularisation.sweep_wording(shares, plain, tolerance=0.01), f"the sweep's words must follow its values: {wording!r}, {shares}"
+    assert "higher" not in wording and "lower" in wording, f"claimed: no strength raises the share and some lowers it, {wording!r}"
 
 
 def test_l1_readability_beyond_what_its_sparsity_alone_gives(full):
@@ -164,6 +221,13 @@ def test_l1_readability_beyond_what_its_sparsity_alone_gives(full):
     untrained = full["one_class_fraction_untrained_at_l1_sparsity_seeds"]  # why the other recipes' shares are not matched comparisons
     assert all(u > p for u, p in zip(untrained, plain)), f"claimed: sparsity alone, even untrained, beats the plain share, {untrained} vs {plain}"
     assert all(u < a for u, a in zip(untrained, l1)), f"control: an untrained network does not reach L1's share, {untrained} vs {l1}"
+    by_t, margin = full["one_class_fraction_by_threshold_seeds"], full["one_class_margin_over_matched_by_threshold"]
+    assert by_t["0.5"]["l1"] == pytest.approx(l1) and by_t["0.5"]["plain_matched"] == pytest.approx(matched), "0.5 is the table's threshold"
+    for t, row in by_t.items():
+        assert margin[t] == pytest.approx(sum(a - m for a, m in zip(row["l1"], row["plain_matched"])) / len(row["l1"]))
+        assert all(a > p for a, p in zip(row["l1"], row["plain"])), f"claimed: L1 stays above the plain model at threshold {t}, {row}"
+    ts = sorted(margin, key=float)
+    assert all(margin[a] > margin[b] for a, b in zip(ts, ts[1:])), f"claimed: the margin over the matched control narrows as the threshold tightens, {margin}"
 
 
 def test_regularisers_cost_about_half_a_point(full):
@@ -208,18 +272,34 @@ def test_concept_neurons_beat_the_shuffled_control_and_the_plain_ones_not_untrai
     assert ink["weight_decay"] > 0.5, f"claimed: weight decay's best thickness neuron is close to an ink counter, {ink}"
 
 
-def test_weight_decay_reads_slant_beyond_every_control_and_the_plain_model_does_not(full):
-    """The recommendation's concept sentence: a recipe reads a concept only if every seed's best neuron beats the strongest
-    of the untrained networks (each seed), the total ink and the best pixel by 2 points. The plain model is the failing control."""
+def test_concept_verdict_follows_every_control_including_random_filters_as_smooth_as_weight_decays(full):
+    """A recipe reads a concept only if every seed's best neuron beats the strongest of the untrained networks, random
+    filters blurred to weight decay's smoothness (one draw per seed), the total ink and the best pixel by 2 points. The verdict
+    follows the measurement, whichever way it goes; the plain model is the control the rule must not credit. The confound the
+    smooth control removes is asserted with its own control: the same random draws, unblurred."""
     seeds, untrained, inputs = full["concept_neuron_auc_seeds"], full["concept_neuron_auc_untrained_seeds"], full["concept_auc_input_controls"]
-    strongest = {c: max([u[c] for u in untrained] + [v[c] for v in inputs.values()]) for c in untrained[0]}
-    assert all(abs(strongest[c] - v) < 1e-6 for c, v in full["concept_strongest_control"].items())
-    beyond = {name: [c for c in strongest if min(r[c] for r in rs) > strongest[c] + 0.02] for name, rs in seeds.items()}
+    smooth, unblurred = full["concept_auc_smooth_random_seeds"], full["concept_auc_unblurred_random_seeds"]
+    assert len(smooth) == len(unblurred) == len(untrained) >= 3, "one random draw per plain seed, as for the untrained networks"
+    unmatched = {c: max([u[c] for u in untrained] + [v[c] for v in inputs.values()]) for c in untrained[0]}
+    strongest = {c: max([unmatched[c]] + [r[c] for r in smooth]) for c in unmatched}
+    assert full["concept_strongest_control"] == pytest.approx(strongest)
+    rule = lambda bar: {name: [c for c in bar if min(r[c] for r in rs) > bar[c] + 0.02] for name, rs in seeds.items()}
+    beyond = rule(strongest)
     assert beyond == full["concepts_read_beyond_every_control"], f"the recorded verdict must follow the seeds: {beyond}"
-    assert "leans_right" in beyond["weight_decay"], f"claimed: weight decay's best neuron reads slant beyond every control, {seeds['weight_decay']} vs {strongest}"
-    assert beyond["none"] == [], f"control: the plain model's best neurons do not, {seeds['none']} vs {strongest}"
+    assert rule(unmatched) == full["concepts_read_beyond_unmatched_controls"]
+    assert beyond["none"] == [], f"control: the plain model's best neurons are not credited, {seeds['none']} vs {strongest}"
     assert not any("thick_stroke" in cs for cs in beyond.values()), f"claimed: no recipe beats the total ink on thickness, {beyond}"
-    assert "weight decay's best neuron reads" in full["concept_verdict"] and "slant" in full["concept_verdict"], full["concept_verdict"]
+    verdict = full["concept_verdict"]
+    assert verdict.startswith("no recipe") == (not any(beyond.values())), verdict
+    assert all(f"{'weight decay' if n == 'weight_decay' else n}'s best neuron reads" in verdict for n, cs in beyond.items() if cs and n != "none"), verdict
+    margin, slant = full["weight_decay_slant_margin"], lambda rs: [r["leans_right"] for r in rs]
+    assert margin["over_strongest_control"] == pytest.approx(min(slant(seeds["weight_decay"])) - strongest["leans_right"])
+    assert margin["smooth_draws_span"] == pytest.approx(max(slant(smooth)) - min(slant(smooth)))
+    fc1 = full["fc1_smoothness"]
+    assert all(w > p + 0.05 for w, p in zip(fc1["weight_decay"], fc1["none"])), f"claimed: weight decay's first-layer filters are smoother, {fc1}"
+    assert all(abs(u) < 0.05 for u in fc1["untrained"]), f"control: untrained filters are white noise, {fc1['untrained']}"
+    assert all(s["leans_right"] > u["leans_right"] + 0.02 for s, u in zip(smooth, unblurred)), \
+        f"claimed: smoothness alone reads slant; control: the same draws unblurred read less, {smooth} vs {unblurred}"
 
 
 def test_l1_reading_less_is_an_observation_the_one_digit_ceiling_explains(full):
@@ -246,7 +326,9 @@ def test_l1_reading_less_is_an_observation_the_one_digit_ceiling_explains(full):
 def test_headline_quotes_the_findings(full):
     h, p, t = full["headline"], full["prune_fraction_at_1pt_drop"], full["regulariser_table"]
     best = full["best_baseline_at_1pt"]
-    for text in (f"removes {p['ablation']:.0%} (signed", f"or {p['ablation_abs']:.0%} (per-image", f"{p[best]:.0%} for the best baseline ({best})",
+    p_fit = full["prune_fraction_at_1pt_drop_training_scored"]
+    for text in (f"removes {p['ablation']:.0%} (signed", f"or {p['ablation_abs']:.0%} (per-image", f"{p_fit['ablation']:.0%} scored on training digits",
+                 f"after a {full['fine_tune_steps']}-step fine-tune", f"{p[best]:.0%} for the best baseline ({best})",
                  f"{p['random']:.0%} (random)", f"within {100 * full['fine_tuned_spread']['0.3']:.1f} pt",
                  f"and {100 * full['fine_tuned_spread']['0.6']:.1f} pt at 60%", f"({100 * full['fine_tuned_spread']['0.9']:.1f} pt apart at 90%)",
                  f"makes {t['l1']['one_class_fraction']:.0%} of live neurons", f"(vs {t['none']['one_class_fraction']:.0%};",
@@ -269,13 +351,16 @@ def test_exercise_scores_from_a_tenth_of_the_digits_and_magnitude_as_the_control
     assert all(-1 <= r < 0.9999 for r in others.values()) and e["least_stable"] == min(others, key=others.get)
 
 
-def test_exercise_both_ends_of_a_score_carry_information(full):
-    """Exercise 1's answer: removing the 10% a score calls most needed costs far more than a random 10%, the
-    10% it calls least needed almost nothing."""
-    r = full["exercise_remove_10pct"]
+def test_exercise_the_top_of_a_score_carries_information_and_its_bottom_ties_the_least_active_control(full):
+    """Exercise 1's answer: the 10% a score calls most needed cost far more than a random 10% (the top carries what the score
+    knows); its bottom 10% is mostly dead neurons and goes as cheaply as the 10% least active, a control that reads no
+    interpretability (so the cheap bottom is not the score's knowledge). Could fail: a score that knew more at the bottom
+    than activity does would beat the control, and a bottom that any 10% matched would not beat the random one."""
+    r, dead = full["exercise_remove_10pct"], full["exercise_bottom_10pct_dead"]
     assert r["10% most needed"] < r["10% random"] - 0.01, f"the top of the ranking should cost clearly more than random: {r}"
-    assert r["10% least needed"] >= r["intact"] - 0.005, f"the bottom of the ranking should go almost for free: {r}"
-    assert r["10% random"] < r["intact"], f"a random 10% should cost something: {r}"
+    assert abs(r["10% least needed"] - r["10% least active"]) <= 0.003, f"claimed: the bottom end ties the least-active control: {r}"
+    assert r["10% random"] < min(r["10% least needed"], r["10% least active"]) - 0.005, f"control: a random 10% costs more than either: {r}"
+    assert dead["dead"] > dead["of"] / 2, f"claimed: most of the bottom 10% never fire on the scoring digits, {dead}"
 
 
 WRONG_ANSWERS = {"my_magnitude_scores": [

@@ -213,3 +213,14 @@ def test_concept_aucs_reads_a_planted_unit_and_not_a_random_one():
     assert out["c"] > 0.95, "the planted unit reads the concept"
     out = regularisation.concept_aucs(acts[:1000, 1:], acts[1000:, 1:], {"c": labels[:1000]}, {"c": labels[1000:]}, classes[:1000], classes[1000:])
     assert abs(out["c"] - 0.5) < 0.1, "a random unit does not (1000 inputs: about 0.025 of sampling noise)"
+
+
+def test_sweep_wording_groups_neighbouring_strengths_and_names_each_against_the_reference():
+    sweep = {0.1: 0.220, 0.3: 0.154, 1.0: 0.095, 3.0: 0.047}
+    assert regularisation.sweep_wording(sweep, 0.222, tolerance=0.01) == "unchanged at 0.1, lower at 0.3 and above"
+    assert regularisation.sweep_wording(sweep, 0.222, tolerance=0.0) == "lower at 0.1 and above", "tolerance 0: any difference counts"
+    middle = {"0.1": 0.30, "0.3": 0.31, "1.0": 0.22, "3.0": 0.10}  # string keys (findings read back from JSON) sort as numbers
+    assert regularisation.sweep_wording(middle, 0.222, tolerance=0.01) == "higher from 0.1 to 0.3, unchanged at 1, lower at 3"
+    assert regularisation.sweep_wording({0.5: 0.3}, 0.2, tolerance=0.01) == "higher at 0.5"
+    with pytest.raises(ValueError, match="empty"):
+        regularisation.sweep_wording({}, 0.2, tolerance=0.01)

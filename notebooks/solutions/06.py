@@ -63,11 +63,14 @@ def check_my_classes_per_neuron(fn, acts: torch.Tensor, y: torch.Tensor) -> None
 ANSWERS = {
     1: """
 Intact {exercise_remove_10pct[intact]:.2%}; without the 10% most needed {exercise_remove_10pct[10% most needed]:.2%}, the 10% least
-needed {exercise_remove_10pct[10% least needed]:.2%}, a random 10% {exercise_remove_10pct[10% random]:.2%}.
-A score is a ranking, and both of its ends carry information: the bottom of the list can go almost for free,
-the top cannot. A random choice lands in between: it takes some neurons that matter and some that do not. The
-gap between the two ends measures how much a score knows about the network; the pruning curves above only ever
-use the bottom end.
+needed {exercise_remove_10pct[10% least needed]:.2%}, a random 10% {exercise_remove_10pct[10% random]:.2%}, and the control, the 10%
+least active (mean activation, no interpretability), {exercise_remove_10pct[10% least active]:.2%}.
+The top of the ranking is where the score shows what it knows: the 10% it calls most needed cost far more than a random
+10%. The bottom end says less than it seems. Of the {exercise_bottom_10pct_dead[of]} neurons in its bottom 10%,
+{exercise_bottom_10pct_dead[dead]} never fire on the scoring digits, and the 10% least active, which any score that reads data
+would find, go about as cheaply. So "the bottom of the list goes almost for free" is mostly dead-neuron detection, not
+knowledge of the network: compare a score's bottom end with the least-active control, never with intact accuracy alone.
+The pruning curves above only ever use the bottom end, which is why they are compared past the dead neurons (Part 1).
 """,
     4: """
 Rank agreement (Spearman) of each score computed on {exercise_scores_from_a_tenth[digits]} digits with the same score

@@ -92,6 +92,55 @@ def weight_smoothness(weights: Float[Tensor, "neuron h w"]) -> Float[Tensor, "ne
     return (left * right).sum(1) / (left.norm(dim=1) * right.norm(dim=1)).clamp(min=1e-12)
 
 
+def _blur(noise: Float[Tensor, "n h w"], sigma: float) -> Float[Tensor, "n h w"]:
+    """`noise` convolved with a Gaussian of width `sigma` pixels (zero padding; 0: unchanged)."""
+    if sigma <= 0:
+        return noise
+    radius = int(3 * sigma) + 1
+    t = torch.arange(-radius, radius + 1, dtype=noise.dtype)
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    out = torch.nn.functional.conv2d(noise[:, None], g.view(1, 1, 1, -1), padding=(0, radius))
+    return torch.nn.functional.conv2d(out, g.view(1, 1, -1, 1), padding=(radius, 0))[:, 0]
+
+
+def smooth_random_weights(n: int, shape: tuple[int, int], smoothness: float, *, seed: int,
+                          max_sigma: float = 8.0) -> tuple[Float[Tensor, "n h w"], float]:
+    """`n` random weight images (white Gaussian noise, blurred by a Gaussian, each shifted to mean 0) whose median
+    `weight_smoothness` is `smoothness`: the width is found by bisection on one fixed draw. Returns them and the width."""
+    checks.count(n, "n")
+    if not -1.0 < smoothness < 1.0:
+        raise ValueError(f"smoothness is a median neighbour correlation in (-1, 1), got {smoothness}; measure it "
+                         "with weight_smoothness(weights).median()")
+    noise = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+    median = lambda sigma: weight_smoothness(_blur(noise, sigma)).median().item()
+    if median(max_sigma) < smoothness:
+        raise ValueError(f"blurring by {max_sigma} pixels reaches a smoothness of only {median(max_sigma):.3f} < "
+                         f"{smoothness}; raise max_sigma or use larger images than {shape}")
+    sigma, lo, hi = 0.0, 0.0, max_sigma
+    if median(0.0) < smoothness:
+        while hi - lo > 1e-3:  # the median smoothness grows with the width
+            sigma = (lo + hi) / 2
+            lo, hi = (sigma, hi) if median(sigma) < smoothness else (lo, sigma)
+    weights = _blur(noise, sigma)
+    return weights - weights.mean((1, 2), keepdim=True), sigma
+
+
+def random_relu_units(weights: Float[Tensor, "unit h w"], x_val: Float[Tensor, "n_val h w"],
+                      x_test: Float[Tensor, "n_test h w"]) -> tuple[Float[Tensor, "n_val unit"], Float[Tensor, "n_test unit"]]:
+    """ReLU(x . w - b) of each weight image on `x_val` and `x_test`, with b the unit's median on `x_val` (so each
+    unit fires on about half the validation images): hidden units of an untrained layer with the given filters."""
+    checks.tensor(weights, "weights", ndim=3)
+    for name, x in (("x_val", x_val), ("x_test", x_test)):
+        _check_images(x, name)
+        if x.shape[1:] != weights.shape[1:]:
+            raise ValueError(f"{name} images are {tuple(x.shape[1:])} but the weight images {tuple(weights.shape[1:])}")
+    w = weights.flatten(1)
+    pre_val, pre_test = x_val.flatten(1) @ w.T, x_test.flatten(1) @ w.T
+    bias = pre_val.median(0).values
+    return (pre_val - bias).clamp(min=0), (pre_test - bias).clamp(min=0)
+
+
 def train_shuffled_label_twin(x: Float[Tensor, "n h w"], y: Int[Tensor, "n"], build, *, steps: int, lr: float,
                               seed: int, batch_size: int = 128) -> tuple[nn.Module, float]:
     """A model from `build()` trained on `x` with `y` shuffled (Adebayo et al.'s data-randomisation control),

@@ -8,7 +8,7 @@
 Both losses reach the hidden layers through hooks, so they work on any `nn.Module` by layer name,
 without a dropout module or an auxiliary output built into the model.
 """
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,10 +53,10 @@ def dead_neurons(acts: Float[Tensor, "batch neuron *spatial"]) -> Bool[Tensor, "
 
 def classes_per_neuron(acts: Float[Tensor, "batch neuron *spatial"], y: Int[Tensor, "batch"],
                        threshold: float = 0.5, n_classes: int | None = None) -> Int[Tensor, "neuron"]:
-    """Polysemanticity: how many classes have a mean activation >= `threshold` x the neuron's top class mean.
+    """Classes per neuron: how many classes have a mean activation >= `threshold` x the neuron's top class mean.
 
-    1 = the neuron answers to one class (nameable: "a 3-detector"); 10 = to every digit alike;
-    0 for dead neurons. Meant for non-negative activations (after a ReLU).
+    1 = only the top class's mean reaches `threshold` x the top (the neuron answers to one class); 10 = every
+    digit's does; 0 for dead neurons. Meant for non-negative activations (after a ReLU).
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold is a fraction of the top class mean, in (0, 1]; got {threshold}")
@@ -79,8 +79,8 @@ def neuron_report(model: nn.Module, layers: Sequence[str], x: Tensor, y: Int[Ten
     """Readability of the neurons of `layers` on (x, y), pooled over layers.
 
     selectivity: mean class selectivity of live neurons; dead: count of never-firing neurons;
-    classes_per_neuron: mean polysemanticity of live neurons; one_class_fraction: share of live
-    neurons that answer to a single class.
+    classes_per_neuron: mean `classes_per_neuron` of live neurons; one_class_fraction: share of live
+    neurons that answer to a single class (`classes_per_neuron` == 1).
     """
     sel, poly, dead = [], [], 0
     for layer in layers:
@@ -182,3 +182,28 @@ def sparsify_to_share(acts_val: Float[Tensor, "n_val neuron"], acts_test: Float[
                          f"{tuple(acts_val.shape)} and {tuple(acts_test.shape)}")
     q = torch.quantile(acts_val.float(), share, dim=0)
     return (acts_val - q).clamp(min=0), (acts_test - q).clamp(min=0)
+
+
+def sweep_wording(values: Mapping[float, float], reference: float, tolerance: float) -> str:
+    """A sweep's values against `reference`, in words, strengths ascending: "unchanged at 0.1, lower at 0.3 and above".
+
+    A value within `tolerance` of `reference` is "unchanged", else "lower" or "higher"; neighbouring strengths that agree
+    are grouped ("at 0.3 and above" when the group runs to the last strength, "from 0.3 to 1" inside the sweep)."""
+    if not values:
+        raise ValueError("values is empty: pass {strength: value} for at least one strength")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    strengths = sorted(values, key=float)
+    word = lambda v: "unchanged" if abs(v - reference) <= tolerance else "lower" if v < reference else "higher"
+    groups: list[list] = []
+    for s in strengths:
+        if groups and word(values[groups[-1][0]]) == word(values[s]):
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    said = []
+    for g in groups:
+        first, last = float(g[0]), float(g[-1])
+        where = f"at {first:g}" if len(g) == 1 else f"at {first:g} and above" if g[-1] == strengths[-1] else f"from {first:g} to {last:g}"
+        said.append(f"{word(values[g[0]])} {where}")
+    return ", ".join(said)
