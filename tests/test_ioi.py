@@ -146,23 +146,28 @@ def test_classes_follow_the_signatures_and_the_path_numbers():
                                                "S2->S1+1 (induction)": ind}
     flat = att(0.1, 0.1, 0.1)
     assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, 0.3, 1) == ["name mover"]
-    assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, 0.3, 1, from_io=0.2) == ["partial name mover"], \
-        "control: a head that attends to the IO but moves its effect from elsewhere is only a partial name mover"
-    assert ioi.signature_classes(att(0.0, 0.1, 0.8), att(0.1, 0.1, 0.5), -0.5, 1) == ["S suppressor", "last-name reader"]
-    assert ioi.signature_classes(att(0.0, 0.1, 0.8), att(0.5, 0.1, 0.1), -0.5, 1) == ["S suppressor"], \
-        "control: a head that looks at S2 only when it repeats does not just read the last name"
+    assert ioi.signature_classes(att(0.0, 0.1, 0.8), att(0.1, 0.1, 0.5), -0.5, 1) == ["last-name suppressor", "last-name reader"]
+    assert ioi.signature_classes(att(0.0, 0.1, 0.8), att(0.5, 0.1, 0.1), -0.5, 1) == [], \
+        "control: a head that looks at S2 only when a name repeats there is no last-name suppressor (nor reader)"
+    assert ioi.signature_classes(att(0.0, 0.8, 0.1), att(0.1, 0.5, 0.1), -0.5, 1) == [], \
+        "control: a head that reads S1 and suppresses does not lower the last name"
     assert ioi.signature_classes(att(0.5, 0.1, 0.0), flat, -0.5, 1) == ["negative name mover"]
-    assert ioi.io_share({"IO": 1.0, "S1": -0.2, "S2": 0.0, "rest": 1.2}) == pytest.approx(0.5)
-    assert ioi.io_share({"IO": 1.0, "S1": 0.0, "S2": 0.0, "rest": -2.0}) == 0.0, "no positive direct effect: no share"
+    assert ioi.reading_margin(att(0.5, 0.2, 0.1)) == pytest.approx(0.3) and ioi.reading_margin(att(0.3, 0.3, 0.1)) == 0
+    assert ioi.io_share({"IO": 1.0, "S1": -0.2, "S2": 0.0, "rest": 1.2}, floor=0.5) == pytest.approx(0.5)
+    assert ioi.io_share({"IO": 0.3, "S1": 0.0, "S2": 0.0, "rest": 0.1}, floor=0.5) is None, \
+        "control: a direct effect below the floor has no share (a ratio over a near-zero total is noise)"
+    assert ioi.io_share({"IO": 1.0, "S1": 0.0, "S2": 0.0, "rest": -2.0}, floor=0.5) is None, "a negative total has no share"
+    with pytest.raises(ValueError, match="floor"):
+        ioi.io_share({"IO": 1.0, "S1": 0.0, "S2": 0.0, "rest": 0.0}, floor=0)
     assert "duplicate-token" in ioi.signature_classes(att(0.1, 0.1, 0.1, dup=0.4), flat, 0.1, 0)
     assert "induction" in ioi.signature_classes(att(0.1, 0.1, 0.1, ind=0.4), flat, 0.1, 1)
     assert "induction" not in ioi.signature_classes(att(0.1, 0.1, 0.1, ind=0.4), flat, 0.1, 0), "layer 0 cannot do induction"
-    sigs = {(1, 0): ["name mover"], (1, 1): ["S suppressor"], (0, 0): ["last-name reader"], (0, 1): [], (0, 2): ["duplicate-token"]}
+    sigs = {(1, 0): ["name mover"], (1, 1): ["last-name suppressor"], (0, 0): ["last-name reader"], (0, 1): [], (0, 2): ["duplicate-token"]}
     effects = {"to logits": {(1, 0): -0.3, (1, 1): -0.2, (0, 0): -0.15, (0, 1): 0.05, (0, 2): 0.0},
                "to queries": {(0, 0): -0.2, (0, 1): -0.3, (0, 2): 0.0}, "to values": {(0, 0): 0.0, (0, 1): 0.0, (0, 2): -0.4}}
     cls = ioi.classify(effects, sigs, 0.1)
     assert list(cls) == list(ioi.CLASSES)
-    assert cls["name mover"] == [(1, 0)] and cls["S suppressor"] == [(1, 1)] and cls["other direct"] == [(0, 0)]
+    assert cls["name mover"] == [(1, 0)] and cls["last-name suppressor"] == [(1, 1)] and cls["other direct"] == [(0, 0)]
     assert cls["last-name reader"] == [(0, 0)] and cls["other query input"] == [(0, 1)] and cls["duplicate-token"] == [(0, 2)]
     assert not cls["negative name mover"] and not cls["induction"], "control: nothing below the threshold gets a class"
 
@@ -185,7 +190,7 @@ def test_find_circuit_on_a_model_glassbox_did_not_build():
     assert set(found["effects"]["to logits"]) == {(0, 0), (0, 1), (1, 0), (1, 1)}
     assert set(found["effects"]["to queries"]) <= {(0, 0), (0, 1)} and found["circuit"]
     direct = {h for h, e in found["effects"]["to logits"].items() if abs(e) >= 0.1}
-    assert direct == {h for k in ("name mover", "S suppressor", "negative name mover", "other direct") for h in found["classes"][k]}
+    assert direct == {h for k in ("name mover", "last-name suppressor", "negative name mover", "other direct") for h in found["classes"][k]}
 
 
 def test_train_model_follows_the_recipe_and_learns():
@@ -197,3 +202,70 @@ def test_train_model_follows_the_recipe_and_learns():
     again, _ = ioi.train_model(config, train, steps=30, batch_size=32, lr=0.01, weight_decay=0.0, seed=0, eval_every=10)
     assert history.column("loss")[-1] < history.column("loss")[0], "the loss falls"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())), "same seed, same model"
+
+
+def test_own_names_scores_a_corruption_on_the_names_it_holds():
+    d = _data(50)
+    assert torch.equal(ioi.own_names(d).io, d.io) and torch.equal(ioi.own_names(d).s, d.s), "a clean sentence keeps its names"
+    cdd, abc = ioi.rename(d, V, "CDD", seed=1), ioi.make_abc(d, V, seed=2)
+    rows = torch.arange(len(d))
+    own = ioi.own_names(cdd)
+    assert torch.equal(own.io, cdd.tokens[rows, d.pos["IO"]]) and torch.equal(own.s, cdd.tokens[rows, d.pos["S2"]]), \
+        "on CDD the once-named and the repeated new names"
+    assert not (own.io == d.io).any() and not (own.s == d.s).any(), "control: none of the clean names is left on CDD"
+    assert torch.equal(ioi.own_names(abc).s, abc.tokens[rows, d.pos["S1"]]) and torch.equal(cdd.io, d.io), "the input is not changed"
+    logits = torch.zeros(len(d), V.d_vocab)
+    logits[rows, own.io] = 3.0
+    assert torch.allclose(ioi.logit_diff(logits, own), torch.full((len(d),), 3.0))
+    assert torch.allclose(ioi.logit_diff(logits, cdd), torch.zeros(len(d))), "the clean names' metric is blind to it"
+
+
+HEADS6 = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+WEIGHTS = dict(zip(HEADS6, [32, 16, 8, 4, 2, 1]))  # distinct sums: no ties
+
+
+def _share(backup: float = 0.0):
+    """F(keep) as a share of F(M): every head adds its weight; with `backup` (in weights), L1H2 adds that much when L0H0
+    is gone: a head outside a circuit that does L0H0's job once L0H0 is ablated."""
+    total = sum(WEIGHTS.values())
+    return lambda keep: (sum(WEIGHTS[tuple(h)] for h in keep)
+                         + (backup if (1, 2) in map(tuple, keep) and (0, 0) not in map(tuple, keep) else 0)) / total
+
+
+def test_a_circuit_among_every_circuit_of_its_size():
+    rows = ioi.circuits_of_size(_share(), HEADS6, 2)
+    assert len(rows) == 15 and all(abs(r["beyond faithfulness"]) < 1e-12 for r in rows.values()), \
+        "heads that add up: removing K costs the circuit what it costs the model, so nothing is beyond faithfulness"
+    judged = ioi.judge_circuit(_share(), HEADS6, [(0, 0), (0, 1)], 0.1, [[(1, 1), (1, 2)], [(0, 2), (1, 0)]])
+    assert judged["rank"] == 1 and judged["n circuits"] == 15 and judged["best"] == "L0H0, L0H1"
+    assert judged["random ranks"] == [15, 10] and judged["n random above"] == 0
+    assert judged["costliest head"] == "L0H0" and judged["costliest heads are the circuit"] and judged["costliest heads rank"] == 1
+    assert judged["spearman largest gap"] == pytest.approx(1.0), "without a backup the largest gap is the faithfulness gap"
+    # the control: a backup head outside the circuit does L0H0's job once it is gone
+    backed = ioi.circuits_of_size(_share(backup=30), HEADS6, 2)
+    assert backed[((0, 0), (0, 1))]["beyond faithfulness"] == pytest.approx(30 / 63), "the gap at K = {L0H0} is the backup's"
+    assert abs(backed[((0, 0), (1, 2))]["beyond faithfulness"]) < 1e-12, "the circuit that holds the backup head is complete"
+    judged = ioi.judge_circuit(_share(backup=30), HEADS6, [(0, 0), (0, 1)], 1.0, [])
+    assert judged["costliest head"] == "L0H1" and not judged["costliest heads are the circuit"], \
+        "with a backup, ablating L0H0 alone costs little: the costliest single head is another"
+    assert judged["complete"] == "fails" and judged["n matched below"] >= 1
+    assert ioi.matched_completeness(backed, [(0, 0), (1, 2)], 1.0)["n matched below"] == 0
+    assert ioi.matched_completeness(backed, [(0, 0), (0, 1)], 0.0)["complete"] == "no matched circuit"
+    with pytest.raises(ValueError, match="size"):
+        ioi.circuits_of_size(_share(), HEADS6, 0)
+
+
+@torch.no_grad()
+def test_performance_table_on_the_notebooks_transformer_bridge():
+    from glassbox import patching
+    from glassbox.studies import models
+    config = models.config_dict(models.TransformerConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, d_vocab=V.d_vocab,
+                                                         n_ctx=34, attn_only=True, seed=0))
+    model, d = models.build("transformer", config), _data(20, ioi.HELD_OUT_TEMPLATES, "held-out")
+    abc = ioi.make_abc(d, V, seed=1)
+    means = patching.group_means(model, abc.tokens, abc.group)
+    metric = lambda logits: ioi.logit_diff(logits, d).mean().item()
+    table = patching.performance_table(model, d.tokens, metric, means, d.group)
+    assert len(table) == 16
+    for keep in [[], [(0, 1)], [(0, 0), (1, 1)], [(1, 0), (1, 1), (0, 1)]]:
+        assert table[frozenset(keep)] == pytest.approx(patching.performance(model, d.tokens, metric, keep, means, d.group), abs=1e-5)

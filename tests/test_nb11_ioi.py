@@ -1,32 +1,37 @@
 """Notebook 11: indirect object identification in a transformer trained here with three seeds; its circuit found by
 path patching from ABC (every earlier head a sender at every step) on one set of sentences, its heads classed by measured
 signatures, the names separated from the repetition by three more corruptions, and held on fresh sentences to Wang et
-al.'s faithfulness, completeness and minimality, per seed. The smoke run loosely; the committed full run against each
-claim its prose makes, each beside the same measurement on its control."""
+al.'s faithfulness (ranked among every circuit of its size), completeness (beyond faithfulness, against circuits of matched
+faithfulness) and minimality, per seed. The smoke run loosely; the committed full run against each claim its prose makes,
+each beside the same measurement on its control."""
+import math
 import re
 
 import pytest
 
 from glassbox import findings
-from glassbox.journal import checkpoints
+from glassbox.journal import checkpoints, exercises
 from glassbox.studies import ioi
 
 STEM = "11_ioi"
 KEYS = ["n_templates", "n_name_pairs", "accuracy", "target_status", "clean_logit_diff", "threshold", "path_patching", "classes",
         "class_names", "circuit", "circuit_names", "two_classes", "strongest_to_queries", "max_to_values", "layer2_max_to_logits",
-        "corruptions", "repetition",
-        "signatures", "class_signatures", "n_heads", "direct_by_position", "layer0_reader", "faithfulness",
-        "random_circuit_faithfulness", "untrained_F_M", "gpt2_faithfulness", "completeness", "incompleteness_max",
-        "random_circuit_incompleteness", "minimality", "minimality_outside", "minimality_summary", "minimality_verdict",
-        "prediction", "shortcut_rules", "chance_once_named", "seeds", "targets_met", "seeds_passing", "target_verdict",
-        "seeds_verdict",
-        "exercise_single_head_ablation", "exercise_costliest_head", "exercise_direct_heads_together", "headline"]
+        "corruptions", "own_names", "repetition", "signatures", "io_share_floor", "class_signatures", "n_heads", "direct_by_position",
+        "layer0_reader", "faithfulness", "random_circuit_faithfulness", "among_all", "untrained_F_M", "gpt2_faithfulness",
+        "completeness", "incompleteness_max", "match_band", "minimality", "minimality_outside", "minimality_summary",
+        "minimality_verdict", "minimality_lookalikes", "prediction", "shortcut_rules", "chance_once_named", "heads_per_layer", "seeds",
+        "targets_met", "seeds_passing", "target_verdict", "seeds_verdict", "exercise_single_head_ablation", "exercise_costliest_head",
+        "exercise_top_single", "exercise_direct_heads_together", "headline"]
 HELD_OUT = "held-out templates and pairs"
-DIRECT = ("name mover", "partial name mover", "S suppressor", "negative name mover", "other direct")
+DIRECT = ioi.CLASSES[:4]  # the classes of step 1: name mover, last-name suppressor, negative name mover, other direct
 
 
 def reads(sig: dict) -> str:
     return max(("IO", "S1", "S2"), key=lambda k: sig[f"END->{k}"])
+
+
+def abc(sig: dict) -> dict:
+    return {k: sig[f"ABC {k}"] for k in ("END->IO", "END->S1", "END->S2")}
 
 
 def check_classes_follow_their_rules(f):
@@ -34,12 +39,9 @@ def check_classes_follow_their_rules(f):
     t, pp, sig, cls = f["threshold"], f["path_patching"], f["signatures"], f["classes"]
     for head in cls["name mover"]:
         assert pp["to logits"][head] <= -t and reads(sig[head]) == "IO" and sig[head]["copying margin"] > 0, head
-        assert sig[head]["direct from IO"] >= 0.5, f"{head} moves most of its effect from elsewhere: a partial name mover"
-    for head in cls["partial name mover"]:
-        assert pp["to logits"][head] <= -t and reads(sig[head]) == "IO" and sig[head]["copying margin"] > 0, head
-        assert sig[head]["direct from IO"] < 0.5, head
-    for head in cls["S suppressor"]:
-        assert pp["to logits"][head] <= -t and reads(sig[head]) != "IO" and sig[head]["copying margin"] < 0, head
+    for head in cls["last-name suppressor"]:
+        assert pp["to logits"][head] <= -t and reads(sig[head]) == "S2" and sig[head]["copying margin"] < 0, head
+        assert reads(abc(sig[head])) == "S2", f"{head} must read the last name on ABC too, where no name repeats"
     for head in cls["negative name mover"]:
         assert pp["to logits"][head] >= t and reads(sig[head]) == "IO" and sig[head]["copying margin"] < 0, head
     for head in cls["last-name reader"]:
@@ -50,6 +52,35 @@ def check_classes_follow_their_rules(f):
     direct = {h for h, e in pp["to logits"].items() if abs(e) >= t}
     assert direct == {h for k in DIRECT for h in cls[k]}, "every head past the threshold on the logits has a direct class"
     assert set(f["circuit"]) == {h for v in cls.values() for h in v} or len(f["circuit"]) == 1
+
+
+def check_the_seeds_follow_their_rules(f):
+    """Each seed's verdicts follow from its numbers, and the headline quotes them."""
+    for s in f["seeds"]:
+        assert s["faithful"] == ("passes" if s["faithfulness"] > s["best random"] else "fails"), s
+        assert (s["n random above"] == 0) == (s["faithful"] == "passes")
+        assert s["n circuits"] == math.comb(f["n_heads"], len(s["circuit"].split(", "))) and 1 <= s["rank"] <= s["n circuits"]
+        assert s["complete"] == ("no matched circuit" if not s["n matched"] else "fails" if s["n matched below"] else "passes"), s
+        assert s["costliest in circuit"] == (s["costliest head"] in s["circuit"].split(", "))
+        assert s["costliest heads are the circuit"] == (s["costliest heads"] == s["circuit"])
+        assert (f"seed {s['seed']} {s['faithfulness']:.0%}, rank {s['rank']} of {s['n circuits']}, vs {s['best random']:.0%} "
+                f"({s['faithful']}") in f["headline"]
+        assert f"seed {s['seed']} {s['beyond faithfulness']:+.1%}, {s['n matched below']} of {s['n matched']} below ({s['complete']})" \
+            in f["headline"]
+    assert f["seeds_passing"] == {k: sum(s[k] == "passes" for s in f["seeds"]) for k in ("faithful", "complete")}
+
+
+def check_the_answer_follows_the_single_head_ranking(f):
+    """Folded answer 1 is filled from the recorded single-head ablations: the costliest heads, as many as the circuit has,
+    are the traced circuit or not, and the answer says which."""
+    single, top = f["exercise_single_head_ablation"], f["exercise_top_single"]
+    ranked = sorted(single, key=single.get)
+    assert f["exercise_costliest_head"]["head"] == ranked[0] and top["n"] == len(f["circuit"])
+    assert top["heads"] == ", ".join(sorted(ranked[:top["n"]])) and top["circuit"] == ", ".join(sorted(f["circuit"]))
+    assert top["same"] == (top["heads"] == top["circuit"]) and top["last in"] == single[ranked[top["n"] - 1]]
+    answer = findings._fill(exercises.solutions(STEM).ANSWERS[1], findings._Fields(f))
+    assert ("exactly the same heads" in answer) == top["same"] and ("not the same heads" in answer) == (not top["same"]), answer
+    assert top["heads"] in answer and top["circuit"] in answer
 
 
 @pytest.mark.notebook
@@ -65,12 +96,15 @@ def test_smoke(smoke_run):
     assert faith["F(C)/F(M)"] == pytest.approx(faith["F(C)"] / faith["F(M)"], rel=1e-6)
     assert len(f["completeness"]) == 2 ** len(f["circuit"]) == f["incompleteness_max"]["n subsets"] + 1, "every subset K is tried"
     assert f["incompleteness_max"]["K"] != "none", "the largest gap is taken over the non-empty K"
-    assert set(f["corruptions"]) == set(f["circuit"]) and all(set(r) == {"ABC", "CDD", "ABA", "BAB", "ABA / ABC"}
+    own = {f"{k}, own names" for k in ("IOI", "CDD", "ABC")} | {"CDD / IOI, own names", "ABC / IOI, own names"}
+    assert set(f["corruptions"]) == set(f["circuit"]) and all(set(r) == {"ABC", "ABA", "BAB", "ABA / ABC"} | own
                                                               for r in f["corruptions"].values())
-    for s in f["seeds"]:
-        assert s["faithful"] == ("passes" if s["faithfulness"] > s["best random"] else "fails")
-        assert s["complete"] == ("passes" if s["incompleteness"] < s["random min incompleteness"] else "fails")
-        assert f"seed {s['seed']} {s['faithfulness']:.0%} vs {s['best random']:.0%} ({s['faithful']})" in f["headline"]
+    among = f["among_all"]
+    assert among["faithfulness"] == pytest.approx(faith["F(C)/F(M)"], rel=1e-6) and len(among["random ranks"]) == f["random_circuit_faithfulness"]["n"]
+    worst = f["incompleteness_max"]  # its shares take F(M)'s sign, which a smoke model can flip
+    assert abs(among["beyond faithfulness"]) == pytest.approx(abs(worst["share of F(M)"] - worst["at K = none"]), abs=1e-9)
+    check_the_seeds_follow_their_rules(f)
+    check_the_answer_follows_the_single_head_ranking(f)
     assert len(f["minimality_outside"]) == f["n_heads"] - len(f["circuit"]), "every head outside the circuit is a control"
     assert len(f["exercise_single_head_ablation"]) == f["n_heads"] == 12
     assert len(f["seeds"]) == 3 and [s["seed"] for s in f["seeds"]] == [0, 1, 2]
@@ -114,13 +148,10 @@ def test_full_accuracy_far_above_the_untrained_model():
 def test_full_classes_and_the_differences_from_gpt2():
     f = findings.load(STEM)
     check_classes_follow_their_rules(f)
-    t, cls, pp, sig = f["threshold"], f["classes"], f["path_patching"], f["signatures"]
+    t, cls, pp = f["threshold"], f["classes"], f["path_patching"]
     layer = lambda head: int(head[1])
-    # the prose: name movers (one of them partial) in layer 1, steered by layer-0 last-name readers that have direct paths too
-    movers = cls["name mover"] + cls["partial name mover"]
-    assert cls["name mover"] and cls["partial name mover"] and all(layer(h) == 1 for h in movers), movers
-    assert all(sig[h]["direct from IO"] >= 0.5 for h in cls["name mover"]), "control: the full name movers read the IO"
-    assert all(sig[h]["direct from IO"] < 0.5 for h in cls["partial name mover"])
+    # the prose: name movers in layer 1, steered by layer-0 last-name readers that have direct paths too
+    assert cls["name mover"] and all(layer(h) == 1 for h in cls["name mover"]), cls["name mover"]
     assert cls["last-name reader"] and all(layer(h) == 0 for h in cls["last-name reader"]), cls["last-name reader"]
     assert set(cls["last-name reader"]) <= {h for k in DIRECT for h in cls[k]}, "the last-name readers carry the answer directly too"
     assert f["two_classes"] == ", ".join(sorted(cls["last-name reader"]))
@@ -134,32 +165,42 @@ def test_full_classes_and_the_differences_from_gpt2():
 def test_full_signatures_against_the_other_heads_and_the_abc_control():
     f = findings.load(STEM)
     sig, cs, cls = f["signatures"], f["class_signatures"], f["classes"]
-    nm, pnm, lr = cs["name mover"], cs["partial name mover"], cs["last-name reader"]
+    nm, lr = cs["name mover"], cs["last-name reader"]
     # name movers prefer the IO over S1 on IOI; on ABC (the control, no repeated name) the preference must vanish
     assert nm["END->IO"] - nm["END->S1"] > 0.1 and nm["END->IO"] > nm["END->S2"]
     assert abs(nm["ABC END->IO"] - nm["ABC END->S1"]) < 0.3 * (nm["END->IO"] - nm["END->S1"])
-    assert nm["copying margin"] > 0 and pnm["copying margin"] > 0
-    assert nm["direct from IO"] >= 0.5 > pnm["direct from IO"], "the partial name mover's effect comes mostly from elsewhere"
+    assert nm["copying margin"] > 0
     # last-name readers look at S2 on IOI and on ABC alike ("whether or not it repeats")
     assert lr["END->S2"] > lr["END->IO"] and lr["ABC END->S2"] > lr["ABC END->IO"]
-    # the matched control: the lookalikes are exactly the other heads with the same signature
+    # the matched control: the lookalikes are exactly the other heads with the same signature, with the margins printed
     others = [h for h in sig if h not in cls["name mover"]]
-    same = [h for h in others if reads(sig[h]) == "IO" and sig[h]["copying margin"] > 0 and sig[h]["direct from IO"] >= 0.5]
-    assert nm["n lookalikes"] == len(same) and nm["lookalikes"] == (", ".join(same) or "none")
+    same = [h for h in others if reads(sig[h]) == "IO" and sig[h]["copying margin"] > 0]
+    assert nm["n lookalikes"] == len(same) > 0 and nm["lookalikes"] == (", ".join(same) or "none")
+    margin = lambda h: sorted((sig[h][f"END->{k}"] for k in ("IO", "S1", "S2")), reverse=True)
+    assert nm["lookalike margins"] == ", ".join(f"{h} {margin(h)[0] - margin(h)[1]:.2f}" for h in same)
     mean = lambda heads, key: sum(sig[h][key] for h in heads) / len(heads)
     assert nm["END->IO"] == pytest.approx(mean(cls["name mover"], "END->IO"), abs=1e-9)
+    # the share of a direct effect read from the IO exists only above the floor (a ratio over ~0 is noise); n/a below it
+    floor = f["io_share_floor"]
+    assert floor == pytest.approx(f["threshold"] * abs(f["clean_logit_diff"]), rel=1e-9)
+    for head, parts in f["direct_by_position"].items():
+        total = sum(parts.values())
+        assert sig[head]["direct from IO"] == (None if total < floor else pytest.approx(parts["IO"] / total, rel=1e-6)), head
+    assert any(v["direct from IO"] is None for v in sig.values()), "control: the heads with a small direct effect get no share"
+    shares = [sig[h]["direct from IO"] for h in cls["name mover"] if sig[h]["direct from IO"] is not None]
+    assert nm["IO share"] == (f"{sum(shares) / len(shares):.0%}" if shares else "n/a")
 
 
-def test_full_abc_changes_the_names_and_the_repetition_and_the_heads_follow_the_name_at_s2():
-    """ABC removes the names and the repetition at once: CDD (new names, repetition kept) must do what ABC does, ABA
-    (same names, the IO repeated) more, and BAB (same names swapped between slots, S still repeated) is the control."""
+def test_full_names_or_repetition_the_heads_follow_the_repetition_not_the_names():
+    """ABA (same names, the IO repeated) moves every head's path more than ABC, BAB (names swapped, S still repeated) is the
+    control. CDD (new names, S repeated) removes the clean names as ABC does, so on the clean names' metric both read as
+    'everything removed' (the check the review found empty); scored on each set's own names, CDD keeps every head's
+    contribution and ABC removes it, while the untrained model (the control) shows no such difference."""
     f = findings.load(STEM)
-    c, r, t = f["corruptions"], f["repetition"], f["threshold"]
+    c, r, t, w = f["corruptions"], f["repetition"], f["threshold"], f["own_names"]
     assert set(c) == set(f["circuit"]) and r["n circuit"] == len(c)
     for head, row in c.items():
         assert row["ABC"] == pytest.approx(f["path_patching"]["to logits"][head], abs=1e-12)
-    assert r["max |CDD - ABC|"] == pytest.approx(max(abs(v["CDD"] - v["ABC"]) for v in c.values()), abs=1e-12)
-    assert r["max |CDD - ABC|"] < t / 2, "new names with the repetition kept should do what ABC does"
     ratios = [v["ABA / ABC"] for v in c.values() if v["ABA / ABC"] is not None]
     assert r["ABA / ABC min"] == pytest.approx(min(ratios)) and r["ABA / ABC max"] == pytest.approx(max(ratios))
     assert r["ABA / ABC min"] > 1.3, "moving the repetition with the names kept moves every head more than ABC does"
@@ -167,9 +208,24 @@ def test_full_abc_changes_the_names_and_the_repetition_and_the_heads_follow_the_
     assert r["max |BAB|"] < t, "control: moving the names between slots, with the repetition kept, moves no head much"
     follow = [h for h, v in c.items() if v["ABA"] <= -t and abs(v["BAB"]) < t]
     assert r["follow"] == ", ".join(follow) and r["n follow"] == len(follow) == len(c)
+    # the clean names' metric cannot tell CDD from ABC: both remove about all of it
+    assert abs(w["trained"]["ABC, clean names"] + 1) < 0.1 and abs(w["trained"]["CDD, clean names"] + 1) < 0.1
+    assert abs(w["trained"]["ABC, clean names"] - w["trained"]["CDD, clean names"]) < 0.05
+    # on their own names the whole model answers CDD as it answers IOI, and has no preference on ABC; the untrained one has none
+    own = w["trained"]
+    assert own["CDD, own names"] > 0.75 * own["IOI, own names"] > 2 and abs(own["ABC, own names"]) < 0.1 * own["IOI, own names"]
+    u = w["untrained"]
+    assert abs(u["CDD, own names"] - u["ABC, own names"]) < 0.5 and abs(u["IOI, own names"]) < 0.5, "control: no separation untrained"
+    # each circuit head: CDD keeps its contribution, ABC removes it (the prose's ranges)
+    cdd = [v["CDD / IOI, own names"] for v in c.values()]
+    abc_ = [v["ABC / IOI, own names"] for v in c.values()]
+    assert None not in cdd + abc_, "every circuit head writes enough on its own names to give a ratio"
+    assert r["CDD / IOI min"] == pytest.approx(min(cdd)) and r["CDD / IOI max"] == pytest.approx(max(cdd))
+    assert r["max |ABC / IOI|"] == pytest.approx(max(map(abs, abc_)))
+    assert 0.75 < r["CDD / IOI min"] and r["CDD / IOI max"] < 1.34 and r["max |ABC / IOI|"] < 0.25
 
 
-def test_full_a_layer0_head_tells_the_io_from_s_by_the_softmax_and_reads_the_io():
+def test_full_a_layer0_head_reads_the_io_more_than_s1_on_average_by_the_softmax():
     f = findings.load(STEM)
     r = f["layer0_reader"]
     assert r["head"].startswith("L0") and r["head"] in f["circuit"]
@@ -180,45 +236,63 @@ def test_full_a_layer0_head_tells_the_io_from_s_by_the_softmax_and_reads_the_io(
     assert part == f["direct_by_position"][r["head"]]
 
 
-# measured on the committed checkpoints (fresh sentences, non-empty K) before the full run that records them
-EXPECTED = {"faithful": ["passes", "passes", "fails"], "complete": ["passes", "passes", "fails"]}
-
-
-def test_full_faithfulness_on_fresh_sentences_against_random_circuits():
+def test_full_faithfulness_ranked_among_every_circuit_of_its_size():
+    """The claim: the traced circuit is among the most faithful of all circuits of its size. The control: the random
+    circuits, ranked the same way, are not."""
     f = findings.load(STEM)
-    faith, rand = f["faithfulness"], f["random_circuit_faithfulness"]
+    faith, rand, among = f["faithfulness"], f["random_circuit_faithfulness"], f["among_all"]
     assert faith["F(C)/F(M)"] > rand["max"], f"circuit {faith['F(C)/F(M)']:.3f} vs the best random circuit {rand['max']:.3f}"
-    assert rand["n"] >= 20
+    assert rand["n"] >= 20 and among["random best faithfulness"] == pytest.approx(rand["max"], rel=1e-9)
+    assert among["n circuits"] == math.comb(f["n_heads"], len(f["circuit"])) and among["faithfulness"] == pytest.approx(faith["F(C)/F(M)"])
+    assert among["rank"] <= max(1, 0.05 * among["n circuits"]), f"rank {among['rank']} of {among['n circuits']}"
+    assert among["random median rank"] > 0.25 * among["n circuits"], "control: random circuits of the same size rank low"
+    assert all(r > among["rank"] for r in among["random ranks"])
     assert abs(f["untrained_F_M"]) < 0.5, "control: the untrained model has no logit difference to recover"
     assert abs(faith["F(empty)"]) < faith["F(C)"], "with every head ablated the logit difference must fall"
     assert faith["F(M)"] != pytest.approx(f["clean_logit_diff"], rel=1e-6), "scored on other sentences than the traced ones"
 
 
-def test_full_completeness_over_every_non_empty_subset_against_random_circuits():
+def test_full_completeness_beyond_faithfulness_against_circuits_of_matched_faithfulness():
+    """The largest gap mostly re-measures faithfulness (Spearman over all circuits of the size); the gap beyond it is held
+    against the circuits of matched faithfulness: the verdict (the traced circuit has the smallest gap, or not) follows the numbers, while random circuits,
+    each held to the same test against its own matched circuits, mostly fail it (the control)."""
     f = findings.load(STEM)
-    worst, rand, comp = f["incompleteness_max"], f["random_circuit_incompleteness"], f["completeness"]
+    worst, comp, among = f["incompleteness_max"], f["completeness"], f["among_all"]
     assert worst["n subsets"] + 1 == len(comp) == 2 ** len(f["circuit"]) and worst["K"] != "none"
     assert worst["share of F(M)"] == pytest.approx(max(v["share of F(M)"] for k, v in comp.items() if k != "none"), rel=1e-9)
     assert worst["at K = none"] == pytest.approx(1 - f["faithfulness"]["F(C)/F(M)"], abs=1e-6), "K = none is faithfulness"
-    assert rand["n"] >= 20 and 0 <= rand["n worst at K = none"] <= rand["n"]
-    assert worst["share of F(M)"] < rand["min"], f"the circuit's largest gap {worst} should be below every random circuit's ({rand})"
+    assert among["largest gap"] == pytest.approx(worst["share of F(M)"], rel=1e-6)
+    assert among["beyond faithfulness"] == pytest.approx(worst["share of F(M)"] - worst["at K = none"], abs=1e-9)
+    assert among["spearman largest gap"] > 0.9, "the prose: held against random circuits the largest gap tests faithfulness again"
+    assert f["match_band"] == pytest.approx(0.1)
+    assert among["n matched"] >= 5, f"too few circuits of matched faithfulness to judge against: {among}"
+    # the verdict follows the numbers (it sits on a knife-edge: seed 0 passed on the machine of the last record, +1.4%
+    # with none of 10 matched circuits below, and fails on this stop's, +1.6% with 1 of 10 below at +1.5%)
+    assert among["complete"] == ("passes" if among["n matched below"] == 0 else "fails"), among
+    assert (among["beyond faithfulness"] < among["matched min"]) == (among["complete"] == "passes"), among
+    assert among["random passing completeness"] <= f["random_circuit_faithfulness"]["n"] // 4, "control: random circuits fail it"
 
 
-def test_full_both_criteria_per_seed_as_the_headline_says():
+def test_full_each_seed_ranked_and_a_failing_seed_explained():
+    """Not a pinned pass/pass/fail: each verdict follows from its numbers, each seed's rank is in the headline, and the
+    prose's explanation holds for every seed that fails: the trace missed its costliest single head, whose direct path
+    lies inside the threshold, and the costliest single heads, as many as its circuit has, are more faithful than the
+    traced circuit. The control: where the circuit holds its costliest heads (seed 0), the trace fails nothing."""
     f = findings.load(STEM)
-    seeds = f["seeds"]
+    seeds, t = f["seeds"], f["threshold"]
+    check_the_seeds_follow_their_rules(f)
     assert seeds[0]["faithfulness"] == pytest.approx(f["faithfulness"]["F(C)/F(M)"], rel=1e-9)
     assert seeds[0]["best random"] == pytest.approx(f["random_circuit_faithfulness"]["max"], rel=1e-9)
-    assert seeds[0]["incompleteness"] == pytest.approx(f["incompleteness_max"]["share of F(M)"], rel=1e-9)
-    assert seeds[0]["random min incompleteness"] == pytest.approx(f["random_circuit_incompleteness"]["min"], rel=1e-9)
+    assert seeds[0]["rank"] == f["among_all"]["rank"] and seeds[0]["complete"] == f["among_all"]["complete"]
+    assert seeds[0]["beyond faithfulness"] == pytest.approx(f["among_all"]["beyond faithfulness"], abs=1e-9)
     for s in seeds:
-        assert s["faithful"] == ("passes" if s["faithfulness"] > s["best random"] else "fails"), s
-        assert s["complete"] == ("passes" if s["incompleteness"] < s["random min incompleteness"] else "fails"), s
-        assert (s["n random above"] == 0) == (s["faithful"] == "passes")
-        assert (f"seed {s['seed']} {s['faithfulness']:.0%} vs {s['best random']:.0%} ({s['faithful']}), "
-                f"{s['incompleteness']:.0%} vs {s['random min incompleteness']:.0%} ({s['complete']})") in f["headline"]
-    assert [s["faithful"] for s in seeds] == EXPECTED["faithful"] and [s["complete"] for s in seeds] == EXPECTED["complete"]
-    assert f["seeds_passing"] == {k: sum(s[k] == "passes" for s in seeds) for k in ("faithful", "complete")}
+        if s["faithful"] == "fails":
+            assert not s["costliest in circuit"] and abs(s["costliest direct path"]) < t, s
+            assert s["costliest heads rank"] < s["rank"] and s["costliest heads faithfulness"] > s["faithfulness"], s
+            assert s["costliest |direct path|"] == pytest.approx(abs(s["costliest direct path"]))
+            assert (f"the trace misses {s['costliest head']}, the costliest single head, whose direct path moves the logit "
+                    f"difference by {s['costliest |direct path|']:.1%}, under the {t:.0%} threshold") in f["headline"]
+    assert seeds[0]["costliest heads are the circuit"] and seeds[0]["faithful"] == "passes", "control"
 
 
 def test_full_minimality_with_every_outside_head_as_the_control():
@@ -231,6 +305,12 @@ def test_full_minimality_with_every_outside_head_as_the_control():
     assert m["outside passing"] == len(passing) and m["which"] == (", ".join(passing) or "none")
     # the prose: the bar does not separate the circuit from the rest in this model
     assert passing and f["minimality_verdict"].startswith("does not separate")
+    # ... and some of the heads that pass are section 4's name-mover lookalikes, with direct paths below the threshold
+    look = f["class_signatures"]["name mover"]["lookalikes"].split(", ")
+    assert list(f["minimality_lookalikes"]) == [h for h in passing if h in look] and f["minimality_lookalikes"]
+    for h, v in f["minimality_lookalikes"].items():
+        assert abs(v["direct path"]) < f["threshold"] and v["share of F(M)"] >= m["bar"]
+        assert v["direct path"] == f["path_patching"]["to logits"][h]
 
 
 def test_full_sentences_never_trained_are_an_observation_beside_chance_and_the_shortcuts():
@@ -244,20 +324,37 @@ def test_full_sentences_never_trained_are_an_observation_beside_chance_and_the_s
         "the prose says both shortcut rules answer every sentence of the three sets"
 
 
-def test_full_three_seeds():
+def test_full_three_seeds_and_the_last_name_suppressors():
+    """Seeds 1 and 2 carry the answer with last-name suppressors. The prose: they attend to the last name's slot whether
+    or not it repeats (on ABC nearly as much as on IOI) and never to S1, which holds the same name: not copy suppression.
+    The control: seed 0's name movers, which attend to the IO because S repeats, lose most of it on ABC."""
     f = findings.load(STEM)
     seeds = f["seeds"]
     assert [s["seed"] for s in seeds] == [0, 1, 2]
-    assert seeds[0]["faithfulness"] == pytest.approx(f["faithfulness"]["F(C)/F(M)"], rel=1e-9)
-    assert seeds[0]["best random"] == pytest.approx(f["random_circuit_faithfulness"]["max"], rel=1e-9)
     assert seeds[0]["classes"] == f["class_names"]
     kinds = {tuple(k for k in DIRECT if s["classes"][k] != "none") for s in seeds}
     assert f["seeds_verdict"] == ("The heads that carry the answer are of one kind in every seed" if len(kinds) == 1 else
                                   "The heads that carry the answer differ in kind from seed to seed")
-    # the prose and the findings: seeds 1 and 2 carry the answer with S suppressors, seed 0 with name movers
     assert len(kinds) > 1
-    assert all(s["classes"]["S suppressor"] != "none" and s["classes"]["name mover"] == "none" for s in seeds[1:])
+    assert all(s["classes"]["last-name suppressor"] != "none" and s["classes"]["name mover"] == "none" for s in seeds[1:])
     assert all(s["copying margin of direct heads"] < 0 for s in seeds[1:]) and seeds[0]["copying margin of direct heads"] > 0
+    for s in seeds[1:]:
+        a = s["suppressor attention"]
+        assert a["END->S2"] > 0.5 and a["ABC END->S2"] > 0.6 * a["END->S2"] and a["END->S1"] < 0.05, s["seed"]
+        n_class = len(s["classes"]["last-name suppressor"].split(", "))
+        assert n_class < s["suppressor signatures in layer 1"] <= f["heads_per_layer"], "the signature alone does not pick them out"
+    nm = f["class_signatures"]["name mover"]
+    assert nm["ABC END->IO"] < 0.6 * nm["END->IO"], "control: a head that attends because S repeats loses it on ABC"
+    assert seeds[0]["suppressor attention"] == {"END->S2": None, "ABC END->S2": None, "END->S1": None}
+
+
+def test_full_the_folded_answer_follows_the_single_head_ranking():
+    """Folded answer 1 says what this run shows: the costliest single heads, as many as the circuit has, are the traced
+    circuit; the lesson about backup heads is kept as a caveat for larger models."""
+    f = findings.load(STEM)
+    check_the_answer_follows_the_single_head_ranking(f)
+    assert f["exercise_top_single"]["same"] and f["exercise_costliest_head"]["head"] in f["circuit"]
+    assert f["exercise_top_single"]["last in"] < f["exercise_top_single"]["next"]
 
 
 def test_full_headline_quotes_the_findings():
@@ -266,9 +363,10 @@ def test_full_headline_quotes_the_findings():
     assert f"{f['accuracy'][f'trained, {HELD_OUT}']['accuracy']:.1%}" in h
     assert all(f"{s['accuracy']:.1%}" in h for s in f["seeds"])
     assert f"{f['faithfulness']['F(C)/F(M)']:.0%}" in h and f"{f['random_circuit_faithfulness']['max']:.0%}" in h
-    assert f"{f['incompleteness_max']['share of F(M)']:.0%}" in h and f"{f['random_circuit_incompleteness']['min']:.0%}" in h
-    assert all(f"seed {s['seed']} " in h and f"({s['faithful']})" in h and f"({s['complete']})" in h for s in f["seeds"])
-    assert "last-name readers" in h and "S-inhibition" not in h
+    assert f"rank {f['among_all']['rank']} of {f['among_all']['n circuits']}" in h
+    assert all(f"seed {s['seed']} " in h and f"({s['faithful']}" in h and f"({s['complete']})" in h for s in f["seeds"])
+    assert "last-name readers" in h and "S-inhibition" not in h and "partial" not in h and "S suppressor" not in h
+    assert "not copy suppression" in h and "passes completeness" not in h
 
 
 WRONG_ANSWERS = {"my_logit_diff": [

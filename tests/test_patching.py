@@ -213,3 +213,31 @@ def test_every_subset_and_the_shared_cache():
     assert all(mini[v]["score"] == pytest.approx(by_hand[v]["score"], abs=1e-6) for v in circuit)
     with pytest.raises(ValueError, match="not in the circuit"):
         patching.minimality(model, tokens, metric, circuit, {(1, 1): [[]]}, means)
+
+
+def test_performance_table_is_performance_for_every_set_of_heads_kept():
+    """Every one of the 2 ** 9 sets of a 3-layer, 3-head attention-only HookedTransformer, with groups, equals a
+    mean-ablated forward pass; the control: a metric that reads a position other than the last is refused, and so is a
+    model with MLPs, where head outputs do not add up through the layers."""
+    model = _model()
+    tokens, ref = _tokens(16, n=12), _tokens(17, n=12)
+    groups = torch.tensor([0, 1] * 6)
+    means = patching.group_means(model, ref, groups)
+    metric = lambda logits: (logits[:, -1, 3] - logits[:, -1, 5]).mean()
+    cache = {}
+    table = patching.performance_table(model, tokens, metric, means, groups, cache)
+    heads = patching.all_heads(model)
+    assert len(table) == 2 ** 9 and cache[None] == pytest.approx(float(metric(model(tokens))), abs=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        keep = [h for h in heads if torch.rand((), generator=gen) < 0.5]
+        assert table[frozenset(keep)] == pytest.approx(patching.performance(model, tokens, metric, keep, means, groups), abs=1e-5)
+    assert patching.performance(model, tokens, metric, [(0, 1)], means, groups, cache) == table[frozenset([(0, 1)])]
+    with pytest.raises(ValueError, match="positions other than the last"):
+        patching.performance_table(model, tokens, lambda logits: logits[:, 0, 3].mean(), means, groups)
+    with pytest.raises(ValueError, match="attention-only"):
+        patching.performance_table(_model(attn_only=False), tokens, metric, patching.group_means(_model(attn_only=False), ref), None)
+    with pytest.raises(ValueError, match="max_heads"):
+        patching.performance_table(model, tokens, metric, means, groups, max_heads=8)
+    with pytest.raises(ValueError, match="NaN"):
+        patching.performance_table(model, tokens, lambda logits: logits[:, -1, 3].mean() * float("nan"), means, groups)

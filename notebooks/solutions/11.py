@@ -42,11 +42,13 @@ def check_my_logit_diff(fn, model, data) -> None:
 
 ANSWERS = {
     1: """
-In this run the costliest single head leaves {exercise_costliest_head[share left]:.1%} of F(M) when it alone is
-mean-ablated, and it is {exercise_costliest_head[head]} (its class: {exercise_costliest_head[class]}). A head that path
-patching puts in the circuit need not be the costliest to ablate alone: when several heads do the same job, ablating one
-leaves the others, which is why Wang et al. measure completeness and minimality with subsets K rather than one head at a
-time.
+In this run the costliest single head is {exercise_costliest_head[head]} (its class: {exercise_costliest_head[class]}): mean-ablated
+alone, it leaves {exercise_costliest_head[share left]:.1%} of F(M). The {exercise_top_single[n]} heads whose single ablations cost most
+are {exercise_top_single[heads]} (the last of them leaves {exercise_top_single[last in]:.1%}, the next head
+{exercise_top_single[next]:.1%}); the circuit path patching traced is {exercise_top_single[circuit]}: {exercise_top_single[verdict]}.
+A caveat for larger models: a head in a circuit need not be costly to ablate alone when other heads do the same job. In
+GPT-2 small Wang et al. found backup name movers that take over when the name movers are ablated, one reason they test
+completeness and minimality over subsets K rather than one head at a time.
 """,
     2: """
 Together: {exercise_direct_heads_together[together]:.3f}; the sum of the single effects:

@@ -12,6 +12,7 @@ completeness and minimality. Works on any TransformerLens model (`HookedTransfor
     means = group_means(model, reference, groups)          # per-group, per-position mean of every head's z
     F = lambda keep: performance(model, clean, metric, keep, means, groups)   # every other head mean-ablated
     completeness(model, clean, metric, circuit, None, means, groups, cache={})  # every subset K of the circuit
+    performance_table(model, clean, metric, means, groups, cache)  # attention-only: F of every set of heads kept, at once
 
 Path patching here is the *direct* path: a receiver's input is recomputed from the clean residual stream
 plus the senders' (corrupt - clean) outputs, everything else clean. In an attention-only model this is
@@ -219,6 +220,77 @@ def performance(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metr
     if cache is not None:
         cache[key] = value
     return value
+
+
+@torch.no_grad()
+def performance_table(model: nn.Module, tokens: Int[Tensor, "batch pos"], metric: Metric, means: dict,
+                      groups: Int[Tensor, "batch"] | None = None, cache: dict | None = None, max_heads: int = 12
+                      ) -> dict[frozenset[Head], float]:
+    """F(keep) (`performance`) for every set of heads kept, 2 ** (n_layers * n_heads) of them, in an attention-only
+    model, at the cost of one run of each layer per setting of the layers before it (1 + 16 + 256 layer runs for
+    3 layers of 4 heads, not 4096 forward passes): a layer's block is run once on each input, and every way of
+    mean-ablating its heads is then its clean output plus (mean - z) @ W_O of the heads switched off, which is exact
+    when the block is attention alone. `metric` receives the logits of the last position only ([batch 1 d_vocab]);
+    the table is checked against a plain forward (F of every head) and a mean-ablated one (F of none), and refused
+    when they differ. Fills `cache` (keyed as `performance` keys it, None for the whole model) and returns the table."""
+    lens._model(model, "blocks", "W_O", "W_U")
+    if not getattr(model.cfg, "attn_only", False):
+        raise ValueError("performance_table adds head outputs linearly, which holds only in an attention-only model "
+                         "(cfg.attn_only): use performance() for each set of heads in a model with MLPs")
+    if getattr(model.cfg, "positional_embedding_type", "standard") == "shortformer":
+        raise ValueError("performance_table runs each block on the residual stream; a shortformer model adds positions "
+                         "to queries and keys outside it: use performance()")
+    heads = all_heads(model)
+    if len(heads) > max_heads:
+        raise ValueError(f"the model has {len(heads)} heads, 2 ** {len(heads)} sets to keep; pass at most max_heads = "
+                         f"{max_heads}, or score the sets you need with performance()")
+    _check_tokens(model, tokens=tokens)
+    g = _groups(groups, len(tokens)).to(tokens.device)
+    for layer in range(model.cfg.n_layers):
+        if layer not in means:
+            raise ValueError(f"means lacks layer {layer}: pass group_means of this model")
+        if torch.isnan(means[layer][g, : tokens.shape[1]]).any():
+            raise ValueError(f"means of layer {layer} are NaN for some sequences' groups: every group used must have "
+                             "reference sequences")
+    _, start = model.run_with_cache(tokens, names_filter=lambda n: n == "blocks.0.hook_resid_pre")
+    n_heads, last, table = model.cfg.n_heads, model.cfg.n_layers - 1, {}
+    settings = [[h for h in range(n_heads) if off >> h & 1] for off in range(2 ** n_heads)]  # heads switched off in a layer
+    seen, W_O = {}, model.W_O
+    points = {layer: model.hook_dict[f"blocks.{layer}.attn.hook_z"] for layer in range(last + 1)}  # z's hook points, aliases resolved
+    subsets = torch.tensor([[h in off for h in range(n_heads)] for off in settings], dtype=W_O.dtype)  # setting head
+
+    def run(layer: int, resid: Tensor, gone: tuple[Head, ...]) -> None:
+        """Every setting of this layer and the later ones, given the heads `gone` (switched off) in the earlier layers."""
+        handle = points[layer].register_forward_hook(lambda module, inputs, z: seen.update(z=z))  # the hook point's output
+        try:
+            out = model.blocks[layer](resid)
+        finally:
+            handle.remove()
+        out, z = out[0] if isinstance(out, tuple) else out, seen.pop("z")
+        z = z.unflatten(-1, (n_heads, -1)) if z.ndim == 3 else z  # a TransformerBridge's hook point holds the heads side by side
+        m = means[layer][g, : tokens.shape[1]].to(z.dtype)
+        if layer == last:  # the metric reads the last position: every setting of the last layer at once
+            delta = einops.einsum(m[:, -1] - z[:, -1], W_O[layer], "batch head d_head, head d_head d_model -> batch head d_model")
+            ends = out[None, :, -1] + einops.einsum(subsets, delta, "setting head, batch head d_model -> setting batch d_model")
+            for off, logits in zip(settings, lens.unembed(model, ends)[:, :, None]):  # batch 1 d_vocab each
+                table[frozenset(h for h in heads if h not in gone + tuple((layer, h) for h in off))] = float(metric(logits))
+            return
+        delta = einops.einsum(m - z, W_O[layer], "batch pos head d_head, head d_head d_model -> batch pos head d_model")
+        for off in settings:
+            run(layer + 1, out + delta[:, :, off].sum(2) if off else out, gone + tuple((layer, h) for h in off))
+
+    run(0, start["blocks.0.hook_resid_pre"], ())
+    if any(v != v for v in table.values()):
+        raise ValueError("metric returned NaN for some set of heads kept: performance_table needs a metric that is a number")
+    full, none = float(metric(model(tokens))), performance(model, tokens, metric, [], means, groups)
+    for name, want, got in [("every head kept", full, table[frozenset(heads)]), ("no head kept", none, table[frozenset()])]:
+        if abs(want - got) > 1e-4 * max(1.0, abs(want)):
+            raise ValueError(f"performance_table's F({name}) = {got:.6g} differs from a forward pass's {want:.6g}: does the "
+                             "metric read positions other than the last, or do the blocks do more than attention?")
+    if cache is not None:
+        cache.update(table)
+        cache[None] = full
+    return table
 
 
 def all_heads(model: nn.Module) -> list[Head]:

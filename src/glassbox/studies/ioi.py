@@ -6,9 +6,12 @@ corrupted distribution, and the small transformer of notebook 11 trained on them
     test = make_ioi(1024, vocab, HELD_OUT_TEMPLATES, vocab.pairs("held-out"), seed=1)
     abc = make_abc(test, vocab, seed=2)     # same templates and fillers, three distinct random names
     swapped = rename(test, vocab, "ABA")   # the same names, the IO repeated instead of S
+    own_names(rename(test, vocab, "CDD"))  # scored on its own names: the IO slot's name minus the S1 slot's
     logit_diff(model(test.tokens)[:, -1], test).mean()  # logit(IO) - logit(S) at the last position
     found = find_circuit(model, test, abc, vocab, threshold=0.1)  # path patching back from the logits, every earlier
                                                                    # head a sender; head classes from measured signatures
+    judged = judge_circuit(F, heads, found["circuit"], band=0.1, randoms=[...])  # F(keep): a share of F(M); the circuit's
+                                                     # rank among every circuit of its size, completeness beyond faithfulness
 
 "When Mary and John went to the store , John gave a drink to" -> " Mary": the answer is the name that
 appears once (the indirect object, IO); the other (the subject, S) appears twice (S1, S2). Every
@@ -16,6 +19,8 @@ sentence is left-padded to `n_ctx` so that the answer is always read at the last
 `group` (template and filler) every word sits at the same position, which mean ablation relies on.
 """
 import itertools
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -184,6 +189,17 @@ def rename(data: IOIData, vocab: Vocab, pattern: str, seed: int = 0) -> IOIData:
         tokens[i, [int(data.pos[k][i]) for k in ("IO", "S1", "S2")]] = torch.tensor([fill[c] for c in pattern])
     return IOIData(tokens=tokens, io=data.io.clone(), s=data.s.clone(), pos=dict(data.pos), group=data.group.clone(),
                    template=data.template.clone(), abba=data.abba.clone(), templates=data.templates)
+
+
+def own_names(data: IOIData) -> IOIData:
+    """`data` scored on its own names: `io` becomes the name in its IO slot and `s` the name in its S1 slot (on a
+    clean sentence nothing changes; on CDD the new once-named and repeated names, on ABC two of its three names).
+    A corruption that removes both of the clean sentence's names moves the clean names' logit difference to about
+    nothing whatever the model does with the repetition; scored on its own names it can tell."""
+    rows = torch.arange(len(data))
+    return IOIData(tokens=data.tokens, io=data.tokens[rows, data.pos["IO"]].clone(), s=data.tokens[rows, data.pos["S1"]].clone(),
+                   pos=dict(data.pos), group=data.group.clone(), template=data.template.clone(), abba=data.abba.clone(),
+                   templates=data.templates)
 
 
 def logit_diff(logits: Float[Tensor, "batch d_vocab"], data: IOIData) -> Float[Tensor, "batch"]:
@@ -368,7 +384,7 @@ def trace(model: nn.Module, data: IOIData, abc: IOIData, threshold: float) -> di
 
 # ---- classes from measured signatures, and rules that need no circuit ----------------------------------
 
-CLASSES = ("name mover", "partial name mover", "S suppressor", "negative name mover", "other direct", "last-name reader",
+CLASSES = ("name mover", "last-name suppressor", "negative name mover", "other direct", "last-name reader",
            "other query input", "duplicate-token", "induction", "other value input")
 
 
@@ -377,26 +393,34 @@ def reads(attention: dict[str, float]) -> str:
     return max(("IO", "S1", "S2"), key=lambda k: attention[f"END->{k}"])
 
 
-def io_share(parts: dict[str, float]) -> float:
+def reading_margin(attention: dict[str, float]) -> float:
+    """How much more a head attends from END to the slot it reads most (`reads`) than to the next of IO, S1, S2."""
+    values = sorted((attention[f"END->{k}"] for k in ("IO", "S1", "S2")), reverse=True)
+    return values[0] - values[1]
+
+
+def io_share(parts: dict[str, float], floor: float) -> float | None:
     """The share of a head's direct effect on the logit difference that comes from reading the IO's position (`parts`:
-    its `direct_by_position` row); 0 when the direct effect is not positive."""
+    its `direct_by_position` row); None (no share to speak of) when its whole direct effect is below `floor` (> 0, in
+    the units of `parts`): a ratio over a near-zero or negative total is noise."""
+    if not floor > 0:
+        raise ValueError(f"floor must be > 0 (a direct effect in logits below which the share is undefined), got {floor}")
     total = sum(parts.values())
-    return parts["IO"] / total if total > 0 else 0.0
+    return parts["IO"] / total if total >= floor else None
 
 
-def signature_classes(attention: dict[str, float], attention_abc: dict[str, float], copying: float, layer: int,
-                      from_io: float = 1.0) -> list[str]:
+def signature_classes(attention: dict[str, float], attention_abc: dict[str, float], copying: float, layer: int) -> list[str]:
     """The classes whose signature one head has, its path-patching numbers aside: 'name mover' (reads the IO most from
-    END, its OV circuit copies names: margin > 0, and reading the IO gives at least half its direct effect: `from_io`,
-    see `io_share`), 'partial name mover' (the same, but most of its direct effect comes from other positions),
-    'S suppressor' (reads S1 or S2 most, suppresses: margin < 0), 'negative name mover' (reads the IO, suppresses),
-    'last-name reader' (from END, more attention to S2 than to the IO on the sentences and on their ABC versions: it
-    reads the last name whether or not it repeats), 'duplicate-token' (attention from S2 to S1 higher on the sentences
-    than on their ABC versions: it depends on S1 being the same name) and 'induction' (layer >= 1; the same for the word
-    after S1, by more)."""
+    END, `reads`, and its OV circuit copies names: margin > 0, Wang et al. section 3.1), 'negative name mover' (reads the
+    IO, suppresses: margin < 0), 'last-name suppressor' (reads S2, the last name, most on the sentences and on their ABC
+    versions, where nothing repeats, and suppresses: it lowers the last name's logit by its slot, not because the name
+    repeats or is predicted, so it is not McDougall et al.'s copy suppression), 'last-name reader' (from END, more
+    attention to S2 than to the IO on the sentences and on their ABC versions: it reads the last name whether or not it
+    repeats), 'duplicate-token' (attention from S2 to S1 higher on the sentences than on their ABC versions: it depends
+    on S1 being the same name) and 'induction' (layer >= 1; the same for the word after S1, by more)."""
     r, out = reads(attention), []
-    out += (["name mover"] if from_io >= 0.5 else ["partial name mover"]) if r == "IO" and copying > 0 else []
-    out += ["S suppressor"] if r != "IO" and copying < 0 else []
+    out += ["name mover"] if r == "IO" and copying > 0 else []
+    out += ["last-name suppressor"] if r == "S2" and reads(attention_abc) == "S2" and copying < 0 else []
     out += ["negative name mover"] if r == "IO" and copying < 0 else []
     last = lambda a: a["END->S2"] > a["END->IO"]
     out += ["last-name reader"] if last(attention) and last(attention_abc) else []
@@ -409,13 +433,13 @@ def signature_classes(attention: dict[str, float], attention_abc: dict[str, floa
 def classify(effects: dict[str, dict], signatures: dict[tuple[int, int], list[str]], threshold: float
              ) -> dict[str, list[tuple[int, int]]]:
     """Head classes from the tracing steps of `trace` (share of the logit difference each head's path moves) and
-    each head's `signature_classes`; a head may hold two. Direct path, |effect| >= threshold: 'name mover', 'partial
-    name mover' or 'S suppressor' if it carries the answer (effect < 0) and has that signature, 'negative name mover'
-    if it works against it (effect > 0) and has that one, else 'other direct'. Into the direct heads' queries, effect
+    each head's `signature_classes`; a head may hold two. Direct path, |effect| >= threshold: 'name mover' or
+    'last-name suppressor' if it carries the answer (effect < 0) and has that signature, 'negative name mover' if it
+    works against it (effect > 0) and has that one, else 'other direct'. Into the direct heads' queries, effect
     <= -threshold: 'last-name reader' with that signature, else 'other query input'. Into the values of the heads
     found, effect <= -threshold: 'duplicate-token' or 'induction' with the signature, else 'other value input'."""
     out = {k: [] for k in CLASSES}
-    carries = ("name mover", "partial name mover", "S suppressor")
+    carries = ("name mover", "last-name suppressor")
     for h, e in effects["to logits"].items():
         if abs(e) >= threshold:
             fits = [k for k in (carries if e < 0 else ("negative name mover",)) if k in signatures[h]]
@@ -443,13 +467,100 @@ def find_circuit(model: nn.Module, data: IOIData, abc: IOIData, vocab: Vocab, th
     attention_abc = {h: {k: v[h].item() for k, v in sig_abc.items()} for h in heads}
     copying = {h: name_copying(model, *h, list(range(len(vocab.names)))) for h in heads}
     parts = direct_by_position(model, data, heads)
-    signatures = {h: signature_classes(attention[h], attention_abc[h], copying[h]["self minus others"], h[0],
-                                       io_share(parts[h])) for h in heads}
+    signatures = {h: signature_classes(attention[h], attention_abc[h], copying[h]["self minus others"], h[0]) for h in heads}
     classes = classify(effects, signatures, threshold)
     strongest = max(effects["to logits"], key=lambda h: abs(effects["to logits"][h]))
     circuit = sorted({h for v in classes.values() for h in v}) or [strongest]
     return {"effects": effects, "attention": attention, "attention ABC": attention_abc, "copying": copying,
             "direct by position": parts, "signatures": signatures, "classes": classes, "circuit": circuit}
+
+
+# ---- a circuit among every circuit of its size ------------------------------------------------------------
+
+Head = tuple[int, int]
+
+
+def _label(head: Head) -> str:
+    return f"L{head[0]}H{head[1]}"
+
+
+def _spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (ties broken by order: the scores here are continuous); None when undefined."""
+    rank = lambda v: torch.tensor(v, dtype=torch.float64).argsort().argsort().double()
+    rx, ry = rank(x), rank(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norm = float(rx.norm() * ry.norm())
+    return float((rx * ry).sum()) / norm if len(x) > 2 and norm > 0 else None
+
+
+def circuits_of_size(F: Callable[[list[Head]], float], heads: list[Head], size: int) -> dict[tuple[Head, ...], dict[str, float]]:
+    """Every circuit of `size` of `heads` (as sorted tuples) with Wang et al.'s numbers as `F` gives them (`F(keep)`: the
+    performance with only the heads in `keep` running, every other head mean-ablated, as a share of F(M); cheap when a
+    cache holds `patching.performance_table`): 'faithfulness' F(C); 'gap at K = none' |F(C) - F(M)|, the faithfulness
+    gap; 'largest gap' the largest |F(C minus K) - F(M minus K)| over the non-empty K in C (completeness as Wang et al.
+    score it); 'beyond faithfulness' the largest gap minus the gap at K = none: what the completeness test adds to the
+    faithfulness test."""
+    heads = sorted(heads)
+    if not 1 <= size <= len(heads):
+        raise ValueError(f"size must be 1..{len(heads)} (the number of heads), got {size}")
+    full, out = F(heads), {}
+    for c in itertools.combinations(heads, size):
+        f_c = F(list(c))
+        gaps = [abs(F([h for h in c if h not in K]) - F([h for h in heads if h not in K]))
+                for r in range(1, size + 1) for K in itertools.combinations(c, r)]
+        at_none = abs(f_c - full)
+        out[c] = {"faithfulness": f_c, "gap at K = none": at_none, "largest gap": max(gaps), "beyond faithfulness": max(gaps) - at_none}
+    return out
+
+
+def matched_completeness(rows: dict[tuple[Head, ...], dict[str, float]], circuit: list[Head], band: float) -> dict:
+    """Completeness of `circuit` against the circuits of its size whose faithfulness lies within `band` of its own (`rows`:
+    `circuits_of_size`): its gap beyond faithfulness, how many matched circuits have a smaller one, and the verdict
+    'passes' (none has), 'fails' (one has) or 'no matched circuit'. A circuit's largest gap is mostly its faithfulness
+    gap; matching faithfulness leaves what the completeness test adds."""
+    me = tuple(sorted(circuit))
+    if me not in rows:
+        raise ValueError(f"circuit {me} is not among the circuits scored ({len(next(iter(rows)))} heads each)")
+    mine = rows[me]
+    matched = [r["beyond faithfulness"] for c, r in rows.items()
+               if c != me and abs(r["faithfulness"] - mine["faithfulness"]) <= band]
+    below = sum(v < mine["beyond faithfulness"] - 1e-9 for v in matched)  # a rounding error is not a smaller gap
+    return {"beyond faithfulness": mine["beyond faithfulness"], "n matched": len(matched), "n matched below": below,
+            "matched min": min(matched, default=None), "matched median": statistics.median(matched) if matched else None,
+            "complete": "no matched circuit" if not matched else "fails" if below else "passes"}
+
+
+def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: list[Head], band: float,
+                  randoms: list[list[Head]]) -> dict:
+    """`circuit` among every circuit of its size (`circuits_of_size`, with `F` as there): its faithfulness and rank
+    (1 = the most faithful; a tie counts against it) and the best circuit; the ranks and the best faithfulness of the
+    `randoms` (circuits of the same size drawn at random: the control) and how many are more faithful than the circuit;
+    the share of F(M) left when each head alone is mean-ablated, the costliest head and whether the circuit holds it,
+    and the baseline that needs no tracing: the heads whose single ablations cost most, as many as the circuit has,
+    with their faithfulness and rank; `matched_completeness` of the circuit and, as its control, how many random
+    circuits pass the same test; over all circuits, the Spearman correlation of unfaithfulness (1 - F(C)) with the
+    largest gap and with the gap beyond faithfulness."""
+    heads, me = sorted(heads), tuple(sorted(circuit))
+    rows = circuits_of_size(F, heads, len(me))
+    faith = {c: r["faithfulness"] for c, r in rows.items()}
+    rank = lambda c: 1 + sum(v > faith[tuple(sorted(c))] for v in faith.values())
+    single = {h: F([g for g in heads if g != h]) for h in heads}
+    costliest, best = sorted(sorted(heads, key=single.get)[:len(me)]), max(faith, key=faith.get)
+    random_faith = [faith[tuple(sorted(r))] for r in randoms]
+    unfaithful = [1 - v for v in faith.values()]
+    return {"faithfulness": faith[me], "rank": rank(me), "n circuits": len(rows), "best": ", ".join(map(_label, best)),
+            "best faithfulness": faith[best], "random ranks": [rank(r) for r in randoms],
+            "random median rank": statistics.median(rank(r) for r in randoms) if randoms else None,
+            "random best faithfulness": max(random_faith, default=None), "n random above": sum(f > faith[me] for f in random_faith),
+            "single": {_label(h): v for h, v in single.items()}, "costliest head": _label(min(heads, key=single.get)),
+            "costliest share left": min(single.values()), "costliest in circuit": min(heads, key=single.get) in me,
+            "costliest heads": ", ".join(map(_label, costliest)), "costliest heads faithfulness": faith[tuple(costliest)],
+            "costliest heads rank": rank(costliest), "costliest heads are the circuit": tuple(costliest) == me,
+            "largest gap": rows[me]["largest gap"], "gap at K = none": rows[me]["gap at K = none"],
+            **matched_completeness(rows, list(me), band),
+            "random passing completeness": sum(matched_completeness(rows, r, band)["complete"] == "passes" for r in randoms),
+            "spearman largest gap": _spearman(unfaithful, [r["largest gap"] for r in rows.values()]),
+            "spearman beyond faithfulness": _spearman(unfaithful, [r["beyond faithfulness"] for r in rows.values()])}
 
 
 def shortcut_answers(tokens: Int[Tensor, "batch pos"], n_names: int) -> dict[str, Int[Tensor, "batch"]]:
