@@ -1,4 +1,5 @@
 """glassbox.studies.char_features: character rules, best-rule fitting (checked against brute force), dashboards."""
+import numpy as np
 import pytest
 import torch
 
@@ -185,6 +186,19 @@ def test_bootstrap_median_gap_brackets_the_gap_and_straddles_zero_for_equal_grou
     assert lo <= gap <= hi and lo > 0, f"a shifted by 0.3 should give an interval above 0, got [{lo:.3f}, {hi:.3f}]"
     _, lo, hi = char_features.bootstrap_median_gap(b, torch.rand(400, generator=gen), n_boot=300)
     assert lo < 0 < hi, "two draws of the same distribution should give an interval around 0"
+
+
+def test_bootstrap_median_gap_uses_the_same_median_as_numpy_for_even_groups():
+    """The gap must equal the difference of the medians a notebook reports with np.median: torch's `median` takes the lower
+    middle value of an even-sized group, which made notebook 08's co-firing gap disagree with its own medians by 0.005."""
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.rand(32, generator=gen), torch.rand(59, generator=gen)
+    gap, lo, hi = char_features.bootstrap_median_gap(a, b, n_boot=200)
+    assert gap == pytest.approx(float(np.median(a.numpy()) - np.median(b.numpy())), abs=1e-6), "mean of the two middle values"
+    assert gap != pytest.approx((a.median() - b.median()).item(), abs=1e-6), "the lower middle value is not the median here"
+    assert lo <= gap <= hi
+    gap, _, _ = char_features.bootstrap_median_gap(torch.tensor([0.0, 1.0, float("nan")]), torch.tensor([0.0]), n_boot=10)
+    assert gap == pytest.approx(0.5), "NaNs are dropped before the median"
 
 
 def test_split_coverage_counts_the_parents_firings_covered_by_children():

@@ -1,4 +1,6 @@
 """Notebook 08: a 1-layer character LM, SAEs on its MLP, features vs neurons, splitting and steering."""
+import json
+
 import pytest
 
 from glassbox import findings, paths
@@ -9,8 +11,9 @@ STEM = "08_towards_monosemanticity"
 
 
 @pytest.mark.notebook
-def test_smoke(smoke_run):
+def test_smoke(smoke_run, smoke_dir):
     f = smoke_run(STEM)
+    d_mlp = json.loads((smoke_dir / "checkpoints" / "lm1_shakespeare.json").read_text())["config"]["d_mlp"]  # 512; narrower in smoke
     for key in ["lm_test_loss", "bigram_test_loss", "loss_clean", "loss_mlp_ablated", "loss_mlp_mean_ablated", "sae_metrics",
                 "untrained_sae", "stricter_ablation", "mlp_out_norms", "rule_f1", "polysemantic_example", "cover_by_cap",
                 "polysemantic_control", "features_vs_neurons", "features_vs_neurons_seeds", "dashboard_latents", "feature_split",
@@ -26,7 +29,7 @@ def test_smoke(smoke_run):
     for name, r in f["rule_f1"].items():
         assert 0 <= r["median_f1_chance"] <= 1 and -1 <= r["median_f1_above_chance"] <= 1, f"{name}: {r}"
     assert set(f["rules_needed"]) == {"neurons", "neurons_topk16", "random_small", "sae_small", "lookup_1", "lookup_5"}
-    assert f["rules_needed_density"]["neurons_topk16"] <= 16 / 512 + 1e-6, "TopK-16 encoded neurons fire at most 16 of 512 per character"
+    assert f["rules_needed_density"]["neurons_topk16"] <= 16 / d_mlp + 1e-6, f"TopK-16 encoded neurons fire at most 16 of {d_mlp} per character"
     assert f["rules_matched_verdict"] in ("fewer", "more", "mixed")
     for cap, v in f["rules_needed"]["lookup_1"].items():
         assert v["mean"] == pytest.approx(1.0), f"cap {cap}: a one-character lookup unit needs one rule, even in smoke mode ({v})"
@@ -147,16 +150,19 @@ def test_full_an_sae_on_an_untrained_lm_fails_the_score_and_untrained_neurons_fa
     assert "below the SAE on the trained LM" in f["headline"]
 
 
-def test_full_logit_effect_is_judged_against_random_directions_and_neurons():
+def test_full_logit_effect_is_judged_against_random_directions_and_neurons(f=None):
     """The first dashboard latent's lift is held to a bar set by the controls (the 95th percentile of random directions' and
-    neurons' own lifts); the claim about latents in general is a median gap with a bootstrap interval; mismatched pairs must fail."""
-    f = findings.load(STEM)
+    neurons' own lifts); whether it clears the bar depends on which latent the run picks (it differs between CPUs), so the
+    sentence follows the numbers. The control units chosen as the latent was (best fit F1) must stay below the bar; the claim
+    about latents in general is a median gap with a bootstrap interval; mismatched pairs must fail."""
+    f = f or findings.load(STEM)
     c = f["logit_effect_check"]
     assert c["chars"] == f["dashboard_first_promotes"] and c["lift"] == pytest.approx(c["rate_where_fires"] / c["base_rate"], rel=1e-4)
     assert f["logit_effect_bar"] == pytest.approx(max(c["q95_lift"]["random_directions"], c["q95_lift"]["neurons"]))
     assert f["logit_effect_agrees"] == (c["lift"] > f["logit_effect_bar"]), "the sentence must follow the numbers"
     assert c["share_over_2"]["random_directions"] > 0.05, "random directions clear 2x often: the old fixed 2x bar could not fail"
-    assert not f["logit_effect_agrees"], f"the notebook says latent {c['latent']}'s lift {c['lift']:.2f}x is below the bar {f['logit_effect_bar']:.2f}x"
+    assert max(c["best_fit_unit_lift"].values()) <= f["logit_effect_bar"], \
+        f"the notebook says the controls chosen as the latent was stay below the bar {f['logit_effect_bar']:.2f}x: {c['best_fit_unit_lift']}"
     for g in ("random_directions", "neurons"):
         est, lo, hi = c[f"latents_minus_{g}"]
         assert lo > 0, f"the notebook says the typical latent's lift beats {g}': {est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
@@ -238,18 +244,21 @@ def test_full_widening_the_cap_lowers_neurons_no_more_than_lookup_pairs():
         f"neurons fall {drop['neurons']:.2f}, lookup pairs {drop['lookup_pairs']:.2f}: the notebook says 'about as far'"
 
 
-def test_full_example_neuron_verdict_and_its_lookup_control():
-    """The example neuron needs two rules at 5% and one at 50% (a broad position rule); a lookup unit on its two rules, with no
-    position in it, keeps needing two: so the verdict shows where the neuron fires, not that its patterns are related."""
-    ex = findings.load(STEM)["polysemantic_example"]
+def test_full_example_neuron_verdict_and_its_lookup_control(f=None):
+    """The example neuron needs two rules at 5% and one at 50% (a broad rule that takes in both patterns). The control, a lookup
+    unit on its two rules with no position or context, needs two at 5% as well: needing two rules at the narrow cap is what two
+    patterns with nothing behind them give. Whether the lookup also collapses to one rule at 50% depends on whether the broad rule
+    holds on its characters too (a position rule did not on one machine, 'vowel' did on another), so the prose follows the numbers."""
+    ex = (f or findings.load(STEM))["polysemantic_example"]
     for cap in ("0.05", "0.1", "0.2", "0.5"):
         c = ex[f"cap_{cap}"]
         assert c["needs_second_rule"] == (len(c["shares"]) > 1 and c["shares"][1] >= char_features.MIN_SECOND), "verdict and shares disagree"
         lk = ex["lookup"][f"cap_{cap}"]
         assert lk["needs_second_rule"] == (len(lk["shares"]) > 1 and lk["shares"][1] >= char_features.MIN_SECOND)
     assert ex["cap_0.05"]["needs_second_rule"] and not ex["cap_0.5"]["needs_second_rule"]
-    assert all(ex["lookup"][f"cap_{cap}"]["needs_second_rule"] for cap in ("0.05", "0.5")), "the position-free lookup keeps two patterns"
-    assert ex["lookup_wide_rule_share"] < ex["cap_0.5"]["in_top100"][0] - 0.3, "the broad rule holds on the neuron's top 100, not the lookup's"
+    assert ex["lookup"]["cap_0.05"]["needs_second_rule"], "the control: a lookup on two rules needs two at the narrow cap, as the neuron"
+    if ex["lookup_wide_rule_share"] > 1 - char_features.MIN_SECOND:  # the broad rule holds on the lookup's top 100 too
+        assert not ex["lookup"]["cap_0.5"]["needs_second_rule"], "a rule covering the lookup's top 100 leaves no room for a second"
     assert set(ex["lookup"]["cap_0.05"]["rules"]) == set(ex["cap_0.05"]["rules"][:2]), "the lookup is built on the neuron's two rules"
     assert ex["cap_0.05"]["lifts"][0] > 3, f"the example neuron's best rule should be well above its base rate, lift {ex['cap_0.05']['lifts'][0]:.1f}x"
 
@@ -267,18 +276,19 @@ def test_full_splitting_count_is_held_to_reseeded_dictionaries_with_as_many_cand
     assert "by count not distinguishable from re-training" in f["headline"]
 
 
-def test_full_co_firing_is_compared_within_one_dictionary_and_the_verdict_follows_the_interval():
+def test_full_co_firing_is_compared_within_one_dictionary_and_the_verdict_follows_the_interval(f=None):
     """Latents of one dictionary compete for its k places, so co-firing is compared within one dictionary: the 4x dictionary's
     matches against matches inside one reseeded 1x dictionary (the matched control). The headline's verdict must follow the bootstrap
     interval of that gap. Pooling matches across separate SAEs (re-learned copies, which must co-fire) is not the control: it co-fires
     more than matches within one dictionary, which is why the control must be matched."""
-    f = findings.load(STEM)
+    f = f or findings.load(STEM)
     s, (est, lo, hi) = f["split_vs_same_size"], f["split_cofire_gap"]
-    assert est == pytest.approx(s["large"]["median_cofire"] - s["one_seed"]["median_cofire"], abs=2e-3)  # two median routines
+    assert est == pytest.approx(s["large"]["median_cofire"] - s["one_seed"]["median_cofire"], abs=1e-5), \
+        "the gap and the medians the prose shows must be one median (mean of the two middle values for an even count)"
     assert lo <= est + 1e-9 and est <= hi + 1e-9
     assert s["one_seed"]["n_families"] >= 10 and s["large"]["n_families"] >= 10, "enough families on both sides for an interval"
     across = f["split_cofire_gap_across_saes"]
-    assert across[0] == pytest.approx(s["large"]["median_cofire"] - s["joined"]["median_cofire"], abs=2e-3)
+    assert across[0] == pytest.approx(s["large"]["median_cofire"] - s["joined"]["median_cofire"], abs=1e-5)
     assert s["joined"]["median_cofire"] > s["one_seed"]["median_cofire"] + 0.1, "copies across SAEs co-fire more than matches within one"
     verdict = "separates" if hi < 0 else "does not separate"
     assert f"co-firing {verdict} splitting from same-size re-training" in f["headline"]
@@ -309,15 +319,20 @@ def test_full_steering_chosen_on_validation_beats_random_latents_of_the_same_nor
     assert f["steered_text_broken"] == (loss[f"{s['scale']:g}"] > loss["0"] + 0.5), "the notebook's verdict on the text must match its numbers"
 
 
-def test_full_steering_is_held_to_random_directions_scored_on_their_own_characters():
-    """Random directions over the neurons, pushed with the same norm and scored on their own promoted characters, raise them too:
-    the notebook says steering confirms the direct path, not the feature."""
-    s = findings.load(STEM)["steering"]
+def test_full_steering_is_held_to_random_directions_scored_on_their_own_characters(f=None):
+    """Random directions over the neurons, pushed with the same norm and scored on their own promoted characters, raise them too
+    (the control: a push raises what any direction promotes). The verdict is the feature's rank among them as a p-value,
+    (directions as high + 1) / (directions + 1): whether the feature tops all of them changes between CPUs, and with 8 directions
+    even topping all is 1 in 9, so the headline follows the rank."""
+    f = f or findings.load(STEM)
+    s = f["steering"]
     assert s["feature_own_lift"] == pytest.approx(s["steered_rate"] - s["base_rate"])
     assert s["n_directions"] >= 8 and s["direction_own_lift_median"] > 0.05, f"random directions raise their own characters: {s}"
-    assert s["directions_at_or_above_feature"] >= 1 and s["direction_own_lift_max"] >= s["feature_own_lift"], \
-        "the notebook says the feature is within the random directions' range"
-    assert "steering shows the direct path, not the feature" in findings.load(STEM)["headline"]
+    assert (s["directions_at_or_above_feature"] >= 1) == (s["direction_own_lift_max"] >= s["feature_own_lift"])
+    p = (s["directions_at_or_above_feature"] + 1) / (s["n_directions"] + 1)
+    assert f"{s['directions_at_or_above_feature']} of {s['n_directions']} directions as high, rank p {p:.2f}" in f["headline"]
+    verdict = "steering shows the direct path, not the feature" if p >= 0.05 else "the feature beats the random directions"
+    assert f["headline"].endswith(verdict), f"the headline's verdict must follow the rank p {p:.2f}"
 
 
 WRONG_ANSWERS = {"my_loss_recovered": [

@@ -64,7 +64,8 @@ Share of the feature's three promoted characters in the generated text: clean {e
 with the feature added {exercise_negative_steering[plus_feature]:.1%}, subtracted {exercise_negative_steering[minus_feature]:.1%}.
 A sample with it subtracted: `{exercise_negative_steering[sample]}`.
 The direct path from the MLP to the logits is linear up to the final LayerNorm, so pushing the other way usually
-suppresses the characters the positive push promotes. It need not reach zero: other paths (attention, the
+suppresses the characters the positive push promotes (in a full run their share falls below the clean rate; a smoke run's
+barely trained model and few generated characters may show no change). It need not reach zero: other paths (attention, the
 embeddings) still predict those characters. And since the push is added after the MLP's ReLU nothing clips it, so a
 large push in either direction can drive the text somewhere strange.
 """,

@@ -325,9 +325,17 @@ def bootstrap_median_gap(a: Float[Tensor, "n_a"], b: Float[Tensor, "n_b"], *, n_
         raise ValueError(f"both groups need a non-NaN value, got {len(a)} and {len(b)}")
     gen = torch.Generator().manual_seed(seed)
     ia, ib = (torch.randint(0, len(x), (n_boot, len(x)), generator=gen) for x in (a, b))
-    gaps = a[ia].median(1).values - b[ib].median(1).values
+    gaps = _median(a[ia]) - _median(b[ib])
     tail = (1 - level) / 2
-    return (a.median() - b.median()).item(), gaps.quantile(tail).item(), gaps.quantile(1 - tail).item()
+    return (_median(a) - _median(b)).item(), gaps.quantile(tail).item(), gaps.quantile(1 - tail).item()
+
+
+def _median(x: Float[Tensor, "... n"]) -> Float[Tensor, "..."]:
+    """The median over the last dimension, the mean of the two middle values when n is even (as numpy's; torch's
+    `median` takes the lower one, which disagreed with the medians the notebook reports)."""
+    s = x.sort(-1).values
+    n = s.shape[-1]
+    return (s[..., (n - 1) // 2] + s[..., n // 2]) / 2
 
 
 def split_coverage(parent: Float[Tensor, "n"], children: Float[Tensor, "n c"]) -> dict[str, float]:
