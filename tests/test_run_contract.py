@@ -302,3 +302,31 @@ def test_the_machinery_has_no_import_cycle_and_the_tools_do_not_need_it():
                  "fourier", "training", "lm"]:
         text = (src / f"{tool}.py").read_text()
         assert "glassbox.journal" not in text and "findings" not in text, f"the tool {tool} depends on the journal machinery"
+
+
+@pytest.mark.parametrize("fails_after_start, calls, kept", [(False, 2, True), (True, 1, False)])
+def test_a_kernel_that_dies_before_it_answers_is_started_again_and_one_that_ran_cells_is_not(
+        fails_after_start, calls, kept, tmp_path, monkeypatch):
+    # Two lanes' kernels started at the same moment can be given the same port and die in their startup.
+    # Nothing of the notebook ran, so the runner starts the kernel again; once a cell may have run, a
+    # failure is the notebook's and is never hidden by a second try (the control).
+    import papermill
+    tries = []
+
+    def fake_execute(*args, on_notebook_start, **kwargs):
+        tries.append(1)
+        if fails_after_start:
+            on_notebook_start(notebook=None)
+        if len(tries) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    notebook = tmp_path / "99_x.ipynb"
+    run = lambda: runner.execute(notebook, tmp_path / "out" / notebook.name, {}, tmp_path / "stage", smoke=True)  # noqa: E731
+    if kept:
+        run()
+    else:
+        with pytest.raises(runner.RunFailed, match="did not run: RuntimeError: Kernel died"):
+            run()
+    assert len(tries) == calls

@@ -24,6 +24,7 @@ import argparse
 import ast
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glassbox.journal import catalogue, contract, lanes as lanes_, paths, record
+
+KERNEL_STARTS = 3  # tries to start a notebook's kernel that dies before it answers (see execute)
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,23 @@ def execute(notebook: Path, output: Path, params: dict, stage: Path, smoke: bool
     os.environ.update(env)  # the kernel inherits them
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(notebook), str(output), parameters={"SMOKE": smoke, **params},
-                                   cwd=str(notebook.parent), kernel_name="python3", progress_bar=False)
+        for attempt in range(1, KERNEL_STARTS + 1):
+            started = []  # nbclient's on_notebook_start: the kernel answered and the first cell may run
+            try:
+                papermill.execute_notebook(str(notebook), str(output), parameters={"SMOKE": smoke, **params},
+                                           cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+                                           on_notebook_start=lambda **_: started.append(True))
+                break
+            except PapermillExecutionError:
+                raise
+            except Exception as err:  # noqa: PERF203
+                if started or attempt == KERNEL_STARTS:
+                    raise
+                # The kernel died before it answered: nothing of the notebook ran. Kernels started at the same
+                # moment by two lanes can be given the same free port ("Address already in use"); start again.
+                print(f"{notebook.stem}: the kernel did not start ({type(err).__name__}: {_first_line(str(err))}); "
+                      f"starting it again ({attempt + 1} of {KERNEL_STARTS})", flush=True)
+                time.sleep(random.uniform(0.5, 2.0))
     except PapermillExecutionError as err:
         raise RunFailed(f"{notebook.stem} failed in cell {err.cell_index} (execution count {err.exec_count}): "
                         f"{err.ename}: {_first_line(err.evalue)}; nothing was kept; the failed copy: "
