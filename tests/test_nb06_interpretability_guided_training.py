@@ -3,6 +3,7 @@ full run's findings against the claims the notebook makes."""
 import math
 
 import pytest
+import torch
 
 from glassbox import findings
 from glassbox.studies import regularisation
@@ -21,7 +22,7 @@ def check_keys(f: dict) -> None:
                 "guided_margin_fine_tuned_at_30", "guided_margin_fine_tuned_at_50", "fine_tuned_accuracy", "probe_accuracy",
                 "attribution_prune_fraction_by_recipe", "regulariser_strengths", "regulariser_sweep_validation",
                 "weight_decay_readability", "plain_validation", "selectivity_spearman_by_score", "score_split_half_reliability",
-                "selectivity_spearman_mean", "attribution_vs_ablation_spearman", "fine_tuned_best_worst", "probe_accuracy_controls",
+                "selectivity_spearman_mean", "attribution_vs_ablation_spearman", "fine_tuned_accuracy_seeds", "probe_accuracy_controls",
                 "concept_neuron_auc_untrained_seeds", "concept_auc_input_controls", "thickness_neuron_ink_spearman",
                 "concept_auc_plain_at_l1_sparsity", "concept_auc_plain_at_l1_sparsity_seeds", "concept_auc_plain_seeds_paired_with_l1", "zero_share_test", "concept_neuron_auc",
                 "concept_neuron_auc_seeds", "concept_neuron_auc_shuffled", "concept_neuron_auc_untrained",
@@ -31,14 +32,19 @@ def check_keys(f: dict) -> None:
                 "negative_score_neurons_removed", "negative_score_neurons_accuracy", "selectivity_partial_spearman_given_activation",
                 "activation_vs_ablation_abs_spearman", "concept_auc_one_digit_ceiling", "concept_strongest_control",
                 "concepts_read_beyond_every_control", "concept_verdict", "l1_minus_one_digit_ceiling",
-                "negative_score_neurons_between_controls", "one_class_fraction_untrained_at_l1_sparsity_seeds",
+                "negative_score_neurons_inside_random_range", "negative_score_neurons_dearer_than_reference", "negative_score_neurons_vs_random",
+                "one_class_fraction_untrained_at_l1_sparsity_seeds",
                 "prune_fraction_at_1pt_drop_training_scored", "prune_fraction_at_1pt_drop_training_scored_seeds",
                 "negative_ablation_score_neurons_training_scored", "guided_margin_at_1pt_training_scored", "pruning_verdict_training_scored",
                 "dead_on_scoring_digits", "dead_neurons_removed", "selectivity_partial_spearman_by_layer", "selectivity_partial_sign_by_layer",
                 "fc1_smoothness", "concept_auc_smooth_random_seeds", "concept_auc_unblurred_random_seeds", "concept_auc_smooth_random",
                 "concept_auc_unblurred_random", "concepts_read_beyond_unmatched_controls", "concept_verdict_unmatched",
                 "one_class_fraction_by_threshold_seeds", "one_class_margin_over_matched_by_threshold", "weight_decay_sweep_wording",
-                "fine_tuned_fractions", "fine_tune_steps", "exercise_remove_10pct", "exercise_bottom_10pct_dead", "weight_decay_slant_margin"):
+                "fine_tuned_fractions", "fine_tune_steps", "exercise_remove_10pct", "exercise_bottom_10pct_dead", "weight_decay_slant_margin",
+                "fine_tuned_spread_by_seed", "fine_tuned_best_at_90_by_seed", "fine_tuned_best_at_90_wording", "dead_neurons_in_bottom_of",
+                "best_baseline_at_1pt_seeds", "selectivity_partial_spearman_untrained", "concept_auc_smooth_random_q95",
+                "concept_auc_one_digit_reads_nothing", "l1_accuracy_cost_paired_seeds", "plain_validation_one_class_fraction_seeds",
+                "weight_decay_sweep_tolerance"):
         assert key in f, f"finding {key!r} missing"
     assert set(f["prune_fraction_at_1pt_drop"]) == set(METHODS) == set(f["prune_fraction_at_1pt_drop_training_scored"])
     assert set(f["regulariser_table"]) == set(RECIPES)
@@ -85,16 +91,23 @@ def margins(per_seed: dict) -> dict:
     return {m: {"mean": sum(d) / len(d), "min": min(d), "max": max(d)} for m, d in diffs.items()}
 
 
+STEP = 0.025  # the full run's grid step of fractions removed
+
+
 def test_pruning_verdicts_follow_the_seeds(full):
+    """A verdict of "beats" or "loses to" needs a lead of more than one grid step on every seed (one step is the grid's
+    resolution; on more seeds one-step losses turned into ties and wins)."""
     for suffix in ("", "_training_scored"):
         recomputed = margins(full[f"prune_fraction_at_1pt_drop{suffix}_seeds"])
         for m in GUIDED:
             d = full[f"guided_margin_at_1pt{suffix}"][m]
             assert d == pytest.approx(recomputed[m]), f"{m}{suffix}: the margins must follow the per-seed fractions"
-            expected = "beats" if d["min"] > 0 else "loses to" if d["max"] < 0 else "does not reliably beat"
+            expected = "beats" if d["min"] > STEP + 1e-9 else "loses to" if d["max"] < -STEP - 1e-9 else "does not reliably beat"
             assert full[f"pruning_verdict{suffix}"][m] == expected, f"{m}{suffix}: the verdict printed must follow the per-seed margins {d}"
     p = full["prune_fraction_at_1pt_drop"]
     assert full["best_baseline_at_1pt"] == max(BASELINES, key=lambda m: p[m])
+    seeds = full["prune_fraction_at_1pt_drop_seeds"]
+    assert full["best_baseline_at_1pt_seeds"] == [max(BASELINES, key=lambda m: seeds[m][i]) for i in range(len(seeds["random"]))]
     assert max(p[m] for m in GUIDED) - p["random"] >= 0.1, "some guided score should remove far more neurons than random at 1 point"
 
 
@@ -103,7 +116,7 @@ def test_signed_ablation_is_a_poor_pruning_score_when_scored_on_held_out_digits_
     seed) on the curves scored on training digits, where "the signed score is poor" must fail. The mechanism printed with it:
     held-out digits give many neurons a negative signed score, training digits few."""
     p, p_fit = full["prune_fraction_at_1pt_drop"], full["prune_fraction_at_1pt_drop_training_scored"]
-    assert full["pruning_verdict"]["ablation"] == "loses to", f"claimed (held-out scoring): the signed score loses on every seed, {p}"
+    assert full["pruning_verdict"]["ablation"] == "loses to", f"claimed (held-out scoring): the signed score loses on every seed by > 1 step, {p}"
     assert p["ablation"] < p[full["best_baseline_at_1pt"]], f"claimed (held-out scoring): the signed score loses to the best baseline, {p}"
     assert p["ablation"] < min(p["ablation_abs"], p["attribution"]), f"claimed: held-out, it is the worst guided score, {p}"
     assert full["pruning_verdict_training_scored"]["ablation"] != "loses to", \
@@ -118,13 +131,21 @@ def test_signed_ablation_is_a_poor_pruning_score_when_scored_on_held_out_digits_
 
 
 def test_the_pruning_curves_start_with_dead_neurons_that_cost_nothing(full):
-    """Part 1's caveat: the neurons dead on the scoring digits go first for every score that reads data and cost nothing;
-    the control, as many random live neurons, costs accuracy."""
+    """Part 1's caveat: the neurons dead on the scoring digits go first for every score that reads data, and for magnitude
+    too (dead ReLUs keep their small initial weights), and cost nothing; the controls: as many random live neurons cost
+    accuracy, and a random order does not put the dead neurons first."""
     dead, removed, base = full["dead_on_scoring_digits"], full["dead_neurons_removed"], full["base_accuracy_seeds"]
     assert removed["n"] == [a + b for a, b in zip(dead["relu1"], dead["relu2"])]
     assert all(n >= 10 for n in dead["relu1"]), f"claimed: a stretch of relu1 is dead on the scoring digits, {dead}"
     assert all(abs(a - b) <= 0.002 for a, b in zip(removed["accuracy"], base)), f"claimed: removing them costs nothing, {removed} vs {base}"
     assert all(r < b - 0.003 for r, b in zip(removed["random_mean"], base)), f"control: as many random live neurons cost accuracy, {removed}"
+    bottom = full["dead_neurons_in_bottom_of"]
+    for layer in ("relu1", "relu2"):
+        assert all(m >= 0.85 * d for m, d in zip(bottom["magnitude"][layer], dead[layer])), \
+            f"claimed: magnitude ranks (nearly) every dead neuron of {layer} lowest, {bottom['magnitude']} of {dead}"
+    n_dead = [a + b for a, b in zip(dead["relu1"], dead["relu2"])]
+    assert all(r1 + r2 < n / 2 for r1, r2, n in zip(bottom["random"]["relu1"], bottom["random"]["relu2"], n_dead)), \
+        f"control: a random order does not rank the dead neurons lowest, {bottom['random']} of {dead}"
 
 
 def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fractions(full):
@@ -139,13 +160,23 @@ def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fract
     untuned = full["accuracy_at_30_removed"]  # the same fraction, before the fine-tune
     assert max(untuned.values()) - min(untuned.values()) > 0.01 > spread["0.3"], \
         f"control: at 30% removed without the fine-tune the scores are more than a point apart, {untuned}"
-    bw = full["fine_tuned_best_worst"]["0.9"]
-    assert bw["best_accuracy"] - bw["worst_accuracy"] == pytest.approx(spread["0.9"], abs=1e-3), f"the quoted best/worst must match: {bw}"
+    acc = full["fine_tuned_accuracy_seeds"]  # {method: {fraction: [per seed]}}
+    n_seeds = len(full["base_accuracy_seeds"])
+    per_seed = lambda f, k: {m: acc[m][f][k] for m in acc}
+    for f in fractions:
+        mean_acc = {m: sum(v[f]) / n_seeds for m, v in acc.items()}
+        assert spread[f] == pytest.approx(max(mean_acc.values()) - min(mean_acc.values()), abs=1e-6), f"{f}: the spread is of the seed means"
+        assert full["fine_tuned_spread_by_seed"][f] == pytest.approx([max(per_seed(f, k).values()) - min(per_seed(f, k).values()) for k in range(n_seeds)])
+    best = [max(per_seed("0.9", k), key=per_seed("0.9", k).get) for k in range(n_seeds)]
+    assert full["fine_tuned_best_at_90_by_seed"] == best
+    wording = full["fine_tuned_best_at_90_wording"]
+    assert wording.startswith("no score is best on every seed") == (len(set(best)) > 1), f"the wording must follow the seeds: {wording!r}, {best}"
 
 
-def test_the_signed_scores_negative_picks_cost_between_random_and_absolute_ablation(full):
-    """Two controls of the same size per layer: random live neurons (must cost more) and the lowest absolute-ablation
-    neurons (must cost less). Neither bound is built in: each could fail."""
+def test_the_signed_scores_negative_picks_cost_more_than_absolute_ablations_and_about_as_much_as_random(full):
+    """Claimed: the negative picks cost more than as many of the lowest absolute-ablation neurons, on every seed; that
+    control's picks cost under a point. Against random live neurons the prose only counts the seeds inside the 20 draws'
+    range (not pinned: it states no direction)."""
     rows = full["negative_score_neurons_removed"]
     assert [r["n"] for r in rows] == full["negative_ablation_score_neurons"]
     for r, base in zip(rows, full["base_accuracy_seeds"]):
@@ -155,11 +186,13 @@ def test_the_signed_scores_negative_picks_cost_between_random_and_absolute_ablat
         assert r["reference_accuracy"] >= base - 0.01, f"control: the absolute score's picks cost under a point, {r} (intact {base})"
     acc = full["negative_score_neurons_accuracy"]
     assert acc["accuracy"] == [r["accuracy"] for r in rows] and acc["reference_accuracy"] == [r["reference_accuracy"] for r in rows]
-    # The random side is thin (on another CPU one seed of three fell below the random mean): the prose states the count
-    # of seeds that lie between the two controls, and "between" must hold on most of them.
-    between = sum(r["random_mean"] < r["accuracy"] < r["reference_accuracy"] for r in rows)
-    assert full["negative_score_neurons_between_controls"] == f"{between} of {len(rows)}", "the prose's count must follow the seeds"
-    assert 2 * between > len(rows), f"claimed: between random and absolute ablation on most seeds, {between} of {len(rows)}"
+    inside = sum(r["random_min"] <= r["accuracy"] <= r["random_max"] for r in rows)
+    assert full["negative_score_neurons_inside_random_range"] == f"{inside} of {len(rows)}", "the prose's count must follow the seeds"
+    cheaper = sum(r["accuracy"] > r["random_max"] for r in rows)
+    words = full["negative_score_neurons_vs_random"]
+    assert (words == "they cost about what as many random live neurons cost") == (inside == len(rows)), f"the words must follow the count: {words!r}"
+    assert inside == len(rows) or f"cheaper than every random draw on {cheaper} and dearer on {len(rows) - inside - cheaper}" in words, words
+    assert full["negative_score_neurons_dearer_than_reference"] == f"{len(rows)} of {len(rows)}", "claimed: dearer on every seed"
 
 
 def test_attribution_ranks_like_absolute_ablation_not_like_the_signed_score(full):
@@ -187,6 +220,9 @@ def test_selectivity_against_every_score_with_its_reliability(full):
         assert all(v > 0.05 and v > r + 0.05 and v > g + 0.05 for v, r, g in zip(partial[m], partial["random"], partial["magnitude"])), \
             f"claimed: at fixed activity a weak positive link on every seed, above random and magnitude, {m}: {partial}"
         assert all(v < 0.5 for v in partial[m]), f"claimed: the link is weak, {m}: {partial[m]}"
+        untrained = full["selectivity_partial_spearman_untrained"][m]  # the same measurement before training must not be positive
+        assert len(untrained) >= 3 and all(u < -0.1 for u in untrained), \
+            f"control: in untrained networks the partial correlation is negative, so the positive sign is not built in, {m}: {untrained}"
     assert max(abs(v) for v in rho["ablation"]) < 0.25, f"the signed score's correlation is near zero like random's, {rho['ablation']}"
     by_layer, signs = full["selectivity_partial_spearman_by_layer"], full["selectivity_partial_sign_by_layer"]
     for m, per in by_layer.items():  # printed per layer next to the pooled claim; each sign word must follow its seeds
@@ -203,11 +239,15 @@ def test_l1_gives_one_digit_neurons_and_weight_decay_does_not(full):
     assert min(seeds["l1"]["one_class_fraction"]) > max(v for k in RECIPES[:3] for v in seeds[k]["one_class_fraction"]), \
         "claimed: every L1 model has more one-digit neurons than every other model"
     wd, plain = full["weight_decay_max_one_class_fraction"], full["plain_validation"]["one_class_fraction"]
-    assert (wd <= plain) == (full["weight_decay_readability"] == "did not raise the share of one-digit neurons"), \
+    seeds_val = full["plain_validation_one_class_fraction_seeds"]
+    noise = full["weight_decay_sweep_tolerance"]
+    assert len(seeds_val) >= 3 and noise == pytest.approx(max(seeds_val) - min(seeds_val)), "the tolerance is the plain seeds' range on validation"
+    assert seeds_val[0] == pytest.approx(plain), "seed 0 is the sweep's reference"
+    assert (wd <= plain + noise) == (full["weight_decay_readability"] == "did not raise the share of one-digit neurons beyond seed noise"), \
         "the weight-decay sentence must follow the sweep"
-    assert wd <= plain, f"claimed: no weight-decay strength tried raises the share of one-digit neurons ({wd:.3f} vs plain {plain:.3f})"
+    assert wd <= plain + noise, f"claimed: no weight-decay strength tried raises the share of one-digit neurons ({wd:.3f} vs plain {plain:.3f} + {noise:.3f})"
     shares, wording = full["weight_decay_sweep_one_class_fraction"], full["weight_decay_sweep_wording"]
-    assert wording == regularisation.sweep_wording(shares, plain, tolerance=0.01), f"the sweep's words must follow its values: {wording!r}, {shares}"
+    assert wording == regularisation.sweep_wording(shares, plain, tolerance=noise), f"the sweep's words must follow its values: {wording!r}, {shares}"
     assert "higher" not in wording and "lower" in wording, f"claimed: no strength raises the share and some lowers it, {wording!r}"
 
 
@@ -231,7 +271,9 @@ def test_l1_readability_beyond_what_its_sparsity_alone_gives(full):
 
 
 def test_regularisers_cost_about_half_a_point(full):
-    t = full["regulariser_table"]
+    t, seeds = full["regulariser_table"], full["regulariser_table_seeds"]
+    paired = [p - l for p, l in zip(seeds["none"]["accuracy"], seeds["l1"]["accuracy"])]
+    assert full["l1_accuracy_cost_paired_seeds"] == pytest.approx(paired), "the L1 cost is paired by seed"
     costs = {k: t["none"]["accuracy"] - t[k]["accuracy"] for k in RECIPES[1:]}
     assert all(c <= 0.01 for c in costs.values()), f"claimed: each chosen regulariser costs about half a point on test, got {costs}"
 
@@ -274,17 +316,22 @@ def test_concept_neurons_beat_the_shuffled_control_and_the_plain_ones_not_untrai
 
 def test_concept_verdict_follows_every_control_including_random_filters_as_smooth_as_weight_decays(full):
     """A recipe reads a concept only if every seed's best neuron beats the strongest of the untrained networks, random
-    filters blurred to weight decay's smoothness (one draw per seed), the total ink and the best pixel by 2 points. The verdict
-    follows the measurement, whichever way it goes; the plain model is the control the rule must not credit. The confound the
-    smooth control removes is asserted with its own control: the same random draws, unblurred."""
+    filters blurred to weight decay's smoothness (the 95% quantile of 20 or more draws: the max of the draws grows with their
+    number), the total ink and the best pixel by 2 points. The verdict follows the measurement, whichever way it goes, and
+    must not change when half of the draws are dropped; the plain model is the control the rule must not credit. The
+    confound the smooth control removes is asserted with its own control: the first random draws, unblurred."""
     seeds, untrained, inputs = full["concept_neuron_auc_seeds"], full["concept_neuron_auc_untrained_seeds"], full["concept_auc_input_controls"]
     smooth, unblurred = full["concept_auc_smooth_random_seeds"], full["concept_auc_unblurred_random_seeds"]
-    assert len(smooth) == len(unblurred) == len(untrained) >= 3, "one random draw per plain seed, as for the untrained networks"
+    assert len(smooth) >= 20 and len(unblurred) == len(untrained) >= 3, "20+ smooth draws; the first draws unblurred, one per plain seed"
     unmatched = {c: max([u[c] for u in untrained] + [v[c] for v in inputs.values()]) for c in untrained[0]}
-    strongest = {c: max([unmatched[c]] + [r[c] for r in smooth]) for c in unmatched}
+    q95 = lambda rs, c: torch.tensor([r[c] for r in rs]).quantile(0.95).item()
+    assert full["concept_auc_smooth_random_q95"] == pytest.approx({c: q95(smooth, c) for c in unmatched})
+    bar_of = lambda draws: {c: max(unmatched[c], q95(draws, c)) for c in unmatched}
+    strongest = bar_of(smooth)
     assert full["concept_strongest_control"] == pytest.approx(strongest)
     rule = lambda bar: {name: [c for c in bar if min(r[c] for r in rs) > bar[c] + 0.02] for name, rs in seeds.items()}
     beyond = rule(strongest)
+    assert rule(bar_of(smooth[:len(smooth) // 2])) == beyond, "the verdict must not hang on the number of control draws"
     assert beyond == full["concepts_read_beyond_every_control"], f"the recorded verdict must follow the seeds: {beyond}"
     assert rule(unmatched) == full["concepts_read_beyond_unmatched_controls"]
     assert beyond["none"] == [], f"control: the plain model's best neurons are not credited, {seeds['none']} vs {strongest}"
@@ -293,12 +340,14 @@ def test_concept_verdict_follows_every_control_including_random_filters_as_smoot
     assert verdict.startswith("no recipe") == (not any(beyond.values())), verdict
     assert all(f"{'weight decay' if n == 'weight_decay' else n}'s best neuron reads" in verdict for n, cs in beyond.items() if cs and n != "none"), verdict
     margin, slant = full["weight_decay_slant_margin"], lambda rs: [r["leans_right"] for r in rs]
-    assert margin["over_strongest_control"] == pytest.approx(min(slant(seeds["weight_decay"])) - strongest["leans_right"])
-    assert margin["smooth_draws_span"] == pytest.approx(max(slant(smooth)) - min(slant(smooth)))
+    weaker = min(slant(seeds["weight_decay"]))
+    assert margin["over_strongest_control"] == pytest.approx(weaker - strongest["leans_right"]) and margin["n_draws"] == len(smooth)
+    assert margin["smooth_draws_at_or_above_weaker_seed"] == sum(s >= weaker for s in slant(smooth))
+    assert margin["smooth_draws_within_2pt"] == sum(s >= weaker - 0.02 for s in slant(smooth))
     fc1 = full["fc1_smoothness"]
     assert all(w > p + 0.05 for w, p in zip(fc1["weight_decay"], fc1["none"])), f"claimed: weight decay's first-layer filters are smoother, {fc1}"
     assert all(abs(u) < 0.05 for u in fc1["untrained"]), f"control: untrained filters are white noise, {fc1['untrained']}"
-    assert all(s["leans_right"] > u["leans_right"] + 0.02 for s, u in zip(smooth, unblurred)), \
+    assert all(s["leans_right"] > u["leans_right"] + 0.02 for s, u in zip(smooth[:len(unblurred)], unblurred)), \
         f"claimed: smoothness alone reads slant; control: the same draws unblurred read less, {smooth} vs {unblurred}"
 
 
@@ -308,6 +357,8 @@ def test_l1_reading_less_is_an_observation_the_one_digit_ceiling_explains(full):
     auc, matched, ceiling = full["concept_neuron_auc"], full["concept_auc_plain_at_l1_sparsity"], full["concept_auc_one_digit_ceiling"]
     assert full["concepts_where_l1_reads_less_than_plain"] == sum(auc["l1"][c] < auc["none"][c] for c in auc["none"])
     assert all(0.5 < v < 0.7 for v in ceiling.values()), f"a one-digit unit reads little pooled over ten digits, {ceiling}"
+    floor = full["concept_auc_one_digit_reads_nothing"]  # a one-digit unit that reads nothing inside its digit: every pair is a tie
+    assert all(v == pytest.approx(0.5, abs=1e-6) for v in floor.values()), f"the floor of a one-digit unit is 0.5, {floor}"
     gap = full["l1_minus_one_digit_ceiling"]
     for c in auc["none"]:
         assert gap[c] == pytest.approx(auc["l1"][c] - ceiling[c], abs=1e-6)
@@ -330,11 +381,12 @@ def test_headline_quotes_the_findings(full):
     for text in (f"removes {p['ablation']:.0%} (signed", f"or {p['ablation_abs']:.0%} (per-image", f"{p_fit['ablation']:.0%} scored on training digits",
                  f"after a {full['fine_tune_steps']}-step fine-tune", f"{p[best]:.0%} for the best baseline ({best})",
                  f"{p['random']:.0%} (random)", f"within {100 * full['fine_tuned_spread']['0.3']:.1f} pt",
-                 f"and {100 * full['fine_tuned_spread']['0.6']:.1f} pt at 60%", f"({100 * full['fine_tuned_spread']['0.9']:.1f} pt apart at 90%)",
+                 f"and {100 * full['fine_tuned_spread']['0.6']:.1f} pt at 60%", f"({100 * full['fine_tuned_spread']['0.9']:.1f} pt apart at 90%, where",
                  f"makes {t['l1']['one_class_fraction']:.0%} of live neurons", f"(vs {t['none']['one_class_fraction']:.0%};",
                  f"{full['one_class_fraction_plain_at_l1_sparsity']:.0%} for the plain model thresholded to L1's sparsity",
                  f"weight decay {t['weight_decay']['one_class_fraction']:.0%}",
-                 f"for {100 * (t['none']['accuracy'] - t['l1']['accuracy']):.2f} pt"):
+                 "for " + " and ".join(f"{100 * c:.2f}" for c in full["l1_accuracy_cost_paired_seeds"]) + " pt of accuracy (paired seeds",
+                 full["fine_tuned_best_at_90_wording"].split(" (")[0]):
         assert text in h, f"the headline should quote {text!r} from the findings: {h}"
     seeds = full["prune_fraction_at_1pt_drop_seeds"]
     wins = sum(a > max(v) for a, *v in zip(seeds["ablation_abs"], *(seeds[m] for m in BASELINES)))

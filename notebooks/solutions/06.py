@@ -68,7 +68,7 @@ least active (mean activation, no interpretability), {exercise_remove_10pct[10% 
 The top of the ranking is where the score shows what it knows: the 10% it calls most needed cost far more than a random
 10%. The bottom end says less than it seems. Of the {exercise_bottom_10pct_dead[of]} neurons in its bottom 10%,
 {exercise_bottom_10pct_dead[dead]} never fire on the scoring digits, and the 10% least active, which any score that reads data
-would find, go about as cheaply. So "the bottom of the list goes almost for free" is mostly dead-neuron detection, not
+would find (and magnitude, which reads only the weights, finds the dead ones too: Part 1), go about as cheaply. So "the bottom of the list goes almost for free" is mostly dead-neuron detection, not
 knowledge of the network: compare a score's bottom end with the least-active control, never with intact accuracy alone.
 The pruning curves above only ever use the bottom end, which is why they are compared past the dead neurons (Part 1).
 """,
