@@ -170,6 +170,48 @@ def test_classes_follow_the_signatures_and_the_path_numbers():
     assert cls["name mover"] == [(1, 0)] and cls["last-name suppressor"] == [(1, 1)] and cls["other direct"] == [(0, 0)]
     assert cls["last-name reader"] == [(0, 0)] and cls["other query input"] == [(0, 1)] and cls["duplicate-token"] == [(0, 2)]
     assert not cls["negative name mover"] and not cls["induction"], "control: nothing below the threshold gets a class"
+    # a name mover takes most of its direct effect from reading the IO; below the share (or with none) it is other direct
+    assert ioi.classify(effects, sigs, 0.1, {(1, 0): 0.6}, 0.5)["name mover"] == [(1, 0)]
+    weak = ioi.classify(effects, sigs, 0.1, {(1, 0): 0.2}, 0.5)
+    assert weak["name mover"] == [] and (1, 0) in weak["other direct"], "control: a head that writes mostly from elsewhere"
+    assert ioi.classify(effects, sigs, 0.1, {(1, 0): None}, 0.5)["name mover"] == [], "no share (below its floor): no name mover"
+
+
+def test_magnitude_bars_keep_diffuse_attention_and_tiny_margins_out_of_every_class():
+    att = lambda io, s1, s2, dup=0.03, ind=0.03: {"END->IO": io, "END->S1": s1, "END->S2": s2, "S2->S1 (duplicate)": dup,
+                                                 "S2->S1+1 (induction)": ind}
+    diffuse, diffuse_abc = att(0.03, 0.02, 0.05, dup=0.05), att(0.03, 0.03, 0.04, dup=0.03)  # an untrained head: argmax, no size
+    bars = dict(read_min=0.3, copy_min=0.1)
+    assert ioi.signature_classes(diffuse, diffuse_abc, -0.02, 1) == ["last-name suppressor", "last-name reader", "duplicate-token"], \
+        "without bars the argmax and sign rules name an untrained-looking head"
+    assert ioi.signature_classes(diffuse, diffuse_abc, -0.02, 1, **bars) == [], "control: with the bars it has no class"
+    assert ioi.signature_classes(att(0.03, 0.02, 0.9), att(0.03, 0.03, 0.85), -0.02, 1, **bars) == ["last-name reader"], \
+        "a margin under copy_min neither copies nor suppresses"
+    assert ioi.signature_classes(att(0.03, 0.02, 0.9), att(0.03, 0.03, 0.85), -0.8, 1, **bars) == ["last-name suppressor", "last-name reader"]
+    assert ioi.signature_classes(att(0.35, 0.05, 0.0), att(0.1, 0.1, 0.0), 0.6, 1, **bars) == ["name mover"]
+    assert ioi.signature_classes(att(0.1, 0.02, 0.0), att(0.1, 0.1, 0.0), 0.6, 1, **bars) == [], "attends 0.1 to the IO: no name mover"
+    assert ioi.signature_classes(att(0.1, 0.1, 0.1, dup=0.5), att(0.1, 0.1, 0.1, dup=0.1), 0.0, 0, **bars) == ["duplicate-token"]
+    with pytest.raises(ValueError, match="read_min"):
+        ioi.signature_classes(diffuse, diffuse_abc, 0.0, 1, read_min=-1)
+
+
+def test_trace_refuses_a_model_without_a_logit_difference():
+    from glassbox.studies import models
+    config = models.config_dict(models.TransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, d_vocab=V.d_vocab,
+                                                         n_ctx=34, attn_only=True, seed=0))
+    model, d = models.build("transformer", config), _data(16, ioi.HELD_OUT_TEMPLATES, "held-out")
+    with pytest.raises(ValueError, match="min_logit_diff"):
+        ioi.trace(model, d, ioi.make_abc(d, V, seed=3), 0.1, min_logit_diff=1.0)
+
+
+def test_the_last_name_rule_passes_the_names_or_repetition_test_without_a_repetition():
+    d = _data(40, ioi.HELD_OUT_TEMPLATES, "held-out")
+    rule = lambda data: ioi.logit_diff(ioi.last_name_rule(data, V.d_vocab), ioi.own_names(data))
+    assert torch.equal(rule(d), torch.ones(len(d))) and torch.equal(rule(ioi.rename(d, V, "CDD", seed=1)), torch.ones(len(d)))
+    assert torch.equal(rule(ioi.make_abc(d, V, seed=2)), torch.zeros(len(d))), "ABC: the last name is neither scored name"
+    aab = ioi.rename(d, V, "AAB", seed=1)  # the IO's name twice (not last), S's once and last: the rules disagree
+    top = (ioi.last_name_rule(aab, V.d_vocab)[:, :len(V.names)] + 1e-3 * (aab.tokens[:, :, None] == torch.arange(len(V.names))).any(1)).argmax(-1)
+    assert (top == aab.io).all(), "the lookup rule avoids the last name, whoever is repeated"
 
 
 def test_the_shortcut_rules_answer_every_ioi_sentence_and_fail_where_s_is_not_last():
@@ -251,6 +293,12 @@ def test_a_circuit_among_every_circuit_of_its_size():
     assert judged["complete"] == "fails" and judged["n matched below"] >= 1
     assert ioi.matched_completeness(backed, [(0, 0), (1, 2)], 1.0)["n matched below"] == 0
     assert ioi.matched_completeness(backed, [(0, 0), (0, 1)], 0.0)["complete"] == "no matched circuit"
+    m = ioi.matched_completeness(backed, [(0, 0), (0, 1)], 1.0)
+    assert m["rank in band"] == 1 + m["n matched below"] and m["n in band"] == 1 + m["n matched"]
+    assert m["behind best"] == pytest.approx(m["beyond faithfulness"] - m["matched min"])
+    assert ioi.matched_completeness(backed, [(0, 0), (0, 1)], 1.0, tie=m["behind best"] + 1e-6)["complete"] == "ties with the best matched"
+    assert ioi.matched_completeness(backed, [(0, 0), (0, 1)], 1.0, tie=m["behind best"] / 2)["complete"] == "fails", \
+        "control: behind the best by more than the tie fails"
     with pytest.raises(ValueError, match="size"):
         ioi.circuits_of_size(_share(), HEADS6, 0)
 

@@ -365,13 +365,20 @@ def name_copying(model: nn.Module, layer: int, head: int, names: list[int]) -> d
 
 # ---- the circuit, traced back from the logits -----------------------------------------------------------
 
-def trace(model: nn.Module, data: IOIData, abc: IOIData, threshold: float) -> dict[str, dict[tuple[int, int], float]]:
+def trace(model: nn.Module, data: IOIData, abc: IOIData, threshold: float, min_logit_diff: float = 0.0
+          ) -> dict[str, dict[tuple[int, int], float]]:
     """Wang et al.'s path patching back from the logits with ABC as the corrupted input; at every step every head
     of an earlier layer is a sender, so one head can be found at two steps. 'to logits': each head's direct path;
     'to queries': into the queries at END of the heads whose direct path moves the logit difference by at least
     `threshold` (of the strongest one when none does, so that the trace goes on); 'to values': into the values,
-    at every position, of every head found so far. Each value: the share of the logit difference moved."""
+    at every position, of every head found so far. Each value: the share of the logit difference moved. A model whose
+    clean |logit difference| is below `min_logit_diff` is refused: a share of a near-zero difference is noise."""
     metric = lambda logits: logit_diff(logits, data).mean().item()
+    with torch.no_grad():
+        clean = metric(model(data.tokens))
+    if abs(clean) < min_logit_diff or clean == 0:
+        raise ValueError(f"the clean logit difference is {clean:.3f}, below min_logit_diff = {min_logit_diff}: the shares "
+                         "path patching reports would divide by noise; trace a model that does the task")
     heads = patching.all_heads(model)
     step = lambda receivers, into="q", positions=None: patching.path_effects(model, data.tokens, abc.tokens, metric, heads,
                                                                          receivers, into, positions)
@@ -409,7 +416,8 @@ def io_share(parts: dict[str, float], floor: float) -> float | None:
     return parts["IO"] / total if total >= floor else None
 
 
-def signature_classes(attention: dict[str, float], attention_abc: dict[str, float], copying: float, layer: int) -> list[str]:
+def signature_classes(attention: dict[str, float], attention_abc: dict[str, float], copying: float, layer: int, *,
+                      read_min: float = 0.0, copy_min: float = 0.0) -> list[str]:
     """The classes whose signature one head has, its path-patching numbers aside: 'name mover' (reads the IO most from
     END, `reads`, and its OV circuit copies names: margin > 0, Wang et al. section 3.1), 'negative name mover' (reads the
     IO, suppresses: margin < 0), 'last-name suppressor' (reads S2, the last name, most on the sentences and on their ABC
@@ -417,32 +425,45 @@ def signature_classes(attention: dict[str, float], attention_abc: dict[str, floa
     repeats or is predicted, so it is not McDougall et al.'s copy suppression), 'last-name reader' (from END, more
     attention to S2 than to the IO on the sentences and on their ABC versions: it reads the last name whether or not it
     repeats), 'duplicate-token' (attention from S2 to S1 higher on the sentences than on their ABC versions: it depends
-    on S1 being the same name) and 'induction' (layer >= 1; the same for the word after S1, by more)."""
-    r, out = reads(attention), []
-    out += ["name mover"] if r == "IO" and copying > 0 else []
-    out += ["last-name suppressor"] if r == "S2" and reads(attention_abc) == "S2" and copying < 0 else []
-    out += ["negative name mover"] if r == "IO" and copying < 0 else []
-    last = lambda a: a["END->S2"] > a["END->IO"]
+    on S1 being the same name) and 'induction' (layer >= 1; the same for the word after S1, by more). Magnitude bars: a
+    slot is read only with at least `read_min` of the attention (on each set the rule names), and the OV circuit
+    copies or suppresses only with a margin of at least `copy_min` either way; without them (0) an untrained head's
+    diffuse attention and near-zero margin pass on their argmax and sign alone."""
+    if read_min < 0 or copy_min < 0:
+        raise ValueError(f"read_min and copy_min must be >= 0, got {read_min} and {copy_min}")
+    reads_at = lambda a, k: reads(a) == k and a[f"END->{k}"] >= read_min
+    copies, suppresses = copying > 0 and copying >= copy_min, copying < 0 and -copying >= copy_min
+    out = []
+    out += ["name mover"] if reads_at(attention, "IO") and copies else []
+    out += ["last-name suppressor"] if reads_at(attention, "S2") and reads_at(attention_abc, "S2") and suppresses else []
+    out += ["negative name mover"] if reads_at(attention, "IO") and suppresses else []
+    last = lambda a: a["END->S2"] > a["END->IO"] and a["END->S2"] >= read_min
     out += ["last-name reader"] if last(attention) and last(attention_abc) else []
     gain = {k: attention[k] - attention_abc[k] for k in ("S2->S1 (duplicate)", "S2->S1+1 (induction)")}
-    dup, ind = gain["S2->S1 (duplicate)"], gain["S2->S1+1 (induction)"] if layer >= 1 else float("-inf")
+    dup = gain["S2->S1 (duplicate)"] if attention["S2->S1 (duplicate)"] >= read_min else float("-inf")
+    ind = gain["S2->S1+1 (induction)"] if layer >= 1 and attention["S2->S1+1 (induction)"] >= read_min else float("-inf")
     out += ["duplicate-token"] if dup > 0 and dup >= ind else ["induction"] if ind > 0 else []
     return out
 
 
-def classify(effects: dict[str, dict], signatures: dict[tuple[int, int], list[str]], threshold: float
+def classify(effects: dict[str, dict], signatures: dict[tuple[int, int], list[str]], threshold: float,
+             io_shares: dict[tuple[int, int], float | None] | None = None, io_share_min: float = 0.0
              ) -> dict[str, list[tuple[int, int]]]:
     """Head classes from the tracing steps of `trace` (share of the logit difference each head's path moves) and
     each head's `signature_classes`; a head may hold two. Direct path, |effect| >= threshold: 'name mover' or
     'last-name suppressor' if it carries the answer (effect < 0) and has that signature, 'negative name mover' if it
     works against it (effect > 0) and has that one, else 'other direct'. Into the direct heads' queries, effect
     <= -threshold: 'last-name reader' with that signature, else 'other query input'. Into the values of the heads
-    found, effect <= -threshold: 'duplicate-token' or 'induction' with the signature, else 'other value input'."""
+    found, effect <= -threshold: 'duplicate-token' or 'induction' with the signature, else 'other value input'. A name
+    mover must also take at least `io_share_min` of its direct effect from reading the IO (`io_shares`: `io_share`, None
+    below its floor, which fails), so that what it writes is mostly the name it copies (Wang et al. section 3.1)."""
     out = {k: [] for k in CLASSES}
+    moves = lambda h: io_share_min <= 0 or (io_shares is not None and io_shares.get(h) is not None and io_shares[h] >= io_share_min)
     carries = ("name mover", "last-name suppressor")
     for h, e in effects["to logits"].items():
         if abs(e) >= threshold:
-            fits = [k for k in (carries if e < 0 else ("negative name mover",)) if k in signatures[h]]
+            fits = [k for k in (carries if e < 0 else ("negative name mover",)) if k in signatures[h]
+                    and (k != "name mover" or moves(h))]
             out[fits[0] if fits else "other direct"].append(h)
     for h, e in effects.get("to queries", {}).items():
         if e <= -threshold:
@@ -455,24 +476,38 @@ def classify(effects: dict[str, dict], signatures: dict[tuple[int, int], list[st
 
 
 @torch.no_grad()
-def find_circuit(model: nn.Module, data: IOIData, abc: IOIData, vocab: Vocab, threshold: float) -> dict:
-    """`trace`, then every head's signatures on `data` and on `abc` (`head_signatures`), its OV copying of the
-    names (`name_copying`), its direct effect split by position (`direct_by_position`), its `signature_classes`, the
-    `classify` classes and the circuit (every head of a class; the strongest direct head when no head passes
-    `threshold`)."""
-    effects = trace(model, data, abc, threshold)
+def head_signature_classes(model: nn.Module, data: IOIData, abc: IOIData, vocab: Vocab, *, read_min: float = 0.0,
+                           copy_min: float = 0.0) -> dict:
+    """Every head's signatures on `data` and on `abc` (`head_signatures`), its OV copying of the names
+    (`name_copying`) and its `signature_classes` with the bars `read_min` and `copy_min`; no path patching, so it runs
+    on any model (the untrained control included)."""
     heads = patching.all_heads(model)
     sig, sig_abc = head_signatures(model, data, vocab.pad), head_signatures(model, abc, vocab.pad)
     attention = {h: {k: v[h].item() for k, v in sig.items()} for h in heads}
     attention_abc = {h: {k: v[h].item() for k, v in sig_abc.items()} for h in heads}
     copying = {h: name_copying(model, *h, list(range(len(vocab.names)))) for h in heads}
+    signatures = {h: signature_classes(attention[h], attention_abc[h], copying[h]["self minus others"], h[0],
+                                       read_min=read_min, copy_min=copy_min) for h in heads}
+    return {"attention": attention, "attention ABC": attention_abc, "copying": copying, "signatures": signatures}
+
+
+@torch.no_grad()
+def find_circuit(model: nn.Module, data: IOIData, abc: IOIData, vocab: Vocab, threshold: float, *, read_min: float = 0.0,
+                 copy_min: float = 0.0, io_share_min: float = 0.0, min_logit_diff: float = 0.0) -> dict:
+    """`trace` (refused below `min_logit_diff`), then `head_signature_classes` (bars `read_min`, `copy_min`), each
+    head's direct effect split by position (`direct_by_position`) and its `io_share` (floor: `threshold` of the clean
+    logit difference), the `classify` classes (a name mover takes at least `io_share_min` of its direct effect from the
+    IO) and the circuit (every head of a class; the strongest direct head when no head passes `threshold`)."""
+    effects = trace(model, data, abc, threshold, min_logit_diff)
+    heads = patching.all_heads(model)
+    found = head_signature_classes(model, data, abc, vocab, read_min=read_min, copy_min=copy_min)
     parts = direct_by_position(model, data, heads)
-    signatures = {h: signature_classes(attention[h], attention_abc[h], copying[h]["self minus others"], h[0]) for h in heads}
-    classes = classify(effects, signatures, threshold)
+    floor = threshold * abs(logit_diff(model(data.tokens), data).mean().item())
+    shares = {h: io_share(parts[h], floor) for h in heads}
+    classes = classify(effects, found["signatures"], threshold, shares, io_share_min)
     strongest = max(effects["to logits"], key=lambda h: abs(effects["to logits"][h]))
     circuit = sorted({h for v in classes.values() for h in v}) or [strongest]
-    return {"effects": effects, "attention": attention, "attention ABC": attention_abc, "copying": copying,
-            "direct by position": parts, "signatures": signatures, "classes": classes, "circuit": circuit}
+    return {"effects": effects, **found, "direct by position": parts, "io shares": shares, "classes": classes, "circuit": circuit}
 
 
 # ---- a circuit among every circuit of its size ------------------------------------------------------------
@@ -513,25 +548,33 @@ def circuits_of_size(F: Callable[[list[Head]], float], heads: list[Head], size: 
     return out
 
 
-def matched_completeness(rows: dict[tuple[Head, ...], dict[str, float]], circuit: list[Head], band: float) -> dict:
+def matched_completeness(rows: dict[tuple[Head, ...], dict[str, float]], circuit: list[Head], band: float, tie: float = 0.0) -> dict:
     """Completeness of `circuit` against the circuits of its size whose faithfulness lies within `band` of its own (`rows`:
     `circuits_of_size`): its gap beyond faithfulness, how many matched circuits have a smaller one, and the verdict
-    'passes' (none has), 'fails' (one has) or 'no matched circuit'. A circuit's largest gap is mostly its faithfulness
-    gap; matching faithfulness leaves what the completeness test adds."""
+    'passes' (none has), 'ties with the best matched' (some have, but the best of them by no more than `tie`: closer
+    than the measure moves between sets of sentences), 'fails' (the best is ahead by more) or 'no matched circuit'; with
+    its rank in the band (1 = smallest gap) and 'behind best' (its gap minus the smallest matched one). A circuit's
+    largest gap is mostly its faithfulness gap; matching faithfulness leaves what the completeness test adds."""
     me = tuple(sorted(circuit))
     if me not in rows:
         raise ValueError(f"circuit {me} is not among the circuits scored ({len(next(iter(rows)))} heads each)")
     mine = rows[me]
     matched = [r["beyond faithfulness"] for c, r in rows.items()
                if c != me and abs(r["faithfulness"] - mine["faithfulness"]) <= band]
+    if tie < 0:
+        raise ValueError(f"tie must be >= 0 (a share of F(M)), got {tie}")
     below = sum(v < mine["beyond faithfulness"] - 1e-9 for v in matched)  # a rounding error is not a smaller gap
+    behind = mine["beyond faithfulness"] - min(matched) if matched else None
+    verdict = ("no matched circuit" if not matched else "passes" if not below else
+               "ties with the best matched" if behind <= tie else "fails")
     return {"beyond faithfulness": mine["beyond faithfulness"], "n matched": len(matched), "n matched below": below,
+            "rank in band": 1 + below, "n in band": 1 + len(matched), "behind best": behind,
             "matched min": min(matched, default=None), "matched median": statistics.median(matched) if matched else None,
-            "complete": "no matched circuit" if not matched else "fails" if below else "passes"}
+            "complete": verdict}
 
 
 def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: list[Head], band: float,
-                  randoms: list[list[Head]]) -> dict:
+                  randoms: list[list[Head]], tie: float = 0.0) -> dict:
     """`circuit` among every circuit of its size (`circuits_of_size`, with `F` as there): its faithfulness and rank
     (1 = the most faithful; a tie counts against it) and the best circuit; the ranks and the best faithfulness of the
     `randoms` (circuits of the same size drawn at random: the control) and how many are more faithful than the circuit;
@@ -557,8 +600,8 @@ def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: 
             "costliest heads": ", ".join(map(_label, costliest)), "costliest heads faithfulness": faith[tuple(costliest)],
             "costliest heads rank": rank(costliest), "costliest heads are the circuit": tuple(costliest) == me,
             "largest gap": rows[me]["largest gap"], "gap at K = none": rows[me]["gap at K = none"],
-            **matched_completeness(rows, list(me), band),
-            "random passing completeness": sum(matched_completeness(rows, r, band)["complete"] == "passes" for r in randoms),
+            **matched_completeness(rows, list(me), band, tie),
+            "random passing completeness": sum(matched_completeness(rows, r, band, tie)["complete"] == "passes" for r in randoms),
             "spearman largest gap": _spearman(unfaithful, [r["largest gap"] for r in rows.values()]),
             "spearman beyond faithfulness": _spearman(unfaithful, [r["beyond faithfulness"] for r in rows.values()])}
 
@@ -576,3 +619,12 @@ def shortcut_answers(tokens: Int[Tensor, "batch pos"], n_names: int) -> dict[str
         rules["not the last name"].append(next(t for t in names if t != names[-1]))
         rules["least-mentioned"].append(min(dict.fromkeys(names), key=names.count))
     return {k: torch.tensor(v) for k, v in rules.items()}
+
+
+def last_name_rule(data: IOIData, d_vocab: int) -> Float[Tensor, "batch d_vocab"]:
+    """A lookup rule with no circuit and no repetition detector, as logits at END: -1 on whatever name sits in the S2
+    slot (the last name), 0 elsewhere. Scored like a model (`logit_diff`, `own_names`) it is the control of a test that
+    claims to see the repetition: it gives IOI and CDD the same difference and ABC none."""
+    out = torch.zeros(len(data), d_vocab)
+    out[torch.arange(len(data)), data.tokens[torch.arange(len(data)), data.pos["S2"]]] = -1.0
+    return out
