@@ -294,3 +294,27 @@ def test_rules_to_cover_counts_one_for_a_character_and_m_for_m_unrelated_charact
     assert char_features.rules_to_cover(torch.zeros(len(truth), 1), truth).isnan().all(), "a silent unit has no count"
     with pytest.raises(ValueError, match="share"):
         char_features.rules_to_cover(one, truth, share=0)
+
+
+def test_variance_explained_is_one_for_a_group_lookup_and_near_zero_for_noise():
+    groups = torch.arange(640) % 64
+    lookup = torch.randn(64, generator=torch.Generator().manual_seed(0))[groups]
+    noise = torch.randn(640, generator=torch.Generator().manual_seed(1))
+    eta = char_features.variance_explained(torch.stack([lookup, noise, torch.ones(640)], 1), groups, 64)
+    assert eta[0] == pytest.approx(1.0, abs=1e-6), "a unit that is a function of the group: all its variance is between groups"
+    assert eta[1] < 0.2, "noise: only the chance share (about groups / n)"
+    assert eta[2] == 0, "a constant unit has no variance to explain"
+    with pytest.raises(ValueError, match="groups"):
+        char_features.variance_explained(torch.stack([lookup], 1), groups + 1, 64)
+
+
+def test_log_odds_lift_compares_rare_and_common_sets_and_rank_verdict_can_go_each_way():
+    assert char_features.log_odds_lift(0.2, 0.2, 1000) == pytest.approx(0.0)
+    rare, common = char_features.log_odds_lift(0.05, 0.01, 1000), char_features.log_odds_lift(0.14, 0.10, 1000)
+    assert rare > common > 0, "the same 4-point rise is a larger move from a rare base"
+    assert char_features.log_odds_lift(0.0, 0.0, 100) == pytest.approx(0.0), "zero counts stay finite"
+    others = [0.1 * i for i in range(39)]
+    assert char_features.rank_verdict(9.0, others)["verdict"] == "beats"  # p = 1/40
+    assert char_features.rank_verdict(9.0, others[:8])["verdict"] == "cannot decide"  # p = 1/9: too few controls
+    v = char_features.rank_verdict(others[20], others)
+    assert v["verdict"] == "direct path" and v["k"] == 19 and v["p"] == pytest.approx(20 / 40)

@@ -12,6 +12,7 @@ Activations are read at the character itself (position t sees characters 0..t), 
 the character and what precedes it. Shapes: `n` characters, `units` units, `rules` rules.
 """
 import html
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -333,9 +334,7 @@ def bootstrap_median_gap(a: Float[Tensor, "n_a"], b: Float[Tensor, "n_b"], *, n_
 def _median(x: Float[Tensor, "... n"]) -> Float[Tensor, "..."]:
     """The median over the last dimension, the mean of the two middle values when n is even (as numpy's; torch's
     `median` takes the lower one, which disagreed with the medians the notebook reports)."""
-    s = x.sort(-1).values
-    n = s.shape[-1]
-    return (s[..., (n - 1) // 2] + s[..., n // 2]) / 2
+    return x.quantile(0.5, dim=-1)  # linear interpolation: the mean of the two middle values for even n
 
 
 def split_coverage(parent: Float[Tensor, "n"], children: Float[Tensor, "n c"]) -> dict[str, float]:
@@ -553,3 +552,36 @@ def lookup_groups(truth: Bool[Tensor, "n rules"], m: int, n_units: int, *, seed:
             pos = w[torch.randperm(len(w), generator=gen)[:n_each]]
             out[pos, u] = torch.maximum(out[pos, u], low + (1 - low) * torch.rand(len(pos), generator=gen))
     return out
+
+
+def variance_explained(acts: Float[Tensor, "n units"], groups: Int[Tensor, "n"], n_groups: int) -> Float[Tensor, "units"]:
+    """Each unit's share of activation variance explained by the group means (eta squared: between-group variance over total),
+    e.g. groups = the position in the window or the current character. A constant unit gets 0."""
+    acts = checks.tensor(acts, "acts", ndim=2).double()
+    checks.tensor(groups, "groups", ndim=1, floating=False)
+    if len(groups) != len(acts) or groups.min() < 0 or groups.max() >= n_groups:
+        raise ValueError(f"groups must hold one id in 0..{n_groups - 1} per row of acts ({len(acts)} rows), got {len(groups)} ids "
+                         f"in {groups.min().item()}..{groups.max().item()}")
+    mean = acts.mean(0)
+    count = torch.bincount(groups, minlength=n_groups).double()
+    means = torch.zeros(n_groups, acts.shape[1], dtype=torch.double).index_add_(0, groups, acts) / count.clamp(min=1)[:, None]
+    between = (count[:, None] * (means - mean) ** 2).sum(0)
+    total = ((acts - mean) ** 2).sum(0)
+    return torch.where(total > 0, between / total.clamp(min=1e-30), torch.zeros_like(total)).float()
+
+
+def log_odds_lift(rate: float, base_rate: float, n: int) -> float:
+    """How far steering moved a character set's share from its own base rate, on the log-odds scale (each share counted
+    over `n` generated characters, with half a count added to both sides), so that rare and common sets compare."""
+    n = checks.count(n, "n")
+    odds = lambda r: (r * n + 0.5) / (n - r * n + 0.5)
+    return math.log(odds(rate) / odds(base_rate))
+
+
+def rank_verdict(lift: float, others: list[float], alpha: float = 0.05) -> dict:
+    """A unit's rank among control units, as a p-value p = (k + 1) / (n + 1) (k of n controls as high or higher), and the
+    verdict it allows: 'beats' (p < alpha), 'cannot decide' (no control as high but n too small for p < alpha),
+    'direct path' (a control as high, p >= alpha)."""
+    n, k = len(others), sum(o >= lift for o in others)
+    p = (k + 1) / (n + 1)
+    return {"k": k, "n": n, "p": p, "verdict": "beats" if p < alpha else "cannot decide" if k == 0 else "direct path"}
