@@ -209,6 +209,9 @@ def test_cross_validated_C_prefers_strong_regularisation_on_noise_features_and_w
     assert mnist_mlp.cross_validated_C(noisy, y, (0.01, 100.0)) == 0.01, "200 noise dimensions call for a strong penalty"
     with pytest.raises(ValueError, match="Cs"):
         mnist_mlp.cross_validated_C(clean, y, ())
+    assert mnist_mlp.cross_validated_C(noisy, y, (100.0,)) == 100.0, "one strength is returned as it is, fitting nothing"
+    with pytest.raises(ValueError, match="Cs"):
+        mnist_mlp.cross_validated_C(clean, y, (0.0,))
 
 
 def test_loop_within_digit_finds_a_feature_that_reads_the_label_and_not_one_that_does_not():
@@ -283,6 +286,22 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
     assert s["falls_with_depth"]["thick_stroke"] == {"trained": True, "random": False}
     assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [0.05, 0.1]
     assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]
+
+
+def test_seeds_summary_counts_the_runs_where_training_moves_a_probe_beyond_the_margin():
+    def run(thick_relu2):  # trained minus random at relu2: thick_relu2 - 0.7
+        concepts = {"thick_stroke": {"relu1": 0.8, "relu2": thick_relu2, "out": 0.6, "random relu1": 0.8, "random relu2": 0.7,
+                                     "random out": 0.6}}
+        flip = {tag: {"chosen": 0.5, "random neurons": 0.01, "base": 0.0} for tag in ("trained", "random")}
+        return {"test_accuracy": 0.9, "concepts": concepts, "flip": flip,
+                "selectivity_vs_need": {tag: {"relu1": 0.1, "relu2": 0.1} for tag in ("trained", "random")}}
+    s = mnist_mlp.seeds_summary({i: run(v) for i, v in enumerate((0.71, 0.695, 0.68, 0.6653))})  # +1.0, -0.5, -2.0, -3.47 points
+    assert s["trained_minus_random_runs_beyond_margin"]["thick_stroke"]["relu2"] == {"below": 2, "above": 0, "runs": 4, "margin": 0.01}, \
+        "a gap of exactly the margin is not beyond it; -0.5 points is within it"
+    assert s["trained_minus_random_runs_beyond_margin"]["thick_stroke"]["relu1"] == {"below": 0, "above": 0, "runs": 4, "margin": 0.01}
+    assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [-0.0347, 0.01]
+    wide = mnist_mlp.seeds_summary({i: run(v) for i, v in enumerate((0.71, 0.695, 0.68))}, margin=0.001)
+    assert wide["trained_minus_random_runs_beyond_margin"]["thick_stroke"]["relu2"]["above"] == 1
 
 
 def test_smooth_random_weights_reach_the_asked_smoothness_with_mean_zero():

@@ -232,6 +232,8 @@ def cross_validated_C(features: Float[Tensor, "n d"], labels: Int[Tensor, "n"], 
     from glassbox import probes
     if not Cs or min(Cs) <= 0:
         raise ValueError(f"Cs must hold positive probe strengths, got {Cs!r}")
+    if len(Cs) == 1:
+        return Cs[0]  # nothing to choose between: no folds to fit
     fold = _folds(len(labels), folds, seed)
     def score(C):
         total = 0.0
@@ -424,20 +426,23 @@ def _range(values: list[float]) -> list[float]:
     return [round(min(values), 4), round(max(values), 4)]
 
 
-def seeds_summary(runs: dict) -> dict:
-    """Over runs {seed: seed_run(...)}: [min, max] of each number, trained minus random-init per concept and layer,
-    and whether each concept's probe accuracy falls with depth (relu1 > relu2 > out) in every run."""
+def seeds_summary(runs: dict, margin: float = 0.01) -> dict:
+    """Over runs {seed: seed_run(...)}: [min, max] of each number, trained minus random-init per concept and layer (and
+    in how many runs it lies more than `margin` below or above 0), and whether each concept's probe accuracy falls with
+    depth (relu1 > relu2 > out) in every run."""
     r = list(runs.values())
     concepts = list(r[0]["concepts"])
     layers = ("relu1", "relu2", "out")
+    gaps = {c: {n: [round(x["concepts"][c][n] - x["concepts"][c][f"random {n}"], 4) for x in r] for n in layers} for c in concepts}
     return {
         "test_accuracy": _range([x["test_accuracy"] for x in r]),
         "flip": {f"{tag} {k}": _range([x["flip"][tag][k] for x in r]) for tag in ("trained", "random") for k in ("chosen", "random neurons", "base")},
         "selectivity_vs_need": {f"{tag} {n}": _range([x["selectivity_vs_need"][tag][n] for x in r])
                                 for tag in ("trained", "random") for n in r[0]["selectivity_vs_need"][tag]},
         "concepts": {c: {f: _range([x["concepts"][c][f] for x in r]) for f in r[0]["concepts"][c]} for c in concepts},
-        "trained_minus_random": {c: {n: _range([x["concepts"][c][n] - x["concepts"][c][f"random {n}"] for x in r]) for n in layers}
-                                 for c in concepts},
+        "trained_minus_random": {c: {n: _range(g) for n, g in gaps[c].items()} for c in concepts},
+        "trained_minus_random_runs_beyond_margin": {c: {n: {"below": sum(v < -margin for v in g), "above": sum(v > margin for v in g),
+                                                            "runs": len(g), "margin": margin} for n, g in gaps[c].items()} for c in concepts},
         "falls_with_depth": {c: {tag: all(x["concepts"][c][f"{p}relu1"] > x["concepts"][c][f"{p}relu2"] > x["concepts"][c][f"{p}out"] for x in r)
                                  for tag, p in (("trained", ""), ("random", "random "))} for c in concepts},
     }
