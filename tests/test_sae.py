@@ -80,6 +80,27 @@ def test_make_sae_names_the_architectures_and_options():
         sae.make_sae("topk", 8, 16, l1_coefficient=1.0)
 
 
+def test_make_sae_seed_fixes_the_init_and_leaves_the_global_stream_alone():
+    """seed= fixes the initial weights whatever the global stream holds, and leaves that stream where it was;
+    control: seed=None (the default) still draws from the global stream, so two draws in a row differ."""
+    torch.manual_seed(123)
+    one = sae.make_sae("topk", 8, 16, k=2, seed=5)
+    after = torch.get_rng_state()
+    torch.manual_seed(999)
+    two = sae.make_sae("topk", 8, 16, k=2, seed=5)
+    assert torch.equal(one.W_enc, two.W_enc) and torch.equal(one.W_dec, two.W_dec), "the same seed must give the same SAE"
+    assert not torch.equal(one.W_dec, sae.make_sae("topk", 8, 16, k=2, seed=6).W_dec), "another seed, another SAE"
+    torch.manual_seed(123)
+    assert torch.equal(torch.get_rng_state(), after), "seed= must leave the global random stream where it was"
+    torch.manual_seed(7)
+    a, b = sae.make_sae("topk", 8, 16, k=2), sae.make_sae("topk", 8, 16, k=2)
+    torch.manual_seed(7)
+    assert not torch.equal(a.W_dec, b.W_dec) and torch.equal(a.W_dec, sae.make_sae("topk", 8, 16, k=2).W_dec), \
+        "seed=None keeps the old behaviour: the init comes from the global stream"
+    with pytest.raises(ValueError, match="seed"):
+        sae.make_sae("topk", 8, 16, k=2, seed=-1)
+
+
 @pytest.fixture
 def one_thread():
     """Small matmuls: one thread, as the notebook uses (two are ~20x slower on a busy 2-core machine)."""

@@ -145,16 +145,18 @@ The gap between the two (SAE lost minus random lost) is {exercise_random_error_o
 {exercise_random_error_of_the_same_size[k=8][n_digits]:,} digits ({exercise_random_error_of_the_same_size[k=8][standard_error]:.2%} each),
 and {exercise_random_error_of_the_same_size[k=64 cut to 8][gap]:.1%} for the cut SAE
 ({exercise_random_error_of_the_same_size[k=64 cut to 8][gap_standard_errors]:.0f} standard errors). Read with the range of random draws,
-the $k = 8$ SAE's error costs {exercise_random_error_of_the_same_size[k=8][reading]}; the cut SAE's costs
+this $k = 8$ SAE's error costs {exercise_random_error_of_the_same_size[k=8][reading]}; the cut SAE's costs
 {exercise_random_error_of_the_same_size[k=64 cut to 8][reading]}. In a full run the cut SAE falls more than 10 points below every
-random draw (a smoke run's tiny SAEs need not show it); for the $k = 8$ SAE the answer is read from the numbers above, not assumed.
+random draw (a smoke run's tiny SAEs need not show it); for the $k = 8$ SAE the answer is read from the numbers above, not assumed,
+and it is the answer for this one SAE: its standard error measures which digits were drawn, not how the SAE was trained, so
+another SAE seed, or the same seed on another CPU, can read differently.
 
 A random vector spreads its length over all
 128 directions and pushes each digit's logits a different way, so much of it misses what the next layer reads. The
 cut SAE's error is made of whole dropped features: directions the data really vary along, taken out of every digit
 that uses them, so the same length does more harm. A trained SAE's error is partly noise-like and partly
 pieces of features it failed to fit; the second part is what makes an error cost more than its length says. [Gurnee (2024)](https://www.alignmentforum.org/posts/rZPiuFxESMxCDHe4B/sae-reconstruction-errors-are-empirically-pathological)
-ran this test on a language model's residual stream: at every layer, splicing in the SAE's reconstruction raised the
+ran this test on a language model's residual stream (its "Summary"): at every layer, splicing in the SAE's reconstruction raised the
 KL divergence and the loss about 2 to 4.5 times as much as a random point at the same distance. FVU alone does not
 say how much an SAE's error costs; the spliced accuracy does.
 """,

@@ -67,8 +67,9 @@ def sampled_batches(sample: Callable[[int], Tensor], batch_size: int) -> Iterato
 
 
 def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None = None,
-             hook_name: str | None = None, device: str | torch.device = "cpu", **options) -> TrainingSAE:
-    """A fresh SAELens training SAE on `device`: "topk" (option k), "standard" (l1_coefficient), "jumprelu", ..."""
+             hook_name: str | None = None, device: str | torch.device = "cpu", seed: int | None = None,
+             **options) -> TrainingSAE:
+    """A fresh SAELens training SAE on `device` ("topk": k, "standard": l1_coefficient, ...); init from `seed`, else the global stream."""
     if architecture not in SAE_TRAINING_CLASS_REGISTRY:
         raise KeyError(f"unknown SAE architecture {architecture!r}; SAELens has: {sorted(SAE_TRAINING_CLASS_REGISTRY)}")
     checks.count(d_in, "d_in")
@@ -83,7 +84,13 @@ def make_sae(architecture: str, d_in: int, d_sae: int, *, model_name: str | None
     except TypeError as err:
         raise TypeError(f"{cfg_cls.__name__} rejected the options {sorted(options)}: {err}; "
                         f"see the fields of sae_lens.{cfg_cls.__name__}") from None
-    return sae_cls(cfg)
+    if seed is None:
+        return sae_cls(cfg)
+    checks.count(seed, "seed", least=0)
+    where = torch.device(device)
+    with torch.random.fork_rng(devices=[where] if where.type == "cuda" else [], device_type=where.type):
+        torch.manual_seed(seed)
+        return sae_cls(cfg)
 
 
 def _checked(batches: Iterator[Tensor], batch_size: int, d_in: int, device: torch.device) -> Iterator[Tensor]:
