@@ -31,7 +31,7 @@ def check_keys(f: dict) -> None:
                 "one_class_fraction_plain_at_l1_sparsity", "one_class_fraction_plain_at_l1_sparsity_seeds", "accuracy_at_30_removed",
                 "negative_score_neurons_removed", "negative_score_neurons_accuracy", "selectivity_partial_spearman_given_activation",
                 "activation_vs_ablation_abs_spearman", "concept_auc_one_digit_ceiling", "concept_strongest_control",
-                "concepts_read_beyond_every_control", "concept_verdict", "l1_minus_one_digit_ceiling",
+                "concepts_read_beyond_every_control", "concept_verdict", "l1_concept_neuron_digits_seeds", "l1_concept_neurons_answering_to_one_digit",
                 "negative_score_neurons_inside_random_range", "negative_score_neurons_dearer_than_reference", "negative_score_neurons_vs_random",
                 "one_class_fraction_untrained_at_l1_sparsity_seeds",
                 "prune_fraction_at_1pt_drop_training_scored", "prune_fraction_at_1pt_drop_training_scored_seeds",
@@ -44,7 +44,8 @@ def check_keys(f: dict) -> None:
                 "fine_tuned_spread_by_seed", "fine_tuned_best_at_90_by_seed", "fine_tuned_best_at_90_wording", "dead_neurons_in_bottom_of",
                 "best_baseline_at_1pt_seeds", "selectivity_partial_spearman_untrained", "concept_auc_smooth_random_q95",
                 "concept_auc_one_digit_reads_nothing", "l1_accuracy_cost_paired_seeds", "plain_validation_one_class_fraction_seeds",
-                "weight_decay_sweep_tolerance"):
+                "weight_decay_sweep_tolerance", "negative_score_neurons_reference_cost", "negative_score_neurons_dearer_than_random_mean",
+                "fine_tuned_spread_per_seed_mean"):
         assert key in f, f"finding {key!r} missing"
     assert set(f["prune_fraction_at_1pt_drop"]) == set(METHODS) == set(f["prune_fraction_at_1pt_drop_training_scored"])
     assert set(f["regulariser_table"]) == set(RECIPES)
@@ -153,8 +154,9 @@ def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fract
     fractions = sorted(spread, key=float)
     assert [float(f) for f in fractions] == sorted(full["fine_tuned_fractions"]) and full["fine_tuned_fractions"][0] == min(full["fine_tuned_fractions"]), \
         "the prose quotes the first fine-tuned fraction as the smallest"
-    assert up_to == max([float(f) for f in fractions if spread[f] <= 0.01], default=0.0), f"the quoted fraction must follow the spreads: {spread}"
-    assert up_to >= 0.3, f"claimed: within 1 point at 30% removed, {spread}"
+    by_seed = full["fine_tuned_spread_by_seed"]
+    assert up_to == max([float(f) for f in fractions if max(by_seed[f]) <= 0.01], default=0.0), f"the quoted fraction must follow every seed: {by_seed}"
+    assert up_to >= 0.3, f"claimed: within 1 point at 30% removed on every seed, {by_seed}"
     beyond = [spread[f] for f in fractions if float(f) > up_to]
     assert beyond and all(a < b for a, b in zip(beyond, beyond[1:])), f"claimed: the gap widens with every fraction beyond, {spread}"
     untuned = full["accuracy_at_30_removed"]  # the same fraction, before the fine-tune
@@ -166,7 +168,9 @@ def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fract
     for f in fractions:
         mean_acc = {m: sum(v[f]) / n_seeds for m, v in acc.items()}
         assert spread[f] == pytest.approx(max(mean_acc.values()) - min(mean_acc.values()), abs=1e-6), f"{f}: the spread is of the seed means"
-        assert full["fine_tuned_spread_by_seed"][f] == pytest.approx([max(per_seed(f, k).values()) - min(per_seed(f, k).values()) for k in range(n_seeds)])
+        assert by_seed[f] == pytest.approx([max(per_seed(f, k).values()) - min(per_seed(f, k).values()) for k in range(n_seeds)])
+        assert full["fine_tuned_spread_per_seed_mean"][f] == pytest.approx(sum(by_seed[f]) / n_seeds), f"{f}: the mean of the per-seed spreads"
+        assert full["fine_tuned_spread_per_seed_mean"][f] >= spread[f] - 1e-9, "the spread of the means can never exceed the mean spread"
     best = [max(per_seed("0.9", k), key=per_seed("0.9", k).get) for k in range(n_seeds)]
     assert full["fine_tuned_best_at_90_by_seed"] == best
     wording = full["fine_tuned_best_at_90_wording"]
@@ -174,16 +178,20 @@ def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fract
 
 
 def test_the_signed_scores_negative_picks_cost_more_than_absolute_ablations_and_about_as_much_as_random(full):
-    """Claimed: the negative picks cost more than as many of the lowest absolute-ablation neurons, on every seed; that
-    control's picks cost under a point. Against random live neurons the prose only counts the seeds inside the 20 draws'
-    range (not pinned: it states no direction)."""
+    """Claimed: the negative picks cost more than as many of the live neurons the absolute score ranks lowest, on every
+    seed. Control: the same comparison with as many random live neurons (the draws' mean) is not dearer on every seed.
+    Against the random draws' range the prose only counts the seeds inside it (not pinned: it states no direction)."""
     rows = full["negative_score_neurons_removed"]
     assert [r["n"] for r in rows] == full["negative_ablation_score_neurons"]
     for r, base in zip(rows, full["base_accuracy_seeds"]):
         assert r["random_min"] <= r["random_mean"] <= r["random_max"] and r["n_draws"] == 20
         assert r["accuracy"] < base - 0.005, f"claimed: removing them costs accuracy, {r} (intact {base})"
-        assert r["reference_accuracy"] > r["accuracy"] + 0.005, f"claimed: dearer than as many lowest absolute-ablation neurons, {r}"
-        assert r["reference_accuracy"] >= base - 0.01, f"control: the absolute score's picks cost under a point, {r} (intact {base})"
+        assert r["reference_accuracy"] > r["accuracy"] + 0.005, f"claimed: dearer than as many live neurons the absolute score ranks lowest, {r}"
+    cost = [b - r["reference_accuracy"] for b, r in zip(full["base_accuracy_seeds"], rows)]
+    assert full["negative_score_neurons_reference_cost"] == pytest.approx({"min": min(cost), "max": max(cost)}), "the quoted cost follows the seeds"
+    dearer_than_random = sum(r["accuracy"] < r["random_mean"] for r in rows)
+    assert full["negative_score_neurons_dearer_than_random_mean"] == f"{dearer_than_random} of {len(rows)}"
+    assert dearer_than_random < len(rows), f"control: against random live neurons the same comparison is not dearer on every seed, {rows}"
     acc = full["negative_score_neurons_accuracy"]
     assert acc["accuracy"] == [r["accuracy"] for r in rows] and acc["reference_accuracy"] == [r["reference_accuracy"] for r in rows]
     inside = sum(r["random_min"] <= r["accuracy"] <= r["random_max"] for r in rows)
@@ -249,6 +257,9 @@ def test_l1_gives_one_digit_neurons_and_weight_decay_does_not(full):
     shares, wording = full["weight_decay_sweep_one_class_fraction"], full["weight_decay_sweep_wording"]
     assert wording == regularisation.sweep_wording(shares, plain, tolerance=noise), f"the sweep's words must follow its values: {wording!r}, {shares}"
     assert "higher" not in wording and "lower" in wording, f"claimed: no strength raises the share and some lowers it, {wording!r}"
+    for name in ("dropout", "l1"):  # control: the same words at the same tolerance call the other recipes' sweeps higher
+        other = {s: r["one_class_fraction"] for s, r in full["regulariser_sweep_validation"][name].items()}
+        assert "higher" in regularisation.sweep_wording(other, plain, tolerance=noise), f"control: {name}'s sweep reads higher, {other} vs {plain}"
 
 
 def test_l1_readability_beyond_what_its_sparsity_alone_gives(full):
@@ -351,20 +362,20 @@ def test_concept_verdict_follows_every_control_including_random_filters_as_smoot
         f"claimed: smoothness alone reads slant; control: the same draws unblurred read less, {smooth} vs {unblurred}"
 
 
-def test_l1_reading_less_is_an_observation_the_one_digit_ceiling_explains(full):
-    """Not a claim of lost detail: pooled over digits, an ideal unit that answers to one digit scores at most the
-    ceiling, and L1's best neurons sit near it; the plain model's are above it (the ceiling does bind a one-digit unit only)."""
+def test_l1_reading_less_is_an_observation_its_sparsity_explains(full):
+    """Not a claim of lost detail: the plain model made as sparse as L1 reads no more (ties at zero), while the same
+    plain seeds as they are do read more (the control). The chosen L1 neurons mostly answer to several digits, so the
+    one-digit ceiling (an ideal unit silent on nine digits) is not the reason."""
     auc, matched, ceiling = full["concept_neuron_auc"], full["concept_auc_plain_at_l1_sparsity"], full["concept_auc_one_digit_ceiling"]
     assert full["concepts_where_l1_reads_less_than_plain"] == sum(auc["l1"][c] < auc["none"][c] for c in auc["none"])
     assert all(0.5 < v < 0.7 for v in ceiling.values()), f"a one-digit unit reads little pooled over ten digits, {ceiling}"
     floor = full["concept_auc_one_digit_reads_nothing"]  # a one-digit unit that reads nothing inside its digit: every pair is a tie
     assert all(v == pytest.approx(0.5, abs=1e-6) for v in floor.values()), f"the floor of a one-digit unit is 0.5, {floor}"
-    gap = full["l1_minus_one_digit_ceiling"]
-    for c in auc["none"]:
-        assert gap[c] == pytest.approx(auc["l1"][c] - ceiling[c], abs=1e-6)
-        assert gap[c] < 0.08, f"observed: L1's best neurons score near the one-digit ceiling, {c}: {auc['l1']} vs {ceiling}"
-    for c in ("thick_stroke", "leans_right"):
-        assert auc["none"][c] > ceiling[c] + 0.05, f"control: the plain model's best neurons are not bound by it, {c}: {auc['none']} vs {ceiling}"
+    digits = full["l1_concept_neuron_digits_seeds"]  # {concept: [digits the chosen neuron answers to, per L1 seed]}
+    assert set(digits) == set(auc["none"]) and all(len(v) == len(full["concept_neuron_auc_seeds"]["l1"]) for v in digits.values())
+    ones, n = sum(d == 1 for v in digits.values() for d in v), sum(map(len, digits.values()))
+    assert full["l1_concept_neurons_answering_to_one_digit"] == f"{ones} of {n}", "the prose's count follows the chosen neurons"
+    assert 2 * ones < n, f"claimed: most of L1's chosen neurons answer to more than one digit, {digits}"
     for z in full["zero_share_test"]:
         assert z["l1"] > z["plain"] + 0.15 and abs(z["plain_matched"] - z["l1"]) < 0.05, f"the sparsity must be matched: {z}"
     for c in auc["none"]:
@@ -378,10 +389,12 @@ def test_headline_quotes_the_findings(full):
     h, p, t = full["headline"], full["prune_fraction_at_1pt_drop"], full["regulariser_table"]
     best = full["best_baseline_at_1pt"]
     p_fit = full["prune_fraction_at_1pt_drop_training_scored"]
+    by_seed = full["fine_tuned_spread_by_seed"]  # the headline quotes per-seed spreads, not the spread of the seed means
     for text in (f"removes {p['ablation']:.0%} (signed", f"or {p['ablation_abs']:.0%} (per-image", f"{p_fit['ablation']:.0%} scored on training digits",
                  f"after a {full['fine_tune_steps']}-step fine-tune", f"{p[best]:.0%} for the best baseline ({best})",
-                 f"{p['random']:.0%} (random)", f"within {100 * full['fine_tuned_spread']['0.3']:.1f} pt",
-                 f"and {100 * full['fine_tuned_spread']['0.6']:.1f} pt at 60%", f"({100 * full['fine_tuned_spread']['0.9']:.1f} pt apart at 90%, where",
+                 f"{p['random']:.0%} (random)", f"within {100 * max(by_seed['0.3']):.1f} pt at 30% removed",
+                 f"and {100 * max(by_seed['0.6']):.1f} pt at 60% on every seed",
+                 f"({100 * sum(by_seed['0.9']) / len(by_seed['0.9']):.1f} pt apart at 90% on a seed, on average, where",
                  f"makes {t['l1']['one_class_fraction']:.0%} of live neurons", f"(vs {t['none']['one_class_fraction']:.0%};",
                  f"{full['one_class_fraction_plain_at_l1_sparsity']:.0%} for the plain model thresholded to L1's sparsity",
                  f"weight decay {t['weight_decay']['one_class_fraction']:.0%}",

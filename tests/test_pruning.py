@@ -222,7 +222,7 @@ def test_split_half_reliability_is_one_for_a_data_free_score_and_lower_for_a_noi
         pruning.split_half_reliability(tiny_cnn, "ablation", layers, x[:3], y[:3])
 
 
-def test_negatives_against_random_removes_the_negative_picks_and_as_many_live_random_ones(tiny_cnn, data):
+def test_negatives_against_random_removes_the_negative_picks_and_as_many_live_random_ones(tiny_cnn, data, monkeypatch):
     x, y = data
     signed = {"head.2": torch.tensor([-1.0, 2.0, -0.5] + [1.0] * 13)}  # neurons 0 and 2 negative
     activity = {"head.2": torch.tensor([0.0, 1.0, 1.0] + [1.0] * 13)}  # neuron 0 dead: never drawn
@@ -237,6 +237,11 @@ def test_negatives_against_random_removes_the_negative_picks_and_as_many_live_ra
         lowest_two = training.accuracy(tiny_cnn, x, y)
     out = pruning.negatives_against_random(tiny_cnn, signed, activity, x, y, n_draws=2, seed=0, reference=reference)
     assert out["reference_accuracy"] == pytest.approx(lowest_two)
+    removed, remove = [], pruning.remove  # which neurons each measurement removes
+    monkeypatch.setattr(pruning, "remove", lambda model, picks: removed.append({k: sorted(map(int, v)) for k, v in picks.items()}) or remove(model, picks))
+    pruning.negatives_against_random(tiny_cnn, signed, activity, x, y, n_draws=1, seed=0, reference={"head.2": torch.arange(16.0)})
+    assert removed[1] == {"head.2": [1, 2]}, f"the reference must skip the dead neuron 0, as the random draws do, got {removed}"
+    monkeypatch.undo()
     assert not tiny_cnn.head[2]._forward_hooks, "the neurons must be back after the measurement"
     with pytest.raises(ValueError, match="same layers"):
         pruning.negatives_against_random(tiny_cnn, signed, {"head.0": activity["head.2"]}, x, y)

@@ -232,7 +232,8 @@ def negatives_against_random(model: nn.Module, signed: Scores, activity: Scores,
                              n_draws: int = 20, seed: int = 0, reference: Scores | None = None) -> dict[str, float]:
     """Accuracy on (x, y) with every neuron whose `signed` score is negative removed at once, against `n_draws` random
     sets of as many live neurons (activity > 0) per layer: are a score's negative picks cheaper than any live neurons?
-    With `reference` (another score), also `reference_accuracy`: as many of its lowest-scoring neurons per layer removed."""
+    With `reference` (another score), also `reference_accuracy`: as many of its lowest-scoring *live* neurons per layer
+    removed (drawn from the same population as the random sets, so dead neurons, which cost nothing, do not flatter it)."""
     checks.count(n_draws, "n_draws")
     if set(signed) != set(activity) or (reference is not None and set(reference) != set(signed)):
         raise ValueError(f"signed, activity (and reference) scores must cover the same layers, got {sorted(signed)} and {sorted(activity)}")
@@ -241,7 +242,8 @@ def negatives_against_random(model: nn.Module, signed: Scores, activity: Scores,
     with remove(model, negative):
         accuracy = training.accuracy(model, x, y)
     if reference is not None:
-        with remove(model, {layer: s.argsort()[:len(negative[layer])] for layer, s in reference.items()}):
+        live_first = {layer: torch.where(activity[layer] > 0, s, torch.full_like(s, float("inf"))) for layer, s in reference.items()}
+        with remove(model, {layer: s.argsort(stable=True)[:len(negative[layer])] for layer, s in live_first.items()}):
             extra["reference_accuracy"] = training.accuracy(model, x, y)
     for _ in range(n_draws):
         pick = {}
