@@ -225,6 +225,40 @@ def test_the_shortcut_rules_answer_every_ioi_sentence_and_fail_where_s_is_not_la
         ioi.shortcut_answers(torch.tensor([[V.pad] * 30 + V.encode("Mary gave Mary to")]), len(V.names))
 
 
+def test_the_duplicate_detection_rule_agrees_with_not_the_last_name_and_only_counting_parts_on_aab():
+    """Wang et al.'s path as a rule (drop the earlier names the last one duplicates, copy what is left) answers as 'not
+    the last name' on IOI and on AAB; 'least-mentioned' (the control) answers the other name on AAB."""
+    d = _data(60, ioi.HELD_OUT_TEMPLATES, "held-out")
+    aab = ioi.rename(d, V, "AAB", seed=1)
+    for data in (d, aab):
+        r = ioi.shortcut_answers(data.tokens, len(V.names))
+        assert torch.equal(r["avoid the duplicate of the last name"], r["not the last name"])
+    r = ioi.shortcut_answers(aab.tokens, len(V.names))
+    assert (r["avoid the duplicate of the last name"] == aab.io).all() and (r["least-mentioned"] == aab.s).all()
+
+
+def test_bars_from_the_control_are_a_factor_above_its_largest_values():
+    att = {h: dict.fromkeys(ioi.SIGNATURE_KEYS, 0.01) for h in [(0, 0), (0, 1)]}
+    att[(0, 1)]["S2->S1 (duplicate)"] = 0.05
+    att_abc = {h: dict.fromkeys(ioi.SIGNATURE_KEYS, 0.02) for h in att}
+    control = {"attention": att, "attention ABC": att_abc, "copying": {(0, 0): {"self minus others": -0.03}, (0, 1): {"self minus others": 0.01}}}
+    b = ioi.bars_from_control(control, 3)
+    assert b["read_min"] == pytest.approx(0.15) and b["copy_min"] == pytest.approx(0.09)
+    with pytest.raises(ValueError, match="factor"):
+        ioi.bars_from_control(control, 1)
+
+
+def test_answer_kind_ignores_other_direct_heads():
+    """The control the review asked for: two circuits of last-name suppressors that differ only in an other direct head
+    are one kind; a circuit of name movers is another."""
+    none = dict.fromkeys(ioi.CLASSES, "none")
+    a = none | {"last-name suppressor": "L1H0, L1H2"}
+    b = none | {"last-name suppressor": "L1H2, L1H3", "other direct": "L0H2"}
+    c = none | {"name mover": "L1H1", "other direct": "L0H1, L0H3"}
+    assert ioi.answer_kind(a) == ioi.answer_kind(b) == "last-name suppressors" and ioi.answer_kind(c) == "name movers"
+    assert ioi.answer_kind({k: [] for k in ioi.CLASSES} | {"other direct": [(0, 1)]}) == "neither"
+
+
 def test_find_circuit_on_a_model_glassbox_did_not_build():
     model, d = _hooked(1), _data(24, ioi.HELD_OUT_TEMPLATES, "held-out")
     abc = ioi.make_abc(d, V, seed=3)

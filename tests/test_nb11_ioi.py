@@ -22,7 +22,7 @@ KEYS = ["n_templates", "n_name_pairs", "accuracy", "target_status", "clean_logit
         "minimality_verdict", "minimality_lookalikes", "prediction", "shortcut_rules", "chance_once_named", "heads_per_layer", "seeds",
         "targets_met", "seeds_passing", "target_verdict", "seeds_verdict", "exercise_single_head_ablation", "exercise_costliest_head",
         "exercise_top_single", "exercise_direct_heads_together", "headline", "bars", "untrained_control", "generalisation_gaps",
-        "miss_is_over", "other_direct", "other_direct_text", "tie_band", "aab_rules", "aab_example", "aab_follows", "aab_verdict"]
+        "miss_is_over", "other_direct", "other_direct_text", "bar_distances", "bar_distances_text", "aab_rules", "aab_example", "aab_follows", "aab_verdict"]
 HELD_OUT = "held-out templates and pairs"
 DIRECT = ioi.CLASSES[:4]  # the classes of step 1: name mover, last-name suppressor, negative name mover, other direct
 
@@ -66,8 +66,7 @@ def check_the_seeds_follow_their_rules(f):
         assert s["faithful"] == ("passes" if s["faithfulness"] > s["best random"] else "fails"), s
         assert (s["n random above"] == 0) == (s["faithful"] == "passes")
         assert s["n circuits"] == math.comb(f["n_heads"], len(s["circuit"].split(", "))) and 1 <= s["rank"] <= s["n circuits"]
-        assert s["complete"] == ("no matched circuit" if not s["n matched"] else "passes" if not s["n matched below"] else
-                                 "ties with the best matched" if s["behind best"] <= f["tie_band"] else "fails"), s
+        assert "complete" not in s, "no per-seed completeness word: it moves between sets of fresh sentences (the review's resamples)"
         assert s["rank in band"] == 1 + s["n matched below"] and s["n in band"] == 1 + s["n matched"]
         assert s["costliest in circuit"] == (s["costliest head"] in s["circuit"].split(", "))
         assert s["costliest heads are the circuit"] == (s["costliest heads"] == s["circuit"])
@@ -75,8 +74,9 @@ def check_the_seeds_follow_their_rules(f):
                 f"({s['faithful']}") in f["headline"]
         behind = f", {s['behind best']:+.1%} from the best of the others" if s["n matched"] else ""
         assert (f"seed {s['seed']} {s['beyond faithfulness']:+.1%}, rank {s['rank in band']} of {s['n in band']} in its band"
-                f"{behind} ({s['complete']})") in f["headline"]
-    assert f["seeds_passing"] == {k: sum(s[k] == "passes" for s in f["seeds"]) for k in ("faithful", "complete")}
+                f"{behind}") in f["headline"]
+    assert f["seeds_passing"] == {"faithful": sum(s["faithful"] == "passes" for s in f["seeds"])}
+    assert not any(w in f["headline"] for w in ("ties with the best", "passes completeness", "fails completeness"))
 
 
 def check_the_answer_follows_the_single_head_ranking(f):
@@ -264,8 +264,9 @@ def test_full_faithfulness_ranked_among_every_circuit_of_its_size():
 
 def test_full_completeness_beyond_faithfulness_against_circuits_of_matched_faithfulness():
     """The largest gap mostly re-measures faithfulness (Spearman over all circuits of the size); the gap beyond it is held
-    against the circuits of matched faithfulness: the verdict (the traced circuit has the smallest gap, or not) follows the numbers, while random circuits,
-    each held to the same test against its own matched circuits, mostly fail it (the control)."""
+    against the circuits of matched faithfulness and reported as a rank in that band, with no pass or fail word (a review's
+    three fresh sets moved seed 0's word between 'ties' and 'fails' while its rank stayed 2); random circuits, each ranked the
+    same way against its own matched circuits, rarely rank first (the control)."""
     f = findings.load(STEM)
     worst, comp, among = f["incompleteness_max"], f["completeness"], f["among_all"]
     assert worst["n subsets"] + 1 == len(comp) == 2 ** len(f["circuit"]) and worst["K"] != "none"
@@ -276,13 +277,12 @@ def test_full_completeness_beyond_faithfulness_against_circuits_of_matched_faith
     assert among["spearman largest gap"] > 0.9, "the prose: held against random circuits the largest gap tests faithfulness again"
     assert f["match_band"] == pytest.approx(0.1)
     assert among["n matched"] >= 5, f"too few circuits of matched faithfulness to judge against: {among}"
-    # the verdict follows the numbers: seed 0 sits on a knife-edge (passed on the machine of an earlier record, +1.4% with
-    # none of 10 matched circuits below; +1.6% with 1 of 10 below at +1.5% here), so a gap within the tie band reads as a tie
-    assert among["complete"] == ("passes" if among["n matched below"] == 0 else "ties with the best matched"
-                                 if among["behind best"] <= f["tie_band"] else "fails"), among
+    assert among["rank in band"] == 1 + among["n matched below"] and among["n in band"] == 1 + among["n matched"]
     assert among["behind best"] == pytest.approx(among["beyond faithfulness"] - among["matched min"], abs=1e-12)
-    assert (among["beyond faithfulness"] < among["matched min"]) == (among["complete"] == "passes"), among
-    assert among["random passing completeness"] <= f["random_circuit_faithfulness"]["n"] // 4, "control: random circuits fail it"
+    assert (among["beyond faithfulness"] < among["matched min"]) == (among["rank in band"] == 1), among
+    assert among["random passing completeness"] <= among["random passing or tying completeness"] <= f["random_circuit_faithfulness"]["n"] // 4, \
+        "control: random circuits rarely rank first in their band"
+    assert "tie_band" not in f, "no tie band: it was set with seed 0's margin in view"
 
 
 def test_full_each_seed_ranked_and_a_failing_seed_explained():
@@ -295,7 +295,7 @@ def test_full_each_seed_ranked_and_a_failing_seed_explained():
     check_the_seeds_follow_their_rules(f)
     assert seeds[0]["faithfulness"] == pytest.approx(f["faithfulness"]["F(C)/F(M)"], rel=1e-9)
     assert seeds[0]["best random"] == pytest.approx(f["random_circuit_faithfulness"]["max"], rel=1e-9)
-    assert seeds[0]["rank"] == f["among_all"]["rank"] and seeds[0]["complete"] == f["among_all"]["complete"]
+    assert seeds[0]["rank"] == f["among_all"]["rank"] and seeds[0]["rank in band"] == f["among_all"]["rank in band"]
     assert seeds[0]["beyond faithfulness"] == pytest.approx(f["among_all"]["beyond faithfulness"], abs=1e-9)
     for s in seeds:
         if s["faithful"] == "fails":
@@ -338,18 +338,23 @@ def test_full_sentences_never_trained_are_an_observation_beside_chance_and_the_s
 
 def test_full_where_the_rules_disagree_every_seed_avoids_the_last_name():
     """AAB (the IO's name twice, a new name once and last): 'not the last name' and 'least-mentioned' part (the control:
-    each rule gives its own answer on every sentence), the untrained model answers neither; each seed's verdict follows
-    its numbers, and every seed follows 'not the last name': the models do not use the repetition."""
+    each rule gives its own answer on every sentence), while the duplicate-detection rule (Wang et al.'s path as a rule)
+    answers exactly as 'not the last name'; the untrained model answers neither; each seed's verdict follows its numbers,
+    and every seed follows 'not the last name': the models do not count mentions. AAB cannot say whether they detect the
+    repetition, so the verdict must not deny it."""
     f = findings.load(STEM)
     r = f["aab_rules"]
     assert r["not the last name"]["not the last name"] == pytest.approx(1.0) and r["not the last name"]["the once-named name"] == 0
     assert r["least-mentioned"]["the once-named name"] == pytest.approx(1.0) and r["least-mentioned"]["not the last name"] == 0
+    assert r["avoid the duplicate of the last name"] == r["not the last name"], "a repetition detector gives the same answers"
     u = f["prediction"]["untrained"]
     assert u["AAB: not the last name"] < 0.1 and u["AAB: the once-named name"] < 0.1, "control: the untrained model answers no name"
     follows = lambda p: "not the last name" if p["AAB: not the last name"] > p["AAB: the once-named name"] else "the once-named name"
     assert f["aab_follows"] == follows(f["prediction"]["trained"])
     assert f["seeds"][0]["AAB: not the last name"] == pytest.approx(f["prediction"]["trained"]["AAB: not the last name"])
     assert {follows(s) for s in f["seeds"]} == {"not the last name"} and f["aab_verdict"].startswith("every seed answers the name that is not last")
+    assert "do not count mentions" in f["aab_verdict"] and "duplicate-token" in f["aab_verdict"]
+    assert "not by detecting" not in f["aab_verdict"] and "repeated one" not in f["aab_verdict"], "AAB cannot rule the repetition out"
     assert all(s["AAB: not the last name"] > 0.9 and s["AAB: the once-named name"] < 0.05 for s in f["seeds"])
 
 
@@ -366,14 +371,28 @@ def test_full_the_class_rules_name_no_head_of_the_untrained_model():
 
 
 def test_full_a_name_mover_reads_the_io_and_writes_mostly_from_it():
-    """A name mover gives the IO at least 'read min' of its attention and takes at least 'IO share min' of its direct
-    effect from reading it; L1H2, which passes the tracing step but reads the IO little, is other direct (the control)."""
+    """The attention and copying bars come from the untrained model by the rule stated in cell 2 ('factor' times its
+    largest value), not from a trained head; every direct head that carries the answer is a name mover exactly when it
+    clears all three bars (reads the IO most, attention and copying margin, the IO share 'mostly'), and the distances
+    to the bars the prose prints are the recorded numbers. Not pinned to a head: the class follows the bars. The control:
+    at least one direct head fails a bar and is other direct."""
     f = findings.load(STEM)
-    sig, cls, b, od = f["signatures"], f["classes"], f["bars"], f["other_direct"]
-    assert cls["name mover"] == ["L1H1"] and "L1H2" in cls["other direct"]
-    assert sig["L1H2"]["END->IO"] < b["read min"] and sig["L1H2"]["direct from IO"] < b["IO share min"]
-    assert set(od) == set(cls["other direct"]) and od["L1H2"]["END->IO"] == pytest.approx(sig["L1H2"]["END->IO"])
-    assert "L1H2" in f["other_direct_text"] and f"{od['L1H2']['IO share']:.0%}" in f["other_direct_text"]
+    sig, cls, b, od, pp, d = f["signatures"], f["classes"], f["bars"], f["other_direct"], f["path_patching"]["to logits"], f["bar_distances"]
+    assert b["read min"] == pytest.approx(b["factor"] * b["control max attention"], rel=1e-9) and b["factor"] > 1
+    assert b["copy min"] == pytest.approx(b["factor"] * b["control max |margin|"], rel=1e-9)
+    clears = lambda h: (reads(sig[h]) == "IO" and sig[h]["END->IO"] >= b["read min"] and sig[h]["copying margin"] >= b["copy min"]
+                        and sig[h]["direct from IO"] is not None and sig[h]["direct from IO"] >= b["IO share min"])
+    carrying = [h for h in cls["name mover"] + cls["other direct"] if pp[h] < 0]
+    assert sorted(h for h in carrying if clears(h)) == cls["name mover"] and cls["name mover"], "the class follows the bars"
+    assert any(not clears(h) for h in cls["other direct"]), "control: a direct head that fails a bar is not a name mover"
+    assert set(d) == set(cls["name mover"]) | set(cls["other direct"])
+    for h, v in d.items():
+        assert v["attention to the IO"] == pytest.approx(sig[h]["END->IO"] - b["read min"], abs=1e-9)
+        assert v["copying margin"] == pytest.approx(sig[h]["copying margin"] - b["copy min"], abs=1e-9)
+        io = sig[h]["direct from IO"]
+        assert v["IO share"] == (None if io is None else pytest.approx(io - b["IO share min"], abs=1e-9))
+        assert h in f["bar_distances_text"]
+    assert set(od) == set(cls["other direct"])
 
 
 def test_full_the_first_seed_misses_over_name_pairs_not_templates():
@@ -406,10 +425,14 @@ def test_full_three_seeds_and_the_last_name_suppressors():
     seeds = f["seeds"]
     assert [s["seed"] for s in seeds] == [0, 1, 2]
     assert seeds[0]["classes"] == f["class_names"]
-    kinds = {tuple(k for k in DIRECT if s["classes"][k] != "none") for s in seeds}
-    assert f["seeds_verdict"] == ("The heads that carry the answer are of one kind in every seed" if len(kinds) == 1 else
+    # "kind" checked against an independent number, the sign of the direct heads' copying margin (copy vs suppress), not the
+    # class rule the notebook uses; and other direct heads do not make a kind: seed 2 has one, seed 1 none, same kind
+    signs = {s["copying margin of direct heads"] > 0 for s in seeds}
+    assert f["seeds_verdict"] == ("The heads that carry the answer are of one kind in every seed" if len(signs) == 1 else
                                   "The heads that carry the answer differ in kind from seed to seed")
-    assert len(kinds) > 1
+    assert len(signs) > 1 and len({s["answer kind"] for s in seeds}) == len(signs)
+    if seeds[1]["classes"]["other direct"] != seeds[2]["classes"]["other direct"]:
+        assert seeds[1]["answer kind"] == seeds[2]["answer kind"], "an other direct head does not change the kind"
     assert all(s["classes"]["last-name suppressor"] != "none" and s["classes"]["name mover"] == "none" for s in seeds[1:])
     assert all(s["copying margin of direct heads"] < 0 for s in seeds[1:]) and seeds[0]["copying margin of direct heads"] > 0
     for s in seeds[1:]:
@@ -438,8 +461,9 @@ def test_full_headline_quotes_the_findings():
     assert all(f"{s['accuracy']:.1%}" in h for s in f["seeds"])
     assert f"{f['faithfulness']['F(C)/F(M)']:.0%}" in h and f"{f['random_circuit_faithfulness']['max']:.0%}" in h
     assert f"rank {f['among_all']['rank']} of {f['among_all']['n circuits']}" in h
-    assert all(f"seed {s['seed']} " in h and f"({s['faithful']}" in h and f"({s['complete']})" in h for s in f["seeds"])
-    assert "last-name readers" in h and "S-inhibition" not in h and "partial" not in h and "S suppressor" not in h
+    assert all(f"seed {s['seed']} " in h and f"({s['faithful']}" in h for s in f["seeds"])
+    named = h.replace(f["aab_verdict"], "")  # the AAB verdict names Wang et al.'s path; the classes must not borrow its names
+    assert "last-name readers" in h and "S-inhibition" not in named and "partial" not in h and "S suppressor" not in h
     assert "not copy suppression" in h and "passes completeness" not in h
     assert f["aab_verdict"] in h and f"{f['miss_is_over']}" in h
 

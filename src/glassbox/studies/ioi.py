@@ -602,22 +602,31 @@ def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: 
             "largest gap": rows[me]["largest gap"], "gap at K = none": rows[me]["gap at K = none"],
             **matched_completeness(rows, list(me), band, tie),
             "random passing completeness": sum(matched_completeness(rows, r, band, tie)["complete"] == "passes" for r in randoms),
+            "random passing or tying completeness": sum(matched_completeness(rows, r, band, tie)["complete"] in ("passes", "ties with the best matched")
+                                                        for r in randoms),
+            "random ranks in band": [matched_completeness(rows, r, band, tie)["rank in band"] for r in randoms],
             "spearman largest gap": _spearman(unfaithful, [r["largest gap"] for r in rows.values()]),
             "spearman beyond faithfulness": _spearman(unfaithful, [r["beyond faithfulness"] for r in rows.values()])}
 
 
 def shortcut_answers(tokens: Int[Tensor, "batch pos"], n_names: int) -> dict[str, Int[Tensor, "batch"]]:
-    """Two rules that need no circuit and read only the names (tokens < n_names) of each sentence: 'not the last
-    name' (the first name that differs from the last name) and 'least-mentioned' (the name named fewest times,
-    the first of them on a tie). On every IOI sentence both give the IO: a prediction they also get right cannot
-    tell them from the circuit."""
-    rules = {"not the last name": [], "least-mentioned": []}
+    """Three rules that need no circuit and read only the names (tokens < n_names) of each sentence: 'not the last
+    name' (the first name that differs from the last name), 'least-mentioned' (the name named fewest times, the
+    first of them on a tie) and 'avoid the duplicate of the last name' (Wang et al.'s duplicate-token / S-inhibition /
+    name-mover path as a rule: drop the earlier names that the last name repeats, answer the first name left). On
+    every IOI sentence all three give the IO: a prediction they also get right cannot tell them from the circuit. The
+    first and third give the same answer on every sentence: comparing names with the last one *is* detecting its
+    repetition, so no set of sentences tells them apart; only counting mentions answers differently (AAB)."""
+    rules = {"not the last name": [], "least-mentioned": [], "avoid the duplicate of the last name": []}
     for row in tokens.tolist():
         names = [t for t in row if t < n_names]
         if len(set(names)) < 2:
             raise ValueError(f"a sentence names fewer than two different names: {row}")
         rules["not the last name"].append(next(t for t in names if t != names[-1]))
         rules["least-mentioned"].append(min(dict.fromkeys(names), key=names.count))
+        earlier = names[:-1]  # Wang et al.'s path: find the earlier names the last one duplicates, inhibit them, copy what is left
+        duplicates = {t for t in earlier if t == names[-1]}
+        rules["avoid the duplicate of the last name"].append([t for t in earlier if t not in duplicates][0])
     return {k: torch.tensor(v) for k, v in rules.items()}
 
 
@@ -628,3 +637,27 @@ def last_name_rule(data: IOIData, d_vocab: int) -> Float[Tensor, "batch d_vocab"
     out = torch.zeros(len(data), d_vocab)
     out[torch.arange(len(data)), data.tokens[torch.arange(len(data)), data.pos["S2"]]] = -1.0
     return out
+
+
+SIGNATURE_KEYS = ("END->IO", "END->S1", "END->S2", "S2->S1 (duplicate)", "S2->S1+1 (induction)")
+
+
+def bars_from_control(control: dict, factor: float) -> dict[str, float]:
+    """The magnitude bars of `signature_classes` from a control model's `head_signature_classes` (the untrained
+    model): `read_min` is `factor` times the largest attention any of its heads gives any slot (`SIGNATURE_KEYS`, on
+    the sentences and on ABC), `copy_min` `factor` times its largest |copying margin|. The rule is stated before the
+    trained heads are measured against it, so the bars do not depend on the heads they decide."""
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1 (a bar at the control's own largest value keeps it out only by a hair), got {factor}")
+    att = max(a[h][k] for a in (control["attention"], control["attention ABC"]) for h in a for k in SIGNATURE_KEYS)
+    copy = max(abs(c["self minus others"]) for c in control["copying"].values())
+    return {"read_min": factor * att, "copy_min": factor * copy, "control max attention": att, "control max |margin|": copy}
+
+
+def answer_kind(classes: dict[str, str | list]) -> str:
+    """What carries the answer in one circuit (`classify`'s classes, as lists or as 'none'-or-names text): 'name movers'
+    (heads that copy the IO), 'last-name suppressors' (heads that lower the last name), 'both', or 'neither'. Other
+    direct heads do not count: they have no class, so they cannot make two circuits differ in kind."""
+    has = lambda k: classes[k] not in ("none", [], "")
+    kinds = [w for k, w in (("name mover", "name movers"), ("last-name suppressor", "last-name suppressors")) if has(k)]
+    return " and ".join(kinds) if kinds else "neither"
