@@ -1,4 +1,5 @@
 """glassbox.studies.char_features: character rules, best-rule fitting (checked against brute force), dashboards."""
+import math
 import numpy as np
 import pytest
 import torch
@@ -317,4 +318,40 @@ def test_log_odds_lift_compares_rare_and_common_sets_and_rank_verdict_can_go_eac
     assert char_features.rank_verdict(9.0, others)["verdict"] == "beats"  # p = 1/40
     assert char_features.rank_verdict(9.0, others[:8])["verdict"] == "cannot decide"  # p = 1/9: too few controls
     v = char_features.rank_verdict(others[20], others)
-    assert v["verdict"] == "direct path" and v["k"] == 19 and v["p"] == pytest.approx(20 / 40)
+    assert v["verdict"] == "not shown" and v["k"] == 19 and v["p"] == pytest.approx(20 / 40)
+    assert char_features.rank_verdict(others[38], others)["verdict"] == "not shown"  # k = 1 of 39: p = 2/40, not < 0.05
+
+
+def test_matched_rank_compares_only_like_base_rates():
+    """A rare set with a huge log-odds lift beats the feature on the full set of controls, but is left out of the comparison
+    when its base rate is unlike the feature's; the feature then beats the controls at its own base rate."""
+    common = [0.1 + 0.001 * i for i in range(20)]
+    lifts, bases = [1.0 + 0.01 * i for i in range(20)] + [5.0], common + [0.002]
+    assert char_features.rank_verdict(2.0, lifts)["verdict"] == "not shown"  # the rare set is as high
+    m = char_features.matched_rank(2.0, 0.11, lifts, bases)
+    assert m["n"] == 20 and m["k"] == 0 and m["verdict"] == "beats"
+    assert char_features.matched_rank(2.0, 0.5, lifts, bases)["n"] == 0  # no control near a 50% base rate
+    with pytest.raises(ValueError, match="one base rate per control"):
+        char_features.matched_rank(2.0, 0.1, lifts, bases[:-1])
+
+
+def test_bootstrap_median_dd_is_the_difference_of_the_two_gaps_and_straddles_zero_for_equal_gaps():
+    g = torch.Generator().manual_seed(0)
+    a1, b1, a2, b2 = (torch.rand(300, generator=g) + s for s in (0.5, 0.0, 0.2, 0.0))
+    dd = char_features.bootstrap_median_dd(a1, b1, a2, b2, n_boot=300)
+    gap = lambda a, b: char_features.bootstrap_median_gap(a, b, n_boot=10)[0]
+    assert dd[0] == pytest.approx(gap(a1, b1) - gap(a2, b2), abs=1e-6) and dd[1] > 0
+    same = char_features.bootstrap_median_dd(a1, b1, a1 + 0.0, b1 + 0.0, n_boot=300)  # the control: equal gaps
+    assert same[1] < 0 < same[2]
+
+
+def test_rank_against_gives_the_matched_and_the_all_rank_and_spearman_matches_scipy():
+    lifts, bases = [1.0, 1.2, 5.0], [0.1, 0.12, 0.002]
+    r = char_features.rank_against(2.0, 0.1, lifts, bases)
+    assert r["matched"]["n"] == 2 and r["matched"]["k"] == 0 and r["matched_max"] == pytest.approx(1.2) and r["all"]["k"] == 1
+    assert r["all_as_high_bases"] == [0.002]
+    assert char_features.rank_against(2.0, 0.9, lifts, bases)["matched_max"] is None  # none near: no number, not NaN
+    stats = pytest.importorskip("scipy.stats")
+    x, y = [0.3, 0.1, 0.1, 0.5, 0.2], [1.0, 2.0, 0.5, -1.0, 3.0]
+    assert char_features.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
+    assert char_features.spearman(x, x) == pytest.approx(1.0)

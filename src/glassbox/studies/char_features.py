@@ -580,8 +580,71 @@ def log_odds_lift(rate: float, base_rate: float, n: int) -> float:
 
 def rank_verdict(lift: float, others: list[float], alpha: float = 0.05) -> dict:
     """A unit's rank among control units, as a p-value p = (k + 1) / (n + 1) (k of n controls as high or higher), and the
-    verdict it allows: 'beats' (p < alpha), 'cannot decide' (no control as high but n too small for p < alpha),
-    'direct path' (a control as high, p >= alpha)."""
+    verdict it allows: 'beats' (p < alpha), 'cannot decide' (no control as high but n too small for p < alpha: with
+    alpha 0.05 only below 19 controls), 'not shown' (a control as high and p >= alpha: not shown beyond the controls,
+    which is not evidence that the unit is like them)."""
     n, k = len(others), sum(o >= lift for o in others)
     p = (k + 1) / (n + 1)
-    return {"k": k, "n": n, "p": p, "verdict": "beats" if p < alpha else "cannot decide" if k == 0 else "direct path"}
+    return {"k": k, "n": n, "p": p, "verdict": "beats" if p < alpha else "cannot decide" if k == 0 else "not shown"}
+
+
+def matched_rank(lift: float, base: float, others: list[float], other_bases: list[float], *, factor: float = 2.0,
+                 alpha: float = 0.05) -> dict:
+    """`rank_verdict` against only the controls whose base rate lies within `factor` of the unit's own (base / factor <=
+    b <= base * factor), so that like base rates are compared whatever the scale of the lift."""
+    if len(others) != len(other_bases):
+        raise ValueError(f"one base rate per control expected, got {len(others)} lifts and {len(other_bases)} base rates")
+    keep = [o for o, b in zip(others, other_bases) if base / factor <= b <= base * factor]
+    return rank_verdict(lift, keep, alpha)
+
+
+def bootstrap_median_dd(a1: Float[Tensor, "n_a1"], b1: Float[Tensor, "n_b1"], a2: Float[Tensor, "n_a2"], b2: Float[Tensor, "n_b2"],
+                        *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """A difference of differences of medians, (median(a1) - median(b1)) - (median(a2) - median(b2)), with a percentile
+    bootstrap interval over units (each of the four groups resampled on its own). Returns (dd, low, high)."""
+    groups = [checks.tensor(x, name, ndim=1, floating=False, finite=False).float()
+              for x, name in ((a1, "a1"), (b1, "b1"), (a2, "a2"), (b2, "b2"))]
+    groups = [x[~x.isnan()] for x in groups]
+    if min(len(x) for x in groups) == 0:
+        raise ValueError(f"every group needs a non-NaN value, got sizes {[len(x) for x in groups]}")
+    gen = torch.Generator().manual_seed(seed)
+    boot = [_median(x[torch.randint(0, len(x), (n_boot, len(x)), generator=gen)]) for x in groups]
+    dd = (boot[0] - boot[1]) - (boot[2] - boot[3])
+    m = [_median(x) for x in groups]
+    tail = (1 - level) / 2
+    return ((m[0] - m[1]) - (m[2] - m[3])).item(), dd.quantile(tail).item(), dd.quantile(1 - tail).item()
+
+
+def rank_against(lift: float, base: float, others: list[float], other_bases: list[float], *, factor: float = 2.0,
+                 alpha: float = 0.05) -> dict:
+    """A unit's rank among controls two ways: 'matched', against only the controls whose base rate lies within `factor` of its
+    own (`matched_rank`, the fair one), with the largest of their lifts (None if none is near); and 'all', against every control (`rank_verdict`), with
+    the base rates of the controls as high as the unit ('all_as_high_bases')."""
+    near = [o for o, b in zip(others, other_bases) if base / factor <= b <= base * factor]
+    return {"matched": matched_rank(lift, base, others, other_bases, factor=factor, alpha=alpha),
+            "matched_max": max(near, default=None), "all": rank_verdict(lift, others, alpha),
+            "all_as_high_bases": [b for o, b in zip(others, other_bases) if o >= lift]}
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation of two equal-length lists (average ranks for ties)."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"two lists of the same length >= 2 expected, got {len(x)} and {len(y)}")
+    rank = lambda v: torch.tensor(_average_ranks(v), dtype=torch.float64)
+    a, b = rank(x), rank(y)
+    a, b = a - a.mean(), b - b.mean()
+    return (a @ b / (a.norm() * b.norm()).clamp(min=1e-30)).item()
+
+
+def _average_ranks(v: list[float]) -> list[float]:
+    """Average ranks (1-based) of the values, ties sharing the mean of their ranks."""
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    ranks, i = [0.0] * len(v), 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for t in range(i, j + 1):
+            ranks[order[t]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
