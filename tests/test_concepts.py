@@ -1,4 +1,6 @@
 """Unit tests of glassbox.studies.mnist_mlp on drawn shapes whose answers are known."""
+import copy
+
 import pytest
 import torch
 
@@ -227,8 +229,16 @@ def test_loop_within_digit_finds_a_feature_that_reads_the_label_and_not_one_that
     assert mnist_mlp.digits_above(r, "relu2") == [0, 1, 2], r
     assert mnist_mlp.digits_above(r, "random relu2") == [], "a noise feature must not beat another noise feature"
     assert set(r["C"]) == set(feats) and sum(v["n"] for v in r["digits"].values()) == 400
-    s = mnist_mlp.loop_summary({0: r, 1: r})
-    assert s["claimed"] == [0, 1, 2] and s["claimed by random relu2 over pixels"] == [], s
+    runs = {0: r}
+    for i, (shift, noise) in enumerate([(0.01, 0.03), (0.02, -0.03)], 1):  # more runs whose gaps differ, so a t interval has a width
+        runs[i] = copy.deepcopy(r)
+        for v in runs[i]["digits"].values():
+            v["gaps"]["relu2"]["gap"] = round(v["gaps"]["relu2"]["gap"] + shift, 4)
+            v["gaps"]["random relu2"]["gap"] = round(v["gaps"]["random relu2"]["gap"] + noise, 4)
+    s = mnist_mlp.loop_summary(runs)
+    assert s["reliably above"] == [0, 1, 2] and s["random relu2 reliably above pixels"] == [], s
+    assert s["pooled over seeds"]["relu2"][0]["tests"] == 3 and s["pooled over seeds"]["relu2"][0]["runs"] == 3
+    assert s["digit n range"][0] > 100 and 0 < s["gap se range"][0] <= s["gap se range"][1] < 0.1, s
     assert s["pooled relu2 minus pixels"][0] > 0.2 and "0s:" in mnist_mlp.loop_table({0: r}, [0])
     assert mnist_mlp.digit_list([2, 4, 9]) == "2s, 4s and 9s" and mnist_mlp.digit_list([9]) == "9s" and mnist_mlp.digit_list([]) == "no digit"
 
@@ -279,7 +289,7 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
         concepts = {"thick_stroke": {"relu1": thick[0], "relu2": thick[1], "out": thick[2], "random relu1": 0.8, "random relu2": 0.7,
                                      "random out": 0.75}}  # the random net does not fall all the way
         flip = {tag: {"chosen": acc, "random neurons": 0.01, "base": 0.0} for tag in ("trained", "random")}
-        return {"test_accuracy": acc, "concepts": concepts, "flip": flip,
+        return {"test_accuracy": acc, "concepts": concepts, "flip": flip, "twin_concepts": {"thick_stroke": {"relu2": [0.7, 0.7]}},
                 "selectivity_vs_need": {tag: {"relu1": acc, "relu2": -acc} for tag in ("trained", "random")}}
     s = mnist_mlp.seeds_summary({0: run(0.9, (0.9, 0.8, 0.7)), 1: run(0.8, (0.85, 0.75, 0.6))})
     assert s["test_accuracy"] == [0.8, 0.9] and s["flip"]["trained chosen"] == [0.8, 0.9]
@@ -288,20 +298,28 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
     assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]
 
 
-def test_seeds_summary_counts_the_runs_where_training_moves_a_probe_beyond_the_margin():
-    def run(thick_relu2):  # trained minus random at relu2: thick_relu2 - 0.7
-        concepts = {"thick_stroke": {"relu1": 0.8, "relu2": thick_relu2, "out": 0.6, "random relu1": 0.8, "random relu2": 0.7,
+def test_seeds_summary_averages_the_twins_and_gives_a_t_interval_over_the_runs():
+    def run(thick_relu2, twins):
+        concepts = {"thick_stroke": {"relu1": 0.8, "relu2": thick_relu2, "out": 0.6, "random relu1": 0.8, "random relu2": twins[0],
                                      "random out": 0.6}}
         flip = {tag: {"chosen": 0.5, "random neurons": 0.01, "base": 0.0} for tag in ("trained", "random")}
-        return {"test_accuracy": 0.9, "concepts": concepts, "flip": flip,
+        return {"test_accuracy": 0.9, "concepts": concepts, "flip": flip, "twin_concepts": {"thick_stroke": {"relu2": list(twins)}},
                 "selectivity_vs_need": {tag: {"relu1": 0.1, "relu2": 0.1} for tag in ("trained", "random")}}
-    s = mnist_mlp.seeds_summary({i: run(v) for i, v in enumerate((0.71, 0.695, 0.68, 0.6653))})  # +1.0, -0.5, -2.0, -3.47 points
-    assert s["trained_minus_random_runs_beyond_margin"]["thick_stroke"]["relu2"] == {"below": 2, "above": 0, "runs": 4, "margin": 0.01}, \
-        "a gap of exactly the margin is not beyond it; -0.5 points is within it"
-    assert s["trained_minus_random_runs_beyond_margin"]["thick_stroke"]["relu1"] == {"below": 0, "above": 0, "runs": 4, "margin": 0.01}
-    assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [-0.0347, 0.01]
-    wide = mnist_mlp.seeds_summary({i: run(v) for i, v in enumerate((0.71, 0.695, 0.68))}, margin=0.001)
-    assert wide["trained_minus_random_runs_beyond_margin"]["thick_stroke"]["relu2"]["above"] == 1
+    s = mnist_mlp.seeds_summary({0: run(0.72, (0.7, 0.72, 0.68)), 1: run(0.74, (0.7, 0.7, 0.7)), 2: run(0.73, (0.71, 0.69, 0.7))})
+    g = s["trained_minus_twins"]["thick_stroke"]["relu2"]
+    assert g["per run"] == [0.02, 0.04, 0.03] and g["twins"] == 3 and g["mean"] == 0.03, g
+    assert g["interval"] == [pytest.approx(0.03 - 4.303 * 0.01 / 3 ** 0.5, abs=1e-4), pytest.approx(0.03 + 4.303 * 0.01 / 3 ** 0.5, abs=1e-4)]
+    assert mnist_mlp.twin_verdict(g) == "above" and s["trained_minus_random"]["thick_stroke"]["relu2"] == [0.02, 0.04]
+    noisy = mnist_mlp.seeds_summary({0: run(0.72, (0.7,)), 1: run(0.68, (0.7,))})["trained_minus_twins"]["thick_stroke"]["relu2"]
+    assert mnist_mlp.twin_verdict(noisy) == "within noise of" and mnist_mlp.twin_verdict({"interval": [-0.03, -0.01]}) == "below"
+
+
+def test_t_interval_widens_with_the_number_of_tests():
+    one, nine = mnist_mlp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0]), mnist_mlp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], tests=9)
+    assert one["mean"] == nine["mean"] == 3.0 and one["interval"][0] == pytest.approx(3 - 2.776 * 1.5811 / 5 ** 0.5, abs=1e-3)
+    assert nine["interval"][0] < one["interval"][0] and nine["tests"] == 9
+    with pytest.raises(ValueError, match="at least 2 values"):
+        mnist_mlp.t_interval([1.0])
 
 
 def test_smooth_random_weights_reach_the_asked_smoothness_with_mean_zero():

@@ -357,10 +357,11 @@ def selectivity_vs_need(model: nn.Module, x_train: Float[Tensor, "n h w"], x_tes
 
 def seed_run(model: nn.Module, random_model: nn.Module, data: "MNIST", *, subset_seed: int, n_probe_train: int,
              n_probe_test: int, C: float, Cs: tuple[float, ...], flip: tuple[int, int], k: int, draws: int,
-             n_acts: int, n_ablation: int) -> dict:
+             n_acts: int, n_ablation: int, twins: tuple[nn.Module, ...] = ()) -> dict:
     """Notebook 01's cheap measurements on one trained model and its random-init twin: loops within digits (probe
     subsets drawn with `subset_seed`), thickness and slant probes per layer, the 3 -> 8 intervention (chosen on
-    either network the same way) and selectivity vs need."""
+    either network the same way) and selectivity vs need; with `twins` (further random-init twins), each concept's relu2
+    probe on `random_model` and on every twin ("twin_concepts", one accuracy per twin, `random_model` first)."""
     from glassbox import hooks, probes
     gen = torch.Generator().manual_seed(subset_seed)
     i_tr, i_te = torch.randperm(60_000, generator=gen)[:n_probe_train], torch.randperm(10_000, generator=gen)[:n_probe_test]
@@ -374,6 +375,12 @@ def seed_run(model: nn.Module, random_model: nn.Module, data: "MNIST", *, subset
     out = {"test_accuracy": round(training.accuracy(model, data.x_test, data.y_test), 4)}
     out["concepts"] = {c: {n: round(probes.fit_probe(f_tr[n], l_tr[c], f_te[n], l_te[c], C=C).accuracy, 4) for n in f_tr}
                        for c in ("thick_stroke", "leans_right")}
+    twin_tr, twin_te = [f_tr["random relu2"]], [f_te["random relu2"]]
+    for t in twins:
+        twin_tr.append(probes.get_features(t, ["relu2"], x_tr)["relu2"])
+        twin_te.append(probes.get_features(t, ["relu2"], x_te)["relu2"])
+    out["twin_concepts"] = {c: {"relu2": [round(probes.fit_probe(a, l_tr[c], b, l_te[c], C=C).accuracy, 4) for a, b in zip(twin_tr, twin_te)]}
+                            for c in out["concepts"]}
     keep = ("relu2", "random relu2", "pixels")
     out["loop"] = loop_within_digit({n: f_tr[n] for n in keep}, {n: f_te[n] for n in keep}, l_tr["has_loop"], l_te["has_loop"],
                                     data.y_train[i_tr], data.y_test[i_te], Cs=Cs, seed=subset_seed,
@@ -389,18 +396,35 @@ def seed_run(model: nn.Module, random_model: nn.Module, data: "MNIST", *, subset
     return out
 
 
+def t_interval(values: list[float], *, tests: int = 1, level: float = 0.95) -> dict:
+    """Mean of `values` (one per independent run, e.g. per seed) and its t interval over them, Bonferroni-corrected for
+    `tests` intervals read together (each at level 1 - (1 - level) / tests)."""
+    from scipy.stats import t
+    n = len(values)
+    if n < 2 or tests < 1:
+        raise ValueError(f"need at least 2 values and tests >= 1, got {n} values and tests={tests}")
+    v = torch.tensor(values, dtype=torch.float64)
+    half = float(t.ppf(1 - (1 - level) / tests / 2, n - 1)) * v.std().item() / n ** 0.5
+    return {"mean": round(v.mean().item(), 4), "interval": [round(v.mean().item() - half, 4), round(v.mean().item() + half, 4)],
+            "runs": n, "tests": tests}
+
+
 def loop_summary(loops: dict) -> dict:
-    """Over runs {seed: loop_within_digit(...)}: the digits where relu2 beats its best control with a 95% interval
-    above 0 in every run ("claimed"), in at least one, with a positive gap in every run, the same rule for the
-    control comparison (random-init relu2 against pixels), and per digit the range of relu2's gap over runs."""
+    """Over runs {seed: loop_within_digit(...)}: per digit relu2's gap over its best control in each run, its range, and its
+    mean over runs with a t interval over runs, Bonferroni-corrected over the digits ("pooled over seeds"); the digits whose
+    corrected interval lies above 0 ("reliably above"), the same rule for the control comparison (random-init relu2 against
+    pixels), the range of the digits' test-image counts and of the standard errors their paired-bootstrap intervals imply."""
     digits = sorted(set.intersection(*(set(v["digits"]) for v in loops.values())))
-    above = {label: [set(digits_above(v, label)) for v in loops.values()] for label in ("relu2", "random relu2")}
-    gaps = {d: [v["digits"][d]["gaps"]["relu2"]["gap"] for v in loops.values()] for d in digits}
-    return {"claimed": [d for d in digits if all(d in a for a in above["relu2"])],
-            "above in some run": [d for d in digits if any(d in a for a in above["relu2"])],
-            "gap > 0 in every run": [d for d in digits if min(gaps[d]) > 0],
-            "claimed by random relu2 over pixels": [d for d in digits if all(d in a for a in above["random relu2"])],
-            "relu2 gap range": {d: [min(g), max(g)] for d, g in gaps.items()},
+    gaps = {label: {d: [v["digits"][d]["gaps"][label]["gap"] for v in loops.values()] for d in digits} for label in ("relu2", "random relu2")}
+    pooled = {label: {d: t_interval(g, tests=len(digits)) | {"per run": g} for d, g in gaps[label].items()} for label in gaps}
+    se = [(g["interval"][1] - g["interval"][0]) / 3.92 for v in loops.values() for d in digits for g in [v["digits"][d]["gaps"]["relu2"]]]
+    return {"gap > 0 in every run": [d for d in digits if min(gaps["relu2"][d]) > 0],
+            "relu2 gap range": {d: [min(g), max(g)] for d, g in gaps["relu2"].items()},
+            "pooled over seeds": pooled,
+            "reliably above": [d for d in digits if pooled["relu2"][d]["interval"][0] > 0],
+            "random relu2 reliably above pixels": [d for d in digits if pooled["random relu2"][d]["interval"][0] > 0],
+            "digit n range": _range([v["digits"][d]["n"] for v in loops.values() for d in digits]),
+            "gap se range": _range(se),
             "pooled relu2 minus pixels": _range([v["pooled"]["relu2"] - v["pooled"]["pixels"] for v in loops.values()]),
             "pooled random relu2 minus pixels": _range([v["pooled"]["random relu2"] - v["pooled"]["pixels"] for v in loops.values()]),
             "pooled": {s: v["pooled"] for s, v in loops.items()}}
@@ -426,14 +450,16 @@ def _range(values: list[float]) -> list[float]:
     return [round(min(values), 4), round(max(values), 4)]
 
 
-def seeds_summary(runs: dict, margin: float = 0.01) -> dict:
-    """Over runs {seed: seed_run(...)}: [min, max] of each number, trained minus random-init per concept and layer (and
-    in how many runs it lies more than `margin` below or above 0), and whether each concept's probe accuracy falls with
-    depth (relu1 > relu2 > out) in every run."""
+def seeds_summary(runs: dict) -> dict:
+    """Over runs {seed: seed_run(...)}: [min, max] of each number, trained minus random-init per concept and layer (one
+    twin per run), at relu2 trained minus the mean of each run's twins (per run, and its mean with a 95% t interval over
+    runs: "trained_minus_twins"), and whether each concept's probe accuracy falls with depth (relu1 > relu2 > out) in
+    every run."""
     r = list(runs.values())
     concepts = list(r[0]["concepts"])
     layers = ("relu1", "relu2", "out")
     gaps = {c: {n: [round(x["concepts"][c][n] - x["concepts"][c][f"random {n}"], 4) for x in r] for n in layers} for c in concepts}
+    twin_gaps = {c: [round(x["concepts"][c]["relu2"] - sum(t := x["twin_concepts"][c]["relu2"]) / len(t), 4) for x in r] for c in concepts}
     return {
         "test_accuracy": _range([x["test_accuracy"] for x in r]),
         "flip": {f"{tag} {k}": _range([x["flip"][tag][k] for x in r]) for tag in ("trained", "random") for k in ("chosen", "random neurons", "base")},
@@ -441,8 +467,14 @@ def seeds_summary(runs: dict, margin: float = 0.01) -> dict:
                                 for tag in ("trained", "random") for n in r[0]["selectivity_vs_need"][tag]},
         "concepts": {c: {f: _range([x["concepts"][c][f] for x in r]) for f in r[0]["concepts"][c]} for c in concepts},
         "trained_minus_random": {c: {n: _range(g) for n, g in gaps[c].items()} for c in concepts},
-        "trained_minus_random_runs_beyond_margin": {c: {n: {"below": sum(v < -margin for v in g), "above": sum(v > margin for v in g),
-                                                            "runs": len(g), "margin": margin} for n, g in gaps[c].items()} for c in concepts},
+        "trained_minus_twins": {c: {"relu2": t_interval(g) | {"per run": g, "twins": len(r[0]["twin_concepts"][c]["relu2"])}}
+                                for c, g in twin_gaps.items()},
         "falls_with_depth": {c: {tag: all(x["concepts"][c][f"{p}relu1"] > x["concepts"][c][f"{p}relu2"] > x["concepts"][c][f"{p}out"] for x in r)
                                  for tag, p in (("trained", ""), ("random", "random "))} for c in concepts},
     }
+
+
+def twin_verdict(gap: dict) -> str:
+    """The prose's words for a `t_interval` of trained minus random-twin accuracy: within noise when it spans 0."""
+    lo, hi = gap["interval"]
+    return "within noise of" if lo <= 0 <= hi else "above" if lo > 0 else "below"
