@@ -383,14 +383,12 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
     assert s["verdict"] == verdict, f"the verdict must follow the rank p {p:.3f} ({k} of {n})"
     pose, rare = s["posing_direction"], s["rare_direction"]
     assert pose["p"] == pytest.approx((pose["k"] + 1) / (pose["n"] + 1)) and rare["all"]["n"] == n_all - 1
-    # The rank's controls (a random direction and the most feature-like rare set, each posing as the feature): if either
-    # passes the same test, the test cannot tell a feature from a lucky direction, and the stated verdict must say so.
-    control_passes = "beats" in (pose["verdict"], rare["matched"]["verdict"])
-    stated = "control passes" if verdict == "beats" and control_passes else verdict
-    assert f["steering_verdict"] == stated, f"the stated verdict must follow the rank and its controls: {f['steering_verdict']!r}"
+    # The rank's controls (a random direction and the most feature-like rare set, each posing as the feature) are
+    # reported beside the verdict, not folded into it: one random direction passes a 5% test 5% of the time.
+    stated = verdict
+    assert f["steering_verdict"] == stated, f"the stated verdict is the rank's: {f['steering_verdict']!r}"
     label = {"beats": "the feature's direction raises its own characters more than random directions raise theirs",
-             "not shown": "not shown beyond random directions", "cannot decide": "too few directions of a like base rate to decide",
-             "control passes": "not shown: a random direction posing as the feature passes the same test"}[stated]
+             "not shown": "not shown beyond random directions", "cannot decide": "too few directions of a like base rate to decide"}[stated]
     assert f"{k} as high, rank p {p:.3f} (over all {n_all}, which rank rare sets high: {k_all}): {label}" in f["headline"]
     if full:
         assert n_all >= 59, "enough directions that about 20 lie near the feature's base rate"
