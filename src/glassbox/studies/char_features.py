@@ -592,10 +592,14 @@ def matched_rank(lift: float, base: float, others: list[float], other_bases: lis
                  alpha: float = 0.05) -> dict:
     """`rank_verdict` against only the controls whose base rate lies within `factor` of the unit's own (base / factor <=
     b <= base * factor), so that like base rates are compared whatever the scale of the lift."""
+    return rank_verdict(lift, _near(base, others, other_bases, factor), alpha)
+
+
+def _near(base: float, others: list[float], other_bases: list[float], factor: float) -> list[float]:
+    """The controls' lifts whose base rate lies within `factor` of `base` (base / factor <= b <= base * factor)."""
     if len(others) != len(other_bases):
         raise ValueError(f"one base rate per control expected, got {len(others)} lifts and {len(other_bases)} base rates")
-    keep = [o for o, b in zip(others, other_bases) if base / factor <= b <= base * factor]
-    return rank_verdict(lift, keep, alpha)
+    return [o for o, b in zip(others, other_bases) if base / factor <= b <= base * factor]
 
 
 def bootstrap_median_dd(a1: Float[Tensor, "n_a1"], b1: Float[Tensor, "n_b1"], a2: Float[Tensor, "n_a2"], b2: Float[Tensor, "n_b2"],
@@ -620,31 +624,16 @@ def rank_against(lift: float, base: float, others: list[float], other_bases: lis
     """A unit's rank among controls two ways: 'matched', against only the controls whose base rate lies within `factor` of its
     own (`matched_rank`, the fair one), with the largest of their lifts (None if none is near); and 'all', against every control (`rank_verdict`), with
     the base rates of the controls as high as the unit ('all_as_high_bases')."""
-    near = [o for o, b in zip(others, other_bases) if base / factor <= b <= base * factor]
     return {"matched": matched_rank(lift, base, others, other_bases, factor=factor, alpha=alpha),
-            "matched_max": max(near, default=None), "all": rank_verdict(lift, others, alpha),
+            "matched_max": max(_near(base, others, other_bases, factor), default=None), "all": rank_verdict(lift, others, alpha),
             "all_as_high_bases": [b for o, b in zip(others, other_bases) if o >= lift]}
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation of two equal-length lists (average ranks for ties)."""
+    """Spearman's rank correlation of two equal-length lists (average ranks for ties: scipy's); 0 when either is constant."""
+    from scipy.stats import spearmanr
     if len(x) != len(y) or len(x) < 2:
         raise ValueError(f"two lists of the same length >= 2 expected, got {len(x)} and {len(y)}")
-    rank = lambda v: torch.tensor(_average_ranks(v), dtype=torch.float64)
-    a, b = rank(x), rank(y)
-    a, b = a - a.mean(), b - b.mean()
-    return (a @ b / (a.norm() * b.norm()).clamp(min=1e-30)).item()
-
-
-def _average_ranks(v: list[float]) -> list[float]:
-    """Average ranks (1-based) of the values, ties sharing the mean of their ranks."""
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    ranks, i = [0.0] * len(v), 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for t in range(i, j + 1):
-            ranks[order[t]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return 0.0  # no ranking to correlate (scipy would give NaN)
+    return float(spearmanr(x, y).statistic)
