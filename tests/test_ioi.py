@@ -225,16 +225,28 @@ def test_the_shortcut_rules_answer_every_ioi_sentence_and_fail_where_s_is_not_la
         ioi.shortcut_answers(torch.tensor([[V.pad] * 30 + V.encode("Mary gave Mary to")]), len(V.names))
 
 
-def test_the_duplicate_detection_rule_agrees_with_not_the_last_name_and_only_counting_parts_on_aab():
-    """Wang et al.'s path as a rule (drop the earlier names the last one duplicates, copy what is left) answers as 'not
-    the last name' on IOI and on AAB; 'least-mentioned' (the control) answers the other name on AAB."""
+def test_only_counting_mentions_parts_from_not_the_last_name_on_aab_where_no_last_name_repeats():
+    """On AAB 'not the last name' answers the twice-named name and 'least-mentioned' (the control) the once-named one;
+    AAB's last name never repeats an earlier name (a duplicate detector has nothing to drop, and answers the first name
+    as 'not the last name' does), while every IOI sentence's last name does."""
     d = _data(60, ioi.HELD_OUT_TEMPLATES, "held-out")
     aab = ioi.rename(d, V, "AAB", seed=1)
-    for data in (d, aab):
-        r = ioi.shortcut_answers(data.tokens, len(V.names))
-        assert torch.equal(r["avoid the duplicate of the last name"], r["not the last name"])
     r = ioi.shortcut_answers(aab.tokens, len(V.names))
-    assert (r["avoid the duplicate of the last name"] == aab.io).all() and (r["least-mentioned"] == aab.s).all()
+    assert set(r) == {"not the last name", "least-mentioned"}
+    assert (r["not the last name"] == aab.io).all() and (r["least-mentioned"] == aab.s).all()
+    assert (ioi.last_name_repeats(aab.tokens, len(V.names)) == 0).all() and (ioi.last_name_repeats(d.tokens, len(V.names)) == 1).all()
+
+
+def test_carrier_margin_weighs_the_classed_heads_by_direct_effect_and_ignores_other_direct_heads():
+    """The control: a copying other direct head does not move the margin of a circuit of suppressors."""
+    none = {k: [] for k in ioi.CLASSES}
+    direct = {(1, 0): -0.3, (1, 2): -0.1, (0, 2): -0.2, (1, 1): -0.2}
+    copying = {(1, 0): -1.0, (1, 2): -0.2, (0, 2): 2.0, (1, 1): 0.5}
+    sup = none | {"last-name suppressor": [(1, 0), (1, 2)]}
+    assert ioi.carrier_margin(sup, direct, copying) == pytest.approx((0.3 * -1.0 + 0.1 * -0.2) / 0.4)
+    assert ioi.carrier_margin(sup | {"other direct": [(0, 2)]}, direct, copying) == ioi.carrier_margin(sup, direct, copying)
+    assert ioi.carrier_margin(none | {"name mover": [(1, 1)]}, direct, copying) == pytest.approx(0.5)
+    assert ioi.carrier_margin(none | {"other direct": [(0, 2)]}, direct, copying) is None
 
 
 def test_bars_from_the_control_are_a_factor_above_its_largest_values():

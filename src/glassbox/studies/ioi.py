@@ -610,24 +610,28 @@ def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: 
 
 
 def shortcut_answers(tokens: Int[Tensor, "batch pos"], n_names: int) -> dict[str, Int[Tensor, "batch"]]:
-    """Three rules that need no circuit and read only the names (tokens < n_names) of each sentence: 'not the last
-    name' (the first name that differs from the last name), 'least-mentioned' (the name named fewest times, the
-    first of them on a tie) and 'avoid the duplicate of the last name' (Wang et al.'s duplicate-token / S-inhibition /
-    name-mover path as a rule: drop the earlier names that the last name repeats, answer the first name left). On
-    every IOI sentence all three give the IO: a prediction they also get right cannot tell them from the circuit. The
-    first and third give the same answer on every sentence: comparing names with the last one *is* detecting its
-    repetition, so no set of sentences tells them apart; only counting mentions answers differently (AAB)."""
-    rules = {"not the last name": [], "least-mentioned": [], "avoid the duplicate of the last name": []}
+    """Two rules that need no circuit and read only the names (tokens < n_names) of each sentence: 'not the last
+    name' (the first name that differs from the last name) and 'least-mentioned' (the name named fewest times, the
+    first of them on a tie). On every IOI sentence both give the IO: a prediction they also get right cannot tell them
+    from the circuit. Wang et al.'s duplicate-token / S-inhibition / name-mover path written as a rule (drop the earlier
+    names that the last name repeats, answer the first name left) is not a third rule: the first earlier name other
+    than the last name is the first name other than the last name, so it is 'not the last name' on every list of
+    names, and no set of sentences tells them apart; only counting mentions answers differently (AAB)."""
+    rules = {"not the last name": [], "least-mentioned": []}
     for row in tokens.tolist():
         names = [t for t in row if t < n_names]
         if len(set(names)) < 2:
             raise ValueError(f"a sentence names fewer than two different names: {row}")
         rules["not the last name"].append(next(t for t in names if t != names[-1]))
         rules["least-mentioned"].append(min(dict.fromkeys(names), key=names.count))
-        earlier = names[:-1]  # Wang et al.'s path: find the earlier names the last one duplicates, inhibit them, copy what is left
-        duplicates = {t for t in earlier if t == names[-1]}
-        rules["avoid the duplicate of the last name"].append([t for t in earlier if t not in duplicates][0])
     return {k: torch.tensor(v) for k, v in rules.items()}
+
+
+def last_name_repeats(tokens: Int[Tensor, "batch pos"], n_names: int) -> Float[Tensor, "batch"]:
+    """1 where the last name of a sentence (tokens < n_names) repeats an earlier name, else 0: where a duplicate
+    detector has something to detect (every IOI sentence; no AAB sentence, whose last name is new)."""
+    rows = [[t for t in row if t < n_names] for row in tokens.tolist()]
+    return torch.tensor([float(r[-1] in r[:-1]) for r in rows])
 
 
 def last_name_rule(data: IOIData, d_vocab: int) -> Float[Tensor, "batch d_vocab"]:
@@ -661,3 +665,12 @@ def answer_kind(classes: dict[str, str | list]) -> str:
     has = lambda k: classes[k] not in ("none", [], "")
     kinds = [w for k, w in (("name mover", "name movers"), ("last-name suppressor", "last-name suppressors")) if has(k)]
     return " and ".join(kinds) if kinds else "neither"
+
+
+def carrier_margin(classes: dict[str, list[Head]], direct: dict[Head, float], copying: dict[Head, float]) -> float | None:
+    """The copying margin of the heads that carry the answer (the name movers and last-name suppressors of `classes`,
+    the heads `answer_kind` reads), averaged with weights |direct effect| (`direct`: each head's path to the logits):
+    positive, they copy; negative, they suppress; None where the circuit has neither. Other direct heads do not count."""
+    heads = [h for k in ("name mover", "last-name suppressor") for h in classes[k]]
+    weight = sum(abs(direct[h]) for h in heads)
+    return sum(abs(direct[h]) * copying[h] for h in heads) / weight if heads and weight > 0 else None
