@@ -335,6 +335,24 @@ def test_matched_rank_compares_only_like_base_rates():
         char_features.matched_rank(2.0, 0.1, lifts, bases[:-1])
 
 
+def test_calibrate_rank_passes_exchangeable_posers_and_fails_posers_biased_upward():
+    """Posers drawn like the controls are called features about as often as alpha allows; posers shifted upward (a biased rank)
+    are flagged; one poser passing once is not a failure; posers with too few near controls cannot be called one."""
+    g = torch.Generator().manual_seed(0)
+    others, posers = torch.randn(60, generator=g).tolist(), torch.randn(200, generator=g).tolist()
+    bases, poser_bases = [0.1] * 60, [0.1] * 200
+    fair = char_features.calibrate_rank(posers, poser_bases, others, bases)
+    assert fair["n_able"] == 200 and not fair["fails"] and fair["share"] < 0.1, fair
+    biased = char_features.calibrate_rank([x + 1.5 for x in posers], poser_bases, others, bases)
+    assert biased["fails"] and biased["binom_p"] < 1e-6, biased
+    once = char_features.calibrate_rank([9.0] + posers[:19], poser_bases[:20], others, bases)
+    assert once["k"] >= 1 and not once["fails"], "one poser passing once is the event alpha allows"
+    far = char_features.calibrate_rank([9.0], [0.9], others, bases)
+    assert (far["k"], far["n_able"], far["binom_p"], far["fails"]) == (0, 0, 1.0, False), "no near control: cannot be called one"
+    with pytest.raises(ValueError, match="one base rate per poser"):
+        char_features.calibrate_rank(posers, poser_bases[:-1], others, bases)
+
+
 def test_bootstrap_median_dd_is_the_difference_of_the_two_gaps_and_straddles_zero_for_equal_gaps():
     g = torch.Generator().manual_seed(0)
     a1, b1, a2, b2 = (torch.rand(300, generator=g) + s for s in (0.5, 0.0, 0.2, 0.0))

@@ -602,6 +602,23 @@ def _near(base: float, others: list[float], other_bases: list[float], factor: fl
     return [o for o, b in zip(others, other_bases) if base / factor <= b <= base * factor]
 
 
+def calibrate_rank(lifts: list[float], bases: list[float], others: list[float], other_bases: list[float], *, factor: float = 2.0,
+                   alpha: float = 0.05) -> dict:
+    """The matched rank's false-positive rate, measured: each poser (a control drawn independently of `others`, given by its lift and
+    base rate) is ranked as if it were the unit against the `others` of its own base rate (`matched_rank`). Returns k, the posers
+    called a feature ('beats'), of n_able, those with enough near controls that they could be (1 / (n + 1) < alpha), of n; the
+    one-sided binomial p of k or more under the rate alpha; and 'fails' when that p < alpha: the rank calls posers features
+    clearly more often than its alpha allows (one poser passing once is the event alpha allows, not a failure)."""
+    from scipy.stats import binom
+    if len(lifts) != len(bases):
+        raise ValueError(f"one base rate per poser expected, got {len(lifts)} lifts and {len(bases)} base rates")
+    ranks = [matched_rank(x, b, others, other_bases, factor=factor, alpha=alpha) for x, b in zip(lifts, bases)]
+    k, n_able = sum(r["verdict"] == "beats" for r in ranks), sum(1 / (r["n"] + 1) < alpha for r in ranks)
+    p = float(binom.sf(k - 1, n_able, alpha)) if n_able else 1.0
+    return {"k": k, "n_able": n_able, "n": len(ranks), "share": k / n_able if n_able else None, "binom_p": p,
+            "fails": p < alpha, "verdicts": [r["verdict"] for r in ranks]}
+
+
 def bootstrap_median_dd(a1: Float[Tensor, "n_a1"], b1: Float[Tensor, "n_b1"], a2: Float[Tensor, "n_a2"], b2: Float[Tensor, "n_b2"],
                         *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """A difference of differences of medians, (median(a1) - median(b1)) - (median(a2) - median(b2)), with a percentile
