@@ -240,7 +240,20 @@ def test_loop_within_digit_finds_a_feature_that_reads_the_label_and_not_one_that
     assert s["pooled over seeds"]["relu2"][0]["tests"] == 3 and s["pooled over seeds"]["relu2"][0]["runs"] == 3
     assert s["digit n range"][0] > 100 and 0 < s["gap se range"][0] <= s["gap se range"][1] < 0.1, s
     assert s["pooled relu2 minus pixels"][0] > 0.2 and "0s:" in mnist_mlp.loop_table({0: r}, [0])
-    assert mnist_mlp.digit_list([2, 4, 9]) == "2s, 4s and 9s" and mnist_mlp.digit_list([9]) == "9s" and mnist_mlp.digit_list([]) == "no digit"
+    assert s["tested"] == [0, 1, 2] and s["untested"] == [] and s["reliably below"] == [] and s["pooled over seeds"]["relu2"][0]["sides"] == 1
+    flipped = copy.deepcopy(runs)  # relu2 behind its control, the pixels far ahead of the random relu2, one run blind on the 2s
+    for v in flipped.values():
+        for row in v["digits"].values():
+            g = row["gaps"]["relu2"]
+            g["gap"], g["interval"] = -g["gap"], [-g["interval"][1], -g["interval"][0]]
+            row["gaps"]["random relu2"]["gap"] = round(row["gaps"]["random relu2"]["gap"] - 0.2, 4)
+    flipped[1]["digits"][2]["gaps"]["relu2"]["interval"] = [0.0, 0.0]  # no image tells relu2 and its control apart
+    f = mnist_mlp.loop_summary(flipped)
+    assert f["untested"] == [2] and f["tested"] == [0, 1] and 2 not in f["pooled over seeds"]["relu2"], f
+    assert f["pooled over seeds"]["relu2"][0]["tests"] == 2 and f["reliably above"] == [] and f["reliably below"] == [0, 1], f
+    assert f["pixels reliably above random relu2"] == [0, 1] and f["random relu2 reliably above pixels"] == [], f
+    assert mnist_mlp.digit_list([2, 4, 9]) == "the 2s, 4s and 9s" and mnist_mlp.digit_list([9]) == "the 9s" and mnist_mlp.digit_list([]) == "no digit"
+    assert mnist_mlp.digit_list([9], {9: [0.0216, 0.0688]}) == "the 9s (+2.2% to +6.9%)"
 
 
 def test_within_class_predictions_answer_a_constant_class_with_its_constant():
@@ -292,7 +305,7 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
         return {"test_accuracy": acc, "concepts": concepts, "flip": flip, "twin_concepts": {"thick_stroke": {"relu2": [0.7, 0.7]}},
                 "selectivity_vs_need": {tag: {"relu1": acc, "relu2": -acc} for tag in ("trained", "random")}}
     s = mnist_mlp.seeds_summary({0: run(0.9, (0.9, 0.8, 0.7)), 1: run(0.8, (0.85, 0.75, 0.6))})
-    assert s["test_accuracy"] == [0.8, 0.9] and s["flip"]["trained chosen"] == [0.8, 0.9]
+    assert s["test_accuracy"] == [0.8, 0.9] and s["flip"]["trained chosen"] == [0.8, 0.9] and s["flip_lift"]["random"] == [0.8, 0.9]
     assert s["falls_with_depth"]["thick_stroke"] == {"trained": True, "random": False}
     assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [0.05, 0.1]
     assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]
@@ -318,6 +331,9 @@ def test_t_interval_widens_with_the_number_of_tests():
     one, nine = mnist_mlp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0]), mnist_mlp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], tests=9)
     assert one["mean"] == nine["mean"] == 3.0 and one["interval"][0] == pytest.approx(3 - 2.776 * 1.5811 / 5 ** 0.5, abs=1e-3)
     assert nine["interval"][0] < one["interval"][0] and nine["tests"] == 9
+    one_sided = mnist_mlp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], tests=9, sides=1)  # each end a one-sided bound at 1 - 0.05 / 9
+    assert one_sided["interval"][0] == pytest.approx(3 - 4.466 * 1.5811 / 5 ** 0.5, abs=1e-3) and nine["interval"][0] < one_sided["interval"][0]
+    assert mnist_mlp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0], tests=9, level=0.9)["interval"] == one_sided["interval"], "one-sided at a is two-sided at 2a"
     with pytest.raises(ValueError, match="at least 2 values"):
         mnist_mlp.t_interval([1.0])
 

@@ -10,7 +10,7 @@ STEM = "01_mnist_mlp_probing"
 KEYS = ["test_accuracy", "train_seconds", "probe_accuracy", "attribution_sanity", "attribution_passes", "dead_neurons",
         "dead_neuron_init_corr", "dead_neuron_wrong_seed_corr", "weight_smoothness", "mean_class_selectivity_random",
         "has_loop_share_by_digit", "has_loop_conditional", "has_loop_within_digit", "has_loop_within_digit_pooled",
-        "has_loop_seeds", "has_loop_seeds_text", "n_seeds", "twin_verdict_relu2", "has_loop_probe_C", "has_loop_conditional_C", "seeds", "seeds_summary", "attribution_null_abs_rho", "top_ablation_drop", "ablation_by_method", "ablation_control_logit_top_drop",
+        "has_loop_seeds", "has_loop_seeds_text", "has_loop_largest_pooled_gap", "n_seeds", "twin_verdict_relu2", "has_loop_probe_C", "has_loop_conditional_C", "seeds", "seeds_summary", "attribution_null_abs_rho", "top_ablation_drop", "ablation_by_method", "ablation_control_logit_top_drop",
         "live_neuron_zero_share_median", "top_ablation_neuron_values", "shuffled_label_twin", "intervention_flip_rate",
         "intervention_control_flip_rate", "intervention_curve", "intervention_example_prediction", "headline"]
 METHODS = {"integrated_gradients", "saliency", "occlusion", "lime", "kernel_shap"}
@@ -108,20 +108,32 @@ def test_full_loops_conditional_test():
     assert loops["gap > 0 in every run"] == [9], f"claim: only the 9s lean towards relu2 in every seed: {loops}"
     assert [int(d) for d, (lo, hi) in loops["relu2 gap range"].items() if lo > 0] == loops["gap > 0 in every run"], \
         f"the recorded gap ranges and the digits positive in every seed must agree: {loops}"
-    pooled_seeds, digits = loops["pooled over seeds"], list(loops["relu2 gap range"])
-    for label, rows in pooled_seeds.items():  # each digit's mean gap over seeds, t interval Bonferroni-corrected over the digits
+    pooled_seeds, tested = loops["pooled over seeds"], loops["tested"]
+    blind0 = [int(d) for d, v in f["has_loop_within_digit"].items() if v["gaps"]["relu2"]["interval"][0] == v["gaps"]["relu2"]["interval"][1]]
+    assert set(blind0) <= set(loops["untested"]) and sorted(tested + loops["untested"]) == [int(d) for d in loops["relu2 gap range"]], \
+        f"untested: the digits where in some seed relu2 and its best control answer alike on every image (seed 0: {blind0}): {loops}"
+    for label, rows in pooled_seeds.items():  # each tested digit's mean gap over seeds, one-sided t bounds Bonferroni-corrected over them
+        assert [int(d) for d in rows] == tested, f"both comparisons are tested on the same digits: {label}"
         for d, row in rows.items():
-            assert row == mnist_mlp.t_interval(row["per run"], tests=len(digits)) | {"per run": row["per run"]} and len(row["per run"]) == 5
-    reliable = [int(d) for d, row in pooled_seeds["relu2"].items() if row["interval"][0] > 0]
-    assert loops["reliably above"] == reliable and f["has_loop_seeds_text"]["reliably above"] == mnist_mlp.digit_list(reliable), \
-        f"the prose's digits must follow the pooled intervals: {pooled_seeds['relu2']}"
-    assert loops["random relu2 reliably above pixels"] == [] and all(row["interval"][0] <= 0 for row in pooled_seeds["random relu2"].values()), \
+            assert row == mnist_mlp.t_interval(row["per run"], tests=len(tested), sides=1) | {"per run": row["per run"]} and len(row["per run"]) == 5
+    rule = {k: [int(d) for d, row in pooled_seeds[label].items() if cond(row["interval"])] for k, label, cond in (
+        ("reliably above", "relu2", lambda i: i[0] > 0), ("reliably below", "relu2", lambda i: i[1] < 0),
+        ("random relu2 reliably above pixels", "random relu2", lambda i: i[0] > 0),
+        ("pixels reliably above random relu2", "random relu2", lambda i: i[1] < 0))}
+    for k, digits in rule.items():  # whichever way each verdict goes, the prose's digits follow the bounds
+        assert loops[k] == digits and f["has_loop_seeds_text"][k] == mnist_mlp.digit_list(digits), f"{k}: {pooled_seeds}"
+    top = max(tested, key=lambda d: pooled_seeds["relu2"][str(d)]["mean"])
+    assert f["has_loop_largest_pooled_gap"] == {"digit": top} | pooled_seeds["relu2"][str(top)], "the quoted largest gain is the largest"
+    assert rule["pixels reliably above random relu2"], \
+        f"positive control: the same rule names the digits where the pixels read loops better than the random-init relu2: {pooled_seeds['random relu2']}"
+    assert rule["random relu2 reliably above pixels"] == [], \
         f"control: the same test never finds the random-init relu2 reliably ahead of the pixels: {pooled_seeds['random relu2']}"
     w0 = f["has_loop_within_digit"]  # the quoted counts and standard errors cover this seed's digits
     assert loops["digit n range"][0] <= min(v["n"] for v in w0.values()) and max(v["n"] for v in w0.values()) <= loops["digit n range"][1]
-    se0 = [(v["gaps"]["relu2"]["interval"][1] - v["gaps"]["relu2"]["interval"][0]) / 3.92 for v in w0.values()]
+    se0 = [(v["gaps"]["relu2"]["interval"][1] - v["gaps"]["relu2"]["interval"][0]) / 3.92 for d, v in w0.items() if int(d) in tested]
     assert loops["gap se range"][0] <= min(se0) + 1e-4 and max(se0) <= loops["gap se range"][1] + 1e-4, (se0, loops["gap se range"])
-    assert f["has_loop_seeds_text"]["gap > 0 in every run"] == "9s"
+    assert f"{loops['gap se range'][0]:.1%}" != "0.0%", f"over the tested digits no interval has zero width: no quoted standard error reads 0.0%: {loops['gap se range']}"
+    assert f["has_loop_seeds_text"]["gap > 0 in every run"] == mnist_mlp.digit_list([9], {9: loops["relu2 gap range"]["9"]})
     w = f["has_loop_within_digit"]
     assert all(lo <= v["gaps"]["relu2"]["gap"] <= hi for v in w.values() for lo, hi in [v["gaps"]["relu2"]["interval"]])
     share = f["has_loop_share_by_digit"]
@@ -175,10 +187,10 @@ def test_full_ablation_and_intervention():
     assert flip["trained chosen"][0] > flip["trained random neurons"][1] + 0.3, \
         f"claim: in every seed the 10 chosen neurons flip far more 3s than 10 random ones (the prose quotes both ranges): {flip}"
     assert f["intervention_control_flip_rate"] <= 0.05 and flip["trained random neurons"][1] <= 0.05, "random neurons rarely flip"
-    assert all(r["flip"]["random"]["chosen"] - r["flip"]["random"]["base"] < 0.4 for r in f["seeds"].values()), \
-        f"control: in the random-init twin the same choice moves far fewer 3s: {flip}"
-    assert min(r["flip"]["trained"]["chosen"] - r["flip"]["trained"]["base"] for r in f["seeds"].values()) > \
-        max(r["flip"]["random"]["chosen"] - r["flip"]["random"]["base"] for r in f["seeds"].values()) + 0.2
+    lift = {tag: [round(r["flip"][tag]["chosen"] - r["flip"][tag]["base"], 4) for r in f["seeds"].values()] for tag in ("trained", "random")}
+    assert f["seeds_summary"]["flip_lift"] == {tag: [min(v), max(v)] for tag, v in lift.items()}, "the quoted lifts follow the seeds"
+    assert min(lift["trained"]) > max(lift["random"]), \
+        f"control: the prose quotes the lifts over the base rate; in every seed the trained lift exceeds every random-init twin's: {lift}"
     sel = f["seeds_summary"]["selectivity_vs_need"]
     assert all(-0.35 < lo <= hi < 0.35 for k, (lo, hi) in sel.items() if k.startswith("trained")), f"claim: a weak predictor: {sel}"
     assert sel["random relu1"][1] < 0 and sel["random relu2"][1] < 0, f"the random twin's negative sign comes free: {sel}"

@@ -396,35 +396,45 @@ def seed_run(model: nn.Module, random_model: nn.Module, data: "MNIST", *, subset
     return out
 
 
-def t_interval(values: list[float], *, tests: int = 1, level: float = 0.95) -> dict:
+def t_interval(values: list[float], *, tests: int = 1, level: float = 0.95, sides: int = 2) -> dict:
     """Mean of `values` (one per independent run, e.g. per seed) and its t interval over them, Bonferroni-corrected for
-    `tests` intervals read together (each at level 1 - (1 - level) / tests)."""
+    `tests` intervals read together: two-sided at level 1 - (1 - level) / tests, or with `sides=1` each end a one-sided
+    bound at that level (the lower end answers "above 0?", the upper end "below 0?", each a question of its own)."""
     from scipy.stats import t
     n = len(values)
-    if n < 2 or tests < 1:
-        raise ValueError(f"need at least 2 values and tests >= 1, got {n} values and tests={tests}")
+    if n < 2 or tests < 1 or sides not in (1, 2):
+        raise ValueError(f"need at least 2 values, tests >= 1 and sides 1 or 2, got {n} values, tests={tests}, sides={sides}")
     v = torch.tensor(values, dtype=torch.float64)
-    half = float(t.ppf(1 - (1 - level) / tests / 2, n - 1)) * v.std().item() / n ** 0.5
+    half = float(t.ppf(1 - (1 - level) / tests / sides, n - 1)) * v.std().item() / n ** 0.5
     return {"mean": round(v.mean().item(), 4), "interval": [round(v.mean().item() - half, 4), round(v.mean().item() + half, 4)],
-            "runs": n, "tests": tests}
+            "runs": n, "tests": tests, "sides": sides}
 
 
 def loop_summary(loops: dict) -> dict:
-    """Over runs {seed: loop_within_digit(...)}: per digit relu2's gap over its best control in each run, its range, and its
-    mean over runs with a t interval over runs, Bonferroni-corrected over the digits ("pooled over seeds"); the digits whose
-    corrected interval lies above 0 ("reliably above"), the same rule for the control comparison (random-init relu2 against
-    pixels), the range of the digits' test-image counts and of the standard errors their paired-bootstrap intervals imply."""
+    """Over runs {seed: loop_within_digit(...)}: per digit relu2's gap over its best control in each run and its range; per
+    tested digit the mean gap over runs with one-sided t bounds over runs, Bonferroni-corrected over the tested digits
+    ("pooled over seeds"). The question is one-sided (is relu2 ahead?), so a digit is "reliably above" when its lower
+    bound is above 0 and, asked the other way, "reliably below" when its upper bound is below 0; the same rules for the
+    control comparison (random-init relu2 against the pixels). A digit is untested when in some run relu2 and its best
+    control answer alike on every one of its test images (a zero-width paired interval: no image tells them apart).
+    Also the range of the digits' test-image counts and of the standard errors their paired-bootstrap intervals imply."""
     digits = sorted(set.intersection(*(set(v["digits"]) for v in loops.values())))
+    width = lambda v, d: v["digits"][d]["gaps"]["relu2"]["interval"][1] - v["digits"][d]["gaps"]["relu2"]["interval"][0]
+    tested = [d for d in digits if all(width(v, d) > 0 for v in loops.values())]
     gaps = {label: {d: [v["digits"][d]["gaps"][label]["gap"] for v in loops.values()] for d in digits} for label in ("relu2", "random relu2")}
-    pooled = {label: {d: t_interval(g, tests=len(digits)) | {"per run": g} for d, g in gaps[label].items()} for label in gaps}
-    se = [(g["interval"][1] - g["interval"][0]) / 3.92 for v in loops.values() for d in digits for g in [v["digits"][d]["gaps"]["relu2"]]]
+    pooled = {label: {d: t_interval(gaps[label][d], tests=len(tested), sides=1) | {"per run": gaps[label][d]} for d in tested} for label in gaps}
+    above = lambda label: [d for d in tested if pooled[label][d]["interval"][0] > 0]
+    below = lambda label: [d for d in tested if pooled[label][d]["interval"][1] < 0]
+    se = [width(v, d) / 3.92 for v in loops.values() for d in tested]
     return {"gap > 0 in every run": [d for d in digits if min(gaps["relu2"][d]) > 0],
             "relu2 gap range": {d: [min(g), max(g)] for d, g in gaps["relu2"].items()},
+            "tested": tested, "untested": [d for d in digits if d not in tested],
             "pooled over seeds": pooled,
-            "reliably above": [d for d in digits if pooled["relu2"][d]["interval"][0] > 0],
-            "random relu2 reliably above pixels": [d for d in digits if pooled["random relu2"][d]["interval"][0] > 0],
+            "largest pooled gap": max(tested, key=lambda d: pooled["relu2"][d]["mean"]) if tested else None,
+            "reliably above": above("relu2"), "reliably below": below("relu2"),
+            "random relu2 reliably above pixels": above("random relu2"), "pixels reliably above random relu2": below("random relu2"),
             "digit n range": _range([v["digits"][d]["n"] for v in loops.values() for d in digits]),
-            "gap se range": _range(se),
+            "gap se range": _range(se) if se else None,
             "pooled relu2 minus pixels": _range([v["pooled"]["relu2"] - v["pooled"]["pixels"] for v in loops.values()]),
             "pooled random relu2 minus pixels": _range([v["pooled"]["random relu2"] - v["pooled"]["pixels"] for v in loops.values()]),
             "pooled": {s: v["pooled"] for s, v in loops.items()}}
@@ -440,10 +450,10 @@ def loop_table(loops: dict, digits: list[int]) -> str:
     return "\n".join(lines)
 
 
-def digit_list(digits: list[int]) -> str:
-    """[2, 4, 9] -> "2s, 4s and 9s"; [] -> "no digit"."""
-    names = [f"{d}s" for d in digits]
-    return "no digit" if not names else names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+def digit_list(digits: list[int], ranges: dict | None = None) -> str:
+    """[2, 4, 9] -> "the 2s, 4s and 9s"; [] -> "no digit"; with `ranges` {digit: [lo, hi]}: "the 9s (+2.2% to +6.9%)"."""
+    names = [f"{d}s" + (f" ({ranges[d][0]:+.1%} to {ranges[d][1]:+.1%})" if ranges else "") for d in digits]
+    return "no digit" if not names else "the " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
 
 
 def _range(values: list[float]) -> list[float]:
@@ -451,7 +461,8 @@ def _range(values: list[float]) -> list[float]:
 
 
 def seeds_summary(runs: dict) -> dict:
-    """Over runs {seed: seed_run(...)}: [min, max] of each number, trained minus random-init per concept and layer (one
+    """Over runs {seed: seed_run(...)}: [min, max] of each number (and of the intervention's lift, chosen minus base, per
+    network: "flip_lift"), trained minus random-init per concept and layer (one
     twin per run), at relu2 trained minus the mean of each run's twins (per run, and its mean with a 95% t interval over
     runs: "trained_minus_twins"), and whether each concept's probe accuracy falls with depth (relu1 > relu2 > out) in
     every run."""
@@ -463,6 +474,7 @@ def seeds_summary(runs: dict) -> dict:
     return {
         "test_accuracy": _range([x["test_accuracy"] for x in r]),
         "flip": {f"{tag} {k}": _range([x["flip"][tag][k] for x in r]) for tag in ("trained", "random") for k in ("chosen", "random neurons", "base")},
+        "flip_lift": {tag: _range([round(x["flip"][tag]["chosen"] - x["flip"][tag]["base"], 4) for x in r]) for tag in ("trained", "random")},
         "selectivity_vs_need": {f"{tag} {n}": _range([x["selectivity_vs_need"][tag][n] for x in r])
                                 for tag in ("trained", "random") for n in r[0]["selectivity_vs_need"][tag]},
         "concepts": {c: {f: _range([x["concepts"][c][f] for x in r]) for f in r[0]["concepts"][c]} for c in concepts},
