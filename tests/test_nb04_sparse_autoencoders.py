@@ -16,7 +16,8 @@ KEYS = ["toy_mmcs", "neuron_basis", "mnist_sae_l0", "mnist_sae_fvu", "mnist_sae_
         "sae_train_seconds", "headline", "exercise_k64_cut_to_8", "exercise_random_error_of_the_same_size",
         "mnist_sae_controls", "relu1_k_largest_neurons", "best_switch_off", "median_sae_untrained_spliced_accuracy",
         "mnist_clean_train_accuracy", "relu1_verdict_by_k", "mnist_sae_choice_margin", "relu1_lookup_table",
-        "relu1_lookup_table_10", "median_k8_random_error", "relu1_purity_by_k", "mnist_sae_choice_seeds"]
+        "relu1_lookup_table_10", "median_k8_random_error", "relu1_purity_by_k", "mnist_sae_choice_seeds",
+        "mnist_sae_paired_by_seed"]
 SAES = ["sae_toy_topk", "sae_mnist_relu1", "sae_mnist_relu2", "sae_median_resid"]
 
 
@@ -41,6 +42,7 @@ def test_smoke(smoke_run):
     c = f["mnist_sae_choice_seeds"]
     assert c["chosen_seeds"]["n_seeds"] == c["runner_up_seeds"]["n_seeds"] == f["purity_n_seeds"], "the choice is retrained on every SAE seed"
     assert {"missed", "cleared", "short_min", "short_max", "within_one_standard_error"} <= set(c["runner_up_seeds"]) and "verdict" in c
+    assert f["mnist_sae_paired_by_seed"]["n_seeds"] == f["purity_n_seeds"], "the paired test runs on every seed of the chosen SAE"
     assert len(f["purity_sae_vs_neurons"]["relu1"]["random_init_sae_draws"]) == f["purity_sae_vs_neurons"]["relu1"]["n_controls"]
     assert all({"gap", "gap_standard_errors", "reading"} <= set(r) for r in f["exercise_random_error_of_the_same_size"].values())
 
@@ -115,6 +117,34 @@ def test_full_relu1_sae_against_its_controls(full):
     assert largest["k=64"]["fvu"] < 1e-3, "claimed: the 64 largest neurons are the whole layer on almost every digit"
 
 
+def test_full_the_sae_keeps_no_more_than_the_neurons_on_any_seed(full):
+    """Claimed: at the chosen SAE's L0, the SAE keeps no more report digits than each digit's same number of largest neurons,
+    on every SAE seed trained (the paired test per seed; whether each gap is noise is computed, not pinned). Control: the same
+    assertion on the k = 8 SAE against its 8 largest neurons must fail (there the SAE keeps more)."""
+    b, c, controls = full["mnist_sae_paired_by_seed"], full["mnist_sae_choice_seeds"], full["mnist_sae_controls"]
+    rows, neurons = b["seeds"], controls["k_largest_neurons"]["spliced_accuracy"]
+    assert b["k"] == round(full["mnist_sae_l0"]) and b["n_seeds"] == len(rows) == c["chosen_seeds"]["n_seeds"] >= 3
+    assert [r["seed"] for r in rows] == [r["seed"] for r in c["chosen_seeds"]["seeds"]]
+    assert {k: rows[0][k] for k in ("a_only", "b_only", "p_value")} == {k: controls[k] for k in ("a_only", "b_only", "p_value")}, \
+        "seed 0 is the sweep's SAE, tested in mnist_sae_controls"
+    for r, acc in zip(rows, c["chosen_seeds"]["seeds"]):
+        assert r["verdict"] == paired_verdict(r), r
+        assert (r["a_only"] - r["b_only"]) / r["n"] == pytest.approx(acc["spliced_accuracy"] - neurons, abs=1e-6), \
+            f"the counts must give that seed's spliced accuracy against the neurons': {r}, {acc}"
+    ahead, p = [r["b_only"] - r["a_only"] for r in rows], [r["p_value"] for r in rows]
+    assert (b["neurons_ahead_min"], b["neurons_ahead_max"], b["p_min"], b["p_max"]) == (min(ahead), max(ahead), min(p), max(p)), b
+    noise = sum(x >= 0.05 for x in p)
+    assert b["within_noise"] == noise
+    assert b["noise_reading"] == ("within noise (p >= 0.05) on every seed" if noise == len(p) else "beyond noise (p < 0.05) on every seed"
+                                  if noise == 0 else f"within noise (p >= 0.05) on {noise} of {len(p)} seeds and not on the rest: the per-seed verdicts differ")
+    assert all(r["a_only"] <= r["b_only"] for r in rows), f"claimed: the SAE keeps no more than the neurons on any seed: {rows}"
+    assert b["verdict"] == f"the SAE keeps no more than the {b['k']} largest neurons on any of {b['n_seeds']} seeds", b["verdict"]
+    k8 = full["relu1_verdict_by_k"]["k=8"]
+    assert not k8["a_only"] <= k8["b_only"], f"control: at k = 8 the SAE keeps more than its 8 largest neurons, so the claim must fail: {k8}"
+    assert f"({b['verdict']}: the neurons ahead by {b['neurons_ahead_min']} to {b['neurons_ahead_max']} digits, " \
+           f"McNemar p {b['p_min']:.2g} to {b['p_max']:.2g})" in full["headline"], "the headline must give every seed's paired test"
+
+
 def test_full_the_choice_of_k_holds_on_every_seed(full):
     """Claimed: the sparser SAE the rule rejects (k = 16) misses the validation bar on every SAE seed (one SAE is one draw, so
     the margin is read over seeds, not against the standard error of one accuracy); the verdict and the counts follow the
@@ -138,14 +168,14 @@ def test_full_the_choice_of_k_holds_on_every_seed(full):
         for r in rows:
             assert r["short_by_digits"] == round((c["bar"] - r["val_spliced_accuracy"]) * n) and r["passes"] == (r["val_spliced_accuracy"] >= c["bar"]), r
         assert s["missed"] == sum(not r["passes"] for r in rows) == s["n_seeds"] - s["cleared"], s
-        assert s["missed_on_other_seeds"] == sum(not r["passes"] for r in rows[1:]), s
+        assert s["missed_on_other_seeds"] == sum(not r["passes"] for r in rows[1:]) and s["n_other_seeds"] == len(rows) - 1, s
         assert (s["short_min"], s["short_max"], s["over_min"], s["over_max"]) == (min(short), max(short), -max(short), -min(short)), s
         assert s["short_min_standard_errors"] == pytest.approx(min(short) / one_se) and \
             s["short_max_standard_errors"] == pytest.approx(max(short) / one_se), s
         assert s["within_one_standard_error"] == sum(0 < d < one_se for d in short), s
     ru, ch = c["runner_up_seeds"], c["chosen_seeds"]
     assert ru["missed"] == ru["n_seeds"], f"claimed: {c['runner_up']} misses the bar on every seed: {ru}"
-    assert c["verdict"] == f"the rule rejects {c['runner_up']} on every seed", c["verdict"]
+    assert c["verdict"] == f"the rule rejects {c['runner_up']} on all {ru['n_seeds']} seeds trained", c["verdict"]
     assert ch["missed_on_other_seeds"] < ch["n_seeds"] - 1, \
         f"control: {c['chosen']} retrained on the other seeds must not read 'missed on every seed' against the same bar: {ch}"
     assert full["purity_sae_vs_neurons"]["relu1"]["sae_seeds"][0] == full["relu1_purity_by_k"][c["chosen"]]["sae"], \
