@@ -219,6 +219,24 @@ def test_freezing_what_the_graph_freezes_turns_an_ablation_into_the_graphs_predi
         T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top], freeze=["blocks.0.hook_resid_pre"])
 
 
+def test_gradient_x_activation_in_the_graphs_regime_is_the_graphs_prediction_for_top_layer_features(tiny):
+    """With every pattern and LayerNorm scale frozen, a top-layer feature reaches the logit linearly, so attribution
+    patching's estimate equals the graph's total effect; live (the control) the final LayerNorm's scale moves with it."""
+    model, tcs, tokens = tiny
+    graph = T.attribution_graph(model, tcs, tokens)
+    top = torch.nonzero(graph.features[:, 0] == 1).squeeze(1)
+    predicted = T.total_effects(graph)[top]
+    frozen = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top], freeze=T.frozen_names(2))
+    live = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top])
+    assert torch.allclose(frozen, predicted, atol=1e-5), f"frozen gradient x activation differs from the graph by {(frozen - predicted).abs().max():.2e}"
+    assert not torch.allclose(live, predicted, atol=1e-3), "through the live LayerNorm scales the gradient should differ"
+    at_last = graph.features[top, 1] == POS - 1  # at the last position only the final LayerNorm lies downstream
+    final_ln = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top][at_last], freeze=["ln_final.hook_scale"])
+    assert torch.allclose(final_ln, predicted[at_last], atol=1e-5)
+    with pytest.raises(ValueError, match="freeze"):
+        T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top], freeze=["blocks.0.hook_resid_pre"])
+
+
 def test_a_null_transcoder_leaves_everything_to_the_error_nodes(tiny):
     """Transcoders that never fire and write nothing: the graph has no features, and only the embeddings' direct paths
     count towards the scores (their floor)."""

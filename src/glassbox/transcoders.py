@@ -429,6 +429,16 @@ def frozen_names(n_layers: int) -> list[str]:
 
 
 @torch.no_grad()
+def _held(model: nn.Module, tokens: Int[Tensor, "pos"], freeze: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
+    """Hooks that hold each hook named in `freeze` (among `frozen_names`) at its value on the clean prompt."""
+    allowed = frozen_names(model.cfg.n_layers)
+    if any(name not in allowed for name in freeze):
+        raise ValueError(f"freeze names hooks among {allowed}, got {list(freeze)}")
+    _, cache = model.run_with_cache(tokens[None], names_filter=list(freeze)) if freeze else (None, {})
+    return [(name, lambda x, hook, v=cache[name]: v.expand_as(x)) for name in freeze]
+
+
+@torch.no_grad()
 def ablation_effects(model: nn.Module, transcoders: dict[int, SAE], tokens: Int[Tensor, "pos"], target: int,
                      features: Int[Tensor, "n 3"], batch_size: int = 64, freeze: list[str] | tuple[str, ...] = ()) -> Float[Tensor, "n"]:
     """The change of the last position's demeaned target logit when each (layer, position, feature) is set to zero in
@@ -436,12 +446,8 @@ def ablation_effects(model: nn.Module, transcoders: dict[int, SAE], tokens: Int[
     except the hooks named in `freeze`, held at their clean values: `frozen_names(n_layers)` freezes what the graph does)."""
     _check_transcoders(model, transcoders)
     tokens = checks.tokens(tokens, "tokens", ndim=1, d_vocab=model.cfg.d_vocab)
-    allowed = frozen_names(model.cfg.n_layers)
-    if any(name not in allowed for name in freeze):
-        raise ValueError(f"freeze names hooks among {allowed}, got {list(freeze)}")
+    held = _held(model, tokens, freeze)
     errors = errors_of(model, transcoders, tokens[None])
-    _, cache = model.run_with_cache(tokens[None], names_filter=list(freeze)) if freeze else (None, {})
-    held = [(name, lambda x, hook, v=cache[name]: v.expand_as(x)) for name in freeze]
     clean = demeaned_logit(model.run_with_hooks(tokens[None], fwd_hooks=splice_hooks(transcoders, errors=errors))[0, -1], target)
     out = []
     for chunk in features.split(batch_size):
@@ -455,15 +461,17 @@ def ablation_effects(model: nn.Module, transcoders: dict[int, SAE], tokens: Int[
 
 
 def gradient_x_activation(model: nn.Module, transcoders: dict[int, SAE], tokens: Int[Tensor, "pos"], target: int,
-                          features: Int[Tensor, "n 3"]) -> Float[Tensor, "n"]:
+                          features: Int[Tensor, "n 3"], freeze: list[str] | tuple[str, ...] = ()) -> Float[Tensor, "n"]:
     """Attribution patching's estimate of each feature's ablation effect: -a_s times the gradient of the demeaned
-    target logit with respect to a_s in the live replacement model (errors fixed), one backward pass."""
+    target logit with respect to a_s in the replacement model (errors fixed), one backward pass; attention and LayerNorm
+    live except the hooks named in `freeze`, held at their clean values (as in `ablation_effects`)."""
     _check_transcoders(model, transcoders)
     tokens = checks.tokens(tokens, "tokens", ndim=1, d_vocab=model.cfg.d_vocab)
+    held = _held(model, tokens, freeze)
     errors = errors_of(model, transcoders, tokens[None])
     deltas = {l: torch.zeros(1, len(tokens), tc.cfg.d_sae, requires_grad=True) for l, tc in transcoders.items()}
     with torch.enable_grad():
-        logits = model.run_with_hooks(tokens[None], fwd_hooks=splice_hooks(transcoders, errors=errors, deltas=deltas))
+        logits = model.run_with_hooks(tokens[None], fwd_hooks=held + splice_hooks(transcoders, errors=errors, deltas=deltas))
         demeaned_logit(logits[0, -1], target).backward()
     grads = {l: d.grad[0] for l, d in deltas.items()}
     acts = feature_activations(model, transcoders, tokens, features)
