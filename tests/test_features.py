@@ -246,6 +246,27 @@ def test_steering_table_counts_each_set_and_a_zero_push_changes_nothing():
     assert table["1000"]["up"]["2"] > table["0"]["none"]["2"] + 0.25, f"a large push toward token 2 should produce it more often: {table}"
 
 
+def test_best_of_groups_chooses_the_push_that_leads_its_rivals_and_a_copy_of_a_rival_leads_by_nothing():
+    from glassbox.studies import models
+    cfg = models.config_dict(models.TransformerConfig(n_layers=1, n_heads=1, d_model=16, d_head=16, d_mlp=32, d_vocab=5, n_ctx=8,
+                                                      act_fn="relu", seed=0))
+    model = models.build("transformer", cfg).eval()
+    prompts = torch.randint(0, 5, (6, 3), generator=torch.Generator().manual_seed(1))
+    effect = (model.W_out[0] @ model.W_U).detach()
+    up = effect[:, 2] - effect.mean(1)
+    up = up / up.norm()
+    zero, two = torch.zeros(32), torch.tensor([2])
+    kw = dict(group=3, scale=1000.0, n_new=10, n_ctx=8)
+    pick, lead = char_features.best_of_groups(model, prompts, "blocks.0.mlp.hook_post", torch.stack([zero, up, zero]), [two] * 3,
+                                              {"rival": zero}, **kw)
+    assert pick == [1] and lead[0] > 0.25, f"the push toward token 2 leads a zero rival on token 2: {pick}, {lead}"
+    pick, lead = char_features.best_of_groups(model, prompts, "blocks.0.mlp.hook_post", torch.stack([zero, up, zero]), [two] * 3,
+                                              {"rival": up}, **kw)
+    assert lead[0] == pytest.approx(0.0), "the control: a rival pushing the same way leaves no lead"
+    with pytest.raises(ValueError, match="groups of 3"):
+        char_features.best_of_groups(model, prompts, "blocks.0.mlp.hook_post", torch.stack([zero, up]), [two] * 2, {"r": zero}, **kw)
+
+
 def test_lookup_units_fire_exactly_where_their_rule_holds_and_a_mixed_pair_needs_two_rules(book):
     codes = book.codes(TEXT * 4)
     truth = book.matrix(codes)

@@ -367,12 +367,13 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
     directions the log-odds lift falls with the base rate (rare sets score high) and the raw lift rises with it: p = (k + 1) /
     (n_matched + 1). The verdict follows the numbers: 'beats' (p < 0.05), 'not shown' (a direction as high, p >= 0.05), 'cannot
     decide' (none as high but fewer than 19 near directions: reachable in a full run only if fewer than 19 of the 59 are near the
-    feature's base rate, and in smoke). The feature is ranked against two independent draws of directions together. The rank's
-    calibration: each direction of the second draw poses as the feature against the first draw's directions of its own base rate;
-    the verdict is voided ('uncalibrated') only if posers are called features clearly more often than 5% (one-sided binomial
-    p < 0.05 over the posers that could be called one): one poser passing once is what a 5% test allows. Its control, on which it
-    must fail: the same posers raised above every direction of the first draw (a rank biased upward) are flagged. The rare set
-    with the largest log-odds lift shows the bias the matched rank removes (reported beside the verdict)."""
+    feature's base rate, and in smoke). The feature is ranked against the first draw of directions. The rank's calibration counts
+    the feature's choice: in each of n_triples triples of fresh random directions, the one with the largest validation lead over
+    the random latents' pushes (the feature's criterion, at its push) is ranked on test against the first draw's directions of its
+    own base rate; the verdict is voided ('uncalibrated') only if these chosen directions are called features clearly more often
+    than 5% (one-sided binomial p < 0.05 over those that could be called one), and the prose says 'clearly' / 'not clearly' from
+    that p. Its control, on which it must fail: the same chosen directions raised above every direction of the first draw (a rank
+    biased upward) are flagged. The unchosen random latents of the same dictionary are ranked the same way and reported."""
     full = f is None
     f = f or findings.load(STEM)
     s = f["steering"]
@@ -387,26 +388,33 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
     assert s["rank_p_all"] == pytest.approx((k_all + 1) / (n_all + 1)) and len(s["all_as_high_base_rates"]) == k_all
     verdict = "beats" if p < 0.05 else "cannot decide" if k == 0 else "not shown"
     assert s["verdict"] == verdict, f"the verdict must follow the rank p {p:.3f} ({k} of {n})"
-    rare, d1, d2, cal = s["rare_direction"], s["rank_by_draw"]["draw_1"], s["rank_by_draw"]["draw_2"], s["calibration"]
-    assert rare["all"]["n"] == n_all - 1 and (d1["n"] + d2["n"], d1["k"] + d2["k"]) == (n, k), "the union is the two draws"
+    cal, rl = s["calibration"], s["random_latents"]
     (pl, pb), (fl, fb) = cal["posers"], cal["first_draw"]
-    assert len(pl) == cal["n"] and len(fl) + len(pl) == n_all
-    again = char_features.calibrate_rank(pl, pb, fl, fb)
-    assert (again["k"], again["n_able"], again["fails"]) == (cal["k"], cal["n_able"], cal["fails"]) and again["binom_p"] == pytest.approx(cal["binom_p"])
+    assert len(fl) == n_all and len(pl) == cal["n"] == s["n_triples"] == len(cal["picked"]) == len(cal["validation_leads"])
+    assert [i // 3 for i in cal["picked"]] == list(range(cal["n"])), "one direction chosen from each triple"
+    again = char_features.rank_against(s["feature_log_odds_lift"], s["base_rate"], fl, fb)  # the feature is ranked against the first draw
+    assert (again["matched"]["n"], again["matched"]["k"], again["all"]["k"]) == (n, k, k_all)
+    for got, (lifts, bases) in ((cal, (pl, pb)), (rl, (rl["lifts"], rl["bases"]))):  # the chosen directions; the unchosen random latents
+        again = char_features.calibrate_rank(lifts, bases, fl, fb)
+        assert (again["k"], again["n_able"], again["n"], again["fails"]) == (got["k"], got["n_able"], got["n"], got["fails"])
+        assert again["binom_p"] == pytest.approx(got["binom_p"]) and got["fails"] == (got["binom_p"] < 0.05)
+        assert got["share"] == (pytest.approx(got["k"] / got["n_able"]) if got["n_able"] else None)
     assert s["rank_verdict"] == verdict, f"the rank's verdict must follow its p {p:.3f} ({k} of {n})"
     stated = "uncalibrated" if cal["fails"] else verdict  # voided only by the calibration, never by one control passing once
     assert s["verdict"] == stated and f["steering_verdict"] == stated, f"the stated verdict: {f['steering_verdict']!r}"
-    label = {"beats": "the feature's direction raises its own characters more than random directions raise theirs",
+    label = {"beats": "this chosen latent's direction raises its own characters more than random directions raise theirs",
              "not shown": "not shown beyond random directions", "cannot decide": "too few directions of a like base rate to decide",
              "uncalibrated": "not shown: the rank is not calibrated"}[stated]
-    assert (f"{k} as high, rank p {p:.3f} (over all {n_all}, which rank rare sets high: {k_all}; posers of an independent draw called a "
-            f"feature {cal['k']} of {cal['n_able']} times, binomial p {cal['binom_p']:.3f}): {label}") in f["headline"]
+    share = f"{cal['share']:.0%}, " if cal["n_able"] else ""  # the prose: the share and 'clearly' / 'not clearly', from the numbers
+    assert (f"{k} as high, rank p {p:.3f} (over all {n_all}, which rank rare sets high: {k_all}; random directions chosen as the feature was, "
+            f"the best of 3 on validation, called a feature {cal['k']} of {cal['n_able']} times ({share}binomial p {cal['binom_p']:.3f}: "
+            f"{'clearly' if cal['fails'] else 'not clearly'} more often than 5%); unchosen random latents {rl['k']} of {rl['n_able']}): {label}") in f["headline"]
     if full:
         assert n_all >= 59, "enough directions that about 20 lie near the feature's base rate"
         assert s["direction_own_lift_median"] > 0.05, f"random directions raise their own characters: {s}"
         assert s["spearman_base_log_odds"] < 0 < s["spearman_base_raw_lift"], "the prose: log-odds falls with the base rate, raw lift rises"
         assert all(b < s["base_rate"] / 2 for b in s["all_as_high_base_rates"]), "the prose: on log-odds the directions as high are rare sets"
-        assert rare["own_base_rate"] < s["base_rate"] / 2, "the rare-set control must be rare"
+        assert 2 * rl["k"] < rl["n_able"], f"the prose: most unchosen random latents are not called a feature ({rl['k']} of {rl['n_able']})"
         raised = [x + max(fl) - min(pl) + 1.0 for x in pl]  # the control: posers biased above every first-draw direction
         assert char_features.calibrate_rank(raised, pb, fl, fb)["fails"], f"a rank biased upward must fail its calibration: {cal}"
 

@@ -486,6 +486,23 @@ def steering_table(model, prompts: Int[Tensor, "batch pos"], hook_name: str, dir
     return table
 
 
+def best_of_groups(model, prompts: Int[Tensor, "batch pos"], hook_name: str, candidates: Float[Tensor, "n d"],
+                   char_sets: list[Int[Tensor, "c"]], rivals: dict[str, Float[Tensor, "d"]], *, group: int, scale: float,
+                   norm: float = 1.0, n_new: int, n_ctx: int, seed: int = 0) -> tuple[list[int], list[float]]:
+    """Of each `group` consecutive candidate directions, the one a steering feature is chosen by: pushed at `scale` (`steering_table`),
+    the largest lead of the share of its own characters (`char_sets`, one per candidate) over the most any rival's push gives
+    them. Returns the index of each group's choice into `candidates` and its lead."""
+    if len(candidates) % checks.count(group, "group", 0) or len(candidates) != len(char_sets) or not rivals:
+        raise ValueError(f"candidates ({len(candidates)}) must split into groups of {group}, with one char set each "
+                         f"({len(char_sets)}) and at least one rival ({len(rivals)})")
+    names = [f"candidate {i}" for i in range(len(candidates))]
+    row = steering_table(model, prompts, hook_name, dict(zip(names, candidates)) | rivals, dict(zip(names, char_sets)), [scale],
+                         norm=norm, n_new=n_new, n_ctx=n_ctx, seed=seed)[f"{scale:g}"]
+    lead = torch.tensor([row[c][c] - max(row[r][c] for r in rivals) for c in names]).view(-1, group)
+    best = lead.argmax(1)
+    return (torch.arange(len(lead)) * group + best).tolist(), lead.max(1).values.tolist()
+
+
 @torch.no_grad()
 def shuffled_f1(acts_fit: Float[Tensor, "n_fit units"], acts_test: Float[Tensor, "n units"], book: RuleBook,
                 fit_codes: Int[Tensor, "n_fit n_vars"], test_codes: Int[Tensor, "n n_vars"], *, seed: int = 0) -> Float[Tensor, "units"]:
