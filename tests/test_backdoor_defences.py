@@ -60,6 +60,23 @@ def test_mean_removal_curve_follows_the_order(planted):
     assert curve["clean_accuracy"][:3] == [1.0, 1.0, 1.0] and curve["clean_accuracy"][3] < 1.0
 
 
+def test_mean_removal_curve_reads_the_same_rates_as_the_four_functions(planted):
+    """The curve computes its four rates from two passes; each must equal its public function's, on mixed classes."""
+    x = digits(96)
+    y = torch.arange(96) % 10
+    values = torch.tensor([0.0, 0.2, 0.0])
+    curve = backdoor.mean_removal_curve(planted, "2", torch.tensor([1, 0, 2]), [0, 1, 2], x, y, 7, values)
+    for i, k in enumerate([0, 1, 2]):
+        with backdoor.ablation.ablate(planted, "2", torch.tensor([1, 0, 2])[:k], values):
+            assert curve["clean_accuracy"][i] == backdoor.training.accuracy(planted, x, y)
+            assert curve["attack_success_rate"][i] == backdoor.attack_success_rate(planted, x, y, 7)
+            assert curve["trigger_flip_rate"][i] == backdoor.trigger_flip_rate(planted, x, y, 7)
+            assert curve["clean_called_target"][i] == backdoor.called_target_rate(planted, x, y, 7)
+    assert len(set(curve["attack_success_rate"])) > 1, "the control: the order must move the rates, or the check says nothing"
+    with pytest.raises(ValueError, match="class index"):
+        backdoor.mean_removal_curve(planted, "2", torch.tensor([0]), [0], x, y, 12, values)
+
+
 def test_pruning_budget_stops_at_the_margin(planted):
     x, y = digits(), torch.full((64,), 3)
     # least active first: the dead neuron (2), the trigger neuron (0, off on clean digits), then the digit neuron (1)

@@ -69,6 +69,20 @@ def test_nan_ablation_values_are_refused(mlp):
         ablation.ablate_in_weights(mlp, "relu1", [0], values, reader="fc2")
 
 
+def test_the_finite_check_sees_every_bad_value_and_passes_large_finite_ones():
+    """checks.tensor sums first and looks element-wise only when the sum is not finite: a NaN, an inf, or an inf and a
+    -inf that cancel must still be refused; finite values whose sum overflows (the fallback's case) must pass."""
+    from glassbox import checks
+    for bad, n in [([NAN], 1), ([math.inf], 1), ([math.inf, -math.inf], 2)]:
+        x = torch.rand(100)
+        x[:len(bad)] = torch.tensor(bad)
+        with pytest.raises(ValueError, match=f"x holds {n} NaN or infinite"):
+            checks.tensor(x, "x")
+    large = torch.full((10,), 3e38)
+    assert not torch.isfinite(large.sum()), "the control: this input's sum overflows, so the element-wise check must run"
+    assert checks.tensor(large, "large") is large
+
+
 def test_flip_rate_refuses_a_target_the_model_lacks(mlp):
     x = torch.rand(8, 784)
     with pytest.raises(ValueError, match=r"target must be in 0\.\.9 \(a class of the model's outputs\), got 12"):

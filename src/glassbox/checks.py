@@ -25,7 +25,9 @@ def tensor(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = None, 
         raise ValueError(f"{name} is empty (shape {tuple(value.shape)}); pass at least one example")
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}; convert it with .float()")
-    if finite and value.is_floating_point() and not torch.isfinite(value).all():
+    # A NaN or inf anywhere makes the sum non-finite, so a finite sum clears the tensor without allocating a mask
+    # the size of the input; only a non-finite sum (a bad value, or an overflow of large ones) is checked element-wise.
+    if finite and value.is_floating_point() and not torch.isfinite(value.sum()) and not torch.isfinite(value).all():
         bad = (~torch.isfinite(value)).sum().item()
         raise ValueError(f"{name} holds {bad} NaN or infinite value(s); find where they came from before measuring")
     return value
