@@ -45,7 +45,10 @@ def check_keys(f: dict) -> None:
                 "best_baseline_at_1pt_seeds", "selectivity_partial_spearman_untrained", "concept_auc_smooth_random_q95",
                 "concept_auc_one_digit_reads_nothing", "l1_accuracy_cost_paired_seeds", "plain_validation_one_class_fraction_seeds",
                 "weight_decay_sweep_tolerance", "negative_score_neurons_reference_cost", "negative_score_neurons_dearer_than_random_mean",
-                "fine_tuned_spread_per_seed_mean"):
+                "fine_tuned_spread_per_seed_mean", "negative_score_neurons_random_cost", "negative_score_neurons_reference_cheaper_than_random_mean",
+                "selectivity_partial_sign", "selectivity_partial_sign_untrained", "l1_concept_neuron_other_digit_firing", "l1_other_digit_firing_range",
+                "one_digit_ceiling_other_digit_firing", "concept_auc_band", "concept_auc_matched_minus_l1", "concept_auc_plain_minus_l1",
+                "concept_auc_matched_wording"):
         assert key in f, f"finding {key!r} missing"
     assert set(f["prune_fraction_at_1pt_drop"]) == set(METHODS) == set(f["prune_fraction_at_1pt_drop_training_scored"])
     assert set(f["regulariser_table"]) == set(RECIPES)
@@ -177,16 +180,23 @@ def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fract
     assert wording.startswith("no score is best on every seed") == (len(set(best)) > 1), f"the wording must follow the seeds: {wording!r}, {best}"
 
 
-def test_the_signed_scores_negative_picks_cost_more_than_absolute_ablations_and_about_as_much_as_random(full):
-    """Claimed: the negative picks cost more than as many of the live neurons the absolute score ranks lowest, on every
-    seed. Control: the same comparison with as many random live neurons (the draws' mean) is not dearer on every seed.
-    Against the random draws' range the prose only counts the seeds inside it (not pinned: it states no direction)."""
+def test_the_absolute_scores_low_end_is_cheap_and_the_signed_scores_negative_picks_cost_about_as_much_as_random(full):
+    """Claimed: the live neurons the absolute score ranks lowest (the reference) are cheaper than as many random live
+    neurons (the draws' mean), on every seed; so the negative picks being dearer than the reference says nothing of them.
+    Control: the same comparison with the signed score's negative picks in place of the reference is not cheaper on every
+    seed. Against the random draws' range the prose only counts the seeds inside it (not pinned: it states no direction)."""
     rows = full["negative_score_neurons_removed"]
     assert [r["n"] for r in rows] == full["negative_ablation_score_neurons"]
     for r, base in zip(rows, full["base_accuracy_seeds"]):
         assert r["random_min"] <= r["random_mean"] <= r["random_max"] and r["n_draws"] == 20
         assert r["accuracy"] < base - 0.005, f"claimed: removing them costs accuracy, {r} (intact {base})"
-        assert r["reference_accuracy"] > r["accuracy"] + 0.005, f"claimed: dearer than as many live neurons the absolute score ranks lowest, {r}"
+        assert r["reference_accuracy"] > r["random_mean"] + 0.005, f"claimed: the absolute score's lowest live neurons are cheaper than random live ones, {r}"
+    assert not all(r["accuracy"] > r["random_mean"] + 0.005 for r in rows), \
+        f"control: the signed score's negative picks are not cheaper than as many random live neurons on every seed, {rows}"
+    ref_cheaper = sum(r["reference_accuracy"] > r["random_mean"] for r in rows)
+    assert full["negative_score_neurons_reference_cheaper_than_random_mean"] == f"{ref_cheaper} of {len(rows)}", "the prose's count follows the seeds"
+    random_cost = [b - r["random_mean"] for b, r in zip(full["base_accuracy_seeds"], rows)]
+    assert full["negative_score_neurons_random_cost"] == pytest.approx({"min": min(random_cost), "max": max(random_cost)}), "the quoted cost follows the seeds"
     cost = [b - r["reference_accuracy"] for b, r in zip(full["base_accuracy_seeds"], rows)]
     assert full["negative_score_neurons_reference_cost"] == pytest.approx({"min": min(cost), "max": max(cost)}), "the quoted cost follows the seeds"
     dearer_than_random = sum(r["accuracy"] < r["random_mean"] for r in rows)
@@ -200,7 +210,8 @@ def test_the_signed_scores_negative_picks_cost_more_than_absolute_ablations_and_
     words = full["negative_score_neurons_vs_random"]
     assert (words == "they cost about what as many random live neurons cost") == (inside == len(rows)), f"the words must follow the count: {words!r}"
     assert inside == len(rows) or f"cheaper than every random draw on {cheaper} and dearer on {len(rows) - inside - cheaper}" in words, words
-    assert full["negative_score_neurons_dearer_than_reference"] == f"{len(rows)} of {len(rows)}", "claimed: dearer on every seed"
+    dearer_than_reference = sum(r["accuracy"] < r["reference_accuracy"] for r in rows)  # quoted beside the random draws' count, not pinned
+    assert full["negative_score_neurons_dearer_than_reference"] == f"{dearer_than_reference} of {len(rows)}", "the prose's count follows the seeds"
 
 
 def test_attribution_ranks_like_absolute_ablation_not_like_the_signed_score(full):
@@ -225,12 +236,15 @@ def test_selectivity_against_every_score_with_its_reliability(full):
     assert all(abs(v) < bound for v in partial["random"]), f"control: at fixed activity a random score correlates with nothing, {partial}"
     for m in ("ablation_abs", "attribution"):
         assert all(v < 0 for v in rho[m]), f"claimed: the raw sign is negative, {m}: {rho[m]}"
-        assert all(v > 0.05 and v > r + 0.05 and v > g + 0.05 for v, r, g in zip(partial[m], partial["random"], partial["magnitude"])), \
-            f"claimed: at fixed activity a weak positive link on every seed, above random and magnitude, {m}: {partial}"
+        assert min(partial[m]) > 0 and full["selectivity_partial_sign"][m] == "positive on every seed", \
+            f"claimed: at fixed activity the sign is positive on every seed (a count of signs, not a margin over random), {m}: {partial}"
         assert all(v < 0.5 for v in partial[m]), f"claimed: the link is weak, {m}: {partial[m]}"
         untrained = full["selectivity_partial_spearman_untrained"][m]  # the same measurement before training must not be positive
         assert len(untrained) >= 3 and all(u < -0.1 for u in untrained), \
             f"control: in untrained networks the partial correlation is negative, so the positive sign is not built in, {m}: {untrained}"
+        assert full["selectivity_partial_sign_untrained"][m] == "negative on every seed", "control: the same sign count fails before training"
+    words = lambda v: "positive on every seed" if min(v) > 0 else "negative on every seed" if max(v) < 0 else "of no steady sign"
+    assert all(full["selectivity_partial_sign"][m] == words(partial[m]) for m in full["selectivity_partial_sign"]), "the sign words follow the seeds"
     assert max(abs(v) for v in rho["ablation"]) < 0.25, f"the signed score's correlation is near zero like random's, {rho['ablation']}"
     by_layer, signs = full["selectivity_partial_spearman_by_layer"], full["selectivity_partial_sign_by_layer"]
     for m, per in by_layer.items():  # printed per layer next to the pooled claim; each sign word must follow its seeds
@@ -363,9 +377,10 @@ def test_concept_verdict_follows_every_control_including_random_filters_as_smoot
 
 
 def test_l1_reading_less_is_an_observation_its_sparsity_explains(full):
-    """Not a claim of lost detail: the plain model made as sparse as L1 reads no more (ties at zero), while the same
-    plain seeds as they are do read more (the control). The chosen L1 neurons mostly answer to several digits, so the
-    one-digit ceiling (an ideal unit silent on nine digits) is not the reason."""
+    """Not a claim of lost detail: the plain model made as sparse as L1 reads about as little (within the stated band
+    either way, ties at zero), while the same plain seeds as they are do not (the control). The one-digit ceiling bounds
+    only a unit silent on nine digits: every chosen L1 unit fires on some images of other digits, the ideal unit on none
+    (the control). How many chosen units answer to one digit is an observation of these seeds, not pinned."""
     auc, matched, ceiling = full["concept_neuron_auc"], full["concept_auc_plain_at_l1_sparsity"], full["concept_auc_one_digit_ceiling"]
     assert full["concepts_where_l1_reads_less_than_plain"] == sum(auc["l1"][c] < auc["none"][c] for c in auc["none"])
     assert all(0.5 < v < 0.7 for v in ceiling.values()), f"a one-digit unit reads little pooled over ten digits, {ceiling}"
@@ -375,14 +390,22 @@ def test_l1_reading_less_is_an_observation_its_sparsity_explains(full):
     assert set(digits) == set(auc["none"]) and all(len(v) == len(full["concept_neuron_auc_seeds"]["l1"]) for v in digits.values())
     ones, n = sum(d == 1 for v in digits.values() for d in v), sum(map(len, digits.values()))
     assert full["l1_concept_neurons_answering_to_one_digit"] == f"{ones} of {n}", "the prose's count follows the chosen neurons"
-    assert 2 * ones < n, f"claimed: most of L1's chosen neurons answer to more than one digit, {digits}"
+    fire = full["l1_concept_neuron_other_digit_firing"]  # {concept: [share of the other digits' images the chosen unit fires on, per L1 seed]}
+    assert set(fire) == set(digits) and all(len(fire[c]) == len(digits[c]) for c in fire)
+    assert all(v > 0 for per in fire.values() for v in per), f"claimed: every chosen L1 unit fires on other digits too, {fire}"
+    assert full["l1_other_digit_firing_range"] == pytest.approx({"min": min(map(min, fire.values())), "max": max(map(max, fire.values()))})
+    assert full["one_digit_ceiling_other_digit_firing"] == 0, "control: the ceiling's ideal unit is silent on the other digits"
     for z in full["zero_share_test"]:
         assert z["l1"] > z["plain"] + 0.15 and abs(z["plain_matched"] - z["l1"]) < 0.05, f"the sparsity must be matched: {z}"
+    band, paired = full["concept_auc_band"], full["concept_auc_plain_seeds_paired_with_l1"]  # the same plain seeds, as they are
+    assert band == 0.03, "the stated convention: mean AUCs within 3 points read 'about as much'"
+    assert full["concept_auc_matched_minus_l1"] == pytest.approx({c: matched[c] - auc["l1"][c] for c in matched})
+    assert full["concept_auc_plain_minus_l1"] == pytest.approx({c: paired[c] - auc["l1"][c] for c in paired})
     for c in auc["none"]:
-        assert matched[c] < auc["l1"][c] + 0.03, f"claimed: the plain model made as sparse reads no more than L1: {matched} vs {auc['l1']}"
-    paired = full["concept_auc_plain_seeds_paired_with_l1"]  # the same plain seeds, as they are
-    assert sum(paired[c] > auc["l1"][c] + 0.03 for c in paired) >= 2, \
-        f"control: without the matched sparsity the same comparison finds the gap, {paired} vs {auc['l1']}"
+        assert abs(matched[c] - auc["l1"][c]) < band, f"claimed: the plain model made as sparse reads about as little as L1: {matched} vs {auc['l1']}"
+    assert full["concept_auc_matched_wording"] == f"read about as little as the L1 model does, within {band:.2f} of its AUC either way"
+    assert sum(abs(paired[c] - auc["l1"][c]) >= band for c in paired) >= 2, \
+        f"control: without the matched sparsity the same comparison fails on most concepts, {paired} vs {auc['l1']}"
 
 
 def test_headline_quotes_the_findings(full):
