@@ -225,28 +225,29 @@ def test_the_shortcut_rules_answer_every_ioi_sentence_and_fail_where_s_is_not_la
         ioi.shortcut_answers(torch.tensor([[V.pad] * 30 + V.encode("Mary gave Mary to")]), len(V.names))
 
 
-def test_only_counting_mentions_parts_from_not_the_last_name_on_aab_where_no_last_name_repeats():
-    """On AAB 'not the last name' answers the twice-named name and 'least-mentioned' (the control) the once-named one;
-    AAB's last name never repeats an earlier name (a duplicate detector has nothing to drop, and answers the first name
-    as 'not the last name' does), while every IOI sentence's last name does."""
+def test_on_aab_not_the_last_name_parts_from_counting_mentions_and_from_avoiding_any_repeated_name():
+    """On AAB 'not the last name' answers the twice-named name; 'least-mentioned' and 'avoid any repeated name' (a detector
+    of any repeated name, Wang et al.'s duplicate-token reading) answer the once-named one: the control, where the
+    measurement must differ. AAB's last name never repeats an earlier name (a detector of the last name's repeat has
+    nothing to drop, and answers the first name as 'not the last name' does), while every IOI sentence's last name does."""
     d = _data(60, ioi.HELD_OUT_TEMPLATES, "held-out")
     aab = ioi.rename(d, V, "AAB", seed=1)
     r = ioi.shortcut_answers(aab.tokens, len(V.names))
-    assert set(r) == {"not the last name", "least-mentioned"}
+    assert set(r) == {"not the last name", "least-mentioned", "avoid any repeated name"}
     assert (r["not the last name"] == aab.io).all() and (r["least-mentioned"] == aab.s).all()
+    assert (r["avoid any repeated name"] == aab.s).all() and (r["avoid any repeated name"] != r["not the last name"]).all()
     assert (ioi.last_name_repeats(aab.tokens, len(V.names)) == 0).all() and (ioi.last_name_repeats(d.tokens, len(V.names)) == 1).all()
+    every = torch.tensor([[V.pad] * 24 + V.encode("Mary and John met . Mary gave John")])  # every name repeats: no answer
+    assert ioi.shortcut_answers(every, len(V.names))["avoid any repeated name"].item() == -1
 
 
-def test_carrier_margin_weighs_the_classed_heads_by_direct_effect_and_ignores_other_direct_heads():
-    """The control: a copying other direct head does not move the margin of a circuit of suppressors."""
-    none = {k: [] for k in ioi.CLASSES}
-    direct = {(1, 0): -0.3, (1, 2): -0.1, (0, 2): -0.2, (1, 1): -0.2}
-    copying = {(1, 0): -1.0, (1, 2): -0.2, (0, 2): 2.0, (1, 1): 0.5}
-    sup = none | {"last-name suppressor": [(1, 0), (1, 2)]}
-    assert ioi.carrier_margin(sup, direct, copying) == pytest.approx((0.3 * -1.0 + 0.1 * -0.2) / 0.4)
-    assert ioi.carrier_margin(sup | {"other direct": [(0, 2)]}, direct, copying) == ioi.carrier_margin(sup, direct, copying)
-    assert ioi.carrier_margin(none | {"name mover": [(1, 1)]}, direct, copying) == pytest.approx(0.5)
-    assert ioi.carrier_margin(none | {"other direct": [(0, 2)]}, direct, copying) is None
+def test_a_carrier_earns_from_the_position_its_kind_says():
+    """A name mover's direct contribution should come from the IO, a suppressor's from S2; the control: the other
+    kind's position, which a head reading the IO does not earn from."""
+    copier, suppressor = {"IO": 0.9, "S1": 0.1, "S2": -0.0, "rest": 0.5}, {"IO": 0.0, "S1": 0.0, "S2": 2.8, "rest": 0.1}
+    assert ioi.earns_from(copier) == ioi.KIND_POSITION["name mover"] != ioi.KIND_POSITION["last-name suppressor"]
+    assert ioi.earns_from(suppressor) == ioi.KIND_POSITION["last-name suppressor"]
+    assert ioi.earns_from({"IO": -0.5, "S1": 0.2, "S2": -0.1, "rest": 3.0}) == "S1", "'rest' is not a name slot"
 
 
 def test_bars_from_the_control_are_a_factor_above_its_largest_values():

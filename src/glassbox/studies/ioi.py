@@ -610,26 +610,29 @@ def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: 
 
 
 def shortcut_answers(tokens: Int[Tensor, "batch pos"], n_names: int) -> dict[str, Int[Tensor, "batch"]]:
-    """Two rules that need no circuit and read only the names (tokens < n_names) of each sentence: 'not the last
-    name' (the first name that differs from the last name) and 'least-mentioned' (the name named fewest times, the
-    first of them on a tie). On every IOI sentence both give the IO: a prediction they also get right cannot tell them
-    from the circuit. Wang et al.'s duplicate-token / S-inhibition / name-mover path written as a rule (drop the earlier
-    names that the last name repeats, answer the first name left) is not a third rule: the first earlier name other
-    than the last name is the first name other than the last name, so it is 'not the last name' on every list of
-    names, and no set of sentences tells them apart; only counting mentions answers differently (AAB)."""
-    rules = {"not the last name": [], "least-mentioned": []}
+    """Three rules that need no circuit and read only the names (tokens < n_names) of each sentence: 'not the last
+    name' (the first name that differs from the last name), 'least-mentioned' (the name named fewest times, the first
+    of them on a tie) and 'avoid any repeated name' (the first name named once: every name that comes back is dropped,
+    as Wang et al. describe their duplicate-token heads, which flag any token that appeared before; -1 where every name
+    repeats). On every IOI sentence all three give the IO: a prediction they also get right cannot tell them from the
+    circuit. On AAB (A twice, then B once and last) 'not the last name' answers A, the other two B. A last-name-anchored
+    duplicate rule (drop the earlier names that the last name repeats, answer the first name left) is not a fourth
+    rule: the first earlier name other than the last name is the first name other than the last name, so it is 'not
+    the last name' on every list of names."""
+    rules = {"not the last name": [], "least-mentioned": [], "avoid any repeated name": []}
     for row in tokens.tolist():
         names = [t for t in row if t < n_names]
         if len(set(names)) < 2:
             raise ValueError(f"a sentence names fewer than two different names: {row}")
         rules["not the last name"].append(next(t for t in names if t != names[-1]))
         rules["least-mentioned"].append(min(dict.fromkeys(names), key=names.count))
+        rules["avoid any repeated name"].append(next((t for t in names if names.count(t) == 1), -1))
     return {k: torch.tensor(v) for k, v in rules.items()}
 
 
 def last_name_repeats(tokens: Int[Tensor, "batch pos"], n_names: int) -> Float[Tensor, "batch"]:
-    """1 where the last name of a sentence (tokens < n_names) repeats an earlier name, else 0: where a duplicate
-    detector has something to detect (every IOI sentence; no AAB sentence, whose last name is new)."""
+    """1 where the last name of a sentence (tokens < n_names) repeats an earlier name, else 0: where a detector of the
+    last name's repeat has something to detect (every IOI sentence; no AAB sentence, whose last name is new)."""
     rows = [[t for t in row if t < n_names] for row in tokens.tolist()]
     return torch.tensor([float(r[-1] in r[:-1]) for r in rows])
 
@@ -667,10 +670,12 @@ def answer_kind(classes: dict[str, str | list]) -> str:
     return " and ".join(kinds) if kinds else "neither"
 
 
-def carrier_margin(classes: dict[str, list[Head]], direct: dict[Head, float], copying: dict[Head, float]) -> float | None:
-    """The copying margin of the heads that carry the answer (the name movers and last-name suppressors of `classes`,
-    the heads `answer_kind` reads), averaged with weights |direct effect| (`direct`: each head's path to the logits):
-    positive, they copy; negative, they suppress; None where the circuit has neither. Other direct heads do not count."""
-    heads = [h for k in ("name mover", "last-name suppressor") for h in classes[k]]
-    weight = sum(abs(direct[h]) for h in heads)
-    return sum(abs(direct[h]) * copying[h] for h in heads) / weight if heads and weight > 0 else None
+KIND_POSITION = {"name mover": "IO", "last-name suppressor": "S2"}  # where each kind earns its direct effect
+
+
+def earns_from(parts: dict[str, float]) -> str:
+    """The name slot ('IO', 'S1' or 'S2') from which a head's direct contribution to the logit difference is largest
+    (`direct_by_position`'s parts): a name mover should earn from the IO, whose name it copies, a last-name suppressor
+    from S2, whose name it lowers (`KIND_POSITION`). The class rules read attention and the OV circuit, not these parts,
+    so the check can fail."""
+    return max(("IO", "S1", "S2"), key=lambda k: parts[k])
