@@ -254,6 +254,29 @@ def test_loop_within_digit_finds_a_feature_that_reads_the_label_and_not_one_that
     assert f["pixels reliably above random relu2"] == [0, 1] and f["random relu2 reliably above pixels"] == [], f
     assert mnist_mlp.digit_list([2, 4, 9]) == "the 2s, 4s and 9s" and mnist_mlp.digit_list([9]) == "the 9s" and mnist_mlp.digit_list([]) == "no digit"
     assert mnist_mlp.digit_list([9], {9: [0.0216, 0.0688]}) == "the 9s (+2.2% to +6.9%)"
+    below = {8: {"mean": -0.0122, "interval": [-0.019, -0.0054]}, 3: {"mean": -0.02, "interval": [-0.03, -0.011]}}
+    assert mnist_mlp.bound_list([8], below, 1) == "the 8s (mean -1.2%, upper bound -0.5%)" and mnist_mlp.bound_list([], below, 1) == "no digit"
+    assert mnist_mlp.bound_list([3, 8], below, 0) == "the 3s (mean -2.0%, lower bound -3.0%) and 8s (mean -1.2%, lower bound -1.9%)"
+    assert mnist_mlp.seeds_text({3: 0.0361, 4: 0.0384}) == "+3.6% and +3.8% (seeds 3 and 4)" and "no such seed" in mnist_mlp.seeds_text({})
+    assert mnist_mlp.points(0.593, 0.9633) == "+59.3 to +96.3 points" and mnist_mlp.points(0.2782) == "+27.8 points", "percentage points, not %"
+
+
+def test_conditional_loop_test_finds_what_a_feature_adds_to_the_label_and_keeps_a_given_C():
+    torch.manual_seed(0)
+    digit = torch.arange(1500) % 3
+    loop = ((digit == 0) | (torch.rand(1500) < 0.3)).long()  # the label predicts part of the loop, the rest is drawn apart
+    feats = {"relu2": loop[:, None].float() + 0.3 * torch.randn(1500, 1), "pixels": torch.randn(1500, 5)}  # one reads the rest, one is noise
+    tr, te = slice(0, 1000), slice(1000, None)
+    r = mnist_mlp.conditional_loop_test({n: f[tr] for n, f in feats.items()}, {n: f[te] for n, f in feats.items()}, loop[tr], loop[te],
+                                        digit[tr], digit[te], names=("relu2", "pixels"), Cs=(0.01, 1.0))
+    a = r["accuracy"]
+    assert list(a) == ["digit label", "digit label + relu2", "digit label + pixels"] and set(r["C"].values()) <= {0.01, 1.0}
+    assert a["digit label + relu2"] > a["digit label"] + 0.1, f"a feature that reads the loop adds to the label: {a}"
+    assert abs(a["digit label + pixels"] - a["digit label"]) < 0.03, f"control: a noise feature adds nothing: {a}"
+    fixed = {k: 0.01 for k in a}
+    again = mnist_mlp.conditional_loop_test({n: f[tr] for n, f in feats.items()}, {n: f[te] for n, f in feats.items()}, loop[tr], loop[te],
+                                            digit[tr], digit[te], names=("relu2", "pixels"), Cs=(0.01, 1.0), fixed_C=fixed)
+    assert again["C"] == fixed, "a given C is kept, not chosen again"
 
 
 def test_within_class_predictions_answer_a_constant_class_with_its_constant():
@@ -302,13 +325,16 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
         concepts = {"thick_stroke": {"relu1": thick[0], "relu2": thick[1], "out": thick[2], "random relu1": 0.8, "random relu2": 0.7,
                                      "random out": 0.75}}  # the random net does not fall all the way
         flip = {tag: {"chosen": acc, "random neurons": 0.01, "base": 0.0} for tag in ("trained", "random")}
+        cond = {"digit label": 0.8, "digit label + relu2": acc, "digit label + random relu2": 0.81, "digit label + pixels": 0.79}
         return {"test_accuracy": acc, "concepts": concepts, "flip": flip, "twin_concepts": {"thick_stroke": {"relu2": [0.7, 0.7]}},
-                "selectivity_vs_need": {tag: {"relu1": acc, "relu2": -acc} for tag in ("trained", "random")}}
+                "selectivity_vs_need": {tag: {"relu1": acc, "relu2": -acc} for tag in ("trained", "random")}, "conditional": {"accuracy": cond}}
     s = mnist_mlp.seeds_summary({0: run(0.9, (0.9, 0.8, 0.7)), 1: run(0.8, (0.85, 0.75, 0.6))})
     assert s["test_accuracy"] == [0.8, 0.9] and s["flip"]["trained chosen"] == [0.8, 0.9] and s["flip_lift"]["random"] == [0.8, 0.9]
     assert s["falls_with_depth"]["thick_stroke"] == {"trained": True, "random": False}
     assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [0.05, 0.1]
     assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]
+    assert s["conditional"] == {"gain over label": {"digit label + relu2": [0.0, 0.1], "digit label + random relu2": [0.01, 0.01],
+                                                    "digit label + pixels": [-0.01, -0.01]}, "relu2 minus best control": [-0.01, 0.09]}, s["conditional"]
 
 
 def test_seeds_summary_averages_the_twins_and_gives_a_t_interval_over_the_runs():
@@ -317,7 +343,8 @@ def test_seeds_summary_averages_the_twins_and_gives_a_t_interval_over_the_runs()
                                      "random out": 0.6}}
         flip = {tag: {"chosen": 0.5, "random neurons": 0.01, "base": 0.0} for tag in ("trained", "random")}
         return {"test_accuracy": 0.9, "concepts": concepts, "flip": flip, "twin_concepts": {"thick_stroke": {"relu2": list(twins)}},
-                "selectivity_vs_need": {tag: {"relu1": 0.1, "relu2": 0.1} for tag in ("trained", "random")}}
+                "selectivity_vs_need": {tag: {"relu1": 0.1, "relu2": 0.1} for tag in ("trained", "random")},
+                "conditional": {"accuracy": {"digit label": 0.8, "digit label + relu2": 0.82, "digit label + random relu2": 0.8, "digit label + pixels": 0.8}}}
     s = mnist_mlp.seeds_summary({0: run(0.72, (0.7, 0.72, 0.68)), 1: run(0.74, (0.7, 0.7, 0.7)), 2: run(0.73, (0.71, 0.69, 0.7))})
     g = s["trained_minus_twins"]["thick_stroke"]["relu2"]
     assert g["per run"] == [0.02, 0.04, 0.03] and g["twins"] == 3 and g["mean"] == 0.03, g

@@ -12,7 +12,7 @@ KEYS = ["test_accuracy", "train_seconds", "probe_accuracy", "attribution_sanity"
         "has_loop_share_by_digit", "has_loop_conditional", "has_loop_within_digit", "has_loop_within_digit_pooled",
         "has_loop_seeds", "has_loop_seeds_text", "has_loop_largest_pooled_gap", "n_seeds", "twin_verdict_relu2", "has_loop_probe_C", "has_loop_conditional_C", "seeds", "seeds_summary", "attribution_null_abs_rho", "top_ablation_drop", "ablation_by_method", "ablation_control_logit_top_drop",
         "live_neuron_zero_share_median", "top_ablation_neuron_values", "shuffled_label_twin", "intervention_flip_rate",
-        "intervention_control_flip_rate", "intervention_curve", "intervention_example_prediction", "headline"]
+        "intervention_control_flip_rate", "intervention_curve", "intervention_example_prediction", "headline", "points_text", "has_loop_9s_later_seeds"]
 METHODS = {"integrated_gradients", "saliency", "occlusion", "lime", "kernel_shap"}
 CONCEPTS = {"digit", "has_loop", "thick_stroke", "leans_right"}
 FEATURES = {"pixels", "relu1", "relu2", "out", "random relu1", "random relu2", "random out"}
@@ -97,9 +97,18 @@ def test_full_loops_conditional_test():
     f = findings.load(STEM)
     c, pooled = f["has_loop_conditional"], f["has_loop_within_digit_pooled"]
     assert set(f["has_loop_conditional_C"].values()) <= {0.01, 0.1, 1.0} and set(f["has_loop_probe_C"].values()) <= {0.01, 0.1, 1.0}
-    assert c["digit label + relu2"] >= c["digit label"] + 0.01, f"claim: relu2 adds to the digit label: {c}"
-    assert c["digit label + relu2"] > max(c["digit label + random relu2"], c["digit label + pixels"]) + 0.01, \
-        f"claim: the controls with as many extra inputs add less: {c}"
+    per_seed = {s: r["conditional"]["accuracy"] for s, r in f["seeds"].items()}  # the conditional test on every seed
+    assert per_seed[str(min(map(int, per_seed)))] == c and len(per_seed) == f["n_seeds"] == 5, "the seed quoted first is the notebook's model"
+    cs, text = f["seeds_summary"]["conditional"], f["points_text"]
+    margin = lambda a, x, others: round(a[f"digit label + {x}"] - max(a[f"digit label + {o}"] for o in others), 4)
+    m = [margin(a, "relu2", ("random relu2", "pixels")) for a in per_seed.values()]
+    assert cs["relu2 minus best control"] == [min(m), max(m)] and text["conditional relu2 margin"] == mnist_mlp.points(min(m), max(m))
+    for k, (lo, hi) in cs["gain over label"].items():
+        g = [round(a[k] - a["digit label"], 4) for a in per_seed.values()]
+        assert [lo, hi] == [min(g), max(g)] and text[f"conditional {k[14:]} gain"] == mnist_mlp.points(lo, hi), k
+    assert min(m) > 0, f"claim: in every seed, beside the label, one readout finds more of the loop in relu2 than in either control: {per_seed}"
+    assert min(margin(a, "random relu2", ("pixels",)) for a in per_seed.values()) <= 0, \
+        f"control: the same every-seed rule does not find the random-init relu2 ahead of the pixels: {per_seed}"
     assert pooled["relu2"] > pooled["majority"] + 0.01, f"within digits relu2 beats the majority: {pooled}"
     loops = f["has_loop_seeds"]
     lo, hi = loops["pooled relu2 minus pixels"]  # claim: inside digits the pixels read the loop as well as relu2, in every seed
@@ -122,6 +131,13 @@ def test_full_loops_conditional_test():
         ("pixels reliably above random relu2", "random relu2", lambda i: i[1] < 0))}
     for k, digits in rule.items():  # whichever way each verdict goes, the prose's digits follow the bounds
         assert loops[k] == digits and f["has_loop_seeds_text"][k] == mnist_mlp.digit_list(digits), f"{k}: {pooled_seeds}"
+    assert all(row["tests"] == len(tested) and row["sides"] == 1 for rows in pooled_seeds.values() for row in rows.values()) and \
+        f["has_loop_largest_pooled_gap"]["tests"] == len(tested), "the correction counts the digits of the one family reported: 'ahead?', one-sided, per tested digit"
+    rows = {int(d): row for d, row in pooled_seeds["relu2"].items()}  # 'behind' is quoted as an unplanned observation with its bound
+    assert f["has_loop_seeds_text"]["reliably below, unplanned"] == mnist_mlp.bound_list(rule["reliably below"], rows, 1)
+    later = f["has_loop_9s_later_seeds"]  # the seeds trained after the 9s were singled out on seeds 0-2
+    assert list(later) == ["3", "4"] and [later[s] for s in later] == rows[9]["per run"][3:], f"the record's per-seed gaps: {later}"
+    assert f["has_loop_seeds_text"]["9s on later seeds"] == mnist_mlp.seeds_text({int(s): g for s, g in later.items()})
     top = max(tested, key=lambda d: pooled_seeds["relu2"][str(d)]["mean"])
     assert f["has_loop_largest_pooled_gap"] == {"digit": top} | pooled_seeds["relu2"][str(top)], "the quoted largest gain is the largest"
     assert rule["pixels reliably above random relu2"], \
@@ -189,6 +205,8 @@ def test_full_ablation_and_intervention():
     assert f["intervention_control_flip_rate"] <= 0.05 and flip["trained random neurons"][1] <= 0.05, "random neurons rarely flip"
     lift = {tag: [round(r["flip"][tag]["chosen"] - r["flip"][tag]["base"], 4) for r in f["seeds"].values()] for tag in ("trained", "random")}
     assert f["seeds_summary"]["flip_lift"] == {tag: [min(v), max(v)] for tag, v in lift.items()}, "the quoted lifts follow the seeds"
+    assert f["points_text"]["flip lift trained"] == mnist_mlp.points(*f["seeds_summary"]["flip_lift"]["trained"]) and \
+        f["points_text"]["flip lift random max"] == mnist_mlp.points(f["seeds_summary"]["flip_lift"]["random"][1]), "lifts are quoted in points"
     assert min(lift["trained"]) > max(lift["random"]), \
         f"control: the prose quotes the lifts over the base rate; in every seed the trained lift exceeds every random-init twin's: {lift}"
     sel = f["seeds_summary"]["selectivity_vs_need"]
@@ -206,9 +224,10 @@ def test_full_headline_quotes_the_findings():
     for text in (f"{f['test_accuracy']:.2%}", f"{p['digit']['relu2']:.1%}", f"label {c['digit label']:.1%}",
                  f"label + relu2 {c['digit label + relu2']:.1%}", f"label + pixels {c['digit label + pixels']:.1%}",
                  f"pooled {w['relu2']:.1%} vs {w['pixels']:.1%}", f"-{f['top_ablation_drop']:.1%}",
-                 f"{flip['trained chosen'][0]:.0%}-{flip['trained chosen'][1]:.0%} of 3s", f"over {f['n_seeds']} seeds"):
+                 f"{flip['trained chosen'][0]:.0%}-{flip['trained chosen'][1]:.0%} of 3s", f"over {f['n_seeds']} seeds",
+                 f"relu2 ahead of its best control by {f['points_text']['conditional relu2 margin']} over"):
         assert text in f["headline"], f"the headline should quote {text!r}: {f['headline']}"
-    assert " only" not in f["headline"]
+    assert " only" not in f["headline"] and "information the pixels do not" not in f["headline"], "relu2 is a function of the pixels"
 
 
 WRONG_ANSWERS = {"my_integrated_gradients": [

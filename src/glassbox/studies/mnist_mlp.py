@@ -302,6 +302,24 @@ def loop_within_digit(feats_train: dict[str, Tensor], feats_test: dict[str, Tens
     return {"C": C, "digits": per_digit, "pooled": pooled}
 
 
+def conditional_loop_test(feats_train: dict[str, Tensor], feats_test: dict[str, Tensor], loop_train: Int[Tensor, "n_train"],
+                          loop_test: Int[Tensor, "n_test"], digit_train: Int[Tensor, "n_train"], digit_test: Int[Tensor, "n_test"],
+                          *, names: tuple[str, ...], Cs: tuple[float, ...], seed: int = 0, fixed_C: dict | None = None) -> dict:
+    """Has-loop probes on the one-hot digit label alone and on the label beside each feature set of `names` (C chosen per
+    probe by cross-validation on the training split, or taken from `fixed_C`, e.g. another run's choice):
+    {"accuracy": {"digit label": .., "digit label + <name>": ..}, "C": {..}}."""
+    from glassbox import probes
+    onehot_tr, onehot_te = torch.eye(10)[digit_train], torch.eye(10)[digit_test]
+    out = {"accuracy": {}, "C": {}}
+    for name in ("digit label",) + tuple(names):
+        key = name if name == "digit label" else f"digit label + {name}"
+        a, b = (onehot_tr, onehot_te) if name == "digit label" else (
+            torch.cat([onehot_tr, feats_train[name].flatten(1)], 1), torch.cat([onehot_te, feats_test[name].flatten(1)], 1))
+        out["C"][key] = fixed_C[key] if fixed_C else cross_validated_C(a, loop_train, Cs, seed=seed)
+        out["accuracy"][key] = round(probes.fit_probe(a, loop_train, b, loop_test, C=out["C"][key]).accuracy, 4)
+    return out
+
+
 def digits_above(result: dict, label: str) -> list[int]:
     """Digits of `loop_within_digit` where the comparison `label`'s 95% interval lies above 0."""
     return [d for d, v in result["digits"].items() if v["gaps"][label]["interval"][0] > 0]
@@ -357,11 +375,12 @@ def selectivity_vs_need(model: nn.Module, x_train: Float[Tensor, "n h w"], x_tes
 
 def seed_run(model: nn.Module, random_model: nn.Module, data: "MNIST", *, subset_seed: int, n_probe_train: int,
              n_probe_test: int, C: float, Cs: tuple[float, ...], flip: tuple[int, int], k: int, draws: int,
-             n_acts: int, n_ablation: int, twins: tuple[nn.Module, ...] = ()) -> dict:
+             n_acts: int, n_ablation: int, twins: tuple[nn.Module, ...] = (), conditional_C: dict | None = None) -> dict:
     """Notebook 01's cheap measurements on one trained model and its random-init twin: loops within digits (probe
     subsets drawn with `subset_seed`), thickness and slant probes per layer, the 3 -> 8 intervention (chosen on
     either network the same way) and selectivity vs need; with `twins` (further random-init twins), each concept's relu2
-    probe on `random_model` and on every twin ("twin_concepts", one accuracy per twin, `random_model` first)."""
+    probe on `random_model` and on every twin ("twin_concepts", one accuracy per twin, `random_model` first); the conditional
+    loop test (label alone, and beside relu2, the random-init relu2 and the pixels), its C from `conditional_C` when given."""
     from glassbox import hooks, probes
     gen = torch.Generator().manual_seed(subset_seed)
     i_tr, i_te = torch.randperm(60_000, generator=gen)[:n_probe_train], torch.randperm(10_000, generator=gen)[:n_probe_test]
@@ -385,6 +404,8 @@ def seed_run(model: nn.Module, random_model: nn.Module, data: "MNIST", *, subset
     out["loop"] = loop_within_digit({n: f_tr[n] for n in keep}, {n: f_te[n] for n in keep}, l_tr["has_loop"], l_te["has_loop"],
                                     data.y_train[i_tr], data.y_test[i_te], Cs=Cs, seed=subset_seed,
                                     comparisons={"relu2": ("relu2", ("pixels", "random relu2")), "random relu2": ("random relu2", ("pixels",))})
+    out["conditional"] = conditional_loop_test(f_tr, f_te, l_tr["has_loop"], l_te["has_loop"], data.y_train[i_tr], data.y_test[i_te],
+                                               names=keep, Cs=Cs, seed=subset_seed, fixed_C=conditional_C)
     source, target = flip
     x_from = data.x_test[data.y_test == source]
     out["flip"], out["selectivity_vs_need"] = {}, {}
@@ -456,8 +477,32 @@ def digit_list(digits: list[int], ranges: dict | None = None) -> str:
     return "no digit" if not names else "the " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
 
 
+def bound_list(digits: list[int], pooled: dict, end: int) -> str:
+    """Digits with their mean and one bound of `pooled` {digit: t_interval(...)} (end 0: lower, 1: upper):
+    "the 8s (mean -1.2%, upper bound -0.5%)"; [] -> "no digit"."""
+    names = [f"{d}s (mean {pooled[d]['mean']:+.1%}, {('lower', 'upper')[end]} bound {pooled[d]['interval'][end]:+.1%})" for d in digits]
+    return "no digit" if not names else "the " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
+
+
+def seeds_text(values: dict[int, float]) -> str:
+    """{3: 0.036, 4: 0.038} -> "+3.6% and +3.8% (seeds 3 and 4)"; {} -> "not measured (no such seed in this run)"."""
+    if not values:
+        return "not measured (no such seed in this run)"
+    join = lambda xs: xs[0] if len(xs) == 1 else f"{', '.join(xs[:-1])} and {xs[-1]}"
+    return f"{join([f'{v:+.1%}' for v in values.values()])} (seed{'s' if len(values) > 1 else ''} {join([str(s) for s in values])})"
+
+
 def _range(values: list[float]) -> list[float]:
     return [round(min(values), 4), round(max(values), 4)]
+
+
+def conditional_summary(accuracies: list[dict]) -> dict:
+    """Over runs' `conditional_loop_test` accuracies: [min, max] of each feature set's gain over the label alone, and of
+    relu2's margin over its best control (the label beside the random-init relu2 or beside the pixels)."""
+    sets = [k for k in accuracies[0] if k != "digit label"]
+    best = lambda a: max(a["digit label + random relu2"], a["digit label + pixels"])
+    return {"gain over label": {k: _range([round(a[k] - a["digit label"], 4) for a in accuracies]) for k in sets},
+            "relu2 minus best control": _range([round(a["digit label + relu2"] - best(a), 4) for a in accuracies])}
 
 
 def seeds_summary(runs: dict) -> dict:
@@ -474,6 +519,7 @@ def seeds_summary(runs: dict) -> dict:
     return {
         "test_accuracy": _range([x["test_accuracy"] for x in r]),
         "flip": {f"{tag} {k}": _range([x["flip"][tag][k] for x in r]) for tag in ("trained", "random") for k in ("chosen", "random neurons", "base")},
+        "conditional": conditional_summary([x["conditional"]["accuracy"] for x in r]),
         "flip_lift": {tag: _range([round(x["flip"][tag]["chosen"] - x["flip"][tag]["base"], 4) for x in r]) for tag in ("trained", "random")},
         "selectivity_vs_need": {f"{tag} {n}": _range([x["selectivity_vs_need"][tag][n] for x in r])
                                 for tag in ("trained", "random") for n in r[0]["selectivity_vs_need"][tag]},
@@ -490,3 +536,9 @@ def twin_verdict(gap: dict) -> str:
     """The prose's words for a `t_interval` of trained minus random-twin accuracy: within noise when it spans 0."""
     lo, hi = gap["interval"]
     return "within noise of" if lo <= 0 <= hi else "above" if lo > 0 else "below"
+
+
+def points(lo: float, hi: float | None = None) -> str:
+    """A difference of shares in percentage points: (0.593, 0.9633) -> "+59.3 to +96.3 points"; 0.2782 -> "+27.8 points"."""
+    show = lambda x: f"{100 * x:+.1f}"
+    return f"{show(lo)} points" if hi is None else f"{show(lo)} to {show(hi)} points"
