@@ -201,40 +201,25 @@ def test_bad_input_is_refused_with_the_argument_named(tiny):
         T.attribution_graph(torch.nn.Linear(2, 2), tcs, tokens)
 
 
-def test_freezing_what_the_graph_freezes_turns_an_ablation_into_the_graphs_prediction(tiny):
-    """A top-layer feature has no feature downstream, so with every pattern and LayerNorm scale frozen, switching it off
-    changes the logit by exactly the graph's total effect; live (the control) the final LayerNorm's scale moves too."""
+@pytest.mark.parametrize("estimate", ["ablation_effects", "gradient_x_activation"])
+def test_in_the_graphs_frozen_regime_a_top_layer_feature_moves_the_logit_as_the_graph_predicts(tiny, estimate):
+    """A top-layer feature reaches the logit linearly once every pattern and LayerNorm scale is frozen: switching it off
+    (ablation_effects) and attribution patching's estimate (gradient_x_activation) both equal the graph's total effect;
+    live (the control) the final LayerNorm's scale moves too."""
+    measure = getattr(T, estimate)
     model, tcs, tokens = tiny
     graph = T.attribution_graph(model, tcs, tokens)
     top = torch.nonzero(graph.features[:, 0] == 1).squeeze(1)
     predicted = T.total_effects(graph)[top]
-    frozen = T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top], freeze=T.frozen_names(2))
-    live = T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top])
-    assert torch.allclose(frozen, predicted, atol=1e-5), f"frozen ablations differ from the graph by {(frozen - predicted).abs().max():.2e}"
-    assert not torch.allclose(live, predicted, atol=1e-3), "live ablations should differ from the frozen linearisation"
+    frozen = measure(model, tcs, tokens, graph.target, graph.features[top], freeze=T.frozen_names(2))
+    live = measure(model, tcs, tokens, graph.target, graph.features[top])
+    assert torch.allclose(frozen, predicted, atol=1e-5), f"frozen {estimate} differs from the graph by {(frozen - predicted).abs().max():.2e}"
+    assert not torch.allclose(live, predicted, atol=1e-3), f"live {estimate} should differ from the frozen linearisation"
     at_last = graph.features[top, 1] == POS - 1  # at the last position only the final LayerNorm lies downstream
-    final_ln = T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top][at_last], freeze=["ln_final.hook_scale"])
+    final_ln = measure(model, tcs, tokens, graph.target, graph.features[top][at_last], freeze=["ln_final.hook_scale"])
     assert torch.allclose(final_ln, predicted[at_last], atol=1e-5)
     with pytest.raises(ValueError, match="freeze"):
-        T.ablation_effects(model, tcs, tokens, graph.target, graph.features[top], freeze=["blocks.0.hook_resid_pre"])
-
-
-def test_gradient_x_activation_in_the_graphs_regime_is_the_graphs_prediction_for_top_layer_features(tiny):
-    """With every pattern and LayerNorm scale frozen, a top-layer feature reaches the logit linearly, so attribution
-    patching's estimate equals the graph's total effect; live (the control) the final LayerNorm's scale moves with it."""
-    model, tcs, tokens = tiny
-    graph = T.attribution_graph(model, tcs, tokens)
-    top = torch.nonzero(graph.features[:, 0] == 1).squeeze(1)
-    predicted = T.total_effects(graph)[top]
-    frozen = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top], freeze=T.frozen_names(2))
-    live = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top])
-    assert torch.allclose(frozen, predicted, atol=1e-5), f"frozen gradient x activation differs from the graph by {(frozen - predicted).abs().max():.2e}"
-    assert not torch.allclose(live, predicted, atol=1e-3), "through the live LayerNorm scales the gradient should differ"
-    at_last = graph.features[top, 1] == POS - 1  # at the last position only the final LayerNorm lies downstream
-    final_ln = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top][at_last], freeze=["ln_final.hook_scale"])
-    assert torch.allclose(final_ln, predicted[at_last], atol=1e-5)
-    with pytest.raises(ValueError, match="freeze"):
-        T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features[top], freeze=["blocks.0.hook_resid_pre"])
+        measure(model, tcs, tokens, graph.target, graph.features[top], freeze=["blocks.0.hook_resid_pre"])
 
 
 def test_a_null_transcoder_leaves_everything_to_the_error_nodes(tiny):
@@ -258,3 +243,36 @@ def test_a_null_transcoder_leaves_everything_to_the_error_nodes(tiny):
     trained_like = T.graph_scores(T.attribution_graph(model, tcs, tokens))
     assert scores["replacement"] == pytest.approx(scores["completeness"], abs=1e-6), "with only the logit left, both are its share"
     assert 0 < scores["replacement"] < trained_like["replacement"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bridge(tiny):
+    """The tiny model's configuration as a TransformerBridge (the journal's kind of model), random weights, the same
+    transcoders. On a bridge, holding `hook_pattern` is a no-op (TransformerLens 3.9)."""
+    from transformer_lens.model_bridge import TransformerBridge
+    _, tcs, tokens = tiny
+    model = TransformerBridge.boot_native(dict(n_layers=2, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_mlp=32, d_vocab=D_VOCAB,
+                                               act_fn="gelu", normalization_type="LN", seed=0))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen) if name.endswith(("ln1.weight", "ln2.weight", "ln_final.weight", ".w"))
+                    else 0.4 * torch.randn(p.shape, generator=gen))
+    return model.eval(), tcs, tokens
+
+
+def test_on_a_bridge_total_effects_equal_the_exact_derivative_of_the_all_frozen_model_for_every_feature(tiny_bridge):
+    """Every feature, layer 0 included (its paths cross attention): the graph's total effect is the gradient x activation
+    of the replacement model with everything `frozen_names` names frozen, and freezing the patterns changes that
+    gradient (so the equality is not one of two live runs)."""
+    model, tcs, tokens = tiny_bridge
+    graph = T.attribution_graph(model, tcs, tokens)
+    predicted = T.total_effects(graph)
+    frozen = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features, freeze=T.frozen_names(2))
+    assert torch.allclose(frozen, predicted, atol=1e-5)
+    scales_only = [n for n in T.frozen_names(2) if "hook_pattern" not in n]
+    live_patterns = T.gradient_x_activation(model, tcs, tokens, graph.target, graph.features, freeze=scales_only)
+    f0 = graph.features[:, 0] == 0
+    assert (live_patterns[f0] - predicted[f0]).abs().max() > 1e-3  # control: with attention live, layer 0 differs
+    small = T.ablation_effects(model, tcs, tokens, graph.target, graph.features[f0][:3], freeze=T.frozen_names(2))
+    assert small.abs().max() > 0

@@ -429,13 +429,35 @@ def frozen_names(n_layers: int) -> list[str]:
 
 
 @torch.no_grad()
-def _held(model: nn.Module, tokens: Int[Tensor, "pos"], freeze: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
-    """Hooks that hold each hook named in `freeze` (among `frozen_names`) at its value on the clean prompt."""
+def freeze_hooks(model: nn.Module, tokens: Int[Tensor, "pos"], freeze: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
+    """Hooks for `run_with_hooks` that hold each hook named in `freeze` (among `frozen_names`) at its value on the clean
+    prompt `tokens`; a pattern is held where it is used (on a `TransformerBridge` holding `hook_pattern` changes nothing)."""
     allowed = frozen_names(model.cfg.n_layers)
     if any(name not in allowed for name in freeze):
         raise ValueError(f"freeze names hooks among {allowed}, got {list(freeze)}")
     _, cache = model.run_with_cache(tokens[None], names_filter=list(freeze)) if freeze else (None, {})
-    return [(name, lambda x, hook, v=cache[name]: v.expand_as(x)) for name in freeze]
+    hooks = []
+    for name in freeze:
+        if name.endswith("attn.hook_pattern"):  # held where it is used: z = pattern @ v, v live
+            hooks += _pattern_held(name.removesuffix("hook_pattern"), cache[name])
+        else:
+            hooks.append((name, lambda x, hook, v=cache[name]: v.expand_as(x)))
+    return hooks
+
+
+def _pattern_held(attn: str, pattern: Tensor) -> list[tuple[str, object]]:
+    """Hooks on `attn` ("blocks.{l}.attn.") that compute the head outputs z from the live values v and the clean
+    `pattern` (1, head, q, k). Holding `hook_pattern` itself is a no-op on a `TransformerBridge` (TransformerLens 3.9
+    computes the output before that hook fires; see `circuits.set_pattern_hooks`), which left attention live."""
+    stored = {}
+
+    def keep_v(v, hook):
+        stored["v"] = v
+        return v
+
+    def replace_z(z, hook):
+        return torch.einsum("bhqk,bkhe->bqhe", pattern.expand(len(z), -1, -1, -1).to(z.dtype), stored.pop("v")).to(z.dtype)
+    return [(attn + "hook_v", keep_v), (attn + "hook_z", replace_z)]
 
 
 @torch.no_grad()
@@ -446,7 +468,7 @@ def ablation_effects(model: nn.Module, transcoders: dict[int, SAE], tokens: Int[
     except the hooks named in `freeze`, held at their clean values: `frozen_names(n_layers)` freezes what the graph does)."""
     _check_transcoders(model, transcoders)
     tokens = checks.tokens(tokens, "tokens", ndim=1, d_vocab=model.cfg.d_vocab)
-    held = _held(model, tokens, freeze)
+    held = freeze_hooks(model, tokens, freeze)
     errors = errors_of(model, transcoders, tokens[None])
     clean = demeaned_logit(model.run_with_hooks(tokens[None], fwd_hooks=splice_hooks(transcoders, errors=errors))[0, -1], target)
     out = []
@@ -467,7 +489,7 @@ def gradient_x_activation(model: nn.Module, transcoders: dict[int, SAE], tokens:
     live except the hooks named in `freeze`, held at their clean values (as in `ablation_effects`)."""
     _check_transcoders(model, transcoders)
     tokens = checks.tokens(tokens, "tokens", ndim=1, d_vocab=model.cfg.d_vocab)
-    held = _held(model, tokens, freeze)
+    held = freeze_hooks(model, tokens, freeze)
     errors = errors_of(model, transcoders, tokens[None])
     deltas = {l: torch.zeros(1, len(tokens), tc.cfg.d_sae, requires_grad=True) for l, tc in transcoders.items()}
     with torch.enable_grad():
