@@ -366,13 +366,14 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
     against only the directions whose base rate is within a factor 2 of the feature's, fixed before the rerun because over all
     directions the log-odds lift falls with the base rate (rare sets score high) and the raw lift rises with it: p = (k + 1) /
     (n_matched + 1). The verdict follows the numbers: 'beats' (p < 0.05), 'not shown' (a direction as high, p >= 0.05), 'cannot
-    decide' (none as high but fewer than 19 near directions: reachable in a full run only if fewer than 19 of the 59 are near the
-    feature's base rate, and in smoke). The feature is ranked against the first draw of directions. The rank's calibration counts
-    the feature's choice: in each of n_triples triples of fresh random directions, the one with the largest validation lead over
+    decide' (none as high but fewer than 19 near directions). The stated verdict comes from the selection-matched reference: the
+    feature against the chosen directions (below) of its base rate, since it was chosen as they were; its rank against the unchosen
+    first draw is reported beside it. The rank's calibration counts the feature's choice: in each of n_triples triples of fresh random directions, the one with the largest validation lead over
     the random latents' pushes (the feature's criterion, at its push) is ranked on test against the first draw's directions of its
     own base rate; the verdict is voided ('uncalibrated') only if these chosen directions are called features clearly more often
     than 5% (one-sided binomial p < 0.05 over those that could be called one), and the prose says 'clearly' / 'not clearly' from
-    that p. Its control, on which it must fail: the same chosen directions raised above every direction of the first draw (a rank
+    that p; the prose states the calibration's power (the count at which it would void, from the binomial, and how many rose above
+    every near direction without reaching p < 0.05). Its control, on which it must fail: the same chosen directions raised above every direction of the first draw (a rank
     biased upward) are flagged. The unchosen random latents of the same dictionary are ranked the same way and reported."""
     full = f is None
     f = f or findings.load(STEM)
@@ -386,8 +387,7 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
         assert (k >= 1) == (s["matched_log_odds_lift_max"] >= s["feature_log_odds_lift"])
     k_all = s["directions_at_or_above_feature"]
     assert s["rank_p_all"] == pytest.approx((k_all + 1) / (n_all + 1)) and len(s["all_as_high_base_rates"]) == k_all
-    verdict = "beats" if p < 0.05 else "cannot decide" if k == 0 else "not shown"
-    assert s["verdict"] == verdict, f"the verdict must follow the rank p {p:.3f} ({k} of {n})"
+    verdict = "beats" if p < 0.05 else "cannot decide" if k == 0 else "not shown"  # the unmatched-selection comparison
     cal, rl = s["calibration"], s["random_latents"]
     (pl, pb), (fl, fb) = cal["posers"], cal["first_draw"]
     assert len(fl) == n_all and len(pl) == cal["n"] == s["n_triples"] == len(cal["picked"]) == len(cal["validation_leads"])
@@ -400,17 +400,29 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
         assert again["binom_p"] == pytest.approx(got["binom_p"]) and got["fails"] == (got["binom_p"] < 0.05)
         assert got["share"] == (pytest.approx(got["k"] / got["n_able"]) if got["n_able"] else None)
     assert s["rank_verdict"] == verdict, f"the rank's verdict must follow its p {p:.3f} ({k} of {n})"
-    stated = "uncalibrated" if cal["fails"] else verdict  # voided only by the calibration, never by one control passing once
+    cm, sel = s["chosen_matched"], char_features.rank_against(s["feature_log_odds_lift"], s["base_rate"], pl, pb)  # among the chosen
+    assert (cm["n"], cm["k"], cm["max"]) == (sel["matched"]["n"], sel["matched"]["k"], sel["matched_max"]) and cm["p"] == pytest.approx((cm["k"] + 1) / (cm["n"] + 1))
+    chosen_verdict = "beats" if cm["p"] < 0.05 else "cannot decide" if cm["k"] == 0 else "not shown"
+    assert cm["verdict"] == chosen_verdict, f"the selection-matched verdict must follow its p {cm['p']:.3f} ({cm['k']} of {cm['n']})"
+    from scipy.stats import binom
+    void_at = next((m for m in range(1, cal["n_able"] + 1) if binom.sf(m - 1, cal["n_able"], 0.05) < 0.05), None)
+    ranks = [char_features.matched_rank(x, b, fl, fb) for x, b in zip(pl, pb)]
+    top_unable = sum(r["verdict"] == "cannot decide" and r["n"] >= 1 for r in ranks)
+    assert (cal["void_at"], cal["top_unable"]) == (void_at, top_unable), "the calibration's power, recomputed"
+    stated = "uncalibrated" if cal["fails"] else chosen_verdict  # voided only by the calibration, never by one control passing once
     assert s["verdict"] == stated and f["steering_verdict"] == stated, f"the stated verdict: {f['steering_verdict']!r}"
-    label = {"beats": "this chosen latent's direction raises its own characters more than random directions raise theirs",
-             "not shown": "not shown beyond random directions", "cannot decide": "too few directions of a like base rate to decide",
+    label = {"beats": "this chosen latent's direction raises its own characters more than random directions chosen as it was raise theirs",
+             "not shown": "not shown beyond random directions chosen as it was", "cannot decide": "too few chosen directions of a like base rate to decide",
              "uncalibrated": "not shown: the rank is not calibrated"}[stated]
-    share = f"{cal['share']:.0%}, " if cal["n_able"] else ""  # the prose: the share and 'clearly' / 'not clearly', from the numbers
-    assert (f"{k} as high, rank p {p:.3f} (over all {n_all}, which rank rare sets high: {k_all}; random directions chosen as the feature was, "
-            f"the best of 3 on validation, called a feature {cal['k']} of {cal['n_able']} times ({share}binomial p {cal['binom_p']:.3f}: "
-            f"{'clearly' if cal['fails'] else 'not clearly'} more often than 5%); unchosen random latents {rl['k']} of {rl['n_able']}): {label}") in f["headline"]
+    share = f"{cal['share']:.0%}, " if cal["n_able"] else ""  # the prose: the share, 'clearly' / 'not clearly' and the power, from the numbers
+    power = f"it voids only at {void_at} or more" if void_at else "no count of them could void it"
+    assert (f"{k} as high, rank p {p:.3f} (unchosen; over all {n_all}, which rank rare sets high: {k_all}); against the {cm['n']} random directions "
+            f"chosen as the feature was (the best of 3 on validation) of a like base rate, {cm['k']} as high, rank p {cm['p']:.3f} (they are called a "
+            f"feature {cal['k']} of {cal['n_able']} times ({share}binomial p {cal['binom_p']:.3f}: {'clearly' if cal['fails'] else 'not clearly'} more often "
+            f"than 5%; with {cal['n_able']} that could be, {power}; {top_unable} more rose above every direction of their base rate without enough of "
+            f"them for p < 0.05); unchosen random latents {rl['k']} of {rl['n_able']}): {label}") in f["headline"]
     if full:
-        assert n_all >= 59, "enough directions that about 20 lie near the feature's base rate"
+        assert n_all >= 59 and s["n_triples"] >= 24, "enough directions (first draw; chosen) that about 20 lie near the feature's base rate"
         assert s["direction_own_lift_median"] > 0.05, f"random directions raise their own characters: {s}"
         assert s["spearman_base_log_odds"] < 0 < s["spearman_base_raw_lift"], "the prose: log-odds falls with the base rate, raw lift rises"
         assert all(b < s["base_rate"] / 2 for b in s["all_as_high_base_rates"]), "the prose: on log-odds the directions as high are rare sets"

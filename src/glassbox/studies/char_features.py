@@ -625,15 +625,19 @@ def calibrate_rank(lifts: list[float], bases: list[float], others: list[float], 
     base rate) is ranked as if it were the unit against the `others` of its own base rate (`matched_rank`). Returns k, the posers
     called a feature ('beats'), of n_able, those with enough near controls that they could be (1 / (n + 1) < alpha), of n; the
     one-sided binomial p of k or more under the rate alpha; and 'fails' when that p < alpha: the rank calls posers features
-    clearly more often than its alpha allows (one poser passing once is the event alpha allows, not a failure)."""
+    clearly more often than its alpha allows (one poser passing once is the event alpha allows, not a failure). Its power: 'void_at',
+    the smallest k that fails with n_able posers (None if none can), and 'top_unable', the posers that rose above every near control
+    (at least one) without enough of them for p < alpha."""
     from scipy.stats import binom
     if len(lifts) != len(bases):
         raise ValueError(f"one base rate per poser expected, got {len(lifts)} lifts and {len(bases)} base rates")
     ranks = [matched_rank(x, b, others, other_bases, factor=factor, alpha=alpha) for x, b in zip(lifts, bases)]
     k, n_able = sum(r["verdict"] == "beats" for r in ranks), sum(1 / (r["n"] + 1) < alpha for r in ranks)
     p = float(binom.sf(k - 1, n_able, alpha)) if n_able else 1.0
+    void_at = next((m for m in range(1, n_able + 1) if binom.sf(m - 1, n_able, alpha) < alpha), None)
+    top_unable = sum(r["verdict"] == "cannot decide" and r["n"] >= 1 for r in ranks)
     return {"k": k, "n_able": n_able, "n": len(ranks), "share": k / n_able if n_able else None, "binom_p": p,
-            "fails": p < alpha, "verdicts": [r["verdict"] for r in ranks]}
+            "fails": p < alpha, "void_at": void_at, "top_unable": top_unable, "verdicts": [r["verdict"] for r in ranks]}
 
 
 def bootstrap_median_dd(a1: Float[Tensor, "n_a1"], b1: Float[Tensor, "n_b1"], a2: Float[Tensor, "n_a2"], b2: Float[Tensor, "n_b2"],
