@@ -248,6 +248,18 @@ def test_a_carrier_earns_from_the_position_its_kind_says():
     assert ioi.earns_from(copier) == ioi.KIND_POSITION["name mover"] != ioi.KIND_POSITION["last-name suppressor"]
     assert ioi.earns_from(suppressor) == ioi.KIND_POSITION["last-name suppressor"]
     assert ioi.earns_from({"IO": -0.5, "S1": 0.2, "S2": -0.1, "rest": 3.0}) == "S1", "'rest' is not a name slot"
+    counts = ioi.positions_earned({(1, 0): copier, (1, 1): suppressor, (2, 0): copier})
+    assert counts == {"IO": 2, "S1": 0, "S2": 1, "n": 3} and ioi.one_position(counts) is None, "control: split heads have no one position"
+    assert ioi.one_position(ioi.positions_earned({(1, 0): copier, (2, 0): copier})) == "IO"
+
+
+def test_io_share_nets_negative_parts_and_abs_shares_do_not():
+    """io_share divides by the signed sum, so a negative part raises it past 1; by absolute parts it cannot."""
+    parts = {"IO": 1.4, "S1": -0.16, "S2": -0.07, "rest": 0.01}
+    assert ioi.io_share(parts, floor=0.1) == pytest.approx(1.4 / 1.18) and 1.4 / 1.18 > 1
+    a = ioi.abs_shares(parts)
+    assert a["IO"] == pytest.approx(1.4 / 1.64) and a["IO"] < 1 and sum(a.values()) == pytest.approx(1.0)
+    assert ioi.abs_shares({"IO": 0.0, "S1": 0.0, "S2": 0.0, "rest": 0.0})["IO"] is None
 
 
 def test_bars_from_the_control_are_a_factor_above_its_largest_values():

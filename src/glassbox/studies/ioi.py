@@ -407,9 +407,10 @@ def reading_margin(attention: dict[str, float]) -> float:
 
 
 def io_share(parts: dict[str, float], floor: float) -> float | None:
-    """The share of a head's direct effect on the logit difference that comes from reading the IO's position (`parts`:
-    its `direct_by_position` row); None (no share to speak of) when its whole direct effect is below `floor` (> 0, in
-    the units of `parts`): a ratio over a near-zero or negative total is noise."""
+    """The IO part of a head's direct effect on the logit difference over its net direct effect (`parts`: its
+    `direct_by_position` row; the signed sum of the four parts, so negative parts net out and the share can exceed 1;
+    `abs_shares` gives the share by absolute parts); None (no share to speak of) when the net direct effect is below
+    `floor` (> 0, in the units of `parts`): a ratio over a near-zero or negative total is noise."""
     if not floor > 0:
         raise ValueError(f"floor must be > 0 (a direct effect in logits below which the share is undefined), got {floor}")
     total = sum(parts.values())
@@ -676,6 +677,27 @@ KIND_POSITION = {"name mover": "IO", "last-name suppressor": "S2"}  # where each
 def earns_from(parts: dict[str, float]) -> str:
     """The name slot ('IO', 'S1' or 'S2') from which a head's direct contribution to the logit difference is largest
     (`direct_by_position`'s parts): a name mover should earn from the IO, whose name it copies, a last-name suppressor
-    from S2, whose name it lowers (`KIND_POSITION`). The class rules read attention and the OV circuit, not these parts,
-    so the check can fail."""
+    from S2, whose name it lowers (`KIND_POSITION`). Not a check of the classes: a name mover's half is implied by the
+    IO-share rule (`io_share` at least `io_share_min` leaves S1 or S2 above the IO only when 'rest' is strongly negative)."""
     return max(("IO", "S1", "S2"), key=lambda k: parts[k])
+
+
+def positions_earned(parts: dict[tuple[int, int], dict[str, float]]) -> dict[str, int]:
+    """How many of the heads in `parts` (`direct_by_position` rows) earn most from each name slot (`earns_from`), and
+    'n', how many heads there are."""
+    counts = {k: 0 for k in ("IO", "S1", "S2")}
+    for p in parts.values():
+        counts[earns_from(p)] += 1
+    return counts | {"n": len(parts)}
+
+
+def one_position(counts: dict[str, int]) -> str | None:
+    """The name slot every head of a `positions_earned` count earns most from; None when they are split (or none)."""
+    return next((k for k in ("IO", "S1", "S2") if counts["n"] and counts[k] == counts["n"]), None)
+
+
+def abs_shares(parts: dict[str, float]) -> dict[str, float | None]:
+    """Each part of a head's direct effect (`direct_by_position` row) by absolute size: |part| / sum of |parts|, so a
+    negative part does not raise another's share (`io_share` nets them); None for every part when all are zero."""
+    total = sum(abs(v) for v in parts.values())
+    return {k: abs(v) / total if total > 0 else None for k, v in parts.items()}
