@@ -44,8 +44,9 @@ def check_keys(f: dict) -> None:
                 "fine_tuned_spread_by_seed", "fine_tuned_best_at_90_by_seed", "fine_tuned_best_at_90_wording", "dead_neurons_in_bottom_of",
                 "best_baseline_at_1pt_seeds", "selectivity_partial_spearman_untrained", "concept_auc_smooth_random_q95",
                 "concept_auc_one_digit_reads_nothing", "l1_accuracy_cost_paired_seeds", "plain_validation_one_class_fraction_seeds",
-                "weight_decay_sweep_tolerance", "negative_score_neurons_reference_cost", "negative_score_neurons_dearer_than_random_mean",
-                "fine_tuned_spread_per_seed_mean", "negative_score_neurons_random_cost", "negative_score_neurons_reference_cheaper_than_random_mean",
+                "weight_decay_sweep_tolerance", "negative_score_neurons_reference_cost", "negative_score_neurons_beyond_every_random_draw",
+                "fine_tuned_spread_per_seed_mean", "negative_score_neurons_random_cost", "negative_score_neurons_beyond_every_random_draw_count",
+                "negative_score_neurons_reference_misses",
                 "selectivity_partial_sign", "selectivity_partial_sign_untrained", "l1_concept_neuron_other_digit_firing", "l1_other_digit_firing_range",
                 "one_digit_ceiling_other_digit_firing", "concept_auc_band", "concept_auc_matched_minus_l1", "concept_auc_plain_minus_l1",
                 "concept_auc_matched_wording"):
@@ -181,27 +182,30 @@ def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fract
 
 
 def test_the_absolute_scores_low_end_is_cheap_and_the_signed_scores_negative_picks_cost_about_as_much_as_random(full):
-    """Claimed: the live neurons the absolute score ranks lowest (the reference) are cheaper than as many random live
-    neurons (the draws' mean), on every seed; so the negative picks being dearer than the reference says nothing of them.
-    Control: the same comparison with the signed score's negative picks in place of the reference is not cheaper on every
-    seed. Against the random draws' range the prose only counts the seeds inside it (not pinned: it states no direction)."""
+    """One rule for both sets: a set "costs less than every random draw" when accuracy after removing it is above the best
+    of the 20 draws of as many random live neurons. Claimed: the signed score's negative picks pass it on no seed (with the
+    range count: they cost about what random live neurons cost). Control: the same rule applied to the live neurons the
+    absolute score ranks lowest (the reference) is passed on at least one seed, so the rule can be passed. The prose
+    quotes both counts and the reference's misses as recorded."""
     rows = full["negative_score_neurons_removed"]
     assert [r["n"] for r in rows] == full["negative_ablation_score_neurons"]
     for r, base in zip(rows, full["base_accuracy_seeds"]):
         assert r["random_min"] <= r["random_mean"] <= r["random_max"] and r["n_draws"] == 20
         assert r["accuracy"] < base - 0.005, f"claimed: removing them costs accuracy, {r} (intact {base})"
-        assert r["reference_accuracy"] > r["random_mean"] + 0.005, f"claimed: the absolute score's lowest live neurons are cheaper than random live ones, {r}"
-    assert not all(r["accuracy"] > r["random_mean"] + 0.005 for r in rows), \
-        f"control: the signed score's negative picks are not cheaper than as many random live neurons on every seed, {rows}"
-    ref_cheaper = sum(r["reference_accuracy"] > r["random_mean"] for r in rows)
-    assert full["negative_score_neurons_reference_cheaper_than_random_mean"] == f"{ref_cheaper} of {len(rows)}", "the prose's count follows the seeds"
+    beyond = full["negative_score_neurons_beyond_every_random_draw"]
+    assert beyond["reference"] == [r["reference_accuracy"] > r["random_max"] for r in rows], "recorded per seed from the draws"
+    assert beyond["negative_picks"] == [r["accuracy"] > r["random_max"] for r in rows], "recorded per seed from the draws"
+    assert not any(beyond["negative_picks"]), f"claimed: the negative picks cost less than every random draw on no seed, {rows}"
+    assert any(beyond["reference"]), f"control: the same rule is passed by the absolute score's lowest live neurons on some seed, {rows}"
+    count = full["negative_score_neurons_beyond_every_random_draw_count"]
+    assert count == {k: f"{sum(beyond[k])} of {len(rows)}" for k in ("reference", "negative_picks")}, "the prose's counts follow the seeds"
+    misses = [f"on seed {s} {'inside their range' if r['reference_accuracy'] >= r['random_min'] else 'below it'}"
+              for s, r, b in zip(beyond["seeds"], rows, beyond["reference"]) if not b]
+    assert full["negative_score_neurons_reference_misses"] == (f" ({'; '.join(misses)})" if misses else ""), "the misses follow the seeds"
     random_cost = [b - r["random_mean"] for b, r in zip(full["base_accuracy_seeds"], rows)]
     assert full["negative_score_neurons_random_cost"] == pytest.approx({"min": min(random_cost), "max": max(random_cost)}), "the quoted cost follows the seeds"
     cost = [b - r["reference_accuracy"] for b, r in zip(full["base_accuracy_seeds"], rows)]
     assert full["negative_score_neurons_reference_cost"] == pytest.approx({"min": min(cost), "max": max(cost)}), "the quoted cost follows the seeds"
-    dearer_than_random = sum(r["accuracy"] < r["random_mean"] for r in rows)
-    assert full["negative_score_neurons_dearer_than_random_mean"] == f"{dearer_than_random} of {len(rows)}"
-    assert dearer_than_random < len(rows), f"control: against random live neurons the same comparison is not dearer on every seed, {rows}"
     acc = full["negative_score_neurons_accuracy"]
     assert acc["accuracy"] == [r["accuracy"] for r in rows] and acc["reference_accuracy"] == [r["reference_accuracy"] for r in rows]
     inside = sum(r["random_min"] <= r["accuracy"] <= r["random_max"] for r in rows)
