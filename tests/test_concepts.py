@@ -253,11 +253,11 @@ def test_loop_within_digit_finds_a_feature_that_reads_the_label_and_not_one_that
     assert f["pooled over seeds"]["relu2"][0]["tests"] == 2 and f["reliably above"] == [] and f["reliably below"] == [0, 1], f
     assert f["pixels reliably above random relu2"] == [0, 1] and f["random relu2 reliably above pixels"] == [], f
     assert mnist_mlp.digit_list([2, 4, 9]) == "the 2s, 4s and 9s" and mnist_mlp.digit_list([9]) == "the 9s" and mnist_mlp.digit_list([]) == "no digit"
-    assert mnist_mlp.digit_list([9], {9: [0.0216, 0.0688]}) == "the 9s (+2.2% to +6.9%)"
+    assert mnist_mlp.digit_list([9], {9: [0.0216, 0.0688]}) == "the 9s (+2.2 to +6.9 points)"
     below = {8: {"mean": -0.0122, "interval": [-0.019, -0.0054]}, 3: {"mean": -0.02, "interval": [-0.03, -0.011]}}
-    assert mnist_mlp.bound_list([8], below, 1) == "the 8s (mean -1.2%, upper bound -0.5%)" and mnist_mlp.bound_list([], below, 1) == "no digit"
-    assert mnist_mlp.bound_list([3, 8], below, 0) == "the 3s (mean -2.0%, lower bound -3.0%) and 8s (mean -1.2%, lower bound -1.9%)"
-    assert mnist_mlp.seeds_text({3: 0.0361, 4: 0.0384}) == "+3.6% and +3.8% (seeds 3 and 4)" and "no such seed" in mnist_mlp.seeds_text({})
+    assert mnist_mlp.bound_list([8], below, 1) == "the 8s (mean -1.2 points, upper bound -0.5 points)" and mnist_mlp.bound_list([], below, 1) == "no digit"
+    assert mnist_mlp.bound_list([3, 8], below, 0) == "the 3s (mean -2.0 points, lower bound -3.0 points) and 8s (mean -1.2 points, lower bound -1.9 points)"
+    assert mnist_mlp.seeds_text({3: 0.0361, 4: 0.0384}) == "+3.6 and +3.8 points (seeds 3 and 4)" and "no such seed" in mnist_mlp.seeds_text({})
     assert mnist_mlp.points(0.593, 0.9633) == "+59.3 to +96.3 points" and mnist_mlp.points(0.2782) == "+27.8 points", "percentage points, not %"
 
 
@@ -277,6 +277,10 @@ def test_conditional_loop_test_finds_what_a_feature_adds_to_the_label_and_keeps_
     again = mnist_mlp.conditional_loop_test({n: f[tr] for n, f in feats.items()}, {n: f[te] for n, f in feats.items()}, loop[tr], loop[te],
                                             digit[tr], digit[te], names=("relu2", "pixels"), Cs=(0.01, 1.0), fixed_C=fixed)
     assert again["C"] == fixed, "a given C is kept, not chosen again"
+    shuffled = mnist_mlp.shuffled_within_digit_control({n: f[tr] for n, f in feats.items()}, {n: f[te] for n, f in feats.items()}, loop[tr],
+                                                       loop[te], digit[tr], digit[te], name="relu2", C=r["C"], seeds=(0, 1))
+    assert [row["seed"] for row in shuffled["per permutation"]] == [0, 1] and shuffled["max gain"] == max(row["gain"] for row in shuffled["per permutation"])
+    assert shuffled["max gain"] < 0.03, f"control: with the loop shuffled within each digit the feature adds nothing to the label: {shuffled}"
 
 
 def test_within_class_predictions_answer_a_constant_class_with_its_constant():
@@ -334,7 +338,8 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
     assert s["trained_minus_random"]["thick_stroke"]["relu2"] == [0.05, 0.1]
     assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]
     assert s["conditional"] == {"gain over label": {"digit label + relu2": [0.0, 0.1], "digit label + random relu2": [0.01, 0.01],
-                                                    "digit label + pixels": [-0.01, -0.01]}, "relu2 minus best control": [-0.01, 0.09]}, s["conditional"]
+                                                    "digit label + pixels": [-0.01, -0.01]}, "relu2 minus best control": [-0.01, 0.09],
+                                "random relu2 minus pixels": [0.02, 0.02], "random relu2 ahead of pixels": 2}, s["conditional"]
 
 
 def test_seeds_summary_averages_the_twins_and_gives_a_t_interval_over_the_runs():

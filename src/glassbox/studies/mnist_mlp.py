@@ -320,6 +320,28 @@ def conditional_loop_test(feats_train: dict[str, Tensor], feats_test: dict[str, 
     return out
 
 
+def shuffled_within_digit_control(feats_train: dict[str, Tensor], feats_test: dict[str, Tensor], loop_train: Int[Tensor, "n_train"],
+                                  loop_test: Int[Tensor, "n_test"], digit_train: Int[Tensor, "n_train"], digit_test: Int[Tensor, "n_test"],
+                                  *, name: str, C: dict, seeds: tuple[int, ...] = (0, 1)) -> dict:
+    """The control `conditional_loop_test` must fail: `loop_train` permuted within each digit (one permutation per seed of
+    `seeds`), which keeps all the label's information and destroys the drawing's; the label alone and the label beside
+    `name` refitted with the C of `C` (the true-label run's), scored on the true test labels:
+    {"per permutation": [{"seed", "digit label", "digit label + <name>", "gain"}, ..], "max gain": ..}."""
+    from glassbox import probes
+    onehot_tr, onehot_te = torch.eye(10)[digit_train], torch.eye(10)[digit_test]
+    key, rows = f"digit label + {name}", []
+    both_tr, both_te = torch.cat([onehot_tr, feats_train[name].flatten(1)], 1), torch.cat([onehot_te, feats_test[name].flatten(1)], 1)
+    for seed in seeds:
+        gen, shuffled = torch.Generator().manual_seed(seed), loop_train.clone()
+        for d in range(10):
+            idx = (digit_train == d).nonzero().flatten()
+            shuffled[idx] = loop_train[idx[torch.randperm(len(idx), generator=gen)]]
+        base = round(probes.fit_probe(onehot_tr, shuffled, onehot_te, loop_test, C=C["digit label"]).accuracy, 4)
+        acc = round(probes.fit_probe(both_tr, shuffled, both_te, loop_test, C=C[key]).accuracy, 4)
+        rows.append({"seed": seed, "digit label": base, key: acc, "gain": round(acc - base, 4)})
+    return {"per permutation": rows, "max gain": max(r["gain"] for r in rows)}
+
+
 def digits_above(result: dict, label: str) -> list[int]:
     """Digits of `loop_within_digit` where the comparison `label`'s 95% interval lies above 0."""
     return [d for d, v in result["digits"].items() if v["gaps"][label]["interval"][0] > 0]
@@ -472,24 +494,24 @@ def loop_table(loops: dict, digits: list[int]) -> str:
 
 
 def digit_list(digits: list[int], ranges: dict | None = None) -> str:
-    """[2, 4, 9] -> "the 2s, 4s and 9s"; [] -> "no digit"; with `ranges` {digit: [lo, hi]}: "the 9s (+2.2% to +6.9%)"."""
-    names = [f"{d}s" + (f" ({ranges[d][0]:+.1%} to {ranges[d][1]:+.1%})" if ranges else "") for d in digits]
+    """[2, 4, 9] -> "the 2s, 4s and 9s"; [] -> "no digit"; with `ranges` {digit: [lo, hi]}: "the 9s (+2.2 to +6.9 points)"."""
+    names = [f"{d}s" + (f" ({points(*ranges[d])})" if ranges else "") for d in digits]
     return "no digit" if not names else "the " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
 
 
 def bound_list(digits: list[int], pooled: dict, end: int) -> str:
     """Digits with their mean and one bound of `pooled` {digit: t_interval(...)} (end 0: lower, 1: upper):
-    "the 8s (mean -1.2%, upper bound -0.5%)"; [] -> "no digit"."""
-    names = [f"{d}s (mean {pooled[d]['mean']:+.1%}, {('lower', 'upper')[end]} bound {pooled[d]['interval'][end]:+.1%})" for d in digits]
+    "the 8s (mean -1.2 points, upper bound -0.5 points)"; [] -> "no digit"."""
+    names = [f"{d}s (mean {points(pooled[d]['mean'])}, {('lower', 'upper')[end]} bound {points(pooled[d]['interval'][end])})" for d in digits]
     return "no digit" if not names else "the " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
 
 
 def seeds_text(values: dict[int, float]) -> str:
-    """{3: 0.036, 4: 0.038} -> "+3.6% and +3.8% (seeds 3 and 4)"; {} -> "not measured (no such seed in this run)"."""
+    """{3: 0.036, 4: 0.038} -> "+3.6 and +3.8 points (seeds 3 and 4)"; {} -> "not measured (no such seed in this run)"."""
     if not values:
         return "not measured (no such seed in this run)"
     join = lambda xs: xs[0] if len(xs) == 1 else f"{', '.join(xs[:-1])} and {xs[-1]}"
-    return f"{join([f'{v:+.1%}' for v in values.values()])} (seed{'s' if len(values) > 1 else ''} {join([str(s) for s in values])})"
+    return f"{join([f'{100 * v:+.1f}' for v in values.values()])} points (seed{'s' if len(values) > 1 else ''} {join([str(s) for s in values])})"
 
 
 def _range(values: list[float]) -> list[float]:
@@ -498,11 +520,15 @@ def _range(values: list[float]) -> list[float]:
 
 def conditional_summary(accuracies: list[dict]) -> dict:
     """Over runs' `conditional_loop_test` accuracies: [min, max] of each feature set's gain over the label alone, and of
-    relu2's margin over its best control (the label beside the random-init relu2 or beside the pixels)."""
+    relu2's margin over its best control (the label beside the random-init relu2 or beside the pixels); and, an observation
+    rather than a control, the random-init relu2 minus the pixels (beside the label): its range and on how many runs it is ahead."""
     sets = [k for k in accuracies[0] if k != "digit label"]
     best = lambda a: max(a["digit label + random relu2"], a["digit label + pixels"])
+    random_minus_pixels = [round(a["digit label + random relu2"] - a["digit label + pixels"], 4) for a in accuracies]
     return {"gain over label": {k: _range([round(a[k] - a["digit label"], 4) for a in accuracies]) for k in sets},
-            "relu2 minus best control": _range([round(a["digit label + relu2"] - best(a), 4) for a in accuracies])}
+            "relu2 minus best control": _range([round(a["digit label + relu2"] - best(a), 4) for a in accuracies]),
+            "random relu2 minus pixels": _range(random_minus_pixels),
+            "random relu2 ahead of pixels": sum(g > 0 for g in random_minus_pixels)}
 
 
 def seeds_summary(runs: dict) -> dict:
