@@ -591,6 +591,7 @@ def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: 
     single = {h: F([g for g in heads if g != h]) for h in heads}
     costliest, best = sorted(sorted(heads, key=single.get)[:len(me)]), max(faith, key=faith.get)
     random_faith = [faith[tuple(sorted(r))] for r in randoms]
+    random_complete = [matched_completeness(rows, r, band, tie) for r in randoms]
     unfaithful = [1 - v for v in faith.values()]
     return {"faithfulness": faith[me], "rank": rank(me), "n circuits": len(rows), "best": ", ".join(map(_label, best)),
             "best faithfulness": faith[best], "random ranks": [rank(r) for r in randoms],
@@ -602,10 +603,9 @@ def judge_circuit(F: Callable[[list[Head]], float], heads: list[Head], circuit: 
             "costliest heads rank": rank(costliest), "costliest heads are the circuit": tuple(costliest) == me,
             "largest gap": rows[me]["largest gap"], "gap at K = none": rows[me]["gap at K = none"],
             **matched_completeness(rows, list(me), band, tie),
-            "random passing completeness": sum(matched_completeness(rows, r, band, tie)["complete"] == "passes" for r in randoms),
-            "random passing or tying completeness": sum(matched_completeness(rows, r, band, tie)["complete"] in ("passes", "ties with the best matched")
-                                                        for r in randoms),
-            "random ranks in band": [matched_completeness(rows, r, band, tie)["rank in band"] for r in randoms],
+            "random passing completeness": sum(m["complete"] == "passes" for m in random_complete),
+            "random passing or tying completeness": sum(m["complete"] in ("passes", "ties with the best matched") for m in random_complete),
+            "random ranks in band": [m["rank in band"] for m in random_complete],
             "spearman largest gap": _spearman(unfaithful, [r["largest gap"] for r in rows.values()]),
             "spearman beyond faithfulness": _spearman(unfaithful, [r["beyond faithfulness"] for r in rows.values()])}
 

@@ -496,22 +496,26 @@ def loop_table(loops: dict, digits: list[int]) -> str:
 def digit_list(digits: list[int], ranges: dict | None = None) -> str:
     """[2, 4, 9] -> "the 2s, 4s and 9s"; [] -> "no digit"; with `ranges` {digit: [lo, hi]}: "the 9s (+2.2 to +6.9 points)"."""
     names = [f"{d}s" + (f" ({points(*ranges[d])})" if ranges else "") for d in digits]
-    return "no digit" if not names else "the " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
+    return "no digit" if not names else "the " + _and_list(names)
 
 
 def bound_list(digits: list[int], pooled: dict, end: int) -> str:
     """Digits with their mean and one bound of `pooled` {digit: t_interval(...)} (end 0: lower, 1: upper):
     "the 8s (mean -1.2 points, upper bound -0.5 points)"; [] -> "no digit"."""
     names = [f"{d}s (mean {points(pooled[d]['mean'])}, {('lower', 'upper')[end]} bound {points(pooled[d]['interval'][end])})" for d in digits]
-    return "no digit" if not names else "the " + (names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}")
+    return "no digit" if not names else "the " + _and_list(names)
 
 
 def seeds_text(values: dict[int, float]) -> str:
     """{3: 0.036, 4: 0.038} -> "+3.6 and +3.8 points (seeds 3 and 4)"; {} -> "not measured (no such seed in this run)"."""
     if not values:
         return "not measured (no such seed in this run)"
-    join = lambda xs: xs[0] if len(xs) == 1 else f"{', '.join(xs[:-1])} and {xs[-1]}"
-    return f"{join([f'{100 * v:+.1f}' for v in values.values()])} points (seed{'s' if len(values) > 1 else ''} {join([str(s) for s in values])})"
+    return f"{_and_list([f'{100 * v:+.1f}' for v in values.values()])} points (seed{'s' if len(values) > 1 else ''} {_and_list([str(s) for s in values])})"
+
+
+def _and_list(items: list[str]) -> str:
+    """["a"] -> "a"; ["a", "b", "c"] -> "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _range(values: list[float]) -> list[float]:
