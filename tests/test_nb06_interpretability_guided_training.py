@@ -181,12 +181,13 @@ def test_fine_tuning_brings_the_scores_within_a_point_only_at_the_smallest_fract
     assert wording.startswith("no score is best on every seed") == (len(set(best)) > 1), f"the wording must follow the seeds: {wording!r}, {best}"
 
 
-def test_the_absolute_scores_low_end_is_cheap_and_the_signed_scores_negative_picks_cost_about_as_much_as_random(full):
+def test_the_signed_scores_negative_picks_cost_about_as_much_as_random_live_neurons(full):
     """One rule for both sets: a set "costs less than every random draw" when accuracy after removing it is above the best
     of the 20 draws of as many random live neurons. Claimed: the signed score's negative picks pass it on no seed (with the
     range count: they cost about what random live neurons cost). Control: the same rule applied to the live neurons the
-    absolute score ranks lowest (the reference) is passed on at least one seed, so the rule can be passed. The prose
-    quotes both counts and the reference's misses as recorded."""
+    absolute score ranks lowest (the reference) is passed on at least 2 of the 3 seeds, so the rule can be passed by a set
+    that is cheap (a random set beats all 20 draws with chance 1/21 per seed: 2 of 3 by chance about 0.7% of the time).
+    The prose quotes both counts and the reference's misses as recorded."""
     rows = full["negative_score_neurons_removed"]
     assert [r["n"] for r in rows] == full["negative_ablation_score_neurons"]
     for r, base in zip(rows, full["base_accuracy_seeds"]):
@@ -196,7 +197,7 @@ def test_the_absolute_scores_low_end_is_cheap_and_the_signed_scores_negative_pic
     assert beyond["reference"] == [r["reference_accuracy"] > r["random_max"] for r in rows], "recorded per seed from the draws"
     assert beyond["negative_picks"] == [r["accuracy"] > r["random_max"] for r in rows], "recorded per seed from the draws"
     assert not any(beyond["negative_picks"]), f"claimed: the negative picks cost less than every random draw on no seed, {rows}"
-    assert any(beyond["reference"]), f"control: the same rule is passed by the absolute score's lowest live neurons on some seed, {rows}"
+    assert sum(beyond["reference"]) >= 2, f"control: the same rule is passed by the absolute score's lowest live neurons on 2 or more seeds, {rows}"
     count = full["negative_score_neurons_beyond_every_random_draw_count"]
     assert count == {k: f"{sum(beyond[k])} of {len(rows)}" for k in ("reference", "negative_picks")}, "the prose's counts follow the seeds"
     misses = [f"on seed {s} {'inside their range' if r['reference_accuracy'] >= r['random_min'] else 'below it'}"
