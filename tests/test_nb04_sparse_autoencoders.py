@@ -137,6 +137,9 @@ def test_full_the_sae_keeps_no_more_than_the_neurons_on_any_seed(full):
     assert b["within_noise"] == noise
     assert b["noise_reading"] == ("within noise (p >= 0.05) on every seed" if noise == len(p) else "beyond noise (p < 0.05) on every seed"
                                   if noise == 0 else f"within noise (p >= 0.05) on {noise} of {len(p)} seeds and not on the rest: the per-seed verdicts differ")
+    same_side = min(ahead) > 0 or max(ahead) < 0
+    assert b["sign_reading"] == (f"the same side on all {len(p)} seeds: 1 chance in {2 ** len(p)} if the two kept as much" if same_side
+                                 else "the seeds do not all point the same way"), b["sign_reading"]
     assert all(r["a_only"] <= r["b_only"] for r in rows), f"claimed: the SAE keeps no more than the neurons on any seed: {rows}"
     assert b["verdict"] == f"the SAE keeps no more than the {b['k']} largest neurons on any of {b['n_seeds']} seeds", b["verdict"]
     k8 = full["relu1_verdict_by_k"]["k=8"]
