@@ -281,6 +281,15 @@ def test_conditional_loop_test_finds_what_a_feature_adds_to_the_label_and_keeps_
                                                        loop[te], digit[tr], digit[te], name="relu2", C=r["C"], seeds=(0, 1))
     assert [row["seed"] for row in shuffled["per permutation"]] == [0, 1] and shuffled["max gain"] == max(row["gain"] for row in shuffled["per permutation"])
     assert shuffled["max gain"] < 0.03, f"control: with the loop shuffled within each digit the feature adds nothing to the label: {shuffled}"
+    assert "max margin" not in shuffled, "without controls there is no margin"
+    null = mnist_mlp.shuffled_within_digit_control({n: f[tr] for n, f in feats.items()}, {n: f[te] for n, f in feats.items()}, loop[tr],
+                                                   loop[te], digit[tr], digit[te], name="relu2", C=r["C"], seeds=(0, 1), controls=("pixels",))
+    rows = null["per permutation"]
+    assert [row["gain"] for row in rows] == [row["gain"] for row in shuffled["per permutation"]], "the controls change nothing else"
+    assert all(row["margin"] == round(row["digit label + relu2"] - row["digit label + pixels"], 4) for row in rows)
+    true_margin = a["digit label + relu2"] - a["digit label + pixels"]
+    assert null["max margin"] == max(row["margin"] for row in rows) < 0.03 < true_margin, \
+        f"the claim's own statistic: large on the true loop, near 0 with it shuffled within digits: {true_margin}, {null}"
 
 
 def test_within_class_predictions_answer_a_constant_class_with_its_constant():
@@ -339,7 +348,8 @@ def test_seeds_summary_gives_ranges_and_whether_each_network_falls_with_depth():
     assert s["selectivity_vs_need"]["random relu2"] == [-0.9, -0.8]
     assert s["conditional"] == {"gain over label": {"digit label + relu2": [0.0, 0.1], "digit label + random relu2": [0.01, 0.01],
                                                     "digit label + pixels": [-0.01, -0.01]}, "relu2 minus best control": [-0.01, 0.09],
-                                "random relu2 minus pixels": [0.02, 0.02], "random relu2 ahead of pixels": 2}, s["conditional"]
+                                "random relu2 minus pixels": [0.02, 0.02], "random relu2 ahead of pixels": 2,
+                                "random relu2 minus pixels interval": mnist_mlp.t_interval([0.02, 0.02]), "random relu2 vs pixels": "above"}, s["conditional"]
 
 
 def test_seeds_summary_averages_the_twins_and_gives_a_t_interval_over_the_runs():

@@ -12,7 +12,7 @@ KEYS = ["test_accuracy", "train_seconds", "probe_accuracy", "attribution_sanity"
         "has_loop_share_by_digit", "has_loop_conditional", "has_loop_within_digit", "has_loop_within_digit_pooled",
         "has_loop_seeds", "has_loop_seeds_text", "has_loop_shuffled_control", "has_loop_shuffled_text", "has_loop_points_text", "has_loop_largest_pooled_gap", "n_seeds", "twin_verdict_relu2", "has_loop_probe_C", "has_loop_conditional_C", "seeds", "seeds_summary", "attribution_null_abs_rho", "top_ablation_drop", "ablation_by_method", "ablation_control_logit_top_drop",
         "live_neuron_zero_share_median", "top_ablation_neuron_values", "shuffled_label_twin", "intervention_flip_rate",
-        "intervention_control_flip_rate", "intervention_curve", "intervention_example_prediction", "headline", "points_text", "has_loop_9s_later_seeds"]
+        "intervention_control_flip_rate", "intervention_curve", "intervention_example_prediction", "headline", "points_text", "has_loop_9s_later_seeds", "ablation_points_text"]
 METHODS = {"integrated_gradients", "saliency", "occlusion", "lime", "kernel_shap"}
 CONCEPTS = {"digit", "has_loop", "thick_stroke", "leans_right"}
 FEATURES = {"pixels", "relu1", "relu2", "out", "random relu1", "random relu2", "random out"}
@@ -88,6 +88,10 @@ def test_full_probes_show_what_each_layer_makes_linear():
             f"the prose's verdict must follow the interval: {f['twin_verdict_relu2']} vs {twins[concept]}"
     assert twins["leans_right"]["interval"][0] > 0 and f["twin_verdict_relu2"]["leans_right"] == "above", \
         f"control: the same measurement finds training keeping more slant at relu2: {twins['leans_right']}"
+    for concept in ("thick_stroke", "leans_right"):  # differences of accuracies: quoted in points
+        assert f["points_text"][f"twins {concept}"] == mnist_mlp.points(twins[concept]["mean"]) and \
+            f["points_text"][f"twins {concept} interval"] == mnist_mlp.points(*twins[concept]["interval"]), concept
+        assert all(f["points_text"][f"one twin {concept} {n}"] == mnist_mlp.points(*r) for n, r in s["trained_minus_random"][concept].items())
     one = s["trained_minus_random"]["leans_right"]
     assert one["relu1"][0] > 0 and one["relu2"][0] > 0, f"claim: training keeps more slant than the one twin at relu1 and relu2 in every seed: {one}"
     assert p["leans_right"]["pixels"] > p["leans_right"]["relu2"] > p["leans_right"]["out"]
@@ -106,15 +110,24 @@ def test_full_loops_conditional_test():
     for k, (lo, hi) in cs["gain over label"].items():
         g = [round(a[k] - a["digit label"], 4) for a in per_seed.values()]
         assert [lo, hi] == [min(g), max(g)] and text[f"conditional {k[14:]} gain"] == mnist_mlp.points(lo, hi), k
-    assert min(m) > 0, f"claim: in every seed, beside the label, one readout finds more of the loop in relu2 than in either control: {per_seed}"
-    shuffled = f["has_loop_shuffled_control"]  # has_loop permuted within each digit on the training split, refitted with the same C
-    gains = [r["gain"] for r in shuffled["per permutation"]]
-    assert gains and shuffled["max gain"] == max(gains) < 0.005, \
+    bar = 0.005  # half a point, fixed before the test (the gain control's bar): the claim must clear it, the same statistic on the null must not
+    assert min(m) > bar, f"claim: in every seed, beside the label, one readout finds more of the loop in relu2 than in either control, by > {bar}: {per_seed}"
+    shuffled, stext = f["has_loop_shuffled_control"], f["has_loop_shuffled_text"]  # has_loop permuted within each digit on the training split, same C
+    rows = shuffled["per permutation"]
+    gains, nulls = [r["gain"] for r in rows], [margin(r, "relu2", ("random relu2", "pixels")) for r in rows]
+    assert gains and shuffled["max gain"] == max(gains) < bar, \
         f"control: with the drawing's information shuffled away, the same measurement finds relu2 adding under half a point: {shuffled}"
-    assert f["has_loop_shuffled_text"]["gains"] == mnist_mlp.points(min(gains), max(gains)) and f["has_loop_shuffled_text"]["permutations"] == len(gains)
+    assert [r["margin"] for r in rows] == nulls and shuffled["max margin"] == max(nulls) < bar, \
+        f"control: with the drawing's information shuffled away, relu2's margin over its best control stays under the claim's bar: {shuffled}"
+    assert all(r["digit label + pixels"] < r["digit label + relu2"] for r in rows), f"the prose: the pixel probe loses more to the shuffle: {rows}"
+    assert stext["gains"] == mnist_mlp.points(min(gains), max(gains)) and stext["permutations"] == len(gains) and stext["bar"] == mnist_mlp.points(bar)
+    assert (stext["true verdict"], stext["null verdict"]) == ("clears", "under"), f"the prose's words follow the bar: {stext}"
+    assert stext["margins"] == mnist_mlp.points(min(nulls), max(nulls)) and stext["true margin"] == mnist_mlp.points(margin(c, "relu2", ("random relu2", "pixels")))
     rvp = [margin(a, "random relu2", ("pixels",)) for a in per_seed.values()]  # an observation quoted in the prose, not a control
     assert cs["random relu2 minus pixels"] == [min(rvp), max(rvp)] and cs["random relu2 ahead of pixels"] == sum(g > 0 for g in rvp)
-    assert text["conditional random relu2 over pixels max"] == mnist_mlp.points(max(rvp))
+    assert cs["random relu2 minus pixels interval"] == mnist_mlp.t_interval(rvp) and text["conditional random relu2 minus pixels"] == mnist_mlp.points(min(rvp), max(rvp))
+    assert text["conditional random relu2 minus pixels interval"] == mnist_mlp.points(*cs["random relu2 minus pixels interval"]["interval"])
+    assert cs["random relu2 vs pixels"] == mnist_mlp.twin_verdict(cs["random relu2 minus pixels interval"]), "the prose's word follows the interval"
     assert pooled["relu2"] > pooled["majority"] + 0.01, f"within digits relu2 beats the majority: {pooled}"
     loops = f["has_loop_seeds"]
     lo, hi = loops["pooled relu2 minus pixels"]  # claim: inside digits the pixels read the loop as well as relu2, in every seed
@@ -194,6 +207,9 @@ def test_full_ablation_and_intervention():
     assert all(v["top_drop"] < 0.1 for v in f["ablation_by_method"].values()), f"claim: under every replacement: {f['ablation_by_method']}"
     assert f["ablation_by_method"]["mean"]["top_drop"] == f["top_ablation_drop"]
     assert f["ablation_control_logit_top_drop"] > 0.9, "control: the same measurement on the logits finds an essential unit"
+    assert f["ablation_points_text"] == {h: mnist_mlp.points(v["top_drop"]) for h, v in f["ablation_by_method"].items()} | \
+        {"logit": mnist_mlp.points(f["ablation_control_logit_top_drop"])}, "drops of accuracy are quoted in points"
+    assert f["most_selective_relu1"]["largest_class_drop_text"] == mnist_mlp.points(f["most_selective_relu1"]["largest_class_drop"])
     zero, top = f["live_neuron_zero_share_median"], f["top_ablation_neuron_values"]
     assert zero["relu1"] > 0.5 and top["zero_share"] > 0.7 and top["near_mean_share"] < 0.05, \
         f"claim: 0 is the common value of a ReLU neuron, its mean a rare one: {zero}, {top}"
@@ -227,9 +243,10 @@ def test_full_ablation_and_intervention():
 def test_full_headline_quotes_the_findings():
     f = findings.load(STEM)
     p, c, w, flip = f["probe_accuracy"], f["has_loop_conditional"], f["has_loop_within_digit_pooled"], f["seeds_summary"]["flip"]
+    best = max(("random relu2", "pixels"), key=lambda n: c[f"digit label + {n}"])  # the headline quotes this seed's best control
     for text in (f"{f['test_accuracy']:.2%}", f"{p['digit']['relu2']:.1%}", f"label {c['digit label']:.1%}",
-                 f"label + relu2 {c['digit label + relu2']:.1%}", f"label + pixels {c['digit label + pixels']:.1%}",
-                 f"pooled {w['relu2']:.1%} vs {w['pixels']:.1%}", f"-{f['top_ablation_drop']:.1%}",
+                 f"label + relu2 {c['digit label + relu2']:.1%}", f"best control label + {best} {c[f'digit label + {best}']:.1%}",
+                 f"pooled {w['relu2']:.1%} vs {w['pixels']:.1%}", f"{mnist_mlp.points(-f['top_ablation_drop'])} on one class",
                  f"{flip['trained chosen'][0]:.0%}-{flip['trained chosen'][1]:.0%} of 3s", f"over {f['n_seeds']} seeds",
                  f"relu2 ahead of its best control by {f['points_text']['conditional relu2 margin']} over"):
         assert text in f["headline"], f"the headline should quote {text!r}: {f['headline']}"
@@ -311,6 +328,7 @@ def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
 def test_full_exercise_zero_ablation_costs_more_than_mean_ablation():
     e = findings.load(STEM)["exercise_zero_ablation"]
     assert e["zero_ablation_drop"] > e["mean_ablation_drop"], f"the answer says zeroing costs more: {e}"
+    assert e["drops_text"] == {h: mnist_mlp.points(e[f"{h}_ablation_drop"]) for h in ("zero", "mean", "resample")}, "the answer quotes drops in points"
     assert e["mean_on_class"] > 2 * e["training_mean"], f"the neuron is evidence for its class: {e}"
     assert e["silent_on_class"] > 0.5, f"the answer says it is silent on most of the class: {e}"
     assert e["zero_share"] > 0.5, f"the answer says 0 is no unusual value for it: {e}"

@@ -132,9 +132,9 @@ def check_my_probe_with_control(fn, train: torch.Tensor, labels_train: torch.Ten
 
 ANSWERS = {
     1: """
-Zero-ablating {exercise_zero_ablation[neuron]} costs the {exercise_zero_ablation[class]}s {exercise_zero_ablation[zero_ablation_drop]:.1%}
-of their accuracy, against {exercise_zero_ablation[mean_ablation_drop]:.1%} for mean ablation (and
-{exercise_zero_ablation[resample_ablation_drop]:.1%} for resample ablation). The neuron is evidence for
+Zero-ablating {exercise_zero_ablation[neuron]} costs the {exercise_zero_ablation[class]}s {exercise_zero_ablation[drops_text][zero]}
+of accuracy, against {exercise_zero_ablation[drops_text][mean]} for mean ablation (and
+{exercise_zero_ablation[drops_text][resample]} for resample ablation). The neuron is evidence for
 {exercise_zero_ablation[class]}: on training {exercise_zero_ablation[class]}s it averages {exercise_zero_ablation[mean_on_class]:.2f}, against
 {exercise_zero_ablation[training_mean]:.2f} over all digits, although it is silent on {exercise_zero_ablation[silent_on_class]:.0%} of the
 {exercise_zero_ablation[class]}s (where it fires, it fires strongly). Zero is not an unusual value for it (it outputs 0 on {exercise_zero_ablation[zero_share]:.0%} of all training images), but 0 on

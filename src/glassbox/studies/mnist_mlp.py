@@ -322,24 +322,31 @@ def conditional_loop_test(feats_train: dict[str, Tensor], feats_test: dict[str, 
 
 def shuffled_within_digit_control(feats_train: dict[str, Tensor], feats_test: dict[str, Tensor], loop_train: Int[Tensor, "n_train"],
                                   loop_test: Int[Tensor, "n_test"], digit_train: Int[Tensor, "n_train"], digit_test: Int[Tensor, "n_test"],
-                                  *, name: str, C: dict, seeds: tuple[int, ...] = (0, 1)) -> dict:
+                                  *, name: str, C: dict, seeds: tuple[int, ...] = (0, 1), controls: tuple[str, ...] = ()) -> dict:
     """The control `conditional_loop_test` must fail: `loop_train` permuted within each digit (one permutation per seed of
     `seeds`), which keeps all the label's information and destroys the drawing's; the label alone and the label beside
-    `name` refitted with the C of `C` (the true-label run's), scored on the true test labels:
-    {"per permutation": [{"seed", "digit label", "digit label + <name>", "gain"}, ..], "max gain": ..}."""
+    `name` (and beside each of `controls`) refitted with the C of `C` (the true-label run's), scored on the true test labels:
+    {"per permutation": [{"seed", "digit label", "digit label + <name>", .., "gain", "margin"}, ..], "max gain": ..,
+    "max margin": ..}; "margin" is `name`'s accuracy minus the best of `controls`' (the claim's own statistic; with
+    `controls` only)."""
     from glassbox import probes
     onehot_tr, onehot_te = torch.eye(10)[digit_train], torch.eye(10)[digit_test]
     key, rows = f"digit label + {name}", []
-    both_tr, both_te = torch.cat([onehot_tr, feats_train[name].flatten(1)], 1), torch.cat([onehot_te, feats_test[name].flatten(1)], 1)
+    both = lambda n: (torch.cat([onehot_tr, feats_train[n].flatten(1)], 1), torch.cat([onehot_te, feats_test[n].flatten(1)], 1))
     for seed in seeds:
         gen, shuffled = torch.Generator().manual_seed(seed), loop_train.clone()
         for d in range(10):
             idx = (digit_train == d).nonzero().flatten()
             shuffled[idx] = loop_train[idx[torch.randperm(len(idx), generator=gen)]]
-        base = round(probes.fit_probe(onehot_tr, shuffled, onehot_te, loop_test, C=C["digit label"]).accuracy, 4)
-        acc = round(probes.fit_probe(both_tr, shuffled, both_te, loop_test, C=C[key]).accuracy, 4)
-        rows.append({"seed": seed, "digit label": base, key: acc, "gain": round(acc - base, 4)})
-    return {"per permutation": rows, "max gain": max(r["gain"] for r in rows)}
+        row = {"seed": seed, "digit label": round(probes.fit_probe(onehot_tr, shuffled, onehot_te, loop_test, C=C["digit label"]).accuracy, 4)}
+        for n in (name, *controls):
+            (a, b), k = both(n), f"digit label + {n}"
+            row[k] = round(probes.fit_probe(a, shuffled, b, loop_test, C=C[k]).accuracy, 4)
+        row["gain"] = round(row[key] - row["digit label"], 4)
+        if controls:
+            row["margin"] = round(row[key] - max(row[f"digit label + {n}"] for n in controls), 4)
+        rows.append(row)
+    return {"per permutation": rows, "max gain": max(r["gain"] for r in rows)} | ({"max margin": max(r["margin"] for r in rows)} if controls else {})
 
 
 def digits_above(result: dict, label: str) -> list[int]:
@@ -525,14 +532,17 @@ def _range(values: list[float]) -> list[float]:
 def conditional_summary(accuracies: list[dict]) -> dict:
     """Over runs' `conditional_loop_test` accuracies: [min, max] of each feature set's gain over the label alone, and of
     relu2's margin over its best control (the label beside the random-init relu2 or beside the pixels); and, an observation
-    rather than a control, the random-init relu2 minus the pixels (beside the label): its range and on how many runs it is ahead."""
+    rather than a control, the random-init relu2 minus the pixels (beside the label): its range, on how many runs it is ahead,
+    its 95% t interval over the runs and the words that interval allows (`twin_verdict`: "within noise of" when it spans 0)."""
     sets = [k for k in accuracies[0] if k != "digit label"]
     best = lambda a: max(a["digit label + random relu2"], a["digit label + pixels"])
     random_minus_pixels = [round(a["digit label + random relu2"] - a["digit label + pixels"], 4) for a in accuracies]
+    interval = t_interval(random_minus_pixels)
     return {"gain over label": {k: _range([round(a[k] - a["digit label"], 4) for a in accuracies]) for k in sets},
             "relu2 minus best control": _range([round(a["digit label + relu2"] - best(a), 4) for a in accuracies]),
             "random relu2 minus pixels": _range(random_minus_pixels),
-            "random relu2 ahead of pixels": sum(g > 0 for g in random_minus_pixels)}
+            "random relu2 ahead of pixels": sum(g > 0 for g in random_minus_pixels),
+            "random relu2 minus pixels interval": interval, "random relu2 vs pixels": twin_verdict(interval)}
 
 
 def seeds_summary(runs: dict) -> dict:
