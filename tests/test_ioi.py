@@ -249,8 +249,19 @@ def test_a_carrier_earns_from_the_position_its_kind_says():
     assert ioi.earns_from(suppressor) == ioi.KIND_POSITION["last-name suppressor"]
     assert ioi.earns_from({"IO": -0.5, "S1": 0.2, "S2": -0.1, "rest": 3.0}) == "S1", "'rest' is not a name slot"
     counts = ioi.positions_earned({(1, 0): copier, (1, 1): suppressor, (2, 0): copier})
-    assert counts == {"IO": 2, "S1": 0, "S2": 1, "n": 3} and ioi.one_position(counts) is None, "control: split heads have no one position"
+    assert counts == {"IO": 2, "S1": 0, "S2": 1, "n": 3, "rest larger": 0} and ioi.one_position(counts) is None, "control: split heads have no one position"
     assert ioi.one_position(ioi.positions_earned({(1, 0): copier, (2, 0): copier})) == "IO"
+    writer = {"IO": 0.2, "S1": -0.3, "S2": 0.0, "rest": 0.25}  # earns most from IO among the name slots, yet |S1| > |rest|
+    mostly_rest = {"IO": 0.2, "S1": 0.0, "S2": -0.1, "rest": -0.7}  # 'rest' is largest by absolute size, though negative
+    counts = ioi.positions_earned({(1, 0): writer, (1, 1): mostly_rest, (2, 0): copier})
+    assert counts == {"IO": 3, "S1": 0, "S2": 0, "n": 3, "rest larger": 1}, "'rest' counted apart, by absolute size, beside the name slot"
+    io, s2, split = {"IO": 4, "S1": 0, "S2": 0, "n": 4}, {"IO": 0, "S1": 0, "S2": 8, "n": 8}, {"IO": 3, "S1": 1, "S2": 4, "n": 8}
+    assert ioi.one_slot_verdict([io, s2], [split], [io, io], [0, 1]) == ("in every seed all of them earn most from one name slot, in no "
+                                                                         "untrained model; in seed 1 the layer-0 heads do not all earn most from it")
+    assert ioi.one_slot_verdict([split, io], [s2], [io, s2], [0, 1]) == ("not in every seed from one name slot, in some untrained models too; "
+                                                                         "in seed 1 the layer-0 heads do not all earn most from it"), "control: split upper heads"
+    assert ioi.one_slot_verdict([split], [split], [split], [0]) == "not in every seed from one name slot, in no untrained model", "no slot, no it"
+    assert ioi.one_slot_verdict([io], [split], [io], [0]).endswith("; the layer-0 heads earn most from it too in every seed")
 
 
 def test_io_share_nets_negative_parts_and_abs_shares_do_not():
@@ -260,6 +271,9 @@ def test_io_share_nets_negative_parts_and_abs_shares_do_not():
     a = ioi.abs_shares(parts)
     assert a["IO"] == pytest.approx(1.4 / 1.64) and a["IO"] < 1 and sum(a.values()) == pytest.approx(1.0)
     assert ioi.abs_shares({"IO": 0.0, "S1": 0.0, "S2": 0.0, "rest": 0.0})["IO"] is None
+    by_position = ioi.abs_shares({"IO": 1.0, "S1": 0.0, "S2": 0.0, "p1": 0.8, "p2": -0.3})  # 'rest' split into its positions
+    netted = ioi.abs_shares({"IO": 1.0, "S1": 0.0, "S2": 0.0, "rest": 0.5})["rest"]
+    assert netted == pytest.approx(0.5 / 1.5) and netted < by_position["p1"] + by_position["p2"], "the netted 'rest' share is a lower bound"
 
 
 def test_bars_from_the_control_are_a_factor_above_its_largest_values():

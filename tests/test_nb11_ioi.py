@@ -24,7 +24,7 @@ KEYS = ["n_templates", "n_name_pairs", "accuracy", "target_status", "clean_logit
         "exercise_top_single", "exercise_direct_heads_together", "headline", "bars", "untrained_control", "generalisation_gaps",
         "miss_is_over", "other_direct", "other_direct_text", "bar_distances", "bar_distances_text", "aab_rules", "aab_example", "aab_follows", "aab_verdict",
         "aab_last_name_repeats", "layer0_copying_text", "band_last_text", "name_mover_io_share_text", "carrier_positions_text",
-        "upper_heads_text", "untrained_upper_earn", "untrained_upper_text", "upper_heads_verdict", "name_mover_io_share_fresh",
+        "upper_heads_text", "untrained_upper_earn", "untrained_upper_text", "upper_heads_verdict", "layer0_heads_text", "name_mover_io_share_fresh",
         "name_mover_abs_share", "io_share_max"]
 HELD_OUT = "held-out templates and pairs"
 SHARE = "classed share of the direct effect"  # |direct effect| of the classed carriers over that of every head past the threshold
@@ -117,6 +117,7 @@ def test_smoke(smoke_run):
     worst = f["incompleteness_max"]  # its shares take F(M)'s sign, which a smoke model can flip
     assert abs(among["beyond faithfulness"]) == pytest.approx(abs(worst["share of F(M)"] - worst["at K = none"]), abs=1e-9)
     check_the_seeds_follow_their_rules(f)
+    check_the_upper_heads_prose_follows_the_counts(f)
     check_the_answer_follows_the_single_head_ranking(f)
     assert len(f["minimality_outside"]) == f["n_heads"] - len(f["circuit"]), "every head outside the circuit is a control"
     assert len(f["exercise_single_head_ablation"]) == f["n_heads"] == 12
@@ -421,7 +422,8 @@ def test_full_a_name_mover_reads_the_io_and_writes_mostly_from_it():
         assert 0.45 <= a["fresh"]["IO"] < 0.5 <= a["classed on"]["IO"] + 0.01 < sig[h]["direct from IO"], "the net share sits higher"
         assert 0.4 <= min(a[k]["rest"] for k in a) and max(a[k]["rest"] for k in a) < 0.5, "nearly half from positions that are not names"
         assert (f"by absolute parts {a['classed on']['IO']:.0%} and {a['fresh']['IO']:.0%}, and nearly half of what it writes "
-                f"({a['classed on']['rest']:.0%}, {a['fresh']['rest']:.0%}) from positions that are not names)") in f["headline"]
+                f"({a['classed on']['rest']:.0%}, {a['fresh']['rest']:.0%}; their parts net out, so position by position at least as much) from "
+                f"positions that are not names)") in f["headline"]
     top = f["io_share_max"]  # the control of the naming: a net share past 100%
     assert top["share"] == max(r["direct from IO"] for r in sig.values() if r["direct from IO"] is not None) > 1
 
@@ -448,6 +450,21 @@ def test_full_the_names_or_repetition_test_cannot_tell_the_repetition_from_the_l
     assert r["max |ABC / IOI|"] < 0.25 and abs(look["ABC, own names"]) < 0.25, "the lookup rule passes the circuit's test"
 
 
+def check_the_upper_heads_prose_follows_the_counts(f):
+    """The prose's name-slot counts, its count of heads that get more from the positions that are not names, the layer-0
+    control and the verdict are the recorded counts, whichever way they come out (the smoke run's too)."""
+    seeds, untrained = f["seeds"], f["untrained_upper_earn"]
+    counted = lambda c: ", ".join(f"{c[k]} of {c['n']} from {k}" for k in ("IO", "S1", "S2") if c[k])
+    assert f["upper_heads_text"] == "; ".join(f"seed {s['seed']} {counted(u := s['upper heads earn from'])} ({u['rest larger']} more from other positions)"
+                                              for s in seeds)
+    assert f["layer0_heads_text"] == "; ".join(f"seed {s['seed']} {counted(s['layer-0 heads earn from'])}" for s in seeds)
+    assert f["untrained_upper_text"] == "; ".join(f"init {c['init']} {counted(c)}" for c in untrained)
+    assert f["upper_heads_verdict"] == ioi.one_slot_verdict([s["upper heads earn from"] for s in seeds], untrained,
+                                                            [s["layer-0 heads earn from"] for s in seeds], [s["seed"] for s in seeds])
+    assert all(s["upper heads earn from"]["rest larger"] <= s["upper heads earn from"]["n"] for s in seeds)
+    assert all("of its net direct effect" in t or "below the floor" in t for t in f["other_direct_text"].split("; ") if t != "none")
+
+
 def test_full_three_seeds_and_the_last_name_suppressors():
     """Seeds 1 and 2 carry the answer with last-name suppressors. The prose: they attend to the last name's slot whether
     or not it repeats (on ABC nearly as much as on IOI) and never to S1, which holds the same name: not copy suppression.
@@ -456,18 +473,22 @@ def test_full_three_seeds_and_the_last_name_suppressors():
     seeds = f["seeds"]
     assert [s["seed"] for s in seeds] == [0, 1, 2]
     assert seeds[0]["classes"] == f["class_names"]
-    # over ALL layer-1/2 heads, classed or not: the position each earns its largest direct part from (seed 0 every one
-    # from the IO, seeds 1-2 every one from S2); the control: untrained models, whose upper heads split over the positions
+    # over ALL layer-1/2 heads, classed or not: the name slot each earns most from (seed 0 every one from the IO, seeds 1-2
+    # every one from S2); the controls: untrained models, whose upper heads split over the slots, and each seed's layer 0
     layers = sorted({l for s in seeds for l in s["answer layers"]})
     assert [ioi.one_position(s["upper heads earn from"]) for s in seeds] == ["IO", "S2", "S2"]
     assert all(s["upper heads earn from"]["n"] == 8 for s in seeds) and layers == [1], "the prose: they differ in layer 1"
     untrained = f["untrained_upper_earn"]
     assert len(untrained) >= 2 and all(c["n"] == 8 and ioi.one_position(c) is None and max(c[k] for k in ("IO", "S1", "S2")) < c["n"]
-                                       for c in untrained), "control: no untrained model has one position for all its upper heads"
-    assert f["upper_heads_verdict"] == "in every seed all of them earn most from one position, in no untrained model"
-    counted = lambda c: ", ".join(f"{c[k]} of {c['n']} from {k}" for k in ("IO", "S1", "S2") if c[k])
-    assert f["upper_heads_text"] == "; ".join(f"seed {s['seed']} {counted(s['upper heads earn from'])}" for s in seeds)
-    assert f["untrained_upper_text"] == "; ".join(f"init {c['init']} {counted(c)}" for c in untrained)
+                                       for c in untrained), "control: no untrained model has one name slot for all its upper heads"
+    low = [ioi.one_position(s["layer-0 heads earn from"]) for s in seeds]  # the control within each model: layer 0 reads the IO
+    assert low == ["IO", "IO", "IO"] and all(s["layer-0 heads earn from"]["n"] == 4 for s in seeds), "seeds 1-2: layer 0 not on S2"
+    assert f["upper_heads_verdict"] == ("in every seed all of them earn most from one name slot, in no untrained model; "
+                                        "in seeds 1 and 2 the layer-0 heads do not all earn most from it")
+    # the name slot is not where most of an upper head's direct effect comes from: 13 of 24 on the committed checkpoints
+    # (6, 4, 3; seed 2's L2H1 by 0.0003), so the test asserts only that it happens in every seed and not to every head
+    assert all(0 < s["upper heads earn from"]["rest larger"] < s["upper heads earn from"]["n"] for s in seeds)
+    check_the_upper_heads_prose_follows_the_counts(f)
     shares = ", ".join(f"{s[SHARE]:.0%}" for s in seeds)
     assert f["seeds_verdict"] == (f"The classed heads that carry the answer ({shares} of the direct effect past the threshold, by seed) differ in "
                                   f"kind from seed to seed, in layer {layers[0]}")

@@ -683,17 +683,32 @@ def earns_from(parts: dict[str, float]) -> str:
 
 
 def positions_earned(parts: dict[tuple[int, int], dict[str, float]]) -> dict[str, int]:
-    """How many of the heads in `parts` (`direct_by_position` rows) earn most from each name slot (`earns_from`), and
-    'n', how many heads there are."""
+    """How many of the heads in `parts` (`direct_by_position` rows) earn most from each name slot (`earns_from`), 'n',
+    how many heads there are, and 'rest larger', how many get more from the positions that are not names ('rest') than
+    from any name slot, by absolute size (`earns_from` compares the name slots only)."""
     counts = {k: 0 for k in ("IO", "S1", "S2")}
     for p in parts.values():
         counts[earns_from(p)] += 1
-    return counts | {"n": len(parts)}
+    larger = sum(abs(p["rest"]) > max(abs(p[k]) for k in ("IO", "S1", "S2")) for p in parts.values())
+    return counts | {"n": len(parts), "rest larger": larger}
 
 
 def one_position(counts: dict[str, int]) -> str | None:
     """The name slot every head of a `positions_earned` count earns most from; None when they are split (or none)."""
     return next((k for k in ("IO", "S1", "S2") if counts["n"] and counts[k] == counts["n"]), None)
+
+
+def one_slot_verdict(upper: list[dict], untrained: list[dict], layer0: list[dict], seeds: list[int]) -> str:
+    """Whether each seed's upper heads (`positions_earned` counts, one per seed) all earn most from one name slot, whether
+    any untrained model's do (the control), and the seeds whose layer-0 heads do not all earn most from that same slot
+    (the control within a model: training has not pushed every head of the model to one slot); no layer-0 clause where
+    no seed's upper heads agree."""
+    one = [one_position(c) for c in upper]
+    low = [str(s) for s, o, c in zip(seeds, one, layer0) if o is not None and one_position(c) != o]
+    return (("in every seed all of them earn most from one name slot" if all(one) else "not in every seed from one name slot")
+            + (", in no untrained model" if all(one_position(c) is None for c in untrained) else ", in some untrained models too")
+            + (f"; in seed{'s' * (len(low) > 1)} {' and '.join(low)} the layer-0 heads do not all earn most from it" if low
+               else "; the layer-0 heads earn most from it too in every seed" if all(one) else ""))
 
 
 def abs_shares(parts: dict[str, float]) -> dict[str, float | None]:
