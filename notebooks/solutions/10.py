@@ -91,7 +91,7 @@ small sum is no evidence of redundancy. With the final scale frozen it runs from
 to {exercise_joint_ablation[over_prompts][final_ln_frozen][max]:.2f} (median {exercise_joint_ablation[over_prompts][final_ln_frozen][median]:.2f}),
 between 0 and 1 on {exercise_joint_ablation[over_prompts][final_ln_frozen][share_same_sign_smaller]:.0%} of the prompts (live:
 {exercise_joint_ablation[over_prompts][live][share_same_sign_smaller]:.0%}): the same sign and order of magnitude, but the joint effect is
-smaller than the sum. With everything the graph freezes frozen as well (attention patterns, every LayerNorm scale) the median is
+smaller than the sum. With everything the graph freezes frozen as well (attention patterns, every LayerNorm scale: the local replacement model) the median is
 {exercise_joint_ablation[over_prompts][all_frozen][median]:.2f}; what then remains between the two is the features' own nonlinearity: layer-1 features are
 recomputed from what layer 0 writes (TopK picks others when their inputs vanish), and a layer-0 feature's single effect runs partly through
 layer-1 features that the joint intervention switches off as well, so the sum counts those paths twice. A graph's edges describe small changes
