@@ -374,6 +374,22 @@ def test_calibrate_rank_passes_exchangeable_posers_and_fails_posers_biased_upwar
         char_features.calibrate_rank(posers, poser_bases[:-1], others, bases)
 
 
+def test_calibrate_rank_loo_ranks_each_control_against_the_others_and_passes_an_exchangeable_draw():
+    """Leave-one-out: each control is ranked against the rest of its draw (never against itself, else none could pass); an
+    exchangeable draw is not flagged; one control lifted far above the rest is the one called a feature."""
+    g = torch.Generator().manual_seed(0)
+    lifts, bases = torch.randn(60, generator=g).tolist(), [0.1] * 60
+    fair = char_features.calibrate_rank_loo(lifts, bases)
+    assert fair["n"] == fair["n_able"] == 60 and fair["k"] <= 3 and not fair["fails"], fair  # the top two pass: p 1/60, 2/60
+    one = char_features.calibrate_rank_loo([9.0] + lifts[1:], bases)
+    assert one["verdicts"][0] == "beats" and one["k"] == fair["k"] and not one["fails"], one
+    i = 5
+    alone = char_features.calibrate_rank([lifts[i]], [bases[i]], lifts[:i] + lifts[i + 1:], bases[:i] + bases[i + 1:])
+    assert fair["verdicts"][i] == alone["verdicts"][0], "the same rank as calibrate_rank against the other controls"
+    with pytest.raises(ValueError, match="one base rate per control"):
+        char_features.calibrate_rank_loo(lifts, bases[:-1])
+
+
 def test_bootstrap_median_dd_is_the_difference_of_the_two_gaps_and_straddles_zero_for_equal_gaps():
     g = torch.Generator().manual_seed(0)
     a1, b1, a2, b2 = (torch.rand(300, generator=g) + s for s in (0.5, 0.0, 0.2, 0.0))

@@ -628,10 +628,23 @@ def calibrate_rank(lifts: list[float], bases: list[float], others: list[float], 
     clearly more often than its alpha allows (one poser passing once is the event alpha allows, not a failure). Its power: 'void_at',
     the smallest k that fails with n_able posers (None if none can), and 'top_unable', the posers that rose above every near control
     (at least one) without enough of them for p < alpha."""
-    from scipy.stats import binom
     if len(lifts) != len(bases):
         raise ValueError(f"one base rate per poser expected, got {len(lifts)} lifts and {len(bases)} base rates")
-    ranks = [matched_rank(x, b, others, other_bases, factor=factor, alpha=alpha) for x, b in zip(lifts, bases)]
+    return _calibration([matched_rank(x, b, others, other_bases, factor=factor, alpha=alpha) for x, b in zip(lifts, bases)], alpha)
+
+
+def calibrate_rank_loo(lifts: list[float], bases: list[float], *, factor: float = 2.0, alpha: float = 0.05) -> dict:
+    """`calibrate_rank` with each control ranked leave-one-out against the other controls of its base rate: a draw of exchangeable
+    directions ranked against its own draw, the case on which the calibration must not fail."""
+    if len(lifts) != len(bases):
+        raise ValueError(f"one base rate per control expected, got {len(lifts)} lifts and {len(bases)} base rates")
+    return _calibration([matched_rank(lifts[i], bases[i], lifts[:i] + lifts[i + 1:], bases[:i] + bases[i + 1:], factor=factor, alpha=alpha)
+                         for i in range(len(lifts))], alpha)
+
+
+def _calibration(ranks: list[dict], alpha: float) -> dict:
+    """`calibrate_rank`'s counts, binomial test and power from the posers' `matched_rank` results."""
+    from scipy.stats import binom
     k, n_able = sum(r["verdict"] == "beats" for r in ranks), sum(1 / (r["n"] + 1) < alpha for r in ranks)
     p = float(binom.sf(k - 1, n_able, alpha)) if n_able else 1.0
     void_at = next((m for m in range(1, n_able + 1) if binom.sf(m - 1, n_able, alpha) < alpha), None)
