@@ -259,6 +259,7 @@ def test_loop_within_digit_finds_a_feature_that_reads_the_label_and_not_one_that
     assert mnist_mlp.bound_list([3, 8], below, 0) == "the 3s (mean -2.0 points, lower bound -3.0 points) and 8s (mean -1.2 points, lower bound -1.9 points)"
     assert mnist_mlp.seeds_text({3: 0.0361, 4: 0.0384}) == "+3.6 and +3.8 points (seeds 3 and 4)" and "no such seed" in mnist_mlp.seeds_text({})
     assert mnist_mlp.points(0.593, 0.9633) == "+59.3 to +96.3 points" and mnist_mlp.points(0.2782) == "+27.8 points", "percentage points, not %"
+    assert mnist_mlp.points(0.044, signed=False) == "4.4 points", "a cost the sentence names carries no sign"
 
 
 def test_conditional_loop_test_finds_what_a_feature_adds_to_the_label_and_keeps_a_given_C():

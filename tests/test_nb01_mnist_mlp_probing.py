@@ -207,9 +207,9 @@ def test_full_ablation_and_intervention():
     assert all(v["top_drop"] < 0.1 for v in f["ablation_by_method"].values()), f"claim: under every replacement: {f['ablation_by_method']}"
     assert f["ablation_by_method"]["mean"]["top_drop"] == f["top_ablation_drop"]
     assert f["ablation_control_logit_top_drop"] > 0.9, "control: the same measurement on the logits finds an essential unit"
-    assert f["ablation_points_text"] == {h: mnist_mlp.points(v["top_drop"]) for h, v in f["ablation_by_method"].items()} | \
-        {"logit": mnist_mlp.points(f["ablation_control_logit_top_drop"])}, "drops of accuracy are quoted in points"
-    assert f["most_selective_relu1"]["largest_class_drop_text"] == mnist_mlp.points(f["most_selective_relu1"]["largest_class_drop"])
+    assert f["ablation_points_text"] == {h: mnist_mlp.points(v["top_drop"], signed=False) for h, v in f["ablation_by_method"].items()} | \
+        {"logit": mnist_mlp.points(f["ablation_control_logit_top_drop"], signed=False)}, "drops of accuracy are quoted in points"
+    assert f["most_selective_relu1"]["largest_class_drop_text"] == mnist_mlp.points(f["most_selective_relu1"]["largest_class_drop"], signed=False)
     zero, top = f["live_neuron_zero_share_median"], f["top_ablation_neuron_values"]
     assert zero["relu1"] > 0.5 and top["zero_share"] > 0.7 and top["near_mean_share"] < 0.05, \
         f"claim: 0 is the common value of a ReLU neuron, its mean a rare one: {zero}, {top}"
@@ -328,7 +328,7 @@ def test_a_wrong_answer_fails_the_checker(checker_catches_wrong_answers):
 def test_full_exercise_zero_ablation_costs_more_than_mean_ablation():
     e = findings.load(STEM)["exercise_zero_ablation"]
     assert e["zero_ablation_drop"] > e["mean_ablation_drop"], f"the answer says zeroing costs more: {e}"
-    assert e["drops_text"] == {h: mnist_mlp.points(e[f"{h}_ablation_drop"]) for h in ("zero", "mean", "resample")}, "the answer quotes drops in points"
+    assert e["drops_text"] == {h: mnist_mlp.points(e[f"{h}_ablation_drop"], signed=False) for h in ("zero", "mean", "resample")}, "the answer quotes drops in points"
     assert e["mean_on_class"] > 2 * e["training_mean"], f"the neuron is evidence for its class: {e}"
     assert e["silent_on_class"] > 0.5, f"the answer says it is silent on most of the class: {e}"
     assert e["zero_share"] > 0.5, f"the answer says 0 is no unusual value for it: {e}"

@@ -578,7 +578,8 @@ def twin_verdict(gap: dict) -> str:
     return "within noise of" if lo <= 0 <= hi else "above" if lo > 0 else "below"
 
 
-def points(lo: float, hi: float | None = None) -> str:
-    """A difference of shares in percentage points: (0.593, 0.9633) -> "+59.3 to +96.3 points"; 0.2782 -> "+27.8 points"."""
-    show = lambda x: f"{100 * x:+.1f}"
+def points(lo: float, hi: float | None = None, *, signed: bool = True) -> str:
+    """A difference of shares in percentage points: (0.593, 0.9633) -> "+59.3 to +96.3 points"; 0.2782 -> "+27.8 points";
+    `signed=False` for a cost that the sentence already names ("costs 4.4 points"): 0.044 -> "4.4 points"."""
+    show = (lambda x: f"{100 * x:+.1f}") if signed else (lambda x: f"{100 * x:.1f}")
     return f"{show(lo)} points" if hi is None else f"{show(lo)} to {show(hi)} points"
