@@ -255,13 +255,23 @@ def test_a_carrier_earns_from_the_position_its_kind_says():
     mostly_rest = {"IO": 0.2, "S1": 0.0, "S2": -0.1, "rest": -0.7}  # 'rest' is largest by absolute size, though negative
     counts = ioi.positions_earned({(1, 0): writer, (1, 1): mostly_rest, (2, 0): copier})
     assert counts == {"IO": 3, "S1": 0, "S2": 0, "n": 3, "rest larger": 1}, "'rest' counted apart, by absolute size, beside the name slot"
-    io, s2, split = {"IO": 4, "S1": 0, "S2": 0, "n": 4}, {"IO": 0, "S1": 0, "S2": 8, "n": 8}, {"IO": 3, "S1": 1, "S2": 4, "n": 8}
-    assert ioi.one_slot_verdict([io, s2], [split], [io, io], [0, 1]) == ("in every seed all of them earn most from one name slot, in no "
-                                                                         "untrained model; in seed 1 the layer-0 heads do not all earn most from it")
-    assert ioi.one_slot_verdict([split, io], [s2], [io, s2], [0, 1]) == ("not in every seed from one name slot, in some untrained models too; "
-                                                                         "in seed 1 the layer-0 heads do not all earn most from it"), "control: split upper heads"
-    assert ioi.one_slot_verdict([split], [split], [split], [0]) == "not in every seed from one name slot, in no untrained model", "no slot, no it"
-    assert ioi.one_slot_verdict([io], [split], [io], [0]).endswith("; the layer-0 heads earn most from it too in every seed")
+
+
+def test_the_slot_follows_the_copying_sign_and_the_verdict_reads_the_signs():
+    """A copier attending the IO earns from the IO, a suppressor attending S2 earns from S2: the slot follows the OV sign;
+    the control: a copier that earns from S2 does not follow it. The verdict says which seeds' heads share one sign."""
+    copier, suppressor = {"IO": 0.9, "S1": 0.1, "S2": -0.0, "rest": 0.5}, {"IO": 0.0, "S1": 0.0, "S2": 2.8, "rest": 0.1}
+    c = ioi.slot_follows_sign({(1, 0): copier, (1, 1): suppressor}, {(1, 0): 0.5, (1, 1): -0.8})
+    assert c == {"copy": 1, "n": 2, "follows": 2, "off |margin|": 0.0, "minority |margin|": 0.8, "max |margin|": 0.8}
+    off = ioi.slot_follows_sign({(1, 0): suppressor, (1, 1): suppressor, (1, 2): suppressor}, {(1, 0): 0.01, (1, 1): -0.8, (1, 2): -0.3})
+    assert off["follows"] == 2 and off["off |margin|"] == off["minority |margin|"] == 0.01, "control: a copier earning from S2 does not follow"
+    alls = lambda k: {"copy": k, "n": 2, "follows": 2, "off |margin|": 0.0, "minority |margin|": 0.0, "max |margin|": 0.9}
+    noise = {"copy": 1, "n": 2, "follows": 1, "off |margin|": 0.02, "minority |margin|": 0.02, "max |margin|": 0.03}
+    assert ioi.sign_verdict([alls(2), off, alls(0)], [noise], [0, 1, 2]) == ("they share one OV sign in seed 0 (copy) and seed 2 (suppress); in seed 1, "
+                                                                              "2 of 3 do (the others' |margin| at most 0.010); in no untrained model (every untrained head's |margin| at most 0.030)")
+    assert ioi.sign_verdict([noise], [alls(2)], [0]).startswith("they share one OV sign in no seed; in seed 0, 1 of 2 do"), "control: mixed signs"
+    assert ioi.sign_verdict([alls(0)], [alls(2)], [0]).endswith("; in some untrained models too (every untrained head's |margin| at most 0.900)")
+    assert ioi.sign_totals([c, off], [noise]) == {"trained": 4, "trained n": 5, "off |margin|": 0.01, "untrained": 1, "untrained n": 2}
 
 
 def test_io_share_nets_negative_parts_and_abs_shares_do_not():

@@ -698,17 +698,40 @@ def one_position(counts: dict[str, int]) -> str | None:
     return next((k for k in ("IO", "S1", "S2") if counts["n"] and counts[k] == counts["n"]), None)
 
 
-def one_slot_verdict(upper: list[dict], untrained: list[dict], layer0: list[dict], seeds: list[int]) -> str:
-    """Whether each seed's upper heads (`positions_earned` counts, one per seed) all earn most from one name slot, whether
-    any untrained model's do (the control), and the seeds whose layer-0 heads do not all earn most from that same slot
-    (the control within a model: training has not pushed every head of the model to one slot); no layer-0 clause where
-    no seed's upper heads agree."""
-    one = [one_position(c) for c in upper]
-    low = [str(s) for s, o, c in zip(seeds, one, layer0) if o is not None and one_position(c) != o]
-    return (("in every seed all of them earn most from one name slot" if all(one) else "not in every seed from one name slot")
-            + (", in no untrained model" if all(one_position(c) is None for c in untrained) else ", in some untrained models too")
-            + (f"; in seed{'s' * (len(low) > 1)} {' and '.join(low)} the layer-0 heads do not all earn most from it" if low
-               else "; the layer-0 heads earn most from it too in every seed" if all(one) else ""))
+def slot_follows_sign(parts: dict[tuple[int, int], dict[str, float]], margins: dict[tuple[int, int], float]) -> dict:
+    """Whether each head's name slot (`earns_from` on its `direct_by_position` row) follows the sign of its OV copying
+    margin (`name_copying`'s 'self minus others'): the IO where it copies (margin > 0), another slot where it suppresses.
+    'copy': how many heads copy, 'n', 'follows': how many agree, 'off |margin|': the largest |margin| among the heads
+    that do not (0.0 if none), 'minority |margin|': the largest |margin| among the heads whose sign is the rarer one
+    (0.0 if all share one sign) and 'max |margin|': the largest of all."""
+    copy = {h: margins[h] > 0 for h in parts}
+    off = [abs(margins[h]) for h in parts if (earns_from(parts[h]) == "IO") != copy[h]]
+    rare = sum(copy.values()) * 2 < len(parts)  # True: copying is the rarer sign
+    minority = [abs(margins[h]) for h in parts if copy[h] == rare] if 0 < sum(copy.values()) < len(parts) else []
+    return {"copy": sum(copy.values()), "n": len(parts), "follows": len(parts) - len(off), "off |margin|": max(off, default=0.0),
+            "minority |margin|": max(minority, default=0.0), "max |margin|": max((abs(margins[h]) for h in parts), default=0.0)}
+
+
+def sign_verdict(upper: list[dict], untrained: list[dict], seeds: list[int]) -> str:
+    """Whether each seed's upper heads (`slot_follows_sign` counts, one per seed) share one OV sign (all copy or all
+    suppress), and whether any untrained model's do (the control); a seed where they do not gets its minority's largest
+    |margin| beside the untrained models' largest |margin|, the size of an untrained head's copying."""
+    sign = lambda c: "copy" if c["copy"] == c["n"] else "suppress" if c["copy"] == 0 else None
+    one = [f"seed {s} ({sign(c)})" for s, c in zip(seeds, upper) if sign(c)]
+    mixed = [f"in seed {s}, {max(c['copy'], c['n'] - c['copy'])} of {c['n']} do (the others' |margin| at most {c['minority |margin|']:.3f})"
+             for s, c in zip(seeds, upper) if not sign(c)]
+    noise = max(c["max |margin|"] for c in untrained)
+    return ((f"they share one OV sign in {' and '.join(one)}" if one else "they share one OV sign in no seed") + "".join(f"; {m}" for m in mixed)
+            + ("; in no untrained model" if all(sign(c) is None for c in untrained) else "; in some untrained models too")
+            + f" (every untrained head's |margin| at most {noise:.3f})")
+
+
+def sign_totals(trained: list[dict], untrained: list[dict]) -> dict:
+    """`slot_follows_sign` counts summed: over the trained models' head groups and over the untrained models' ('off
+    |margin|': the largest |margin| among the trained heads whose slot does not follow their sign)."""
+    total = lambda cs, k: sum(c[k] for c in cs)
+    return {"trained": total(trained, "follows"), "trained n": total(trained, "n"), "off |margin|": max(c["off |margin|"] for c in trained),
+            "untrained": total(untrained, "follows"), "untrained n": total(untrained, "n")}
 
 
 def abs_shares(parts: dict[str, float]) -> dict[str, float | None]:
