@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # notebooks side by side in `make journal`, each after those it needs; `make journal LANES=1`: one at a time
 LANES  ?= 2
+# pytest workers in `make test` (pytest-xdist; every test of one notebook on one worker, its smoke run at one thread);
+# `make test TEST_WORKERS=0`: one process, smoke runs at the journal's default threads
+TEST_WORKERS ?= 2
 
 .PHONY: setup read journal test lab bench crosscheck clean
 
@@ -27,8 +30,8 @@ journal: setup  ## execute every notebook in full mode (in place, in $(LANES) la
 	$(PY) -m glassbox.journal render --out build/journal
 	$(PY) -m glassbox.journal readme
 
-test: setup  ## unit tests + every notebook in smoke mode (into a temp folder)
-	$(PY) -m pytest
+test: setup  ## unit tests + every notebook in smoke mode (into a temp folder), in $(TEST_WORKERS) pytest workers
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lab: setup  ## JupyterLab on a working copy of the notebooks (build/lab/): autosave never writes over a committed one
 	$(PY) -m glassbox.journal.lab

@@ -16,11 +16,15 @@ import torch
 from torch import nn
 
 from glassbox import findings
-from glassbox.journal import catalogue, paths, runner
+from glassbox.journal import catalogue, contract, paths, runner
 
 OFFLINE_GUARD = Path(__file__).parent / "offline"
 sys.path.append(str(OFFLINE_GUARD))
 import glassbox_offline  # noqa: E402  (the guard's helpers: tests/offline/glassbox_offline.py)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the cores: one torch thread each in the tests themselves
+    torch.set_num_threads(1)
 
 
 class TinyCNN(nn.Module):
@@ -84,9 +88,24 @@ WRONG_ANSWERS: dict[str, dict[str, list[tuple[str, str]]]] = {}
 PROBE_MARK = "WRONG-ANSWER-OUTCOMES"
 
 
+def notebook_of(item) -> str | None:
+    """The notebook a test is about: its module's STEM (tests/test_nbNN_*.py) or the notebook it is
+    parametrised with (`nb`); None for the other tests."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and isinstance(callspec.params.get("nb"), Path):
+        return callspec.params["nb"].stem
+    return getattr(getattr(item, "module", None), "STEM", None)
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test that executes a notebook carries the `notebook` marker (`pytest -m "not notebook"` skips
-    them); collect each notebook test module's WRONG_ANSWERS."""
+    them); collect each notebook test module's WRONG_ANSWERS. Under pytest-xdist (`make test` runs two
+    workers, `--dist loadgroup`) every test of one notebook goes to the same worker, so its smoke run is
+    executed once, not once per worker."""
+    for item in items:
+        stem = notebook_of(item)
+        if stem is not None:
+            item.add_marker(pytest.mark.xdist_group(stem))
     unmarked = [item.nodeid for item in items if "smoke_run" in getattr(item, "fixturenames", ())
                 and item.get_closest_marker("notebook") is None]
     if unmarked:
@@ -167,6 +186,10 @@ def smoke_run(smoke_dir, offline_log, no_network):
     def run(stem: str) -> dict:
         if stem not in results:
             (nb,) = catalogue.notebooks([stem])
+            shared = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1  # two workers: one thread per kernel
+            saved = os.environ.get(contract.ENV_SMOKE_THREADS)
+            if shared:
+                os.environ[contract.ENV_SMOKE_THREADS] = "1"
             try:
                 with no_network.entered() if no_network is not None else contextlib.nullcontext():
                     if stem in WRONG_ANSWERS:
@@ -181,6 +204,11 @@ def smoke_run(smoke_dir, offline_log, no_network):
                 results[stem] = findings.load(nb.stem, smoke_dir / "findings")
             except BaseException as err:  # cached, so a second test of the same notebook fails fast
                 results[stem] = err
+            finally:
+                if shared and saved is None:
+                    os.environ.pop(contract.ENV_SMOKE_THREADS, None)
+                elif shared:
+                    os.environ[contract.ENV_SMOKE_THREADS] = saved
         if isinstance(results[stem], BaseException):
             raise results[stem]
         return results[stem]

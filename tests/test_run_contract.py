@@ -228,6 +228,23 @@ def test_start_sets_and_records_the_threads(no_run, tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_smoke_threads_from_the_environment_apply_to_smoke_runs_only(no_run, tmp_path, monkeypatch):
+    """$GLASSBOX_SMOKE_THREADS (set by the tests when two workers share the cores) is a smoke run's default; a full run and
+    an explicit `threads=` ignore it; a bad value is refused with what to write."""
+    monkeypatch.setenv(contract.ENV_STAGE, str(tmp_path))
+    monkeypatch.setenv(contract.ENV_SMOKE_THREADS, "1")
+    before = torch.get_num_threads()
+    try:
+        assert glassbox.start("99_test", smoke=True).values["threads"] == 1 == torch.get_num_threads()
+        assert glassbox.start("99_test", smoke=True, threads=3).values["threads"] == 3
+        assert glassbox.start("99_test", smoke=False).values["threads"] == contract.DEFAULT_THREADS, "control: a full run keeps the default"
+        monkeypatch.setenv(contract.ENV_SMOKE_THREADS, "two")
+        with pytest.raises(ValueError, match="positive whole number"):
+            glassbox.start("99_test", smoke=True)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_finish_by_hand_keeps_results_only_when_asked_and_never_a_smoke_run(no_run, tmp_path, monkeypatch):
     from glassbox.journal import paths
 

@@ -35,6 +35,7 @@ FINISHED = "finished.json"  # written by finish(): the runner's proof that the l
 SCRATCH_PREFIX = "glassbox-"  # a hand run's scratch folder: <tempdir>/glassbox-<stem>-<random>
 OWNER = ".owner"  # in a scratch folder: the id of the process (kernel) that made it
 DEFAULT_THREADS = 2  # `make bench` (threads), idle 2 cores: 2 train transformers and SAEs 1.4-1.6x faster; MLPs 10% slower
+ENV_SMOKE_THREADS = "GLASSBOX_SMOKE_THREADS"  # set by the tests when smoke runs share the cores: the default for smoke runs
 
 
 @dataclass
@@ -119,7 +120,7 @@ def start(stem: str, *, smoke: bool, seed: int = 0, threads: int | None = None) 
             _remove_scratch(_current.stage)
         _remove_abandoned_scratch()
         stage = _new_scratch(stem)
-    threads = threads or DEFAULT_THREADS
+    threads = threads or (_smoke_threads() if smoke else None) or DEFAULT_THREADS
     set_seed(seed)
     set_threads(threads)
     _set_plotly_renderer()
@@ -127,6 +128,17 @@ def start(stem: str, *, smoke: bool, seed: int = 0, threads: int | None = None) 
                    values={"threads": threads})
     print(f"{stem}: {'SMOKE (tiny sizes, scratch outputs)' if smoke else 'full run'}, seed {seed}, {threads} thread(s)")
     return _current
+
+
+def _smoke_threads() -> int | None:
+    """The thread count a smoke run without `threads=` uses when $GLASSBOX_SMOKE_THREADS is set (the tests set it to 1
+    when two workers run smoke runs side by side); None when it is not set."""
+    value = os.environ.get(ENV_SMOKE_THREADS)
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${ENV_SMOKE_THREADS} must be a positive whole number of threads, got {value!r}")
+    return int(value)
 
 
 def current() -> Run | None:
