@@ -259,19 +259,26 @@ def test_a_carrier_earns_from_the_position_its_kind_says():
 
 def test_the_slot_follows_the_copying_sign_and_the_verdict_reads_the_signs():
     """A copier attending the IO earns from the IO, a suppressor attending S2 earns from S2: the slot follows the OV sign;
-    the control: a copier that earns from S2 does not follow it. The verdict says which seeds' heads share one sign."""
+    the control: a copier that earns from S2 does not follow it. The verdict counts a sign only above the untrained
+    models' largest |margin|, layer by layer; its control holds each untrained model to the others' largest."""
     copier, suppressor = {"IO": 0.9, "S1": 0.1, "S2": -0.0, "rest": 0.5}, {"IO": 0.0, "S1": 0.0, "S2": 2.8, "rest": 0.1}
     c = ioi.slot_follows_sign({(1, 0): copier, (1, 1): suppressor}, {(1, 0): 0.5, (1, 1): -0.8})
-    assert c == {"copy": 1, "n": 2, "follows": 2, "off |margin|": 0.0, "minority |margin|": 0.8, "max |margin|": 0.8}
-    off = ioi.slot_follows_sign({(1, 0): suppressor, (1, 1): suppressor, (1, 2): suppressor}, {(1, 0): 0.01, (1, 1): -0.8, (1, 2): -0.3})
+    assert c == {"copy": 1, "n": 2, "follows": 2, "off |margin|": 0.0, "minority |margin|": 0.8, "max |margin|": 0.8, "margins": {"L1H0": 0.5, "L1H1": -0.8}}
+    off = ioi.slot_follows_sign({(1, 0): suppressor, (1, 1): suppressor, (2, 0): suppressor}, {(1, 0): 0.01, (1, 1): -0.8, (2, 0): -0.3})
     assert off["follows"] == 2 and off["off |margin|"] == off["minority |margin|"] == 0.01, "control: a copier earning from S2 does not follow"
-    alls = lambda k: {"copy": k, "n": 2, "follows": 2, "off |margin|": 0.0, "minority |margin|": 0.0, "max |margin|": 0.9}
-    noise = {"copy": 1, "n": 2, "follows": 1, "off |margin|": 0.02, "minority |margin|": 0.02, "max |margin|": 0.03}
-    assert ioi.sign_verdict([alls(2), off, alls(0)], [noise], [0, 1, 2]) == ("they share one OV sign in seed 0 (copy) and seed 2 (suppress); in seed 1, "
-                                                                              "2 of 3 do (the others' |margin| at most 0.010); in no untrained model (every untrained head's |margin| at most 0.030)")
-    assert ioi.sign_verdict([noise], [alls(2)], [0]).startswith("they share one OV sign in no seed; in seed 0, 1 of 2 do"), "control: mixed signs"
-    assert ioi.sign_verdict([alls(0)], [alls(2)], [0]).endswith("; in some untrained models too (every untrained head's |margin| at most 0.900)")
-    assert ioi.sign_totals([c, off], [noise]) == {"trained": 4, "trained n": 5, "off |margin|": 0.01, "untrained": 1, "untrained n": 2}
+    heads = lambda *ms: ioi.slot_follows_sign({(1 + i // 2, i % 2): copier for i in range(len(ms))}, {(1 + i // 2, i % 2): m for i, m in enumerate(ms)})
+    noise = [heads(0.02, -0.03, 0.01, 0.0), heads(-0.01, 0.02, 0.0, 0.01)]  # untrained: largest |margin| 0.03, then 0.02
+    assert ioi.above_noise(off["margins"], 0.03) == {"copy": 0, "suppress": 2, "within": 1}
+    assert ioi.held_out_above(noise) == [1, 0], "each untrained model against the other's largest |margin|"
+    assert ioi.sign_verdict([heads(0.5, 0.4, 0.01, 0.2), off], noise, [0, 1]) == (
+        "layer 1: 2 of 2 copy in seed 0, 1 of 2 suppress and 1 of 2 within the untrained range in seed 1 (|margin| 0.400-0.800); layer 2: "
+        "1 of 2 copy and 1 of 2 within the untrained range in seed 0, 1 of 1 suppress in seed 1 (|margin| 0.200-0.300); the heads above the "
+        "untrained range share one sign in every seed (at least 2 a seed); untrained: every |margin| at most 0.030, and each untrained model has 1, 0 "
+        "heads above the other untrained models' largest")
+    mixed = ioi.sign_verdict([heads(0.5, -0.4), heads(0.5, 0.01), heads(0.01, 0.02)], noise, [0, 1, 2])
+    assert "; the heads above the untrained range share one sign in seed 1 (at least 1 a seed); they do not share one in seed 0; no head is above it in seed 2;" in mixed
+    assert ", 2 of 2 within the untrained range in seed 2 (|margin| 0.400-0.500); the heads" in mixed, "control: mixed signs, none above"
+    assert ioi.sign_totals([c, off], noise) == {"trained": 4, "trained n": 5, "off |margin|": 0.01, "untrained": 4, "untrained n": 8}
 
 
 def test_io_share_nets_negative_parts_and_abs_shares_do_not():

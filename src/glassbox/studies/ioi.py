@@ -703,27 +703,58 @@ def slot_follows_sign(parts: dict[tuple[int, int], dict[str, float]], margins: d
     margin (`name_copying`'s 'self minus others'): the IO where it copies (margin > 0), another slot where it suppresses.
     'copy': how many heads copy, 'n', 'follows': how many agree, 'off |margin|': the largest |margin| among the heads
     that do not (0.0 if none), 'minority |margin|': the largest |margin| among the heads whose sign is the rarer one
-    (0.0 if all share one sign) and 'max |margin|': the largest of all."""
+    (0.0 if all share one sign), 'max |margin|': the largest of all and 'margins': each head's margin, by label."""
     copy = {h: margins[h] > 0 for h in parts}
     off = [abs(margins[h]) for h in parts if (earns_from(parts[h]) == "IO") != copy[h]]
     rare = sum(copy.values()) * 2 < len(parts)  # True: copying is the rarer sign
     minority = [abs(margins[h]) for h in parts if copy[h] == rare] if 0 < sum(copy.values()) < len(parts) else []
     return {"copy": sum(copy.values()), "n": len(parts), "follows": len(parts) - len(off), "off |margin|": max(off, default=0.0),
-            "minority |margin|": max(minority, default=0.0), "max |margin|": max((abs(margins[h]) for h in parts), default=0.0)}
+            "minority |margin|": max(minority, default=0.0), "max |margin|": max((abs(margins[h]) for h in parts), default=0.0),
+            "margins": {_label(h): margins[h] for h in parts}}
+
+
+def above_noise(margins: dict[str, float], noise: float) -> dict[str, int]:
+    """How many heads (`slot_follows_sign`'s 'margins') copy and how many suppress with a |margin| above `noise`, and
+    'within': how many have one at most `noise`, whose sign is not counted."""
+    big = [m for m in margins.values() if abs(m) > noise]
+    return {"copy": sum(m > 0 for m in big), "suppress": sum(m < 0 for m in big), "within": len(margins) - len(big)}
+
+
+def held_out_above(untrained: list[dict]) -> list[int]:
+    """The control of `sign_verdict`: for each untrained model, how many of its heads have a |margin| above the largest
+    of the OTHER untrained models' (the noise held out, so that no model sets its own bar)."""
+    noise = [max(o["max |margin|"] for o in untrained if o is not c) for c in untrained]
+    return [sum(abs(m) > n for m in c["margins"].values()) for c, n in zip(untrained, noise)]
 
 
 def sign_verdict(upper: list[dict], untrained: list[dict], seeds: list[int]) -> str:
-    """Whether each seed's upper heads (`slot_follows_sign` counts, one per seed) share one OV sign (all copy or all
-    suppress), and whether any untrained model's do (the control); a seed where they do not gets its minority's largest
-    |margin| beside the untrained models' largest |margin|, the size of an untrained head's copying."""
-    sign = lambda c: "copy" if c["copy"] == c["n"] else "suppress" if c["copy"] == 0 else None
-    one = [f"seed {s} ({sign(c)})" for s, c in zip(seeds, upper) if sign(c)]
-    mixed = [f"in seed {s}, {max(c['copy'], c['n'] - c['copy'])} of {c['n']} do (the others' |margin| at most {c['minority |margin|']:.3f})"
-             for s, c in zip(seeds, upper) if not sign(c)]
+    """The OV signs of each seed's upper heads (`slot_follows_sign` counts, one per seed), layer by layer, counting a
+    head's sign only where its |margin| is above the untrained models' largest (the noise); whether each seed's heads
+    above it share one sign; and the control: each untrained model's heads above the other untrained models' largest."""
     noise = max(c["max |margin|"] for c in untrained)
-    return ((f"they share one OV sign in {' and '.join(one)}" if one else "they share one OV sign in no seed") + "".join(f"; {m}" for m in mixed)
-            + ("; in no untrained model" if all(sign(c) is None for c in untrained) else "; in some untrained models too")
-            + f" (every untrained head's |margin| at most {noise:.3f})")
+    layer = lambda k: int(k[1:k.index("H")])
+    named = lambda ss: f"seed {ss[0]}" if len(ss) == 1 else f"seeds {', '.join(ss[:-1])} and {ss[-1]}"
+    parts = []
+    for l in sorted({layer(k) for c in upper for k in c["margins"]}):
+        by_seed = {}
+        for s, c in zip(seeds, upper):
+            ms = {k: m for k, m in c["margins"].items() if layer(k) == l}
+            a = above_noise(ms, noise)
+            words = " and ".join(f"{a[w]} of {len(ms)} {t}" for w, t in (("copy", "copy"), ("suppress", "suppress"),
+                                                                     ("within", "within the untrained range")) if a[w])
+            by_seed.setdefault(words, []).append(str(s))
+        big = sorted(f"{abs(m):.3f}" for c in upper for k, m in c["margins"].items() if layer(k) == l and abs(m) > noise)
+        rng = f" (|margin| {'-'.join(dict.fromkeys((min(big, key=float), max(big, key=float))))})" if big else ""
+        parts.append(f"layer {l}: " + ", ".join(f"{w} in {named(ss)}" for w, ss in by_seed.items()) + rng)
+    counts = {str(s): above_noise(c["margins"], noise) for s, c in zip(seeds, upper)}
+    split = [s for s, a in counts.items() if a["copy"] and a["suppress"]]
+    none = [s for s, a in counts.items() if not a["copy"] + a["suppress"]]
+    one = [s for s in counts if s not in split + none]
+    least = min((counts[s]["copy"] + counts[s]["suppress"] for s in one), default=0)
+    share = ([f"the heads above the untrained range share one sign in {'every seed' if len(one) == len(seeds) else named(one)} (at least {least} a seed)"] if one else []) + (
+             [f"they do not share one in {named(split)}"] if split else []) + ([f"no head is above it in {named(none)}"] if none else [])
+    return (f"{'; '.join(parts + share)}; untrained: every |margin| at most {noise:.3f}, and each untrained model has "
+            f"{', '.join(map(str, held_out_above(untrained)))} heads above the other untrained models' largest")
 
 
 def sign_totals(trained: list[dict], untrained: list[dict]) -> dict:
