@@ -69,11 +69,12 @@ def jacobian_edges(model, tcs, tokens, graph, freeze=FROZEN):
     inputs = (emb.detach(), fs[0], fs[1], es[0], es[1])
     with torch.no_grad():
         values = f(*inputs)
-    J = torch.autograd.functional.jacobian(f, inputs)  # tuple over inputs of (n_out, *input_shape)
     n_tc = tcs[0].cfg.d_sae
     out_rows = [int(l * POS * n_tc + p * n_tc + j) for l, p, j in graph.features.tolist()] + [len(values) - 1]
+    # only the rows of the graph's nodes (one backward pass each), not every transcoder latent's
+    J = torch.autograd.functional.jacobian(lambda *x: f(*x)[out_rows], inputs)  # tuple over inputs of (n_nodes, *input_shape)
     expected = torch.zeros_like(graph.adjacency)
-    for r, node in zip(out_rows, list(range(graph.n_features)) + [graph.logit_index]):
+    for r, node in enumerate(list(range(graph.n_features)) + [graph.logit_index]):
         for s, (l, p, j) in enumerate(graph.features.tolist()):
             expected[node, s] = J[1 + l][r, p, j] * fs[l][p, j]
         for l in range(2):
