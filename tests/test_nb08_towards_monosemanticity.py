@@ -376,7 +376,10 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
     the prose says 'clearly' / 'not clearly' from that p; the prose states the calibration's power (the count at which it voids,
     'only' when it did not, and how many rose above every near direction without reaching p < 0.05). Its controls: on which it must
     fire, the same chosen directions raised above every direction of the first draw (a rank biased upward); on which it must not,
-    the first draw's own directions each ranked against the others of their base rate (leave one out). The unchosen random latents
+    the first draw's own directions each ranked against the others of their base rate (leave one out). The stated verdict's own
+    reference is checked the same way: the chosen directions each ranked against the other chosen directions of their base rate
+    must not be called features clearly more often than 5% (full run), and the chosen directions raised above every chosen direction
+    must be (the must-fire control); the prose labels the verdict one run (seed 0). The unchosen random latents
     of the same dictionary are ranked the same way and reported."""
     full = f is None
     f = f or findings.load(STEM)
@@ -410,6 +413,9 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
     assert (cm["n"], cm["k"], cm["max"]) == (sel["matched"]["n"], sel["matched"]["k"], sel["matched_max"]) and cm["p"] == pytest.approx((cm["k"] + 1) / (cm["n"] + 1))
     chosen_verdict = "beats" if cm["p"] < 0.05 else "cannot decide" if cm["k"] == 0 else "not shown"
     assert cm["verdict"] == chosen_verdict, f"the selection-matched verdict must follow its p {cm['p']:.3f} ({cm['k']} of {cm['n']})"
+    cc, again = s["chosen_control"], char_features.calibrate_rank_loo(pl, pb)  # the selection-matched reference's own control: chosen against chosen
+    assert (cc["k"], cc["n_able"], cc["n"], cc["fails"]) == (again["k"], again["n_able"], again["n"], again["fails"]) and cc["n"] == cal["n"]
+    assert cc["binom_p"] == pytest.approx(again["binom_p"]) and cc["fails"] == (cc["binom_p"] < 0.05)
     from scipy.stats import binom
     void_at = next((m for m in range(1, cal["n_able"] + 1) if binom.sf(m - 1, cal["n_able"], 0.05) < 0.05), None)
     ranks = [char_features.matched_rank(x, b, fl, fb) for x, b in zip(pl, pb)]
@@ -420,13 +426,15 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
     label = {"beats": "this chosen latent's direction raises its own characters more than random directions chosen as it was raise theirs",
              "not shown": "not shown beyond random directions chosen as it was",
              "cannot decide": "too few chosen directions of a like base rate to decide (none as high, but so few cannot give p < 0.05)"}[stated]
+    n_lat, n_push = (len({key.split(" x")[i] for key in f["steering_validation"]["margins"]}) for i in (0, 1))  # the feature's choice: latents x pushes
     share = f"{cal['share']:.0%}, " if cal["n_able"] else ""  # the prose: the share, 'clearly' / 'not clearly' and the power, from the numbers
     power = (f"it voids at {void_at} or more" if cal["fails"] else f"it voids only at {void_at} or more") if void_at else "no count of them could void it"
     assert (f"{k} as high, rank p {p:.3f} (unchosen; over all {n_all}, which rank rare sets high: {k_all}; chosen directions pass this rank {cal['k']} of "
-            f"{cal['n_able']} times ({share}binomial p {cal['binom_p']:.3f}: {'clearly more often than 5%, so it is void' if cal['fails'] else 'not clearly more often than 5%'}; "
+            f"{cal['n_able']} times ({share}binomial p {cal['binom_p']:.2g}: {'clearly more often than 5%, so it is void' if cal['fails'] else 'not clearly more often than 5%'}; "
             f"with {cal['n_able']} that could be, {power}; {top_unable} more rose above every direction of their base rate without enough of them for p < 0.05; "
             f"the first draw against itself {lc['k']} of {lc['n_able']}); unchosen random latents {rl['k']} of {rl['n_able']}); against the {cm['n']} random "
-            f"directions chosen as the feature was (the best of 3 on validation) of a like base rate, {cm['k']} as high, rank p {cm['p']:.3f}: {label}") in f["headline"]
+            f"directions chosen as the feature was (the feature the best of {n_lat} latents x {n_push} pushes on validation, each direction the best of 3 at its push) of a like base rate, {cm['k']} as high, rank p {cm['p']:.3f} "
+            f"(chosen directions against each other {cc['k']} of {cc['n_able']}, binomial p {cc['binom_p']:.2g}; one run, seed 0): {label}") in f["headline"]
     if full:
         assert n_all >= 59 and s["n_triples"] >= 40, "enough directions (first draw; chosen) that about 20 lie near the feature's base rate"
         assert cm["n"] >= 19, f"p < 0.05 must be reachable against the chosen directions of the feature's base rate: {cm['n']} (1/(n+1) >= 0.05 below 19)"
@@ -436,6 +444,9 @@ def test_full_steering_is_held_to_random_directions_of_a_like_base_rate(f=None):
         assert 2 * rl["k"] < rl["n_able"], f"the prose: most unchosen random latents are not called a feature ({rl['k']} of {rl['n_able']})"
         raised = [x + max(fl) - min(pl) + 1.0 for x in pl]  # the control: posers biased above every first-draw direction
         assert char_features.calibrate_rank(raised, pb, fl, fb)["fails"], f"a rank biased upward must fail its calibration: {cal}"
+        assert not cc["fails"], f"the chosen directions ranked against each other must not be called features clearly more often than 5%: {cc}"
+        raised = [x + max(pl) - min(pl) + 1.0 for x in pl]  # its must-fire control: the chosen directions raised above every chosen direction
+        assert char_features.calibrate_rank(raised, pb, pl, pb)["fails"], f"a unit biased above the chosen directions must fail their rank: {cc}"
 
 
 WRONG_ANSWERS = {"my_loss_recovered": [
