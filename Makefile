@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # notebooks side by side in `make journal`, each after those it needs; `make journal LANES=1`: one at a time
 LANES  ?= 2
-# pytest workers in `make test` (pytest-xdist; every test of one notebook on one worker, its smoke run at one thread);
+# pytest workers in `make test` (pytest-xdist; each smoke run executed once, at one thread, by the first worker to need it);
 # `make test TEST_WORKERS=0`: one process, smoke runs at the journal's default threads
 TEST_WORKERS ?= 2
 
@@ -31,7 +31,7 @@ journal: setup  ## execute every notebook in full mode (in place, in $(LANES) la
 	$(PY) -m glassbox.journal readme
 
 test: setup  ## unit tests + every notebook in smoke mode (into a temp folder), in $(TEST_WORKERS) pytest workers
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 lab: setup  ## JupyterLab on a working copy of the notebooks (build/lab/): autosave never writes over a committed one
 	$(PY) -m glassbox.journal.lab

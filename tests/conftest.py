@@ -47,8 +47,27 @@ def tiny_cnn() -> nn.Module:
 
 @pytest.fixture(scope="session")
 def smoke_dir(tmp_path_factory) -> Path:
-    """One folder for every smoke run of this test session (notebooks, findings, checkpoints, stage)."""
-    return tmp_path_factory.mktemp("smoke")
+    """One folder for every smoke run of this test session (notebooks, findings, checkpoints, stage). Under
+    pytest-xdist (`make test` runs two workers) the workers share it: the folder beside their own base folders."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp("smoke")
+    shared = tmp_path_factory.getbasetemp().parent / "smoke"  # one per test run: its workers' base folders sit beside it
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@contextlib.contextmanager
+def notebook_lock(folder: Path, stem: str):
+    """Held while one notebook's smoke run is executed or read: the first worker to ask runs it, the others wait."""
+    import fcntl
+
+    (folder / "locks").mkdir(exist_ok=True)
+    with open(folder / "locks" / stem, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -88,24 +107,9 @@ WRONG_ANSWERS: dict[str, dict[str, list[tuple[str, str]]]] = {}
 PROBE_MARK = "WRONG-ANSWER-OUTCOMES"
 
 
-def notebook_of(item) -> str | None:
-    """The notebook a test is about: its module's STEM (tests/test_nbNN_*.py) or the notebook it is
-    parametrised with (`nb`); None for the other tests."""
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and isinstance(callspec.params.get("nb"), Path):
-        return callspec.params["nb"].stem
-    return getattr(getattr(item, "module", None), "STEM", None)
-
-
 def pytest_collection_modifyitems(config, items):
     """Every test that executes a notebook carries the `notebook` marker (`pytest -m "not notebook"` skips
-    them); collect each notebook test module's WRONG_ANSWERS. Under pytest-xdist (`make test` runs two
-    workers, `--dist loadgroup`) every test of one notebook goes to the same worker, so its smoke run is
-    executed once, not once per worker."""
-    for item in items:
-        stem = notebook_of(item)
-        if stem is not None:
-            item.add_marker(pytest.mark.xdist_group(stem))
+    them); collect each notebook test module's WRONG_ANSWERS."""
     unmarked = [item.nodeid for item in items if "smoke_run" in getattr(item, "fixturenames", ())
                 and item.get_closest_marker("notebook") is None]
     if unmarked:
@@ -178,37 +182,51 @@ def wrong_answer_probe(cells: list, stem: str, wrong: dict[str, list[tuple[str, 
 
 @pytest.fixture(scope="session")
 def smoke_run(smoke_dir, offline_log, no_network):
-    """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings.
+    """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings; once per
+    test run, also under pytest-xdist (the first worker to ask runs it while holding its lock, the others read it).
     If the notebook's test module lists WRONG_ANSWERS, the executed copy is the notebook as committed
     plus one cell after glassbox.finish() that tries them (read back by `checker_catches_wrong_answers`)."""
     results: dict[str, dict | BaseException] = {}
 
+    def execute(stem: str) -> dict | BaseException:
+        (nb,) = catalogue.notebooks([stem])
+        shared = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1  # workers share the cores: one thread per kernel
+        saved = os.environ.get(contract.ENV_SMOKE_THREADS)
+        if shared:
+            os.environ[contract.ENV_SMOKE_THREADS] = "1"
+        try:
+            with no_network.entered() if no_network is not None else contextlib.nullcontext():
+                if stem in WRONG_ANSWERS:
+                    probed = nbformat.read(nb, as_version=4)
+                    probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, stem, WRONG_ANSWERS[stem])))
+                    source = smoke_dir / "probed" / nb.name
+                    source.parent.mkdir(exist_ok=True)
+                    nbformat.write(probed, source)
+                    runner.run_one(source, runner.Targets.under(smoke_dir), {}, smoke=True)
+                else:
+                    runner.run([nb.stem], smoke=True, out=smoke_dir)
+            return findings.load(nb.stem, smoke_dir / "findings")
+        except BaseException as err:  # cached, so a second test of the same notebook fails fast
+            return err
+        finally:
+            if shared and saved is None:
+                os.environ.pop(contract.ENV_SMOKE_THREADS, None)
+            elif shared:
+                os.environ[contract.ENV_SMOKE_THREADS] = saved
+
     def run(stem: str) -> dict:
         if stem not in results:
-            (nb,) = catalogue.notebooks([stem])
-            shared = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1  # two workers: one thread per kernel
-            saved = os.environ.get(contract.ENV_SMOKE_THREADS)
-            if shared:
-                os.environ[contract.ENV_SMOKE_THREADS] = "1"
-            try:
-                with no_network.entered() if no_network is not None else contextlib.nullcontext():
-                    if stem in WRONG_ANSWERS:
-                        probed = nbformat.read(nb, as_version=4)
-                        probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, stem, WRONG_ANSWERS[stem])))
-                        source = smoke_dir / "probed" / nb.name
-                        source.parent.mkdir(exist_ok=True)
-                        nbformat.write(probed, source)
-                        runner.run_one(source, runner.Targets.under(smoke_dir), {}, smoke=True)
-                    else:
-                        runner.run([nb.stem], smoke=True, out=smoke_dir)
-                results[stem] = findings.load(nb.stem, smoke_dir / "findings")
-            except BaseException as err:  # cached, so a second test of the same notebook fails fast
-                results[stem] = err
-            finally:
-                if shared and saved is None:
-                    os.environ.pop(contract.ENV_SMOKE_THREADS, None)
-                elif shared:
-                    os.environ[contract.ENV_SMOKE_THREADS] = saved
+            done = smoke_dir / "done" / stem  # "ok", or why it failed: written by whichever worker ran it
+            with notebook_lock(smoke_dir, stem):
+                if done.is_file():
+                    said = done.read_text()
+                    results[stem] = findings.load(stem, smoke_dir / "findings") if said == "ok" else \
+                        RuntimeError(f"the smoke run of {stem} failed in another pytest worker: {said}")
+                else:
+                    results[stem] = execute(stem)
+                    done.parent.mkdir(exist_ok=True)
+                    done.write_text("ok" if not isinstance(results[stem], BaseException)
+                                    else f"{type(results[stem]).__name__}: {results[stem]}")
         if isinstance(results[stem], BaseException):
             raise results[stem]
         return results[stem]
