@@ -5,6 +5,7 @@ import ast
 import contextlib
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -37,6 +38,23 @@ class TinyCNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x.reshape(len(x), 1, 28, 28)))
+
+
+@pytest.fixture(autouse=True)
+def signals_left_as_found():
+    """A test must leave the process's blocked signals and its SIGINT/SIGTERM handlers as it found them: a blocked or
+    ignored signal is inherited by every process started after it (a later test's child would not stop on Ctrl-C)."""
+    names = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    mask, handlers = signal.pthread_sigmask(signal.SIG_BLOCK, []), {s: signal.getsignal(s) for s in names}
+    yield
+    left_mask, left_handlers = signal.pthread_sigmask(signal.SIG_SETMASK, mask), {s: signal.getsignal(s) for s in names}
+    for s, h in handlers.items():
+        if left_handlers[s] != h and h is not None:
+            signal.signal(s, h)
+    changed = [f"blocked {sorted(x.name for x in left_mask - mask)}"] if left_mask != mask else []
+    changed += [f"{s.name} handler {left_handlers[s]!r}" for s, h in handlers.items() if left_handlers[s] != h]
+    if changed:
+        pytest.fail(f"the test left signals changed ({'; '.join(changed)}); restored for the tests after it")
 
 
 @pytest.fixture
