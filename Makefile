@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # notebooks side by side in `make journal`, each after those it needs; `make journal LANES=1`: one at a time
 LANES  ?= 2
-# pytest workers in `make test` (pytest-xdist; each smoke run executed once, at one thread, by the first worker to need it);
+# pytest workers in `make test` (pytest-xdist; smoke runs at one thread);
 # `make test TEST_WORKERS=0`: one process, smoke runs at the journal's default threads
 TEST_WORKERS ?= 2
 
