@@ -172,12 +172,11 @@ def smoke_run(smoke_dir, offline_log, no_network):
     def run(stem: str) -> dict:
         if stem not in results:
             (nb,) = catalogue.notebooks([stem])
-            shared = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1  # two workers: one thread per kernel
-            saved = os.environ.get(contract.ENV_SMOKE_THREADS)
-            if shared:
-                os.environ[contract.ENV_SMOKE_THREADS] = "1"
             try:
-                with no_network.entered() if no_network is not None else contextlib.nullcontext():
+                with pytest.MonkeyPatch.context() as env, \
+                        no_network.entered() if no_network is not None else contextlib.nullcontext():
+                    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # two workers: one thread per kernel
+                        env.setenv(contract.ENV_SMOKE_THREADS, "1")
                     if stem in WRONG_ANSWERS:
                         probed = nbformat.read(nb, as_version=4)
                         probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, stem, WRONG_ANSWERS[stem])))
@@ -190,11 +189,6 @@ def smoke_run(smoke_dir, offline_log, no_network):
                 results[stem] = findings.load(nb.stem, smoke_dir / "findings")
             except BaseException as err:  # cached, so a second test of the same notebook fails fast
                 results[stem] = err
-            finally:
-                if shared and saved is None:
-                    os.environ.pop(contract.ENV_SMOKE_THREADS, None)
-                elif shared:
-                    os.environ[contract.ENV_SMOKE_THREADS] = saved
         if isinstance(results[stem], BaseException):
             raise results[stem]
         return results[stem]
