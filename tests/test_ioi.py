@@ -263,18 +263,22 @@ def test_the_slot_follows_the_copying_sign_and_the_verdict_reads_the_signs():
     models' largest |margin|, layer by layer; its control holds each untrained model to the others' largest."""
     copier, suppressor = {"IO": 0.9, "S1": 0.1, "S2": -0.0, "rest": 0.5}, {"IO": 0.0, "S1": 0.0, "S2": 2.8, "rest": 0.1}
     c = ioi.slot_follows_sign({(1, 0): copier, (1, 1): suppressor}, {(1, 0): 0.5, (1, 1): -0.8})
-    assert c == {"copy": 1, "n": 2, "follows": 2, "off |margin|": 0.0, "minority |margin|": 0.8, "max |margin|": 0.8, "margins": {"L1H0": 0.5, "L1H1": -0.8}}
+    assert c == {"copy": 1, "n": 2, "follows": 2, "off |margin|": 0.0, "margins": {"L1H0": 0.5, "L1H1": -0.8}}
     off = ioi.slot_follows_sign({(1, 0): suppressor, (1, 1): suppressor, (2, 0): suppressor}, {(1, 0): 0.01, (1, 1): -0.8, (2, 0): -0.3})
-    assert off["follows"] == 2 and off["off |margin|"] == off["minority |margin|"] == 0.01, "control: a copier earning from S2 does not follow"
+    assert off["follows"] == 2 and off["off |margin|"] == 0.01, "control: a copier earning from S2 does not follow"
     heads = lambda *ms: ioi.slot_follows_sign({(1 + i // 2, i % 2): copier for i in range(len(ms))}, {(1 + i // 2, i % 2): m for i, m in enumerate(ms)})
     noise = [heads(0.02, -0.03, 0.01, 0.0), heads(-0.01, 0.02, 0.0, 0.01)]  # untrained: largest |margin| 0.03, then 0.02
     assert ioi.above_noise(off["margins"], 0.03) == {"copy": 0, "suppress": 2, "within": 1}
+    assert ioi.largest_margin(noise) == 0.03 and ioi.largest_margin([c, off]) == 0.8
     assert ioi.held_out_above(noise) == [1, 0], "each untrained model against the other's largest |margin|"
     assert ioi.sign_verdict([heads(0.5, 0.4, 0.01, 0.2), off], noise, [0, 1]) == (
         "layer 1: 2 of 2 copy in seed 0, 1 of 2 suppress and 1 of 2 within the untrained range in seed 1 (|margin| 0.400-0.800); layer 2: "
         "1 of 2 copy and 1 of 2 within the untrained range in seed 0, 1 of 1 suppress in seed 1 (|margin| 0.200-0.300); the heads above the "
-        "untrained range share one sign in every seed (at least 2 a seed); untrained: every |margin| at most 0.030, and each untrained model has 1, 0 "
-        "heads above the other untrained models' largest")
+        "untrained range share one sign in every seed (at least 2 a seed); untrained (2 inits): every |margin| at most 0.030, and held to the "
+        "other inits' largest, no init has more than 1 head above it (1 of 2 have any)")
+    three = noise + [heads(0.0, 0.01, -0.05, 0.04)]  # the third init's two heads are above the others' largest (0.03)
+    assert ioi.held_out_above(three) == [0, 0, 2] and ioi.sign_verdict([c], three, [0]).endswith(
+        "no init has more than 2 heads above it (1 of 3 have any)")
     mixed = ioi.sign_verdict([heads(0.5, -0.4), heads(0.5, 0.01), heads(0.01, 0.02)], noise, [0, 1, 2])
     assert "; the heads above the untrained range share one sign in seed 1 (at least 1 a seed); they do not share one in seed 0; no head is above it in seed 2;" in mixed
     assert ", 2 of 2 within the untrained range in seed 2 (|margin| 0.400-0.500); the heads" in mixed, "control: mixed signs, none above"

@@ -702,15 +702,17 @@ def slot_follows_sign(parts: dict[tuple[int, int], dict[str, float]], margins: d
     """Whether each head's name slot (`earns_from` on its `direct_by_position` row) follows the sign of its OV copying
     margin (`name_copying`'s 'self minus others'): the IO where it copies (margin > 0), another slot where it suppresses.
     'copy': how many heads copy, 'n', 'follows': how many agree, 'off |margin|': the largest |margin| among the heads
-    that do not (0.0 if none), 'minority |margin|': the largest |margin| among the heads whose sign is the rarer one
-    (0.0 if all share one sign), 'max |margin|': the largest of all and 'margins': each head's margin, by label."""
+    that do not (0.0 if none) and 'margins': each head's margin, by label."""
     copy = {h: margins[h] > 0 for h in parts}
     off = [abs(margins[h]) for h in parts if (earns_from(parts[h]) == "IO") != copy[h]]
-    rare = sum(copy.values()) * 2 < len(parts)  # True: copying is the rarer sign
-    minority = [abs(margins[h]) for h in parts if copy[h] == rare] if 0 < sum(copy.values()) < len(parts) else []
     return {"copy": sum(copy.values()), "n": len(parts), "follows": len(parts) - len(off), "off |margin|": max(off, default=0.0),
-            "minority |margin|": max(minority, default=0.0), "max |margin|": max((abs(margins[h]) for h in parts), default=0.0),
             "margins": {_label(h): margins[h] for h in parts}}
+
+
+def largest_margin(untrained: list[dict]) -> float:
+    """The noise of the OV signs: the largest |margin| of any head of any untrained model (dicts with 'margins', each
+    head's margin by label, as `slot_follows_sign` returns them)."""
+    return max(abs(m) for c in untrained for m in c["margins"].values())
 
 
 def above_noise(margins: dict[str, float], noise: float) -> dict[str, int]:
@@ -721,17 +723,18 @@ def above_noise(margins: dict[str, float], noise: float) -> dict[str, int]:
 
 
 def held_out_above(untrained: list[dict]) -> list[int]:
-    """The control of `sign_verdict`: for each untrained model, how many of its heads have a |margin| above the largest
-    of the OTHER untrained models' (the noise held out, so that no model sets its own bar)."""
-    noise = [max(o["max |margin|"] for o in untrained if o is not c) for c in untrained]
+    """The control of `sign_verdict`: for each untrained model (a dict with 'margins'), how many of its heads have a
+    |margin| above the largest of the OTHER untrained models' (the noise held out, so that no model sets its own bar)."""
+    noise = [largest_margin([o for o in untrained if o is not c]) for c in untrained]
     return [sum(abs(m) > n for m in c["margins"].values()) for c, n in zip(untrained, noise)]
 
 
 def sign_verdict(upper: list[dict], untrained: list[dict], seeds: list[int]) -> str:
     """The OV signs of each seed's upper heads (`slot_follows_sign` counts, one per seed), layer by layer, counting a
-    head's sign only where its |margin| is above the untrained models' largest (the noise); whether each seed's heads
-    above it share one sign; and the control: each untrained model's heads above the other untrained models' largest."""
-    noise = max(c["max |margin|"] for c in untrained)
+    head's sign only where its |margin| is above the untrained models' largest (`largest_margin`, the noise); whether
+    each seed's heads above it share one sign; and the control: the most heads any untrained model has above the other
+    untrained models' largest (`held_out_above`), and how many models have any."""
+    noise = largest_margin(untrained)
     layer = lambda k: int(k[1:k.index("H")])
     named = lambda ss: f"seed {ss[0]}" if len(ss) == 1 else f"seeds {', '.join(ss[:-1])} and {ss[-1]}"
     parts = []
@@ -753,8 +756,10 @@ def sign_verdict(upper: list[dict], untrained: list[dict], seeds: list[int]) -> 
     least = min((counts[s]["copy"] + counts[s]["suppress"] for s in one), default=0)
     share = ([f"the heads above the untrained range share one sign in {'every seed' if len(one) == len(seeds) else named(one)} (at least {least} a seed)"] if one else []) + (
              [f"they do not share one in {named(split)}"] if split else []) + ([f"no head is above it in {named(none)}"] if none else [])
-    return (f"{'; '.join(parts + share)}; untrained: every |margin| at most {noise:.3f}, and each untrained model has "
-            f"{', '.join(map(str, held_out_above(untrained)))} heads above the other untrained models' largest")
+    held = held_out_above(untrained)
+    return (f"{'; '.join(parts + share)}; untrained ({len(untrained)} inits): every |margin| at most {noise:.3f}, and held to "
+            f"the other inits' largest, no init has more than {max(held)} head{'s' * (max(held) != 1)} above it "
+            f"({sum(h > 0 for h in held)} of {len(held)} have any)")
 
 
 def sign_totals(trained: list[dict], untrained: list[dict]) -> dict:
