@@ -259,30 +259,50 @@ def test_a_carrier_earns_from_the_position_its_kind_says():
 
 def test_the_slot_follows_the_copying_sign_and_the_verdict_reads_the_signs():
     """A copier attending the IO earns from the IO, a suppressor attending S2 earns from S2: the slot follows the OV sign;
-    the control: a copier that earns from S2 does not follow it. The verdict counts a sign only above the untrained
-    models' largest |margin|, layer by layer; its control holds each untrained model to the others' largest."""
+    the control: a copier that earns from S2 does not follow it. The verdict counts a sign only above the head's own
+    null, layer by layer, against a rule set on some untrained models and tested on others."""
     copier, suppressor = {"IO": 0.9, "S1": 0.1, "S2": -0.0, "rest": 0.5}, {"IO": 0.0, "S1": 0.0, "S2": 2.8, "rest": 0.1}
-    c = ioi.slot_follows_sign({(1, 0): copier, (1, 1): suppressor}, {(1, 0): 0.5, (1, 1): -0.8})
-    assert c == {"copy": 1, "n": 2, "follows": 2, "off |margin|": 0.0, "margins": {"L1H0": 0.5, "L1H1": -0.8}}
-    off = ioi.slot_follows_sign({(1, 0): suppressor, (1, 1): suppressor, (2, 0): suppressor}, {(1, 0): 0.01, (1, 1): -0.8, (2, 0): -0.3})
-    assert off["follows"] == 2 and off["off |margin|"] == 0.01, "control: a copier earning from S2 does not follow"
-    heads = lambda *ms: ioi.slot_follows_sign({(1 + i // 2, i % 2): copier for i in range(len(ms))}, {(1 + i // 2, i % 2): m for i, m in enumerate(ms)})
-    noise = [heads(0.02, -0.03, 0.01, 0.0), heads(-0.01, 0.02, 0.0, 0.01)]  # untrained: largest |margin| 0.03, then 0.02
-    assert ioi.above_noise(off["margins"], 0.03) == {"copy": 0, "suppress": 2, "within": 1}
-    assert ioi.largest_margin(noise) == 0.03 and ioi.largest_margin([c, off]) == 0.8
-    assert ioi.held_out_above(noise) == [1, 0], "each untrained model against the other's largest |margin|"
-    assert ioi.sign_verdict([heads(0.5, 0.4, 0.01, 0.2), off], noise, [0, 1]) == (
-        "layer 1: 2 of 2 copy in seed 0, 1 of 2 suppress and 1 of 2 within the untrained range in seed 1 (|margin| 0.400-0.800); layer 2: "
-        "1 of 2 copy and 1 of 2 within the untrained range in seed 0, 1 of 1 suppress in seed 1 (|margin| 0.200-0.300); the heads above the "
-        "untrained range share one sign in every seed (at least 2 a seed); untrained (2 inits): every |margin| at most 0.030, and held to the "
-        "other inits' largest, no init has more than 1 head above it (1 of 2 have any)")
-    three = noise + [heads(0.0, 0.01, -0.05, 0.04)]  # the third init's two heads are above the others' largest (0.03)
-    assert ioi.held_out_above(three) == [0, 0, 2] and ioi.sign_verdict([c], three, [0]).endswith(
-        "no init has more than 2 heads above it (1 of 3 have any)")
-    mixed = ioi.sign_verdict([heads(0.5, -0.4), heads(0.5, 0.01), heads(0.01, 0.02)], noise, [0, 1, 2])
-    assert "; the heads above the untrained range share one sign in seed 1 (at least 1 a seed); they do not share one in seed 0; no head is above it in seed 2;" in mixed
-    assert ", 2 of 2 within the untrained range in seed 2 (|margin| 0.400-0.500); the heads" in mixed, "control: mixed signs, none above"
-    assert ioi.sign_totals([c, off], noise) == {"trained": 4, "trained n": 5, "off |margin|": 0.01, "untrained": 4, "untrained n": 8}
+    signs = lambda ms, ns: {"margins": {f"L{1 + i // 2}H{i % 2}": m for i, m in enumerate(ms)}, "nulls": {f"L{1 + i // 2}H{i % 2}": n for i, n in enumerate(ns)}}
+    c = ioi.slot_follows_sign({(1, 0): copier, (1, 1): suppressor}, signs([0.5, -0.8], [0.1, 0.1]))
+    assert c == {"copy": 1, "n": 2, "follows": 2, "off |margin|": 0.0, "off above null": 0, "margins": {"L1H0": 0.5, "L1H1": -0.8},
+                 "nulls": {"L1H0": 0.1, "L1H1": 0.1}}
+    off = ioi.slot_follows_sign({(1, 0): suppressor, (1, 1): suppressor, (2, 0): suppressor}, signs([0.01, -0.8, -0.3], [0.1, 0.2, 0.1]))
+    assert off["follows"] == 2 and off["off |margin|"] == 0.01 and off["off above null"] == 0, "control: a copier earning from S2 does not follow"
+    assert ioi.slot_follows_sign({(1, 0): suppressor}, signs([0.5], [0.1]))["off above null"] == 1
+    assert ioi.above_null(off) == {"copy": 0, "suppress": 2, "within": 1}
+    assert ioi.above_null(signs([0.5, -0.4], [0.6, 0.1])) == {"copy": 0, "suppress": 1, "within": 1}, "each head against its own null"
+    heads = lambda *ms: signs(ms, [0.1] * len(ms))
+    bar_inits, control = [heads(0.2, 0.0, 0.01, 0.0), heads(0.0, 0.01, 0.0, 0.01)], [heads(0.3, 0.0, 0.0, 0.0), heads(0.0, 0.0, 0.0, 0.0)]
+    bar = ioi.sign_bar(bar_inits, control)
+    assert bar == {"most": 1, "need": 2, "bar inits": 2, "control inits": 2, "control most": 1, "control any": 1, "control passing": 0}
+    assert ioi.sign_bar(bar_inits, [heads(0.3, 0.4, 0.0, 0.0)])["control passing"] == 1, "control: two of one sign pass a rule of 2"
+    assert ioi.sign_bar(bar_inits, [heads(0.3, -0.4, 0.0, 0.0)])["control passing"] == 0, "two of mixed signs do not"
+    assert ioi.sign_verdict([heads(0.5, 0.4, 0.01, 0.2), off], bar, [0, 1]) == (
+        "layer 1: 2 of 2 copy in seed 0, 1 of 2 suppress and 1 of 2 within their nulls in seed 1 (|margin| 0.400-0.800); layer 2: "
+        "1 of 2 copy and 1 of 2 within their nulls in seed 0, 1 of 1 suppress in seed 1 (|margin| 0.200-0.300); the heads above their nulls "
+        "are 3, 2 by seed, of one sign in every seed; the rule is 2 or more of one sign, one more than any of 2 untrained inits has (1); 2 other "
+        "untrained inits have at most 1 (1 have any), and 0 pass the rule")
+    mixed = ioi.sign_verdict([heads(0.5, -0.4), heads(0.5, 0.01), heads(0.5, 0.3)], bar, [0, 1, 2])
+    assert "the heads above their nulls are 2, 1, 2 by seed, of one sign in seed 2 only, not in seeds 0 and 1;" in mixed, "control: mixed signs, too few"
+    assert ioi.sign_totals([c, off], [c]) == {"trained": 4, "trained n": 5, "off |margin|": 0.01, "off above null": 0, "untrained": 2, "untrained n": 2}
+
+
+def test_the_copying_null_holds_a_head_to_its_own_scale():
+    """A head whose OV circuit copies every name has a margin far above its null; scaling its weights scales both, so the
+    null follows the head's size; the control: a head whose output ignores which name it reads (every name's output the
+    same) has margin 0 and is never above its null."""
+    import types
+    n, d = 6, 6
+    model = types.SimpleNamespace(cfg=types.SimpleNamespace(normalization_type=None), W_E=torch.eye(n, d),
+                                  W_V=torch.eye(d)[None, None].clone(), b_V=torch.zeros(1, 1, d), W_O=torch.eye(d)[None, None].clone(), W_U=torch.eye(d, n))
+    names = list(range(n))
+    margin, null = ioi.name_copying(model, 0, 0, names)["self minus others"], ioi.copying_null(model, 0, 0, names, 200)
+    assert margin == pytest.approx(1.0) and null < margin
+    model.W_O *= 10
+    assert ioi.name_copying(model, 0, 0, names)["self minus others"] == pytest.approx(10.0) and ioi.copying_null(model, 0, 0, names, 200) == pytest.approx(10 * null)
+    model.W_V = torch.zeros_like(model.W_V); model.b_V = torch.ones(1, 1, d)  # every name gives the same output
+    assert ioi.name_copying(model, 0, 0, names)["self minus others"] == pytest.approx(0.0, abs=1e-6)
+    assert not abs(ioi.name_copying(model, 0, 0, names)["self minus others"]) > ioi.copying_null(model, 0, 0, names, 200) + 1e-6
 
 
 def test_io_share_nets_negative_parts_and_abs_shares_do_not():

@@ -25,7 +25,7 @@ KEYS = ["n_templates", "n_name_pairs", "accuracy", "target_status", "clean_logit
         "miss_is_over", "other_direct", "other_direct_text", "bar_distances", "bar_distances_text", "aab_rules", "aab_example", "aab_follows", "aab_verdict",
         "aab_last_name_repeats", "layer0_copying_text", "band_last_text", "name_mover_io_share_text", "carrier_positions_text",
         "upper_heads_text", "untrained_upper_earn", "untrained_upper_text", "upper_heads_verdict", "layer0_heads_text", "name_mover_io_share_fresh",
-        "untrained_upper_signs", "slot_follows_sign", "untrained_upper_margins", "sign_noise",
+        "untrained_upper_signs", "slot_follows_sign", "untrained_upper_margins", "sign_bar", "null_permutations",
         "name_mover_abs_share", "io_share_max"]
 HELD_OUT = "held-out templates and pairs"
 SHARE = "classed share of the direct effect"  # |direct effect| of the classed carriers over that of every head past the threshold
@@ -465,11 +465,11 @@ def check_the_upper_heads_prose_follows_the_counts(f):
     signs = f["untrained_upper_signs"]
     assert [c["init"] for c in signs] == [c["init"] for c in untrained], "the sign control is the same untrained inits"
     assert f["slot_follows_sign"] == ioi.sign_totals([s[k] for s in seeds for k in ("upper head signs", "layer-0 head signs")], signs)
-    noise_inits = f["untrained_upper_margins"]
-    assert f["sign_noise"] == ioi.largest_margin(noise_inits)
-    assert len({c["init"] for c in noise_inits}) == len(noise_inits) and all(len(c["margins"]) == s["upper head signs"]["n"] for c in noise_inits
-                                                                         for s in seeds), "distinct inits, the same heads"
-    assert f["upper_heads_verdict"] == ioi.sign_verdict([s["upper head signs"] for s in seeds], noise_inits, [s["seed"] for s in seeds])
+    inits, half = f["untrained_upper_margins"], len(f["untrained_upper_margins"]) // 2
+    assert len({c["init"] for c in inits}) == len(inits) == 2 * half and all(
+        set(c["margins"]) == set(c["nulls"]) == set(s["upper head signs"]["margins"]) for c in inits for s in seeds), "distinct inits, the same heads"
+    assert f["sign_bar"] == ioi.sign_bar(inits[:half], inits[half:]), "the rule from the first half of the inits, its control the second"
+    assert f["upper_heads_verdict"] == ioi.sign_verdict([s["upper head signs"] for s in seeds], f["sign_bar"], [s["seed"] for s in seeds])
     assert all(s["upper head signs"]["n"] == s["upper heads earn from"]["n"] for s in seeds), "the signs are counted on the same heads"
     assert all(s["upper heads earn from"]["rest larger"] <= s["upper heads earn from"]["n"] for s in seeds)
     assert all("of its net direct effect" in t or "below the floor" in t for t in f["other_direct_text"].split("; ") if t != "none")
@@ -491,21 +491,18 @@ def test_full_three_seeds_and_the_last_name_suppressors():
     untrained = f["untrained_upper_earn"]
     assert len(untrained) >= 2 and all(c["n"] == 8 and ioi.one_position(c) is None and max(c[k] for k in ("IO", "S1", "S2")) < c["n"]
                                        for c in untrained), "control: no untrained model has one name slot for all its upper heads"
-    # the slot follows each head's OV copying sign (34 of 36 trained heads on the committed checkpoints): every head whose
-    # slot does not has a |margin| inside the untrained inits' (noise, over N_NOISE_INITS inits)
-    follow, inits = f["slot_follows_sign"], f["untrained_upper_margins"]
-    noise = f["sign_noise"]
-    assert len(inits) >= 50, "the noise is the largest of at least 50 untrained inits (5 gave 0.043, inside 60 inits' 0.058)"
-    assert follow["off |margin|"] < noise and follow["trained"] > follow["trained n"] / 2, "the slot follows the sign but for noise"
-    # the verdict: in every seed the upper heads whose |margin| is above the noise share one sign, at least 4 of them (5, 4
-    # and 8 on the committed checkpoints); the control, the same rule on each untrained init with the noise held out (the
-    # other inits' largest |margin|), must fail: no init has 4 heads above it
-    one_sign = lambda a: min(a["copy"], a["suppress"]) == 0 and a["copy"] + a["suppress"] >= 4
-    assert all(one_sign(ioi.above_noise(s["upper head signs"]["margins"], noise)) for s in seeds), "one sign above the noise, every seed"
-    assert "the heads above the untrained range share one sign in every seed" in f["upper_heads_verdict"]
-    held = [ioi.above_noise(c["margins"], ioi.largest_margin([o for o in inits if o is not c])) for c in inits]
-    assert not any(one_sign(a) for a in held), "control: no untrained init passes against the held-out noise"
-    assert [a["copy"] + a["suppress"] for a in held] == ioi.held_out_above(inits), "the prose's held-out counts are this control"
+    # the slot follows each head's OV copying sign (34 of 36 trained heads on the committed checkpoints): no head whose
+    # slot does not has a |margin| above its own null (`ioi.copying_null`, the margin its weights' scale alone reaches)
+    follow, bar = f["slot_follows_sign"], f["sign_bar"]
+    assert follow["off above null"] == 0 and follow["trained"] > follow["trained n"] / 2, "the slot follows the sign but within the nulls"
+    # the verdict: in every seed at least bar['need'] upper heads are above their own nulls, all of one sign (4, 3 and 5 on
+    # the committed checkpoints); the rule is one more than any of 50 untrained inits has, and its control, 50 other
+    # untrained inits, must fail it
+    one_sign = lambda a: min(a["copy"], a["suppress"]) == 0 and a["copy"] + a["suppress"] >= bar["need"]
+    assert bar["bar inits"] >= 50 and bar["control inits"] >= 50 and bar["need"] >= 2 and f["null_permutations"] >= 1000
+    assert all(one_sign(ioi.above_null(s["upper head signs"])) for s in seeds), "one sign above the nulls, every seed"
+    assert "of one sign in every seed" in f["upper_heads_verdict"]
+    assert bar["control passing"] == 0, "control: no other untrained init passes the rule"
     low = [(ioi.one_position(s["layer-0 heads earn from"]), s["layer-0 head signs"]["copy"]) for s in seeds]  # layer 0 copies, so reads the IO
     assert low == [("IO", 4)] * 3 and all(s["layer-0 heads earn from"]["n"] == 4 for s in seeds), "layer 0: every head copies in every seed"
     # the name slot is not where most of an upper head's direct effect comes from: 13 of 24 on the committed checkpoints

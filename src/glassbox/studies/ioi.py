@@ -345,22 +345,46 @@ def direct_by_position(model: nn.Module, data: IOIData, heads: list[tuple[int, i
     return out
 
 
+def _name_logits(model: nn.Module, layer: int, head: int, names: list[int]) -> Float[Tensor, "name name"]:
+    """Each name's embedding (through LayerNorm 1 where the model has one) through the head's OV circuit and the
+    unembedding, read at the names: row i, the logits of every name when the head attends to name i."""
+    idx = torch.tensor(names)
+    x = model.W_E[idx][None]  # 1 name d_model
+    if getattr(model.cfg, "normalization_type", None) is not None:
+        x = model.blocks[layer].ln1(x)
+    out = (x[0] @ model.W_V[layer, head] + model.b_V[layer, head]) @ model.W_O[layer, head]
+    return out @ model.W_U[:, idx]
+
+
+def _self_minus_others(logits: Float[Tensor, "... name name"], columns: Int[Tensor, "... name"]) -> Float[Tensor, "..."]:
+    """Mean over names i of (logit of name columns[i] - mean of the other names' logits) in row i."""
+    n = logits.shape[-1]
+    own = logits.gather(-1, columns[..., None])[..., 0]
+    return (own - (logits.sum(-1) - own) / (n - 1)).mean(-1)
+
+
 @torch.no_grad()
 def name_copying(model: nn.Module, layer: int, head: int, names: list[int]) -> dict[str, float]:
     """Wang et al.'s copying test of a head's OV circuit on the names (section 3.1, in spirit): each name's
     embedding through LayerNorm 1, the head's W_V, W_O and the unembedding. 'top-1' is the share of names whose
     own logit is the largest among the names; 'self minus others' the mean of (own logit - mean of the other
     names' logits). Positive: the head copies the name it attends to; negative: it suppresses it."""
-    idx = torch.tensor(names)
-    x = model.W_E[idx][None]  # 1 name d_model
-    if getattr(model.cfg, "normalization_type", None) is not None:
-        x = model.blocks[layer].ln1(x)
-    out = (x[0] @ model.W_V[layer, head] + model.b_V[layer, head]) @ model.W_O[layer, head]
-    logits = out @ model.W_U[:, idx]  # name name
-    own = logits.diagonal()
-    others = (logits.sum(1) - own) / (len(names) - 1)
+    logits = _name_logits(model, layer, head, names)
     return {"top-1": (logits.argmax(1) == torch.arange(len(names))).float().mean().item(),
-            "self minus others": (own - others).mean().item()}
+            "self minus others": _self_minus_others(logits, torch.arange(len(names))).item()}
+
+
+@torch.no_grad()
+def copying_null(model: nn.Module, layer: int, head: int, names: list[int], n_permutations: int = 1000,
+                 q: float = 0.99, seed: int = 0) -> float:
+    """The |'self minus others'| (`name_copying`) that a head reaches by the scale of its weights alone: its `q`
+    quantile over `n_permutations` random pairings of the names with the unembedding's name columns (name i's output
+    scored at name p(i)'s logit). Every weight and norm is kept and only which name is 'own' changes, so a trained
+    head, whose weights grew, is held to a bar of its own size. Its sign counts only where |margin| is above this."""
+    logits = _name_logits(model, layer, head, names)
+    g = torch.Generator().manual_seed(seed)
+    pairings = torch.rand(n_permutations, len(names), generator=g).argsort(-1)
+    return torch.quantile(_self_minus_others(logits.expand(n_permutations, -1, -1), pairings).abs(), q).item()
 
 
 # ---- the circuit, traced back from the logits -----------------------------------------------------------
@@ -698,76 +722,82 @@ def one_position(counts: dict[str, int]) -> str | None:
     return next((k for k in ("IO", "S1", "S2") if counts["n"] and counts[k] == counts["n"]), None)
 
 
-def slot_follows_sign(parts: dict[tuple[int, int], dict[str, float]], margins: dict[tuple[int, int], float]) -> dict:
+def head_signs(model: nn.Module, heads: list[tuple[int, int]], names: list[int], n_permutations: int = 1000) -> dict[str, dict[str, float]]:
+    """Each head's OV copying margin ('margins': `name_copying`'s 'self minus others') and the |margin| its weights'
+    scale alone reaches ('nulls': `copying_null`), by label ('L1H0')."""
+    return {"margins": {_label(h): name_copying(model, *h, names)["self minus others"] for h in heads},
+            "nulls": {_label(h): copying_null(model, *h, names, n_permutations) for h in heads}}
+
+
+def slot_follows_sign(parts: dict[tuple[int, int], dict[str, float]], signs: dict[str, dict[str, float]]) -> dict:
     """Whether each head's name slot (`earns_from` on its `direct_by_position` row) follows the sign of its OV copying
-    margin (`name_copying`'s 'self minus others'): the IO where it copies (margin > 0), another slot where it suppresses.
-    'copy': how many heads copy, 'n', 'follows': how many agree, 'off |margin|': the largest |margin| among the heads
-    that do not (0.0 if none) and 'margins': each head's margin, by label."""
-    copy = {h: margins[h] > 0 for h in parts}
-    off = [abs(margins[h]) for h in parts if (earns_from(parts[h]) == "IO") != copy[h]]
-    return {"copy": sum(copy.values()), "n": len(parts), "follows": len(parts) - len(off), "off |margin|": max(off, default=0.0),
-            "margins": {_label(h): margins[h] for h in parts}}
+    margin (`head_signs`): the IO where it copies (margin > 0), another slot where it suppresses. 'copy': how many heads
+    copy, 'n', 'follows': how many agree, 'off |margin|': the largest |margin| among the heads that do not (0.0 if
+    none), 'off above null': how many of those have a |margin| above their null, and 'margins' and 'nulls' of the heads
+    in `parts`, by label."""
+    ms, ns = ({_label(h): signs[k][_label(h)] for h in parts} for k in ("margins", "nulls"))
+    copy = {h: ms[_label(h)] > 0 for h in parts}
+    off = [_label(h) for h in parts if (earns_from(parts[h]) == "IO") != copy[h]]
+    return {"copy": sum(copy.values()), "n": len(parts), "follows": len(parts) - len(off), "off |margin|": max((abs(ms[k]) for k in off), default=0.0),
+            "off above null": sum(abs(ms[k]) > ns[k] for k in off), "margins": ms, "nulls": ns}
 
 
-def largest_margin(untrained: list[dict]) -> float:
-    """The noise of the OV signs: the largest |margin| of any head of any untrained model (dicts with 'margins', each
-    head's margin by label, as `slot_follows_sign` returns them)."""
-    return max(abs(m) for c in untrained for m in c["margins"].values())
+def above_null(heads: dict) -> dict[str, int]:
+    """How many heads (a dict with 'margins' and 'nulls' by label, as `slot_follows_sign` returns) copy and how many
+    suppress with a |margin| above their own `copying_null`, and 'within': how many do not, whose sign is not counted."""
+    big = [m for k, m in heads["margins"].items() if abs(m) > heads["nulls"][k]]
+    return {"copy": sum(m > 0 for m in big), "suppress": sum(m < 0 for m in big), "within": len(heads["margins"]) - len(big)}
 
 
-def above_noise(margins: dict[str, float], noise: float) -> dict[str, int]:
-    """How many heads (`slot_follows_sign`'s 'margins') copy and how many suppress with a |margin| above `noise`, and
-    'within': how many have one at most `noise`, whose sign is not counted."""
-    big = [m for m in margins.values() if abs(m) > noise]
-    return {"copy": sum(m > 0 for m in big), "suppress": sum(m < 0 for m in big), "within": len(margins) - len(big)}
+def sign_bar(bar_inits: list[dict], control_inits: list[dict]) -> dict:
+    """The rule of `sign_verdict`, set on untrained models and tested on others: 'need' is one more head above its null
+    than any of `bar_inits` has ('most'); the control is `control_inits` (other untrained models): 'control most', the
+    most heads any has above its null, 'control any', how many have at least one, and 'control passing', how many reach
+    'need' heads above their nulls all of one sign (the rule must not pass an untrained model: 0)."""
+    counts = lambda cs: [above_null(c) for c in cs]
+    most = max(a["copy"] + a["suppress"] for a in counts(bar_inits))
+    control = counts(control_inits)
+    return {"most": most, "need": most + 1, "bar inits": len(bar_inits), "control inits": len(control),
+            "control most": max(a["copy"] + a["suppress"] for a in control), "control any": sum(a["copy"] + a["suppress"] > 0 for a in control),
+            "control passing": sum(max(a["copy"], a["suppress"]) >= most + 1 and min(a["copy"], a["suppress"]) == 0 for a in control)}
 
 
-def held_out_above(untrained: list[dict]) -> list[int]:
-    """The control of `sign_verdict`: for each untrained model (a dict with 'margins'), how many of its heads have a
-    |margin| above the largest of the OTHER untrained models' (the noise held out, so that no model sets its own bar)."""
-    noise = [largest_margin([o for o in untrained if o is not c]) for c in untrained]
-    return [sum(abs(m) > n for m in c["margins"].values()) for c, n in zip(untrained, noise)]
-
-
-def sign_verdict(upper: list[dict], untrained: list[dict], seeds: list[int]) -> str:
+def sign_verdict(upper: list[dict], bar: dict, seeds: list[int]) -> str:
     """The OV signs of each seed's upper heads (`slot_follows_sign` counts, one per seed), layer by layer, counting a
-    head's sign only where its |margin| is above the untrained models' largest (`largest_margin`, the noise); whether
-    each seed's heads above it share one sign; and the control: the most heads any untrained model has above the other
-    untrained models' largest (`held_out_above`), and how many models have any."""
-    noise = largest_margin(untrained)
+    head's sign only where its |margin| is above its own `copying_null`; whether each seed has at least `bar`'s 'need'
+    such heads, all of one sign (`sign_bar`: a count no untrained model of the bar's reaches); and the bar's control."""
     layer = lambda k: int(k[1:k.index("H")])
     named = lambda ss: f"seed {ss[0]}" if len(ss) == 1 else f"seeds {', '.join(ss[:-1])} and {ss[-1]}"
     parts = []
     for l in sorted({layer(k) for c in upper for k in c["margins"]}):
         by_seed = {}
         for s, c in zip(seeds, upper):
-            ms = {k: m for k, m in c["margins"].items() if layer(k) == l}
-            a = above_noise(ms, noise)
-            words = " and ".join(f"{a[w]} of {len(ms)} {t}" for w, t in (("copy", "copy"), ("suppress", "suppress"),
-                                                                     ("within", "within the untrained range")) if a[w])
+            a = above_null({key: {k: v for k, v in c[key].items() if layer(k) == l} for key in ("margins", "nulls")})
+            n = a["copy"] + a["suppress"] + a["within"]
+            words = " and ".join(f"{a[w]} of {n} {t}" for w, t in (("copy", "copy"), ("suppress", "suppress"),
+                                                                 ("within", "within their nulls")) if a[w])
             by_seed.setdefault(words, []).append(str(s))
-        big = sorted(f"{abs(m):.3f}" for c in upper for k, m in c["margins"].items() if layer(k) == l and abs(m) > noise)
+        big = sorted(f"{abs(m):.3f}" for c in upper for k, m in c["margins"].items() if layer(k) == l and abs(m) > c["nulls"][k])
         rng = f" (|margin| {'-'.join(dict.fromkeys((min(big, key=float), max(big, key=float))))})" if big else ""
         parts.append(f"layer {l}: " + ", ".join(f"{w} in {named(ss)}" for w, ss in by_seed.items()) + rng)
-    counts = {str(s): above_noise(c["margins"], noise) for s, c in zip(seeds, upper)}
-    split = [s for s, a in counts.items() if a["copy"] and a["suppress"]]
-    none = [s for s, a in counts.items() if not a["copy"] + a["suppress"]]
-    one = [s for s in counts if s not in split + none]
-    least = min((counts[s]["copy"] + counts[s]["suppress"] for s in one), default=0)
-    share = ([f"the heads above the untrained range share one sign in {'every seed' if len(one) == len(seeds) else named(one)} (at least {least} a seed)"] if one else []) + (
-             [f"they do not share one in {named(split)}"] if split else []) + ([f"no head is above it in {named(none)}"] if none else [])
-    held = held_out_above(untrained)
-    return (f"{'; '.join(parts + share)}; untrained ({len(untrained)} inits): every |margin| at most {noise:.3f}, and held to "
-            f"the other inits' largest, no init has more than {max(held)} head{'s' * (max(held) != 1)} above it "
-            f"({sum(h > 0 for h in held)} of {len(held)} have any)")
+    counts = {str(s): above_null(c) for s, c in zip(seeds, upper)}
+    passing = [s for s, a in counts.items() if max(a["copy"], a["suppress"]) >= bar["need"] and min(a["copy"], a["suppress"]) == 0]
+    failing = [s for s in counts if s not in passing]
+    heads = ", ".join(str(a["copy"] + a["suppress"]) for a in counts.values())
+    verdict = (f"the heads above their nulls are {heads} by seed, of one sign in "
+               + ("every seed" if not failing else f"{named(passing)} only, not in {named(failing)}" if passing else "no seed"))
+    return (f"{'; '.join(parts)}; {verdict}; the rule is {bar['need']} or more of one sign, one more than any of {bar['bar inits']} "
+            f"untrained inits has ({bar['most']}); {bar['control inits']} other untrained inits have at most {bar['control most']} "
+            f"({bar['control any']} have any), and {bar['control passing']} pass the rule")
 
 
 def sign_totals(trained: list[dict], untrained: list[dict]) -> dict:
     """`slot_follows_sign` counts summed: over the trained models' head groups and over the untrained models' ('off
-    |margin|': the largest |margin| among the trained heads whose slot does not follow their sign)."""
+    |margin|': the largest |margin| among the trained heads whose slot does not follow their sign, 'off above null':
+    how many of those are above their `copying_null`)."""
     total = lambda cs, k: sum(c[k] for c in cs)
     return {"trained": total(trained, "follows"), "trained n": total(trained, "n"), "off |margin|": max(c["off |margin|"] for c in trained),
-            "untrained": total(untrained, "follows"), "untrained n": total(untrained, "n")}
+            "off above null": total(trained, "off above null"), "untrained": total(untrained, "follows"), "untrained n": total(untrained, "n")}
 
 
 def abs_shares(parts: dict[str, float]) -> dict[str, float | None]:
