@@ -9,6 +9,7 @@ import torch
 
 import glassbox
 from glassbox import viz
+from glassbox.journal import paths as journal_paths
 from glassbox.journal import render
 
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
@@ -263,3 +264,33 @@ def test_the_glossary_page_keeps_one_anchor_per_entry():
     assert page.count('id="residual-stream"') == 1 and '<dt id="residual-stream">' in page, \
         "the explicit anchor (for JupyterLab) must not repeat the entry's id on the page"
     assert "The running sum." in page and 'href="07_language_model.html"' in page
+
+
+def test_the_head_style_sheets_move_to_one_shared_file_in_order(tmp_path):
+    """nbconvert's style sheets (the same 260 KB on every page) become one linked file named after its content,
+    where the first was; a style in the body stays; a page whose sheets differ gets a file of its own."""
+    page = ('<html><head><title>t</title>\n<style type="text/css">a { b: 1 }</style>\n<script>x</script>\n'
+            '<style type="text/css">\n c { d: 2 }\n</style>\n<link href="journal.css"></head>'
+            '<body><style type="text/css">e { f: 3 }</style></body></html>')
+    shared = render.shared_lab_css(page, tmp_path)
+    [css] = tmp_path.glob("lab-*.css")
+    assert css.read_text() == "a { b: 1 }\nc { d: 2 }\n"
+    head = shared[:shared.index("</head>")]
+    assert "<style" not in head, head
+    assert head.index(f'href="{css.name}"') < head.index("<script>x") < head.index('href="journal.css"'), "the order of the rules is kept"
+    assert '<style type="text/css">e { f: 3 }</style>' in shared, "styles in the body are left alone"
+    assert render.shared_lab_css(page, tmp_path) == shared and len(list(tmp_path.glob("lab-*.css"))) == 1, "identical pages share one file"
+    other = render.shared_lab_css(page.replace("a { b: 1 }", "a { b: 2 }"), tmp_path)
+    assert len(list(tmp_path.glob("lab-*.css"))) == 2 and f'href="{css.name}"' not in other, "control: different sheets, different files"
+
+
+def test_the_heaviest_page_stays_light(tmp_path):
+    """Page 07 (attention heatmaps, circuitsvis views) weighed 1,264,879 bytes with JupyterLab's CSS inlined and
+    1,002,864 with it shared (2026-12 notebooks); 1.1 MB leaves room for the notebook to change, not for the CSS
+    (or an unrounded view) to come back."""
+    nb = next(iter(sorted(journal_paths.NOTEBOOK_DIR.glob("07_*.ipynb"))), None)
+    if nb is None:
+        pytest.skip("no notebook 07")
+    page = render.render_notebook(nb, tmp_path, None, None)
+    size = page.stat().st_size
+    assert size < 1_100_000, f"{page.name} is {size:,} bytes: what made it heavier (inlined CSS, unrounded figure data)?"

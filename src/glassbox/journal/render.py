@@ -12,6 +12,7 @@ open a comment; a figure's height is used only if it is a positive number; Markd
 `findings.markdown`'s, whose values are escaped where they are filled in) pass an allowlist of tags
 and attributes (`clean_markdown_output`): no script, event handler or javascript: link survives.
 """
+import hashlib
 import html
 import importlib.util
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import nbformat
 
+from glassbox.journal import paths
 from glassbox.journal.catalogue import headline, title
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -113,6 +115,11 @@ MARKDOWN_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "i
                        "details": ["open"], "ol": ["start"], "th": ["style", "align"], "td": ["style", "align"]}
 DEFAULT_FIGURE_HEIGHT = 450  # px, plotly's own default
 DISPLAY_DIGITS = 3  # significant digits kept of each number a circuitsvis view draws (attention weights)
+# nbconvert's lab template writes JupyterLab's style sheets (about 260 KB, the same on every page) into each
+# page's <head>; the page links one shared copy instead, named after its content (lab-<sha256 prefix>.css), so
+# that pages whose sheets differ never share a file.
+LAB_CSS = "lab-{}.css"
+HEAD_STYLE = re.compile(r'[ \t]*<style type="text/css">(.*?)</style>\n?', re.S)
 
 
 PAGE_CSS = """
@@ -335,10 +342,26 @@ def render_notebook(path: Path, out: Path, prev: Path | None, nxt: Path | None, 
     resources = {"metadata": {"name": path.stem},
                  "journal": {"head": head, "nav": nav(prev, nxt), "toc": TOC, "mathjax": mathjax}}
     body, _ = (html_exporter or exporter()).from_notebook_node(nb, resources=resources)
-    body = GLOSSARY_LINK.sub('href="glossary.html#', body)
+    body = GLOSSARY_LINK.sub('href="glossary.html#', shared_lab_css(body, out))
     target = out / f"{path.stem}.html"
     target.write_text(body, encoding="utf-8")
     return target
+
+
+def shared_lab_css(page: str, out: Path) -> str:
+    """`page` with the style sheets in its <head> (nbconvert's, the same on every page) moved to one file in `out`
+    named after its content (`LAB_CSS`) and linked from where the first one was, so the order of the rules is kept.
+    Styles in the body (a table's own) stay where they are."""
+    head_end = page.find("</head>")
+    styles = list(HEAD_STYLE.finditer(page, 0, head_end)) if head_end >= 0 else []
+    if not styles:
+        return page
+    css = "\n".join(m[1].strip() for m in styles) + "\n"
+    name = LAB_CSS.format(hashlib.sha256(css.encode()).hexdigest()[:12])
+    paths.atomic_write_text(out / name, css)
+    start = styles[0].start()
+    return (page[:start] + f'<link rel="stylesheet" href="{name}">\n'
+            + HEAD_STYLE.sub("", page[start:head_end]) + page[head_end:])
 
 
 def colab_link(nb: Path) -> str:
