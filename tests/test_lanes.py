@@ -224,6 +224,7 @@ def test_a_notebook_with_two_threads_runs_alone_and_one_lane_runs_one_at_a_time(
         lanes.run_lanes(g, 0, lambda s: stand_in(0))
 
 
+@pytest.mark.signals
 def test_sigterm_interrupts_the_running_notebooks_and_still_prints_the_table(monkeypatch):
     g = made_graph({"01_a": (), "02_b": (), "03_c": ("01_a",)})
     monkeypatch.setattr(lanes, "GRACE_S", 0.5)

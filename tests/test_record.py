@@ -88,6 +88,7 @@ def test_a_kill_at_any_rename_is_completed_or_rolled_back_by_the_next_run(tmp_pa
     assert not leftovers and record.pending(tmp_path / "control") is None
 
 
+@pytest.mark.signals
 def test_ctrl_c_during_promotion_waits_until_every_file_is_in_place(tmp_path):
     scene(tmp_path)
     done = promote_in_child(tmp_path, 3, signal.SIGINT)
@@ -141,6 +142,7 @@ def test_two_runs_of_one_notebook_are_refused_naming_the_other(repo):
     assert "notebook 98_fixture is in use by another run" in line and f"pid {os.getpid()}" in line, line
 
 
+@pytest.mark.signals
 def test_ctrl_c_while_a_notebook_runs_says_it_was_not_kept(repo):
     fixture_notebook(repo / "notebooks" / "98_fixture.ipynb", last="import time\ntime.sleep(60)\nglassbox.finish()")
     before = snapshot(repo)
