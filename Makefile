@@ -5,11 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # notebooks side by side in `make journal`, each after those it needs; `make journal LANES=1`: one at a time
 LANES  ?= 2
-# pytest workers in `make test`: 0, one process (the default); `make test TEST_WORKERS=2`: two pytest-xdist workers,
-# smoke runs at one thread, about 8.5 min instead of 10 on 2 idle cores. The tests marked `signals` (they send
-# SIGINT/SIGTERM to a runner) then run after the others, in one process: under two workers their children did not
-# always stop on the signal (cause not found)
-TEST_WORKERS ?= 0
+# pytest workers in `make test`: 2 pytest-xdist workers (smoke runs at one thread each); `make test TEST_WORKERS=0`:
+# one process. On 2 idle cores two workers took 8 min 42 s, one process about 11 min
+TEST_WORKERS ?= 2
 
 .PHONY: setup read journal test lab bench crosscheck clean
 
@@ -33,11 +31,7 @@ journal: setup  ## execute every notebook in full mode (in place, in $(LANES) la
 	$(PY) -m glassbox.journal readme
 
 test: setup  ## unit tests + every notebook in smoke mode (into a temp folder), in $(TEST_WORKERS) pytest workers
-ifeq ($(TEST_WORKERS),0)
-	$(PY) -m pytest
-else
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not signals" && $(PY) -m pytest -m signals
-endif
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 lab: setup  ## JupyterLab on a working copy of the notebooks (build/lab/): autosave never writes over a committed one
 	$(PY) -m glassbox.journal.lab

@@ -140,7 +140,8 @@ def test_the_graph_links_loads_to_saves_and_findings_and_refuses_a_cycle_or_two_
 
 
 def stand_in(seconds: float, code: int = 0, line: str = "") -> subprocess.Popen:
-    body = f"import sys, time\nprint({line!r}) if {line!r} else None\ntime.sleep({seconds})\nsys.exit({code})"
+    body = (f"import signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)  # as runner.interruptible()\n"
+            f"print({line!r}) if {line!r} else None\ntime.sleep({seconds})\nsys.exit({code})")
     return subprocess.Popen([sys.executable, "-c", body], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -224,7 +225,6 @@ def test_a_notebook_with_two_threads_runs_alone_and_one_lane_runs_one_at_a_time(
         lanes.run_lanes(g, 0, lambda s: stand_in(0))
 
 
-@pytest.mark.signals
 def test_sigterm_interrupts_the_running_notebooks_and_still_prints_the_table(monkeypatch):
     g = made_graph({"01_a": (), "02_b": (), "03_c": ("01_a",)})
     monkeypatch.setattr(lanes, "GRACE_S", 0.5)

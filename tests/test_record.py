@@ -25,7 +25,8 @@ from test_run_contract import ending, fixture_notebook, journal, repo, snapshot 
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-from glassbox.journal import record
+from glassbox.journal import record, runner
+runner.interruptible()  # as `python -m glassbox.journal run` does: SIGINT interrupts, however the tests were started
 n, sig, root = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 real, calls = os.replace, [0]
 def replace(a, b):
@@ -88,7 +89,6 @@ def test_a_kill_at_any_rename_is_completed_or_rolled_back_by_the_next_run(tmp_pa
     assert not leftovers and record.pending(tmp_path / "control") is None
 
 
-@pytest.mark.signals
 def test_ctrl_c_during_promotion_waits_until_every_file_is_in_place(tmp_path):
     scene(tmp_path)
     done = promote_in_child(tmp_path, 3, signal.SIGINT)
@@ -142,13 +142,14 @@ def test_two_runs_of_one_notebook_are_refused_naming_the_other(repo):
     assert "notebook 98_fixture is in use by another run" in line and f"pid {os.getpid()}" in line, line
 
 
-@pytest.mark.signals
 def test_ctrl_c_while_a_notebook_runs_says_it_was_not_kept(repo):
     fixture_notebook(repo / "notebooks" / "98_fixture.ipynb", last="import time\ntime.sleep(60)\nglassbox.finish()")
     before = snapshot(repo)
     env = {**os.environ, "GLASSBOX_ROOT": str(repo), "PYTHONUNBUFFERED": "1"}
+    # started with SIGINT ignored, as a script's background job is: the runner must stop on it all the same
     child = subprocess.Popen([sys.executable, "-m", "glassbox.journal", "run", "98"], cwd=repo, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     staged = repo / "build/stage/98_fixture/findings/98_fixture.json"
     deadline = time.monotonic() + 120
     while not staged.exists() and time.monotonic() < deadline:
@@ -291,3 +292,15 @@ def test_a_promotion_under_way_in_another_lane_is_waited_for_not_called_torn(tmp
     (control / record.RECORD).write_text('{"state": "prepared", "moves": []}')
     with pytest.raises(record.Torn, match="glassbox.journal recover"):
         record.refuse_if_torn(control, wait=10)
+
+
+def test_a_run_started_with_sigint_ignored_is_still_interruptible():
+    """`runner.interruptible` gives a process that started with SIGINT ignored (a script's background job) the
+    KeyboardInterrupt handler back; the control: without it, the process keeps ignoring SIGINT."""
+    probe = ("import signal, sys\nfrom glassbox.journal import runner\n{call}\n"
+             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run = lambda call: subprocess.run([sys.executable, "-c", probe.format(call=call)], capture_output=True, text=True,
+                                      preexec_fn=ignored, check=True).stdout.strip()
+    assert run("runner.interruptible()") == "True"
+    assert run("pass") == "False", "control: the ignored SIGINT is inherited"

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -408,6 +409,15 @@ def parse_param(text: str) -> tuple[str, object]:
         return name, value
 
 
+def interruptible() -> None:
+    """Make Ctrl-C (SIGINT) interrupt this process even where it started with SIGINT ignored: a job a script starts in
+    the background gets SIGINT ignored from its shell, and its children inherit that. A run must stop on it all the
+    same: the lanes stop a notebook's child run by SIGINT, and a child that went on would keep the results of a run
+    the lanes report as interrupted."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lab"]:  # JupyterLab's own options pass through
@@ -437,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     p_recover = sub.add_parser("recover", help="complete or roll back a promotion that was interrupted (a kill)")
     p_recover.add_argument("--out", type=Path, help="the DIR an interrupted `run --out DIR` wrote to")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        interruptible()
     try:
         if args.command == "run" and args.lane_child:
             if len(args.names) != 1:
