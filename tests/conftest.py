@@ -47,9 +47,27 @@ def tiny_cnn() -> nn.Module:
 
 @pytest.fixture(scope="session")
 def smoke_dir(tmp_path_factory) -> Path:
-    """One folder for every smoke run of this test session (notebooks, findings, checkpoints, stage); under
-    pytest-xdist one per worker, so a notebook whose tests land on both workers is smoke-run by each."""
-    return tmp_path_factory.mktemp("smoke")
+    """One folder for every smoke run of this test session (notebooks, findings, checkpoints, stage). Under
+    pytest-xdist (`make test` runs two workers) the workers share it: the folder beside their own base folders."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp("smoke")
+    shared = tmp_path_factory.getbasetemp().parent / "smoke"  # one per test run: its workers' base folders sit beside it
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@contextlib.contextmanager
+def notebook_lock(folder: Path, stem: str):
+    """Held while one notebook's smoke run is executed or read: the first worker to ask runs it, the others wait."""
+    import fcntl
+
+    (folder / "locks").mkdir(exist_ok=True)
+    with open(folder / "locks" / stem, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -164,31 +182,45 @@ def wrong_answer_probe(cells: list, stem: str, wrong: dict[str, list[tuple[str, 
 
 @pytest.fixture(scope="session")
 def smoke_run(smoke_dir, offline_log, no_network):
-    """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings.
+    """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings; once per
+    test run, also under pytest-xdist (the first worker to ask runs it while holding its lock, the others read it).
     If the notebook's test module lists WRONG_ANSWERS, the executed copy is the notebook as committed
     plus one cell after glassbox.finish() that tries them (read back by `checker_catches_wrong_answers`)."""
     results: dict[str, dict | BaseException] = {}
 
+    def execute(stem: str) -> dict | BaseException:
+        (nb,) = catalogue.notebooks([stem])
+        try:
+            with pytest.MonkeyPatch.context() as env, \
+                    no_network.entered() if no_network is not None else contextlib.nullcontext():
+                if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # two workers: one thread per kernel
+                    env.setenv(contract.ENV_SMOKE_THREADS, "1")
+                if stem in WRONG_ANSWERS:
+                    probed = nbformat.read(nb, as_version=4)
+                    probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, stem, WRONG_ANSWERS[stem])))
+                    source = smoke_dir / "probed" / nb.name
+                    source.parent.mkdir(exist_ok=True)
+                    nbformat.write(probed, source)
+                    runner.run_one(source, runner.Targets.under(smoke_dir), {}, smoke=True)
+                else:
+                    runner.run([nb.stem], smoke=True, out=smoke_dir)
+            return findings.load(nb.stem, smoke_dir / "findings")
+        except BaseException as err:  # cached, so a second test of the same notebook fails fast
+            return err
+
     def run(stem: str) -> dict:
         if stem not in results:
-            (nb,) = catalogue.notebooks([stem])
-            try:
-                with pytest.MonkeyPatch.context() as env, \
-                        no_network.entered() if no_network is not None else contextlib.nullcontext():
-                    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # two workers: one thread per kernel
-                        env.setenv(contract.ENV_SMOKE_THREADS, "1")
-                    if stem in WRONG_ANSWERS:
-                        probed = nbformat.read(nb, as_version=4)
-                        probed.cells.append(nbformat.v4.new_code_cell(wrong_answer_probe(probed.cells, stem, WRONG_ANSWERS[stem])))
-                        source = smoke_dir / "probed" / nb.name
-                        source.parent.mkdir(exist_ok=True)
-                        nbformat.write(probed, source)
-                        runner.run_one(source, runner.Targets.under(smoke_dir), {}, smoke=True)
-                    else:
-                        runner.run([nb.stem], smoke=True, out=smoke_dir)
-                results[stem] = findings.load(nb.stem, smoke_dir / "findings")
-            except BaseException as err:  # cached, so a second test of the same notebook fails fast
-                results[stem] = err
+            done = smoke_dir / "done" / stem  # "ok", or why it failed: written by whichever worker ran it
+            with notebook_lock(smoke_dir, stem):
+                if done.is_file():
+                    said = done.read_text()
+                    results[stem] = findings.load(stem, smoke_dir / "findings") if said == "ok" else \
+                        RuntimeError(f"the smoke run of {stem} failed in another pytest worker: {said}")
+                else:
+                    results[stem] = execute(stem)
+                    done.parent.mkdir(exist_ok=True)
+                    done.write_text("ok" if not isinstance(results[stem], BaseException)
+                                    else f"{type(results[stem]).__name__}: {results[stem]}")
         if isinstance(results[stem], BaseException):
             raise results[stem]
         return results[stem]
