@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 # notebooks side by side in `make journal`, each after those it needs; `make journal LANES=1`: one at a time
 LANES  ?= 2
 # pytest workers in `make test`: 2 pytest-xdist workers (each smoke run executed once, at one thread, by the first
-# worker to need it); `make test TEST_WORKERS=0`:
-# one process. On 2 idle cores two workers took 8 min 42 s, one process about 11 min
+# worker to need it); `make test TEST_WORKERS=0`: one process. On 2 idle cores, pytest took 8 min 22 s in two workers
+# and about 11 min in one process
 TEST_WORKERS ?= 2
 
 .PHONY: setup read journal test lab bench crosscheck clean

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from glassbox import findings
-from glassbox.journal import catalogue, contract, paths, runner
+from glassbox.journal import catalogue, contract, paths, record, runner
 
 OFFLINE_GUARD = Path(__file__).parent / "offline"
 sys.path.append(str(OFFLINE_GUARD))
@@ -54,20 +54,6 @@ def smoke_dir(tmp_path_factory) -> Path:
     shared = tmp_path_factory.getbasetemp().parent / "smoke"  # one per test run: its workers' base folders sit beside it
     shared.mkdir(exist_ok=True)
     return shared
-
-
-@contextlib.contextmanager
-def notebook_lock(folder: Path, stem: str):
-    """Held while one notebook's smoke run is executed or read: the first worker to ask runs it, the others wait."""
-    import fcntl
-
-    (folder / "locks").mkdir(exist_ok=True)
-    with open(folder / "locks" / stem, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -180,6 +166,9 @@ def wrong_answer_probe(cells: list, stem: str, wrong: dict[str, list[tuple[str, 
             f"print({PROBE_MARK!r}, _json.dumps(_outcomes))\n")
 
 
+SMOKE_WAIT_S = 600  # how long a worker waits for the other's smoke run of a notebook (the slowest takes about 30 s)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(smoke_dir, offline_log, no_network):
     """`smoke_run(stem)` executes a notebook once with --smoke (into smoke_dir) and returns its findings; once per
@@ -211,7 +200,8 @@ def smoke_run(smoke_dir, offline_log, no_network):
     def run(stem: str) -> dict:
         if stem not in results:
             done = smoke_dir / "done" / stem  # "ok", or why it failed: written by whichever worker ran it
-            with notebook_lock(smoke_dir, stem):
+            # held while the smoke run is executed or read: the first worker to ask runs it, the other waits
+            with record.lock(smoke_dir / "locks" / stem, f"the smoke run of {stem}", wait=SMOKE_WAIT_S):
                 if done.is_file():
                     said = done.read_text()
                     results[stem] = findings.load(stem, smoke_dir / "findings") if said == "ok" else \

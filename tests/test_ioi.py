@@ -273,6 +273,8 @@ def test_the_slot_follows_the_copying_sign_and_the_verdict_reads_the_signs():
     assert ioi.above_null(signs([0.5, -0.4], [0.6, 0.1])) == {"copy": 0, "suppress": 1, "within": 1}, "each head against its own null"
     heads = lambda *ms: signs(ms, [0.1] * len(ms))
     bar_inits, control = [heads(0.2, 0.0, 0.01, 0.0), heads(0.0, 0.01, 0.0, 0.01)], [heads(0.3, 0.0, 0.0, 0.0), heads(0.0, 0.0, 0.0, 0.0)]
+    assert ioi.passes_rule({"copy": 0, "suppress": 2, "within": 2}, 2) and not ioi.passes_rule({"copy": 1, "suppress": 2, "within": 1}, 2)
+    assert not ioi.passes_rule({"copy": 1, "suppress": 0, "within": 3}, 2), "too few above their nulls"
     bar = ioi.sign_bar(bar_inits, control)
     assert bar == {"most": 1, "need": 2, "bar inits": 2, "control inits": 2, "control most": 1, "control any": 1, "control passing": 0}
     assert ioi.sign_bar(bar_inits, [heads(0.3, 0.4, 0.0, 0.0)])["control passing"] == 1, "control: two of one sign pass a rule of 2"

@@ -153,12 +153,17 @@ def console_problem(kind: str, text: str) -> bool:
     return bad and not any(p.search(text) for p in CONSOLE_ALLOWED)
 
 
+def watch_console(page, problems: list[str]) -> None:
+    """Append to `problems` every console message that fails a page (`console_problem`) and every JavaScript error."""
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if console_problem(m.type, m.text) else None)
+    page.on("pageerror", lambda err: problems.append(f"JavaScript error: {err}"))
+
+
 def visit(browser, base: str, page_name: str) -> tuple[dict, list[str]]:
     """Load one page; returns what drew and every problem seen (errors, failed or outside requests)."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if console_problem(m.type, m.text) else None)
-    page.on("pageerror", lambda err: problems.append(f"JavaScript error: {err}"))
+    watch_console(page, problems)
     page.on("response", lambda r: problems.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
     page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else
             problems.append(f"fetched from outside the machine (the journal must work offline): {r.url}"))
@@ -280,8 +285,7 @@ def test_contents_and_code_toggle_at_laptop_and_phone_widths(browser, site, widt
     base, nbs, out = site
     page = browser.new_page(viewport={"width": width, "height": height})
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if console_problem(m.type, m.text) else None)
-    page.on("pageerror", lambda err: problems.append(f"JavaScript error: {err}"))
+    watch_console(page, problems)
     page.goto(f"{base}/{stem}.html", wait_until="load")
     page.evaluate("() => localStorage.removeItem('journal-hide-code')")
     page.reload(wait_until="load")

@@ -358,7 +358,8 @@ def shared_lab_css(page: str, out: Path) -> str:
         return page
     css = "\n".join(m[1].strip() for m in styles) + "\n"
     name = LAB_CSS.format(hashlib.sha256(css.encode()).hexdigest()[:12])
-    paths.atomic_write_text(out / name, css)
+    if not (out / name).is_file():  # named after its content: a file of that name already holds it
+        paths.atomic_write_text(out / name, css)
     start = styles[0].start()
     return (page[:start] + f'<link rel="stylesheet" href="{name}">\n'
             + HEAD_STYLE.sub("", page[start:head_end]) + page[head_end:])

@@ -381,9 +381,13 @@ def copying_null(model: nn.Module, layer: int, head: int, names: list[int], n_pe
     quantile over `n_permutations` random pairings of the names with the unembedding's name columns (name i's output
     scored at name p(i)'s logit). Every weight and norm is kept and only which name is 'own' changes, so a trained
     head, whose weights grew, is held to a bar of its own size. Its sign counts only where |margin| is above this."""
-    logits = _name_logits(model, layer, head, names)
+    return _null_of(_name_logits(model, layer, head, names), n_permutations, q, seed)
+
+
+def _null_of(logits: Float[Tensor, "name name"], n_permutations: int, q: float = 0.99, seed: int = 0) -> float:
+    """`copying_null` from a head's name logits (`_name_logits`)."""
     g = torch.Generator().manual_seed(seed)
-    pairings = torch.rand(n_permutations, len(names), generator=g).argsort(-1)
+    pairings = torch.rand(n_permutations, logits.shape[-1], generator=g).argsort(-1)
     return torch.quantile(_self_minus_others(logits.expand(n_permutations, -1, -1), pairings).abs(), q).item()
 
 
@@ -722,11 +726,13 @@ def one_position(counts: dict[str, int]) -> str | None:
     return next((k for k in ("IO", "S1", "S2") if counts["n"] and counts[k] == counts["n"]), None)
 
 
+@torch.no_grad()
 def head_signs(model: nn.Module, heads: list[tuple[int, int]], names: list[int], n_permutations: int = 1000) -> dict[str, dict[str, float]]:
     """Each head's OV copying margin ('margins': `name_copying`'s 'self minus others') and the |margin| its weights'
     scale alone reaches ('nulls': `copying_null`), by label ('L1H0')."""
-    return {"margins": {_label(h): name_copying(model, *h, names)["self minus others"] for h in heads},
-            "nulls": {_label(h): copying_null(model, *h, names, n_permutations) for h in heads}}
+    logits = {_label(h): _name_logits(model, *h, names) for h in heads}  # each head's, read once for both
+    return {"margins": {k: _self_minus_others(x, torch.arange(len(names))).item() for k, x in logits.items()},
+            "nulls": {k: _null_of(x, n_permutations) for k, x in logits.items()}}
 
 
 def slot_follows_sign(parts: dict[tuple[int, int], dict[str, float]], signs: dict[str, dict[str, float]]) -> dict:
@@ -749,6 +755,11 @@ def above_null(heads: dict) -> dict[str, int]:
     return {"copy": sum(m > 0 for m in big), "suppress": sum(m < 0 for m in big), "within": len(heads["margins"]) - len(big)}
 
 
+def passes_rule(counts: dict[str, int], need: int) -> bool:
+    """`sign_verdict`'s rule on one model's `above_null` counts: at least `need` heads above their nulls, all of one sign."""
+    return max(counts["copy"], counts["suppress"]) >= need and min(counts["copy"], counts["suppress"]) == 0
+
+
 def sign_bar(bar_inits: list[dict], control_inits: list[dict]) -> dict:
     """The rule of `sign_verdict`, set on untrained models and tested on others: 'need' is one more head above its null
     than any of `bar_inits` has ('most'); the control is `control_inits` (other untrained models): 'control most', the
@@ -759,7 +770,7 @@ def sign_bar(bar_inits: list[dict], control_inits: list[dict]) -> dict:
     control = counts(control_inits)
     return {"most": most, "need": most + 1, "bar inits": len(bar_inits), "control inits": len(control),
             "control most": max(a["copy"] + a["suppress"] for a in control), "control any": sum(a["copy"] + a["suppress"] > 0 for a in control),
-            "control passing": sum(max(a["copy"], a["suppress"]) >= most + 1 and min(a["copy"], a["suppress"]) == 0 for a in control)}
+            "control passing": sum(passes_rule(a, most + 1) for a in control)}
 
 
 def sign_verdict(upper: list[dict], bar: dict, seeds: list[int]) -> str:
@@ -781,7 +792,7 @@ def sign_verdict(upper: list[dict], bar: dict, seeds: list[int]) -> str:
         rng = f" (|margin| {'-'.join(dict.fromkeys((min(big, key=float), max(big, key=float))))})" if big else ""
         parts.append(f"layer {l}: " + ", ".join(f"{w} in {named(ss)}" for w, ss in by_seed.items()) + rng)
     counts = {str(s): above_null(c) for s, c in zip(seeds, upper)}
-    passing = [s for s, a in counts.items() if max(a["copy"], a["suppress"]) >= bar["need"] and min(a["copy"], a["suppress"]) == 0]
+    passing = [s for s, a in counts.items() if passes_rule(a, bar["need"])]
     failing = [s for s in counts if s not in passing]
     heads = ", ".join(str(a["copy"] + a["suppress"]) for a in counts.values())
     verdict = (f"the heads above their nulls are {heads} by seed, of one sign in "
